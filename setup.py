@@ -1,0 +1,31 @@
+"""tf_awt: Adversarial Winning Tickets for TensorFlow/Keras (tf_keras + tfmot)."""
+from setuptools import find_packages, setup
+
+setup(
+    name="tf_awt",
+    version="0.1.0",
+    description=(
+        "Adversarially robust sparse networks found at initialization "
+        "(Adversarial Winning Tickets, AISTATS 2022) for tf_keras / tfmot."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["tf_awt", "tf_awt.*"]),
+    package_data={"tf_awt": ["recipes/*.yaml"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "tensorflow==2.21.*",
+        "tf-keras==2.21.*",
+        "tensorflow-model-optimization==0.8.*",
+        "cleverhans==4.0.0",
+        "mlflow>=3,<4",
+        "tensorflow-datasets>=4.9",
+        "mlxtend>=0.23",
+        "numpy",
+        "pyyaml",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"dev": ["pytest>=8", "pytest-timeout"]},
+    entry_points={"console_scripts": ["tf-awt=tf_awt.cli:main"]},
+)
