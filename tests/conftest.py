@@ -1,0 +1,108 @@
+"""Shared fixtures: tiny tf_keras models covering every layer the kernel engine supports."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+L = tf_keras.layers
+
+
+def _randomize_bn(model, rng):
+    """Sets moving statistics, BN scale/shift and biases away from their trivial initial values."""
+    for v in model.trainable_variables:
+        if "bias" in v.name:
+            v.assign(rng.normal(0, 0.1, v.shape))
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            c = layer.gamma.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 1.5, c))
+            layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            layer.beta.assign(rng.normal(0, 0.1, c))
+
+
+def build_mlp(dtype="float64"):
+    return tf_keras.Sequential(
+        [
+            L.Input((6,), dtype=dtype),
+            L.Dense(5, activation="tanh", name="d1", dtype=dtype),
+            L.Dense(4, name="d2", dtype=dtype),
+            L.ReLU(dtype=dtype),
+            L.Dropout(0.5, dtype=dtype),
+            L.Reshape((2, 2), dtype=dtype),
+            L.Flatten(dtype=dtype),
+            L.Activation("sigmoid", dtype=dtype),
+            L.Dense(3, name="out", dtype=dtype),
+        ]
+    )
+
+
+def build_cnn(dtype="float64"):
+    return tf_keras.Sequential(
+        [
+            L.Input((9, 9, 2), dtype=dtype),
+            L.Conv2D(3, 3, strides=2, padding="same", activation="relu", name="c1", dtype=dtype),
+            L.BatchNormalization(name="bn", dtype=dtype),
+            L.Conv2D(4, 2, padding="same", dilation_rate=2, name="c2", dtype=dtype),
+            L.LeakyReLU(0.1, dtype=dtype),
+            L.AveragePooling2D(2, padding="same", dtype=dtype),
+            L.Conv2D(4, (2, 1), strides=(1, 2), padding="valid", activation="elu", name="c3", dtype=dtype),
+            L.MaxPooling2D((2, 1), dtype=dtype),
+            L.Flatten(dtype=dtype),
+            L.Dense(5, activation="relu", name="fc", dtype=dtype),
+            L.Dropout(0.2, dtype=dtype),
+            L.Dense(3, name="out", dtype=dtype),
+        ]
+    )
+
+
+def build_functional(dtype="float64"):
+    inp = L.Input((5, 5, 1), dtype=dtype)
+    h = L.Conv2D(3, 2, padding="valid", activation="softplus", name="c1", dtype=dtype)(inp)
+    a = L.Dense(2, activation="tanh", name="dense_rank4", dtype=dtype)(h)  # Dense over a rank-4 input
+    b = L.Conv2D(2, 1, name="c_skip", dtype=dtype)(h)
+    h = L.Add(dtype=dtype)([a, b])
+    h = L.GlobalAveragePooling2D(dtype=dtype)(h)
+    head = tf_keras.Sequential(
+        [L.Input((2,), dtype=dtype), L.Dense(4, activation="relu", name="h1", dtype=dtype), L.Dense(3, name="h2", dtype=dtype)],
+        name="head",
+    )
+    return tf_keras.Model(inp, head(h), name="functional")
+
+
+BUILDERS = {"mlp": build_mlp, "cnn": build_cnn, "functional": build_functional}
+
+
+def make_model(kind, dtype="float64", seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    model = BUILDERS[kind](dtype)
+    _randomize_bn(model, np.random.default_rng(seed))
+    return model
+
+
+def random_masks(model, density=0.5, seed=1, names=None):
+    """0/1 masks for every leaf layer with a kernel (or the given names)."""
+    from tf_awt._layers import iter_layers, unwrap
+
+    rng = np.random.default_rng(seed)
+    masks = {}
+    for layer in iter_layers(model):
+        inner, _ = unwrap(layer)
+        if hasattr(inner, "kernel") and (names is None or layer.name in names):
+            masks[layer.name] = (rng.random(inner.kernel.shape) < density).astype(inner.kernel.dtype.name)
+    return masks
+
+
+def inputs_for(model, n, seed=2, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.uniform(0, 1, (n,) + tuple(model.inputs[0].shape[1:])), dtype)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_keras_session():
+    yield
+    tf_keras.backend.clear_session()

@@ -1,0 +1,263 @@
+"""Mixed Tangent Kernel: every path against a brute-force float64 reference, and its gradient."""
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tf_awt
+from conftest import BUILDERS, inputs_for, make_model, random_masks
+from _reference import reference_kernel, relative_error
+
+PATHS = ["structured", "jacobian"]
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+@pytest.mark.parametrize("masked", [False, True], ids=["dense", "masked"])
+@pytest.mark.parametrize("implementation", PATHS)
+def test_kernel_matches_reference_float64(kind, masked, implementation):
+    model = make_model(kind)
+    masks = random_masks(model) if masked else None
+    x1, x2 = inputs_for(model, 4, seed=2), inputs_for(model, 3, seed=3)
+    theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation=implementation)
+    k = model.outputs[0].shape[-1]
+    assert theta.shape == (4, 3, k, k)
+    assert theta.dtype == tf.float64
+    assert relative_error(theta, reference_kernel(model, x1, x2, masks)) < 1e-5
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+@pytest.mark.parametrize("implementation", PATHS)
+def test_diagonal_is_the_diagonal_of_the_full_kernel(kind, implementation):
+    model = make_model(kind)
+    masks = random_masks(model)
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 3, seed=3)
+    diag = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, diagonal=True, implementation=implementation)
+    ref = reference_kernel(model, x1, x2, masks, diagonal=True)
+    assert diag.shape == ref.shape == (3, 3, 3)
+    assert relative_error(diag, ref) < 1e-5
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+@pytest.mark.parametrize("implementation", PATHS)
+def test_float32_kernel_matches_float64_reference(kind, implementation):
+    model64 = make_model(kind, "float64")
+    model32 = make_model(kind, "float32")
+    model32.set_weights([w.astype(np.float32) for w in model64.get_weights()])
+    masks = random_masks(model64)
+    x1, x2 = inputs_for(model64, 4, seed=5), inputs_for(model64, 4, seed=6)
+    ref = reference_kernel(model64, x1, x2, masks)
+    theta = tf_awt.mixed_tangent_kernel(
+        model32, tf.cast(x1, tf.float32), tf.cast(x2, tf.float32), masks=masks, implementation=implementation
+    )
+    assert theta.dtype == tf.float32
+    assert relative_error(theta, ref) < 1e-4
+
+
+def test_masked_weights_contribute_nothing():
+    """A mask of zeros on every kernel leaves only the biases' kernel."""
+    model = make_model("mlp")
+    zeros = {name: np.zeros_like(m) for name, m in random_masks(model).items()}
+    x = inputs_for(model, 3)
+    theta = tf_awt.mixed_tangent_kernel(model, x, x, masks=zeros, implementation="structured")
+    # With every kernel zeroed the hidden units are constant, so only the output bias moves f:
+    # d f_c / d b_out_d = [c == d], hence Θ[i, j] = I.
+    np.testing.assert_allclose(theta.numpy(), np.broadcast_to(np.eye(3), (3, 3, 3, 3)), atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_tfmot_wrapper_masks_are_applied(kind):
+    import tensorflow_model_optimization as tfmot
+
+    model = make_model(kind)
+    masks = random_masks(model)
+    tf_keras.backend.set_floatx("float64")  # the wrappers take the global float type
+    try:
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(model)
+    finally:
+        tf_keras.backend.set_floatx("float32")
+    by_inner = {}
+    for layer in pruned.layers:
+        if hasattr(layer, "pruning_vars"):
+            for weight, mask, _ in layer.pruning_vars:
+                mask.assign(masks[layer.layer.name])
+                by_inner[layer.layer.name] = layer.name
+    pruned.set_weights(pruned.get_weights())  # unchanged weights; wrappers must not zero them
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 2, seed=3)
+    ref = reference_kernel(model, x1, x2, masks)
+    for implementation in PATHS:
+        theta = tf_awt.mixed_tangent_kernel(pruned, x1, x2, implementation=implementation)
+        assert relative_error(theta, ref) < 1e-5, implementation
+    # An explicit mask for a wrapped layer (by the wrapper's name) takes precedence.
+    first = next(iter(by_inner))
+    override = dict(masks)
+    override[first] = np.ones_like(masks[first])
+    theta = tf_awt.mixed_tangent_kernel(pruned, x1, x2, masks={by_inner[first]: override[first]})
+    assert relative_error(theta, reference_kernel(model, x1, x2, override)) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_gradient_of_kernel_distance_matches_reference(kind):
+    model = make_model(kind)
+    masks = random_masks(model)
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 3, seed=3)
+    theta_dense = reference_kernel(model, x1, x2)
+
+    def grads(kernel):
+        with tf.GradientTape() as tape:
+            loss = tf_awt.kernel_distance(theta_dense, kernel())
+        return tape.gradient(loss, model.trainable_variables, unconnected_gradients="zero")
+
+    ref = grads(lambda: reference_kernel(model, x1, x2, masks))
+    flat_ref = np.concatenate([g.numpy().ravel() for g in ref])
+    assert np.abs(flat_ref).max() > 0
+    for implementation in PATHS:
+        got = grads(lambda: tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation=implementation))
+        flat = np.concatenate([g.numpy().ravel() for g in got])
+        assert relative_error(flat, flat_ref) < 1e-5, implementation
+
+
+@pytest.mark.parametrize("kind", ["mlp", "functional"])
+def test_gradient_matches_finite_differences(kind):
+    """Directional derivative of the structured kernel distance vs central differences (float64).
+
+    (The CNN's max-pooling over padded borders has ties, where the loss is not differentiable.)
+    """
+    model = make_model(kind)
+    masks = random_masks(model, density=0.8)
+    x1, x2 = inputs_for(model, 2, seed=2), inputs_for(model, 2, seed=3)
+    target = reference_kernel(model, x1, x2) * 0.5
+    kernel_fn = tf_awt.mixed_tangent_kernel_fn(model, "structured")
+    variables = model.trainable_variables
+
+    def loss():
+        return tf_awt.kernel_distance(target, kernel_fn(x1, x2, masks=masks))
+
+    with tf.GradientTape() as tape:
+        value = loss()
+    grads = tape.gradient(value, variables, unconnected_gradients="zero")
+    rng = np.random.default_rng(0)
+    direction = [rng.normal(size=v.shape) for v in variables]
+    analytic = sum(float(np.sum(g.numpy() * d)) for g, d in zip(grads, direction))
+    h = 1e-6
+    base = [np.array(v.numpy(), copy=True) for v in variables]
+    values = []
+    for sign in (1, -1):
+        for v, b, d in zip(variables, base, direction):
+            v.assign(b + sign * h * d)
+        values.append(float(loss()))
+    for v, b in zip(variables, base):
+        v.assign(b)
+    numeric = (values[0] - values[1]) / (2 * h)
+    assert abs(numeric) > 1e-3
+    assert abs(analytic - numeric) / abs(numeric) < 1e-5
+
+
+@pytest.mark.parametrize("implementation", PATHS)
+def test_kernel_inside_tf_function(implementation):
+    model = make_model("cnn")
+    masks = {name: tf.Variable(m) for name, m in random_masks(model).items()}
+    kernel_fn = tf_awt.mixed_tangent_kernel_fn(model, implementation)
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 3, seed=3)
+
+    @tf.function
+    def loss_and_grads(a, b):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.square(kernel_fn(a, b, masks=masks)))
+        return loss, tape.gradient(loss, model.trainable_variables, unconnected_gradients="zero")
+
+    loss, grads = loss_and_grads(x1, x2)
+    eager = float(tf.reduce_sum(tf.square(tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks))))
+    assert abs(float(loss) - eager) / eager < 1e-10
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads) > 0
+    # Mask variables may change between calls without retracing.
+    for m in masks.values():
+        m.assign(tf.ones_like(m))
+    loss2, _ = loss_and_grads(x1, x2)
+    dense = float(tf.reduce_sum(tf.square(tf_awt.mixed_tangent_kernel(model, x1, x2))))
+    assert abs(float(loss2) - dense) / dense < 1e-10
+
+
+def test_auto_uses_structured_and_falls_back_with_one_warning():
+    model = make_model("cnn")
+    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is tf_awt.KernelImplementation.STRUCTURED
+    unsupported = tf_keras.Sequential(
+        [tf_keras.layers.Input((4,), dtype="float64"), tf_keras.layers.Dense(3, dtype="float64"),
+         tf_keras.layers.LayerNormalization(name="ln", dtype="float64"), tf_keras.layers.Dense(2, dtype="float64")]
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn = tf_awt.mixed_tangent_kernel_fn(unsupported)
+        tf_awt.mixed_tangent_kernel_fn(unsupported)
+    messages = [str(w.message) for w in caught if "falls back" in str(w.message)]
+    assert len(messages) == 1 and "'ln'" in messages[0] and "LayerNormalization" in messages[0]
+    assert fn.implementation is tf_awt.KernelImplementation.JACOBIAN
+    x = inputs_for(unsupported, 3)
+    assert relative_error(fn(x, x), reference_kernel(unsupported, x, x)) < 1e-5
+    with pytest.raises(ValueError, match="structured.*'ln'"):
+        tf_awt.mixed_tangent_kernel(unsupported, x, x, implementation="structured")
+
+
+def test_subclassed_model_uses_jacobian_path():
+    class Tiny(tf_keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1 = tf_keras.layers.Dense(3, activation="tanh", dtype="float64")
+            self.d2 = tf_keras.layers.Dense(2, dtype="float64")
+
+        def call(self, x, training=False):
+            return self.d2(self.d1(x))
+
+    model = Tiny()
+    x = inputs_for(make_model("mlp"), 3)
+    model(x)
+    with pytest.warns(UserWarning, match="falls back"):
+        theta = tf_awt.mixed_tangent_kernel(model, x, x)
+    assert relative_error(theta, reference_kernel(model, x, x)) < 1e-5
+
+
+class TestBadInput:
+    def setup_method(self):
+        self.model = make_model("mlp")
+        self.x = inputs_for(self.model, 3)
+
+    def test_mismatched_input_shape(self):
+        with pytest.raises(ValueError, match=r"x2 must have shape \(N, 6\).*\(3, 7\)"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, tf.zeros((3, 7), tf.float64))
+
+    def test_mask_of_wrong_shape(self):
+        with pytest.raises(ValueError, match=r"'d1'.*\(6, 5\).*\(5, 6\)"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, self.x, masks={"d1": np.ones((5, 6))})
+
+    def test_mask_with_values_other_than_0_1(self):
+        with pytest.raises(ValueError, match=r"only 0 and 1.*0.5"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, self.x, masks={"d1": np.full((6, 5), 0.5)})
+
+    def test_mask_for_unknown_layer(self):
+        with pytest.raises(ValueError, match=r"'nope'.*\['d1', 'd2', 'out'\]"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, self.x, masks={"nope": np.ones((6, 5))})
+
+    def test_diagonal_needs_equal_sizes(self):
+        with pytest.raises(ValueError, match="diagonal=True.*N1=3, N2=2"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, self.x[:2], diagonal=True)
+
+    def test_unknown_implementation(self):
+        with pytest.raises(ValueError, match=r"implementation must be one of.*'fast'"):
+            tf_awt.mixed_tangent_kernel(self.model, self.x, self.x, implementation="fast")
+
+    def test_distances_need_equal_shapes(self):
+        with pytest.raises(ValueError, match=r"\(2, 3\) and \(2, 4\)"):
+            tf_awt.target_distance(tf.zeros((2, 3)), tf.zeros((2, 4)))
+        with pytest.raises(ValueError, match="normalization.*'mean'"):
+            tf_awt.kernel_distance(tf.zeros((2, 2, 3, 3)), tf.zeros((2, 2, 3, 3)), normalization="mean")
+
+
+def test_distances_follow_equation_13():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    assert np.isclose(float(tf_awt.target_distance(a, b)), np.sum((a - b) ** 2) / 5)
+    assert np.isclose(float(tf_awt.target_distance(a, b, "per_entry")), np.mean((a - b) ** 2))
+    t1, t2 = rng.normal(size=(5, 5, 3, 3)), rng.normal(size=(5, 5, 3, 3))
+    assert np.isclose(float(tf_awt.kernel_distance(t1, t2)), np.sum((t1 - t2) ** 2) / 25)
+    assert np.isclose(float(tf_awt.kernel_distance(t1, t2, "per_entry")), np.mean((t1 - t2) ** 2))
