@@ -2,18 +2,37 @@
 
 Public API (everything else is private):
 
-* :func:`mixed_tangent_kernel`, :func:`mixed_tangent_kernel_fn`, :class:`KernelImplementation`
-* :func:`target_distance`, :func:`kernel_distance`
+* Kernel engine: :func:`mixed_tangent_kernel`, :func:`mixed_tangent_kernel_fn`,
+  :class:`KernelImplementation`, :func:`target_distance`, :func:`kernel_distance`.
+* Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
+  :class:`SearchConfig`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
+* Attacks: :class:`Attack`, :func:`pgd`.
+* Architectures of the paper: :mod:`tf_awt.models`.
 """
+from tf_awt import models
+from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import kernel_distance, target_distance
 from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel, mixed_tangent_kernel_fn
+from tf_awt.schedule import AWTSchedule
+from tf_awt.search import METHODS, SearchConfig, TicketSearch, TicketSearchCallback, find_ticket
+from tf_awt.ticket import Ticket
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AWTSchedule",
+    "Attack",
     "KernelImplementation",
+    "METHODS",
+    "SearchConfig",
+    "Ticket",
+    "TicketSearch",
+    "TicketSearchCallback",
+    "find_ticket",
     "kernel_distance",
     "mixed_tangent_kernel",
     "mixed_tangent_kernel_fn",
+    "models",
+    "pgd",
     "target_distance",
 ]

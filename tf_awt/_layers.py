@@ -127,3 +127,21 @@ def call_inference(layer, args, kwargs):
     kwargs = dict(kwargs)
     kwargs["training"] = False
     return layer(*args, **kwargs)
+
+
+def masked_forward(model, x, masks: Dict[int, Tuple[tf_keras.layers.Layer, tf.Tensor]]):
+    """``f_{m ⊙ W}(x)`` in inference mode, differentiable w.r.t. ``W``.
+
+    ``masks`` is ``{id(inner_layer): (inner_layer, mask)}`` (see ``_masks.resolve_masks``). tfmot
+    wrappers are bypassed (their inner layer is called), so no wrapper side effect runs.
+    """
+    replacements = {key: (layer, layer.kernel * mask) for key, (layer, mask) in masks.items()}
+    with substituted_kernels(replacements):
+        if is_graph_network(model):
+
+            def apply(layer, args, kwargs):
+                inner, _ = unwrap(layer)
+                return call_inference(inner, args, kwargs)
+
+            return run_graph(model, x, apply)
+        return model(x, training=False)

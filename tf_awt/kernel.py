@@ -331,20 +331,8 @@ def _structured_kernel(model, x1, x2, masks, trainable, diagonal):
 
 def _jacobian(model, x, masks, variables):
     """J(x) as (N, k, P): every trainable variable, masked kernels carry the factor m."""
-    replacements = {}
     with tf.GradientTape() as tape:
-        for key, (layer, mask) in masks.items():
-            replacements[key] = (layer, layer.kernel * mask)
-        with _layers.substituted_kernels(replacements):
-            if _layers.is_graph_network(model):
-
-                def apply(layer, args, kwargs):
-                    inner, _ = _layers.unwrap(layer)
-                    return _layers.call_inference(inner, args, kwargs)
-
-                f = _layers.run_graph(model, x, apply)
-            else:
-                f = model(x, training=False)
+        f = _layers.masked_forward(model, x, masks)
     jac = tape.jacobian(f, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     n, k = tf.shape(f)[0], f.shape[-1]
     return tf.concat([tf.reshape(tf.cast(j, f.dtype), [n, k, -1]) for j in jac], axis=-1)

@@ -1,0 +1,85 @@
+"""When the AWT mask is re-derived, and at what sparsity: a tfmot ``PruningSchedule``.
+
+During the ticket search (Algorithm 1) the mask is reset to the top-k magnitudes of the student's
+weights every ``update_every`` (T_m) steps, from ``begin_step`` up to ``end_step`` (the last search
+step); after that it is frozen. The sparsity is constant: ``1 - density``.
+
+The schedule also plugs into plain ``tfmot.sparsity.keras.prune_low_magnitude``, where tfmot's
+wrappers then prune layer by layer on the same steps. :meth:`AWTSchedule.frozen` never prunes: the
+schedule of a found ticket during adversarial training.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
+
+__all__ = ["AWTSchedule"]
+
+
+class AWTSchedule(pruning_schedule.PruningSchedule):
+    """Constant sparsity ``1 - density``, mask re-derived every ``update_every`` steps until ``end_step``.
+
+    Args:
+      density: fraction of weights kept, in (0, 1].
+      update_every: T_m, steps between mask updates (default 100), >= 1.
+      end_step: last step at which the mask may change (default -1: no last step).
+      begin_step: first step at which the mask is derived (default 0).
+      frozen: if True the schedule never prunes (default False).
+
+    ``from_config(get_config())`` round-trips.
+    """
+
+    def __init__(self, density: float, update_every: int = 100, end_step: int = -1, begin_step: int = 0, frozen: bool = False):
+        if not isinstance(density, (int, float)) or not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1]. You passed: {density!r}")
+        if not isinstance(update_every, int) or update_every < 1:
+            raise ValueError(f"update_every (T_m) must be an integer >= 1. You passed: {update_every!r}")
+        if not isinstance(begin_step, int) or begin_step < 0:
+            raise ValueError(f"begin_step must be an integer >= 0. You passed: {begin_step!r}")
+        if not isinstance(end_step, int) or (end_step != -1 and end_step < begin_step):
+            raise ValueError(f"end_step must be -1 or an integer >= begin_step ({begin_step}). You passed: {end_step!r}")
+        self.density = float(density)
+        self.update_every = update_every
+        self.end_step = end_step
+        self.begin_step = begin_step
+        self.frozen = bool(frozen)
+
+    @classmethod
+    def frozen_at(cls, density: float) -> "AWTSchedule":
+        """A schedule that never changes the mask (a found ticket being trained)."""
+        return cls(density, frozen=True)
+
+    @property
+    def sparsity(self) -> float:
+        return 1.0 - self.density
+
+    def __call__(self, step):
+        step = tf.cast(step, tf.int64)
+        if self.frozen:
+            should_prune = tf.constant(False)
+        else:
+            should_prune = self._should_prune_in_step(
+                step, tf.constant(self.begin_step, tf.int64), tf.constant(self.end_step, tf.int64),
+                tf.constant(self.update_every, tf.int64),
+            )
+        return should_prune, tf.constant(self.sparsity, tf.float32)
+
+    def get_config(self) -> dict:
+        return {
+            "density": self.density,
+            "update_every": self.update_every,
+            "end_step": self.end_step,
+            "begin_step": self.begin_step,
+            "frozen": self.frozen,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict) -> "AWTSchedule":
+        return cls(**config)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other.get_config() == self.get_config()
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"AWTSchedule({args})"

@@ -1,0 +1,436 @@
+r"""Ticket search at initialization: AWT (Algorithm 1, eq. 13) as a Keras model trained by ``fit``.
+
+:class:`TicketSearch` holds the frozen dense teacher :math:`f_{\theta_0}` and the sparse student
+:math:`f_{m \odot w}` (a tfmot-pruned copy: the masks live in its ``PruneLowMagnitude`` wrappers).
+Each ``train_step`` on a batch :math:`(X, Y)`:
+
+1. :math:`\tilde X_0 = \mathrm{PGD}(X)` against the teacher, :math:`\tilde X^s_0 = \mathrm{PGD}(X)`
+   against the current student (ε = 0: both are X, Neural Tangent Transfer);
+2. loss = target_distance(:math:`f_{\theta_0}(\tilde X_0), f_{m\odot w}(\tilde X^s_0)`)
+   + kernel_weight · kernel_distance(:math:`\Theta_0(X, \tilde X_0), \Theta^s(X, \tilde X^s_0)`)
+   + weight_decay · :math:`\lVert m \odot w \rVert^2`, with kernel_weight = γ² by default (eq. 13);
+3. one optimizer step on w;
+4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
+   last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
+   ``scope="layer"`` for per layer; every layer keeps at least one weight per output unit).
+
+:class:`TicketSearchCallback` records both distances per step and, at the end, rewinds the
+student to θ0 keeping the masks, so the student *is* the ticket. :func:`find_ticket` is the
+functional entry point, which also runs the one-shot baselines (:mod:`tf_awt.baselines`).
+
+Weighting: eq. (13) writes γ²/N² with γ = 1e-3 (``normalization="per_example"``,
+``kernel_weight=None`` → γ² = 1e-6). NTT's public code weighs the kernel distance by 1e-3
+unsquared and averages both distances over their entries (``normalization="per_entry"``,
+``kernel_weight=1e-3``). Both are options; the per-step logs carry both terms' magnitudes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tf_awt import _layers, _selection
+from tf_awt._masks import resolve_masks
+from tf_awt.attacks import Attack, pgd
+from tf_awt.distances import NORMALIZATIONS, kernel_distance, target_distance
+from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel_fn
+from tf_awt.schedule import AWTSchedule
+from tf_awt.ticket import Ticket
+
+__all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "METHODS", "prunable_layer_names"]
+
+METHODS = ("awt", "ntt", "random", "magnitude", "snip", "synflow")
+KERNELS = ("full", "diagonal")
+REWINDS = ("init", "learned")
+
+
+def _number(value, name, low=None, high=None, low_open=False, integer=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+    if integer:
+        ok = ok and float(value).is_integer()
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = {(0, 1, True): "in (0, 1]"}.get((low, high, low_open))
+        if rng is None:
+            rng = f"{'an integer' if integer else 'a number'} {'>' if low_open else '>='} {low}"
+        raise ValueError(f"{name} must be {rng}. You passed: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Settings of a ticket search; validated on construction.
+
+    Attributes:
+      density: fraction of prunable weights kept, in (0, 1].
+      method: one of ``METHODS`` (default "awt"); "ntt" is AWT with ε = 0.
+      attack: the PGD attack of the search (default: L∞, ε = 0.3, 10 steps of 0.075).
+      gamma: γ of eq. (13) (default 1e-3), >= 0.
+      kernel_weight: weight of the kernel distance; None (default) means γ².
+      normalization: "per_example" (default, eq. 13) or "per_entry" (NTT's code).
+      learning_rate: Adam learning rate (default 5e-4).
+      update_every: T_m, steps between mask updates (default 100), >= 1.
+      weight_decay: β, L2 penalty on the kept student weights (default 0).
+      epochs: search epochs (default 20).
+      kernel: "full" (default) or "diagonal" (S-AWT).
+      scope: "global" (default) or "layer" top-k.
+      implementation: kernel implementation (default "auto").
+      seed: seed of the one-shot baselines' randomness (default 0).
+    """
+
+    density: float
+    method: str = "awt"
+    attack: Attack = Attack(eps=0.3, steps=10, step_size=0.075)
+    gamma: float = 1e-3
+    kernel_weight: Optional[float] = None
+    normalization: str = "per_example"
+    learning_rate: float = 5e-4
+    update_every: int = 100
+    weight_decay: float = 0.0
+    epochs: int = 20
+    kernel: str = "full"
+    scope: str = "global"
+    implementation: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        _number(self.density, "density", 0, 1, low_open=True)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
+        if not isinstance(self.attack, Attack):
+            raise ValueError(f"attack must be a tf_awt.Attack. You passed: {self.attack!r}")
+        _number(self.gamma, "gamma", 0)
+        if self.kernel_weight is not None:
+            _number(self.kernel_weight, "kernel_weight", 0)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}. You passed: {self.normalization!r}")
+        _number(self.learning_rate, "learning_rate", 0, low_open=True)
+        _number(self.update_every, "update_every (T_m)", 1, integer=True)
+        _number(self.weight_decay, "weight_decay", 0)
+        _number(self.epochs, "epochs", 0, integer=True)
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
+        if self.scope not in _selection.SCOPES:
+            raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
+        KernelImplementation.parse(self.implementation)
+
+    @property
+    def effective_kernel_weight(self) -> float:
+        return self.gamma**2 if self.kernel_weight is None else float(self.kernel_weight)
+
+    @property
+    def effective_attack(self) -> Attack:
+        return self.attack.replace(eps=0.0) if self.method == "ntt" else self.attack
+
+    def get_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        config["attack"] = self.attack.get_config()
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SearchConfig":
+        config = dict(config)
+        config["attack"] = Attack.from_config(config["attack"])
+        return cls(**config)
+
+
+def prunable_layer_names(model) -> List[str]:
+    """Names of the layers whose kernels a ticket masks: every Dense and Conv2D layer."""
+    names = []
+    for layer in _layers.iter_layers(model):
+        inner, _ = _layers.unwrap(layer)
+        if isinstance(inner, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)) and inner.trainable:
+            names.append(inner.name)
+    if not names:
+        raise ValueError(
+            f"model {model.name!r} has no prunable layers (Dense or Conv2D with trainable kernels). "
+            f"Its layers: {[layer.name for layer in _layers.iter_layers(model)]}"
+        )
+    return names
+
+
+def _check_model(model):
+    if not isinstance(model, tf_keras.Model):
+        raise ValueError(f"model must be a tf_keras.Model (Keras 2, as tfmot needs). You passed: {type(model).__module__}.{type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"model {model.name!r} must be built (give it an Input). You passed an unbuilt model.")
+
+
+def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+    plain = tf_keras.models.clone_model(model)
+    plain.set_weights(model.get_weights())
+    wanted = set(names)
+
+    def wrap(layer):
+        return prune.prune_low_magnitude(layer, pruning_schedule=schedule) if layer.name in wanted else layer
+
+    return tf_keras.models.clone_model(plain, clone_function=wrap)
+
+
+class TicketSearch(tf_keras.Model):
+    """Finds an adversarial winning ticket of ``model`` with ``fit`` (see the module docstring).
+
+    Args:
+      model: a built tf_keras model at its initialization θ0 (logit outputs). It is not modified.
+      config: a :class:`SearchConfig` (method "awt" or "ntt").
+      steps_per_epoch: batches per epoch; with ``config.epochs`` it fixes the last step at which
+        the mask may change (default None: the mask never freezes by itself).
+
+    After ``fit`` with a :class:`TicketSearchCallback`, ``student`` is the ticket (θ0 ⊙ m) and
+    :meth:`ticket` returns it as a :class:`~tf_awt.Ticket`.
+    """
+
+    def __init__(self, model, config: SearchConfig, steps_per_epoch: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        _check_model(model)
+        if config.method not in ("awt", "ntt"):
+            raise ValueError(f"TicketSearch runs methods 'awt' and 'ntt'. You passed: {config.method!r}")
+        self.config = config
+        self.names = prunable_layer_names(model)
+        self.initial_weights = [np.array(w, copy=True) for w in model.get_weights()]
+        end_step = -1 if steps_per_epoch is None else int(steps_per_epoch) * config.epochs
+        self.schedule = AWTSchedule(config.density, config.update_every, end_step=end_step)
+        self.teacher = tf_keras.models.clone_model(model)
+        self.teacher.set_weights(self.initial_weights)
+        self.student = _student_from(model, self.schedule, self.names)
+        self._wrappers = [l for l in _layers.iter_layers(self.student) if _layers.is_prune_wrapper(l)]
+        self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation)
+        self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation)
+        self.step_values = {
+            name: tf.Variable(0.0, trainable=False, name=f"last_{name}")
+            for name in ("loss", "target_distance", "kernel_distance", "weighted_kernel_distance")
+        }
+        self.mask_updates = tf.Variable(0, trainable=False, dtype=tf.int64, name="mask_updates")
+        self._trackers = {name: tf_keras.metrics.Mean(name=name) for name in self.step_values}
+        self.update_masks()  # m_0 = top-k magnitudes of θ0
+        self.mask_updates.assign(0)
+
+    # ------------------------------------------------------------------ masks
+    @property
+    def mask_variables(self) -> Dict[str, tf.Variable]:
+        return {w.layer.name: _layers.unwrap(w)[1] for w in self._wrappers}
+
+    def update_masks(self):
+        """m = top-k magnitudes of the student's current kernels (``config.scope``)."""
+        kernels = [w.layer.kernel for w in self._wrappers]
+        new = _selection.top_k_masks([tf.abs(k) for k in kernels], self.config.density, self.config.scope)
+        for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
+            mask.assign(tf.cast(value, mask.dtype))
+        self.mask_updates.assign_add(1)
+        return tf.constant(True)
+
+    # ------------------------------------------------------------------ forward / step
+    def _student_fn(self, x):
+        return _layers.masked_forward(self.student, x, resolve_masks(self.student, None))
+
+    def call(self, inputs, training=False):
+        return self._student_fn(inputs)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        attack = self.config.effective_attack
+        diagonal = self.config.kernel == "diagonal"
+        norm = self.config.normalization
+        x = tf.cast(x, self.student.trainable_variables[0].dtype)
+
+        def teacher_fn(z):
+            return self.teacher(z, training=False)
+
+        x_adv_t = pgd(teacher_fn, x, y, attack)
+        x_adv_s = pgd(self._student_fn, x, y, attack)
+        f_t = tf.stop_gradient(teacher_fn(x_adv_t))
+        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t, diagonal=diagonal))
+        variables = self.student.trainable_variables
+        with tf.GradientTape() as tape:
+            f_s = self._student_fn(x_adv_s)
+            theta_s = self._student_kernel(x, x_adv_s, diagonal=diagonal)
+            td = target_distance(f_t, f_s, norm)
+            kd = kernel_distance(theta_t, theta_s, norm)
+            weighted = self.config.effective_kernel_weight * kd
+            loss = td + weighted
+            if self.config.weight_decay:
+                decay = tf.add_n([tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
+                loss = loss + self.config.weight_decay * decay
+        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        should_update, _ = self.schedule(self.optimizer.iterations)
+        tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
+        values = {"loss": loss, "target_distance": td, "kernel_distance": kd, "weighted_kernel_distance": weighted}
+        for name, value in values.items():
+            self.step_values[name].assign(tf.cast(value, tf.float32))
+            self._trackers[name].update_state(value)
+        return {name: t.result() for name, t in self._trackers.items()}
+
+    # ------------------------------------------------------------------ results
+    def _student_weights(self) -> List[np.ndarray]:
+        """The student's weights in the plain model's ``get_weights()`` order."""
+        inner = {_layers.unwrap(l)[0].name: _layers.unwrap(l)[0] for l in _layers.iter_layers(self.student)}
+        return [w.numpy().copy() for name in self._plain_layer_names() for w in inner[name].weights]
+
+    def _plain_layer_names(self) -> List[str]:
+        return [_layers.unwrap(l)[0].name for l in _layers.iter_layers(self.teacher)]
+
+    def rewind(self, to: str = "init"):
+        """Sets the student to θ0 ⊙ m ("init") or to its learned weights ⊙ m ("learned")."""
+        if to not in REWINDS:
+            raise ValueError(f"rewind must be one of {REWINDS}. You passed: {to!r}")
+        self.learned_weights = self._student_weights()
+        if to == "init":
+            inner = {_layers.unwrap(l)[0].name: _layers.unwrap(l)[0] for l in _layers.iter_layers(self.student)}
+            values = iter(self.initial_weights)
+            for name in self._plain_layer_names():
+                for w in inner[name].weights:
+                    w.assign(next(values))
+        for wrapper in self._wrappers:
+            weight, mask, _ = wrapper.pruning_vars[0]
+            weight.assign(weight * mask)
+
+    def current_masks(self) -> Dict[str, np.ndarray]:
+        return {name: var.numpy().copy() for name, var in self.mask_variables.items()}
+
+    def ticket(self, history: Optional[dict] = None) -> Ticket:
+        learned = getattr(self, "learned_weights", None) or self._student_weights()
+        return Ticket(
+            masks=self.current_masks(),
+            initial_weights=self.initial_weights,
+            method=self.config.method,
+            history=history or {},
+            config=self.config.get_config(),
+            learned_weights=learned,
+        )
+
+
+class TicketSearchCallback(tf_keras.callbacks.Callback):
+    """Records the search's distances per step; at the end rewinds the student (the ticket).
+
+    Args:
+      rewind: "init" (default: θ0 ⊙ m, the paper) or "learned" (learned weights ⊙ m); None
+        leaves the student as it is.
+      log_dir: if given (default None), per-step scalars are written there as TensorBoard
+        summaries (``search/target_distance``, ``search/kernel_distance``, ...).
+
+    Attributes:
+      history: dict of lists: "step", "loss", "target_distance", "kernel_distance",
+        "weighted_kernel_distance", "mask_updates" (one entry per training step).
+    """
+
+    def __init__(self, rewind: Optional[str] = "init", log_dir: Optional[str] = None):
+        super().__init__()
+        if rewind is not None and rewind not in REWINDS:
+            raise ValueError(f"rewind must be one of {REWINDS} or None. You passed: {rewind!r}")
+        self.rewind = rewind
+        self.log_dir = log_dir
+        self.history: Dict[str, List[float]] = {}
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        if not isinstance(self.model, TicketSearch):
+            raise ValueError(f"TicketSearchCallback needs a TicketSearch model. You passed: {type(self.model).__name__}")
+        self.history = {key: [] for key in ("step", *self.model.step_values, "mask_updates")}
+        self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        self.history["step"].append(step)
+        values = {name: float(v.numpy()) for name, v in self.model.step_values.items()}
+        for name, value in values.items():
+            self.history[name].append(value)
+        self.history["mask_updates"].append(int(self.model.mask_updates.numpy()))
+        if self._writer is not None:
+            with self._writer.as_default(step=step):
+                for name, value in values.items():
+                    tf.summary.scalar(f"search/{name}", value)
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+        if self.rewind is not None:
+            self.model.rewind(self.rewind)
+
+
+def _as_dataset(data, batch_size: int):
+    if isinstance(data, tf.data.Dataset):
+        return data
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = data
+        return tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), np.asarray(y))).batch(batch_size)
+    raise ValueError(f"data must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
+
+
+def _check_data(model, dataset):
+    spec = dataset.element_spec
+    if not isinstance(spec, tuple) or len(spec) < 2:
+        raise ValueError(f"the dataset must yield (x, y) batches. It yields: {spec}")
+    got = spec[0].shape[1:]
+    want = model.inputs[0].shape[1:]
+    if not want.is_compatible_with(got):
+        raise ValueError(
+            f"the dataset's inputs have shape {tuple(spec[0].shape)}, the model expects (batch, {', '.join(map(str, want))})."
+        )
+
+
+def find_ticket(
+    model,
+    data,
+    density: float,
+    method: str = "awt",
+    attack: Optional[Attack] = None,
+    epochs: int = 20,
+    batch_size: int = 64,
+    callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+    verbose: int = 0,
+    **settings,
+) -> Ticket:
+    """Finds a ticket of ``model`` at its initialization.
+
+    Args:
+      model: a built tf_keras model at θ0 with logit outputs (not modified).
+      data: a ``tf.data.Dataset`` of (x, y) batches, or a tuple (x, y) of arrays (batched by
+        ``batch_size``, default 64).
+      density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1].
+      method: "awt" (default), "ntt", "random", "magnitude", "snip" or "synflow".
+      attack: the search's PGD :class:`~tf_awt.Attack` (default: L∞, ε = 0.3, 10 steps).
+      epochs: search epochs for awt/ntt (default 20; the paper's setting).
+      callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
+      verbose: ``fit`` verbosity (default 0).
+      **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
+        learning_rate, update_every, weight_decay, kernel, scope, implementation, seed).
+
+    Returns:
+      a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
+
+    Example::
+
+        model = tf_awt.models.mlp()
+        ticket = tf_awt.find_ticket(model, (x_train, y_train), density=0.05, epochs=1)
+        sparse = ticket.to_model(model)          # θ0 ⊙ m in tfmot wrappers, ready for fit
+    """
+    _check_model(model)
+    config = SearchConfig(density=density, method=method, epochs=epochs,
+                          **({"attack": attack} if attack is not None else {}), **settings)
+    prunable_layer_names(model)
+    dataset = _as_dataset(data, batch_size)
+    _check_data(model, dataset)
+    if method in ("awt", "ntt"):
+        steps = int(dataset.cardinality().numpy())
+        search = TicketSearch(model, config, steps_per_epoch=steps if steps > 0 else None)
+        search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+        recorder = TicketSearchCallback(rewind="init")
+        search.fit(dataset, epochs=config.epochs, callbacks=[recorder, *callbacks], verbose=verbose)
+        return search.ticket(history=recorder.history)
+    from tf_awt import baselines
+
+    masks = baselines.one_shot_masks(model, dataset, config)
+    return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
+                  method=method, config=config.get_config())
