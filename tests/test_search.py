@@ -1,0 +1,214 @@
+"""Ticket search (Algorithm 1) and its baselines on tiny nets."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tf_awt
+from tf_awt import _selection
+from tf_awt.search import TicketSearch, TicketSearchCallback
+
+ATTACK = tf_awt.Attack(eps=0.1, steps=2, step_size=0.05)
+
+
+def tiny_model(seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    return tf_awt.models.mlp(input_shape=(6, 6, 1), num_classes=3, hidden=(12, 8))
+
+
+def tiny_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 6, 6, 1)).astype("float32")
+    y = (x.reshape(n, -1)[:, :3].argmax(axis=1)).astype("int64")
+    return x, y
+
+
+def total_prunable(model):
+    return sum(l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel"))
+
+
+def run_search(model, density=0.3, epochs=2, update_every=2, **settings):
+    x, y = tiny_data()
+    config = tf_awt.SearchConfig(density=density, attack=ATTACK, epochs=epochs, update_every=update_every, **settings)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    search = TicketSearch(model, config, steps_per_epoch=3)
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    callback = TicketSearchCallback()
+    search.fit(ds, epochs=epochs, callbacks=[callback], verbose=0)
+    return search, callback
+
+
+def test_loss_decreases_over_the_search():
+    # Per-entry normalization with weight 1e-3 keeps both terms active on this tiny net.
+    search, cb = run_search(tiny_model(), density=0.2, epochs=10, update_every=1000, learning_rate=1e-2,
+                            normalization="per_entry", kernel_weight=1e-3)
+    loss = np.array(cb.history["loss"])
+    assert len(loss) == 30
+    assert loss[-3:].mean() < 0.6 * loss[:3].mean()
+    assert all(np.isfinite(cb.history["kernel_distance"]))
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("method", tf_awt.METHODS)
+def test_density_is_exactly_met(method, scope):
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=0.25, method=method, attack=ATTACK, epochs=1,
+                                batch_size=16, update_every=1, scope=scope)
+    if scope == "global":
+        assert ticket.num_kept == round(0.25 * total_prunable(model))
+    else:
+        for name, mask in ticket.masks.items():
+            assert mask.sum() == round(0.25 * mask.size), name
+    assert set(np.unique(np.concatenate([m.ravel() for m in ticket.masks.values()]))) <= {0.0, 1.0}
+    assert all(m.sum() > 0 for m in ticket.masks.values())  # no layer collapse
+
+
+def test_collapse_guard_keeps_every_layer_alive():
+    # A layer whose weights are all tiny would lose everything under a plain global top-k.
+    scores = [tf.fill([50, 40], 10.0), tf.fill([40, 3], 1e-6)]
+    masks = _selection.top_k_masks(scores, density=0.05, scope="global")
+    kept = [int(m.numpy().sum()) for m in masks]
+    assert kept[1] >= 3 and sum(kept) == round(0.05 * (2000 + 120))
+
+
+def test_density_one_gives_the_dense_network():
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=1.0, attack=ATTACK, epochs=1, batch_size=16)
+    assert all(m.all() for m in ticket.masks.values())
+    sparse = ticket.to_model(model)
+    x, _ = tiny_data(8, seed=3)
+    np.testing.assert_allclose(sparse(x, training=False).numpy(), model(x, training=False).numpy(), rtol=1e-6)
+
+
+def test_eps_zero_gives_clean_inputs():
+    x, y = tiny_data(8)
+    model = tiny_model()
+    adv = tf_awt.pgd(lambda z: model(z), x, y, ATTACK.replace(eps=0.0))
+    np.testing.assert_array_equal(adv.numpy(), x)
+    adv = tf_awt.pgd(lambda z: model(z), x, y, ATTACK)
+    assert np.abs(adv.numpy() - x).max() > 0
+    assert np.abs(adv.numpy() - x).max() <= 0.1 + 1e-6
+
+
+def test_ntt_search_attacks_nothing():
+    config = tf_awt.SearchConfig(density=0.5, method="ntt", attack=ATTACK)
+    assert config.effective_attack.eps == 0.0
+
+
+def test_mask_is_frozen_after_the_search_and_rewind_restores_theta0():
+    model = tiny_model()
+    theta0 = [w.copy() for w in model.get_weights()]
+    search, cb = run_search(model, epochs=2, update_every=2)
+    assert cb.history["mask_updates"][-1] == 3  # steps 2, 4, 6 of 6
+    masks = search.current_masks()
+    # θ0 bit for bit on unmasked weights, zero on pruned ones.
+    ticket = search.ticket(cb.history)
+    for name, mask in masks.items():
+        layer = next(l for l in search.student.layers if getattr(l, "layer", None) is not None and l.layer.name == name)
+        idx = [i for i, l in enumerate(model.layers) if l.name == name][0]
+        w0 = model.layers[idx].kernel.numpy()
+        got = layer.layer.kernel.numpy()
+        np.testing.assert_array_equal(got[mask == 1], w0[mask == 1])
+        assert np.all(got[mask == 0] == 0)
+    assert all(np.array_equal(a, b) for a, b in zip(ticket.initial_weights, theta0))
+    # Continued training of the ticket never changes the mask.
+    sparse = ticket.to_model(model)
+    sparse.compile(optimizer="adam", loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    import tensorflow_model_optimization as tfmot
+    x, y = tiny_data()
+    sparse.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+    for layer in sparse.layers:
+        if hasattr(layer, "pruning_vars"):
+            kernel, mask, _ = layer.pruning_vars[0]
+            np.testing.assert_array_equal(mask.numpy(), ticket.masks[layer.layer.name])
+            assert np.all(kernel.numpy()[mask.numpy() == 0] == 0)
+
+
+def test_rewind_learned_keeps_the_students_weights():
+    model = tiny_model()
+    search, cb = run_search(model, epochs=1)
+    ticket = search.ticket(cb.history)
+    assert any(not np.array_equal(a, b) for a, b in zip(ticket.learned_weights, ticket.initial_weights))
+    learned = ticket.to_model(model, rewind="learned")
+    init = ticket.to_model(model, rewind="init")
+    x, _ = tiny_data(4, seed=9)
+    assert not np.allclose(learned(x).numpy(), init(x).numpy())
+
+
+def test_diagonal_kernel_search_runs():
+    _, cb = run_search(tiny_model(), epochs=1, kernel="diagonal")
+    assert len(cb.history["kernel_distance"]) == 3 and all(np.isfinite(cb.history["loss"]))
+
+
+def test_ticket_save_load_round_trip(tmp_path):
+    model = tiny_model()
+    search, cb = run_search(model, epochs=1)
+    ticket = search.ticket(cb.history)
+    path = tmp_path / "t.npz"
+    ticket.save(str(path))
+    loaded = tf_awt.Ticket.load(str(path))
+    assert loaded.method == ticket.method and loaded.history == ticket.history
+    assert tf_awt.SearchConfig.from_config(loaded.config) == tf_awt.SearchConfig.from_config(ticket.config)
+    for name in ticket.masks:
+        np.testing.assert_array_equal(loaded.masks[name], ticket.masks[name])
+    for a, b in zip(loaded.initial_weights, ticket.initial_weights):
+        np.testing.assert_array_equal(a, b)
+    assert [p.name for p in tmp_path.iterdir()] == ["t.npz"]  # no temp file left behind
+    (tmp_path / "bad.npz").write_bytes(b"not a ticket")
+    with pytest.raises(ValueError, match="bad.npz is not a tf_awt ticket"):
+        tf_awt.Ticket.load(str(tmp_path / "bad.npz"))
+
+
+def test_schedule_round_trips_and_freezes():
+    schedule = tf_awt.AWTSchedule(0.05, update_every=10, end_step=100)
+    assert tf_awt.AWTSchedule.from_config(schedule.get_config()) == schedule
+    steps = {s: bool(schedule(tf.constant(s))[0]) for s in (0, 5, 10, 100, 110)}
+    assert steps == {0: True, 5: False, 10: True, 100: True, 110: False}
+    assert np.isclose(float(schedule(0)[1]), 0.95)
+    frozen = tf_awt.AWTSchedule.frozen_at(0.05)
+    assert not any(bool(frozen(s)[0]) for s in (0, 1, 100))
+    assert tf_awt.AWTSchedule.from_config(frozen.get_config()) == frozen
+
+
+def test_configs_round_trip():
+    config = tf_awt.SearchConfig(density=0.1, attack=tf_awt.Attack(norm="l2", eps=2.0), kernel="diagonal")
+    assert tf_awt.SearchConfig.from_config(config.get_config()) == config
+    assert tf_awt.Attack.from_config(config.attack.get_config()) == config.attack
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"density": 0.0}, r"density must be in \(0, 1\]. You passed: 0.0"),
+        ({"density": 1.5}, r"density must be in \(0, 1\]. You passed: 1.5"),
+        ({"density": 0.1, "gamma": -1.0}, r"gamma must be a number >= 0. You passed: -1.0"),
+        ({"density": 0.1, "update_every": 0}, r"update_every \(T_m\) must be an integer >= 1. You passed: 0"),
+        ({"density": 0.1, "method": "grasp"}, r"method must be one of .*You passed: 'grasp'"),
+        ({"density": 0.1, "kernel": "sampled"}, r"kernel must be one of .*You passed: 'sampled'"),
+    ],
+)
+def test_bad_settings_are_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tf_awt.find_ticket(tiny_model(), tiny_data(), **kwargs)
+
+
+def test_model_without_prunable_layers_is_refused():
+    model = tf_keras.Sequential([tf_keras.layers.Input((6, 6, 1)), tf_keras.layers.Flatten(), tf_keras.layers.BatchNormalization()])
+    with pytest.raises(ValueError, match="has no prunable layers"):
+        tf_awt.find_ticket(model, tiny_data(), density=0.5)
+
+
+def test_dataset_of_the_wrong_shape_is_refused():
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match=r"shape \(None, 5, 5, 1\), the model expects \(batch, 6, 6, 1\)"):
+        tf_awt.find_ticket(tiny_model(), (x[:, :5, :5], y), density=0.5)
+
+
+def test_readme_example_runs():
+    """The example in find_ticket's docstring (also in README.md)."""
+    x_train, y_train = tiny_data()
+    model = tf_awt.models.mlp(input_shape=(6, 6, 1), num_classes=3, hidden=(12, 8))
+    ticket = tf_awt.find_ticket(model, (x_train, y_train), density=0.05, epochs=1, attack=ATTACK)
+    sparse = ticket.to_model(model)
+    assert abs(ticket.density - 0.05) < 1 / total_prunable(model) + 1e-9
+    assert sparse.output_shape == (None, 3)
