@@ -7,9 +7,14 @@ Public API (everything else is private):
 * Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
   :class:`SearchConfig`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
 * Attacks: :class:`Attack`, :func:`pgd`.
+* Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
+  :func:`evaluate`, :class:`EvaluationResult`.
+* Data: :mod:`tf_awt.data`.
 * Architectures of the paper: :mod:`tf_awt.models`.
 """
-from tf_awt import models
+from tf_awt import data, models
+from tf_awt.evaluation import EvaluationResult, evaluate, evaluation_attack
+from tf_awt.training import AdversarialTrainer, adversarial_fit, training_attack
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import kernel_distance, target_distance
 from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel, mixed_tangent_kernel_fn
@@ -21,6 +26,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AWTSchedule",
+    "AdversarialTrainer",
+    "EvaluationResult",
+    "adversarial_fit",
+    "data",
+    "evaluate",
+    "evaluation_attack",
+    "training_attack",
     "Attack",
     "KernelImplementation",
     "METHODS",

@@ -78,8 +78,15 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack) -> tf.
     from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     step = min(attack.effective_step_size, attack.eps)  # cleverhans requires eps_iter <= eps
+
+    def connected_fn(z):
+        # A model whose output does not depend on its input (e.g. stop_gradient inside) would give
+        # cleverhans a None gradient; a zero-weight path makes it an all-zero gradient instead.
+        out = model_fn(z)
+        return out + 0.0 * tf.reduce_sum(tf.reshape(z, [tf.shape(z)[0], -1]), axis=1, keepdims=True)
+
     adv = projected_gradient_descent(
-        model_fn,
+        connected_fn,
         x,
         eps=attack.eps,
         eps_iter=step,

