@@ -3,6 +3,7 @@
 * :func:`mlp` — MNIST MLP 784-300-100-10 (ReLU).
 * :func:`paper_cnn` — conv32(5x5)-pool-conv64(5x5)-pool-fc1024-fc10 (ReLU, 'same' padding).
 * :func:`linear` — a linear classifier (the toy example of appendix C.1).
+* :func:`vgg16` — VGG16 for 32x32 images (the S-AWT experiment).
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Sequence
 
 import tf_keras
 
-__all__ = ["mlp", "paper_cnn", "linear", "build_model", "MODELS"]
+__all__ = ["mlp", "paper_cnn", "linear", "vgg16", "build_model", "MODELS"]
 
 L = tf_keras.layers
 
@@ -45,7 +46,22 @@ def linear(input_shape: Sequence[int] = (100,), num_classes: int = 2, name="line
     return tf_keras.Sequential([L.Input(tuple(input_shape)), L.Flatten(), L.Dense(num_classes, name="logits")], name=name)
 
 
-MODELS = {"mlp": mlp, "cnn": paper_cnn, "linear": linear}
+def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, name="vgg16"):
+    """VGG16 for 32x32 inputs: 13 3x3 conv layers (64-64-M-128-128-M-256x3-M-512x3-M-512x3-M), fc512, fc."""
+    layers = [L.Input(tuple(input_shape))]
+    plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+    i = 0
+    for item in plan:
+        if item == "M":
+            layers.append(L.MaxPooling2D(2))
+        else:
+            layers.append(L.Conv2D(item, 3, padding="same", activation="relu", name=f"conv_{i}"))
+            i += 1
+    layers += [L.Flatten(), L.Dense(512, activation="relu", name="dense_0"), L.Dense(num_classes, name="logits")]
+    return tf_keras.Sequential(layers, name=name)
+
+
+MODELS = {"mlp": mlp, "cnn": paper_cnn, "linear": linear, "vgg16": vgg16}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int):

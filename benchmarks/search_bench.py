@@ -1,0 +1,102 @@
+"""One AWT search step on the paper MLP (784-300-100-10), B=64, PGD-10 inner attacks.
+
+    python benchmarks/search_bench.py [--repeats 10] [--density 0.05] [--kernel full]
+
+Times compiled functions on the same batch (median after warm-up): the two PGD attacks (teacher
+and student), the attacks plus both kernels and distances with the gradient, and the whole
+``TicketSearch.train_step`` (attacks + kernels + optimizer update + mask schedule); the update's
+share is the whole step minus attacks+kernels. Then projects a search epoch on 4,000 MNIST digits
+(63 steps of 64) and runs one for real on the bundled MNIST-5k training split.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+
+def median_time(fn, repeats):
+    fn()  # warm-up / trace
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--density", type=float, default=0.05)
+    parser.add_argument("--kernel", default="full", choices=["full", "diagonal"])
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    import tf_awt
+    from tf_awt.search import TicketSearch, TicketSearchCallback
+
+    split = tf_awt.data.load("mnist-5k")
+    x = tf.constant(split.x_train[:64])
+    y = tf.constant(split.y_train[:64])
+    tf_keras.utils.set_random_seed(0)
+    model = tf_awt.models.mlp()
+    attack = tf_awt.Attack(eps=0.3, steps=10, step_size=0.075)
+    config = tf_awt.SearchConfig(density=args.density, attack=attack, kernel=args.kernel, epochs=1)
+    search = TicketSearch(model, config, steps_per_epoch=63)
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    diagonal = args.kernel == "diagonal"
+
+    @tf.function
+    def attacks():
+        a = tf_awt.pgd(lambda z: search.teacher(z, training=False), x, y, attack)
+        b = tf_awt.pgd(search._student_fn, x, y, attack)
+        return a, b
+
+    x_adv_t, x_adv_s = attacks()
+
+    @tf.function
+    def attacks_and_kernels():
+        a, b = attacks()
+        f_t = search.teacher(a, training=False)
+        theta_t = search._teacher_kernel(x, a, diagonal=diagonal)
+        with tf.GradientTape() as tape:
+            f_s = search._student_fn(b)
+            theta_s = search._student_kernel(x, b, diagonal=diagonal)
+            loss = tf_awt.target_distance(f_t, f_s) + config.effective_kernel_weight * tf_awt.kernel_distance(theta_t, theta_s)
+        return tape.gradient(loss, search.student.trainable_variables, unconnected_gradients="zero")
+
+    step_fn = tf.function(search.train_step)
+
+    def force(out):
+        tf.nest.map_structure(lambda t: t.numpy(), out)
+
+    t_attack = median_time(lambda: force(attacks()), args.repeats)
+    t_ak = median_time(lambda: force(attacks_and_kernels()), args.repeats)
+    t_step = median_time(lambda: force(step_fn((x, y))), args.repeats)
+    print(f"# search_bench: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"density {args.density}, kernel {args.kernel}, B=64, PGD-10, repeats={args.repeats}")
+    print("| part | median s/step | share |")
+    print("| --- | --- | --- |")
+    print(f"| attacks (teacher + student PGD-10) | {t_attack:.3f} | {t_attack / t_step:.0%} |")
+    print(f"| kernels + distances + gradient | {t_ak - t_attack:.3f} | {(t_ak - t_attack) / t_step:.0%} |")
+    print(f"| update (Adam + mask schedule) | {max(t_step - t_ak, 0):.3f} | {max(t_step - t_ak, 0) / t_step:.0%} |")
+    print(f"| whole train_step | {t_step:.3f} | 100% |")
+    print(f"\nprojected search epoch (63 steps of 64 = 4,000 digits): {63 * t_step:.1f} s (target < 120 s)")
+    tf_keras.utils.set_random_seed(0)
+    ds = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train)).batch(64)
+    search = TicketSearch(tf_awt.models.mlp(), config, steps_per_epoch=63)
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    t0 = time.perf_counter()
+    search.fit(ds, epochs=1, verbose=0, callbacks=[TicketSearchCallback()])
+    print(f"measured: one search epoch on MNIST-5k train (4,000 digits) with model.fit, tracing included: "
+          f"{time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

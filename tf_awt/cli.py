@@ -1,0 +1,199 @@
+"""``tf-awt``: the command line.
+
+    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--debug]
+    tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
+    tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
+                    --steps 100 --restarts 5] [--json OUT]
+    tf-awt recipes
+
+Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
+shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+
+EXIT_USAGE = 2
+
+
+class _Progress:
+    """Builds a Keras callback drawing one tqdm bar per phase (ETA + live metrics), or log lines."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+
+    def __call__(self, phase: str, total_steps: int):
+        import tf_keras
+
+        quiet = self.quiet
+
+        class Bar(tf_keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = None
+                if not quiet:
+                    from tqdm.auto import tqdm
+
+                    self.bar = tqdm(total=total_steps, desc=phase, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.bar is not None:
+                    self.bar.update(1)
+                    self.bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items() if k != "loss" or phase == "search"}, refresh=False)
+
+            def on_epoch_end(self, epoch, logs=None):
+                if quiet:
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
+                    print(f"{phase} epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+
+            def on_train_end(self, logs=None):
+                if self.bar is not None:
+                    self.bar.close()
+
+        return Bar()
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="tf-awt", description="Adversarial Winning Tickets: search, adversarial training, evaluation, export.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def recipe_args(sp, out_required):
+        sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
+        sp.add_argument("--out", required=out_required, default="runs/latest" if not out_required else None, help="output directory")
+        sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+        sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+
+    run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
+    recipe_args(run, out_required=False)
+    run.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
+    for name, text in (("search", "find the ticket (writes ticket.npz)"), ("train", "adversarially train the ticket"),
+                       ("export", "export the sparse SavedModel")):
+        recipe_args(sub.add_parser(name, help=text), out_required=True)
+    ev = sub.add_parser("evaluate", help="natural and robust accuracy of a run's model or of any SavedModel")
+    recipe_args(ev, out_required=False)
+    ev.add_argument("--model", help="an exported SavedModel directory (instead of --out DIR)")
+    ev.add_argument("--dataset", help="a tf_awt.data name (with --model)")
+    ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
+    ev.add_argument("--attack", default="pgd", choices=["pgd"])
+    ev.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    ev.add_argument("--eps", type=float, default=0.3)
+    ev.add_argument("--steps", type=int, default=100)
+    ev.add_argument("--restarts", type=int, default=5)
+    ev.add_argument("--max-examples", type=int, default=None)
+    ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
+    sub.add_parser("recipes", help="list the bundled recipes")
+    return p
+
+
+def _evaluate_saved_model(args):
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_awt import data as data_mod
+    from tf_awt.evaluation import evaluate, evaluation_attack
+    from tf_awt.pipeline import atomic_write_json
+
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
+    if not os.path.isdir(args.model):
+        raise ValueError(f"--model {args.model} is not a SavedModel directory")
+    split = data_mod.load(args.data or args.dataset, getattr(args, "data_dir", None))
+    x = np.concatenate([split.x_train, split.x_test]) if args.data else split.x_test
+    y = np.concatenate([split.y_train, split.y_test]) if args.data else split.y_test
+    if args.max_examples:
+        x, y = x[: args.max_examples], y[: args.max_examples]
+    loaded = tf.saved_model.load(args.model)
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"{args.model} has no serving_default signature")
+    fn = loaded.signatures["serving_default"]
+    spec = list(fn.structured_input_signature[1].values())[0]
+    if not spec.shape[1:].is_compatible_with(x.shape[1:]):
+        raise ValueError(f"the data's inputs have shape {x.shape[1:]}, the model expects {tuple(spec.shape[1:])}")
+    key = list(fn.structured_input_signature[1])[0]
+
+    import tf_keras
+
+    class Wrapped(tf_keras.Model):
+        def call(self, inputs, training=False):
+            return list(fn(**{key: inputs}).values())[0]
+
+    model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
+    attack = evaluation_attack(args.eps, args.norm, args.steps)
+    result = evaluate(model, (x, y), attack=attack, restarts=args.restarts)
+    out = result.to_dict()
+    print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
+                      "num_examples": out["num_examples"], "warnings": out["warnings"]}))
+    if args.json_out:
+        atomic_write_json(args.json_out, out)
+
+
+def _main(argv):
+    args = _parser().parse_args(argv)
+    if args.command == "recipes":
+        from tf_awt.recipes import bundled_recipes
+
+        for name, text in bundled_recipes().items():
+            print(f"{name:16s} {text}")
+        return 0
+    if args.command == "evaluate" and args.model:
+        _evaluate_saved_model(args)
+        return 0
+    from tf_awt.pipeline import Run
+    from tf_awt.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.command == "evaluate" and not args.out:
+        raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
+    tracker = None
+    if args.command == "run" and not args.no_mlflow:
+        from tf_awt.tracking import Tracker
+
+        tracker = Tracker()
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+              tracker=tracker, log=log)
+    if args.command == "run":
+        summary = run.all()
+        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
+              f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
+    else:
+        os.makedirs(args.out, exist_ok=True)
+        if args.command == "search":
+            run.write_recipe()
+        getattr(run, args.command)()
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("tf-awt: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        if debug:
+            traceback.print_exc()
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"tf-awt: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # anything unexpected: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"tf-awt: error: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

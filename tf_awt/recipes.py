@@ -1,0 +1,249 @@
+"""Recipes: YAML files validated into frozen dataclasses; bundled ones live in ``tf_awt/recipes``.
+
+A recipe fixes a whole run (search → adversarial training → evaluation → export)::
+
+    dataset: mnist-5k          # a tf_awt.data name or an .npz path
+    model: mlp                 # mlp | cnn | linear
+    method: awt                # awt | ntt | random | magnitude | snip | synflow | dense
+    density: 0.05
+    seed: 0
+    distribute: none           # none | mirrored | multi_worker
+    attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
+    search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
+             kernel: full, kernel_weight: null, normalization: per_example, scope: global}
+    train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01}
+    eval: {steps: 100, restarts: 5, max_examples: null}
+
+``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
+``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from importlib import resources
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+__all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
+
+METHODS = ("awt", "ntt", "random", "magnitude", "snip", "synflow", "dense")
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttackSection:
+    norm: str = "linf"
+    eps: float = 0.3
+    steps: int = 10
+    step_size: Optional[float] = 0.075
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSection:
+    epochs: int = 20
+    lr: float = 5e-4
+    gamma: float = 1e-3
+    update_every: int = 100
+    weight_decay: float = 0.0
+    kernel: str = "full"
+    kernel_weight: Optional[float] = None
+    normalization: str = "per_example"
+    scope: str = "global"
+    batch_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSection:
+    epochs: int = 100
+    lr: float = 1e-3
+    batch_size: int = 64
+    steps: int = 40
+    step_size: Optional[float] = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSection:
+    steps: int = 100
+    restarts: int = 5
+    max_examples: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """A whole run; see the module docstring for the keys."""
+
+    dataset: str = "mnist-5k"
+    model: str = "mlp"
+    method: str = "awt"
+    density: float = 0.05
+    seed: int = 0
+    distribute: str = "none"
+    description: str = ""
+    attack: AttackSection = AttackSection()
+    search: SearchSection = SearchSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
+        if self.distribute not in DISTRIBUTE:
+            raise ValueError(f"distribute must be one of {DISTRIBUTE}. You passed: {self.distribute!r}")
+        from tf_awt.models import MODELS
+
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {sorted(MODELS)}. You passed: {self.model!r}")
+        for section, key, low in (("train", "epochs", 0), ("train", "batch_size", 1), ("search", "batch_size", 1),
+                                  ("eval", "steps", 0), ("eval", "restarts", 1), ("search", "epochs", 0)):
+            value = getattr(getattr(self, section), key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{section}.{key} must be an integer >= {low}. You passed: {value!r}")
+        # The library's own validation covers the rest (density, attack, search settings).
+        self.search_config()
+        self.train_attack()
+
+    # ------------------------------------------------------------------ to library objects
+    def attack_config(self):
+        from tf_awt.attacks import Attack
+
+        return Attack(norm=self.attack.norm, eps=self.attack.eps, steps=self.attack.steps, step_size=self.attack.step_size)
+
+    def train_attack(self):
+        return self.attack_config().replace(steps=self.train.steps, step_size=self.train.step_size)
+
+    def eval_attack(self):
+        return self.attack_config().replace(steps=self.eval.steps, step_size=None)
+
+    def search_config(self):
+        from tf_awt.search import SearchConfig
+
+        s = self.search
+        return SearchConfig(
+            density=self.density,
+            method="magnitude" if self.method == "dense" else self.method,
+            attack=self.attack_config(),
+            gamma=s.gamma,
+            kernel_weight=s.kernel_weight,
+            normalization=s.normalization,
+            learning_rate=s.lr,
+            update_every=s.update_every,
+            weight_decay=s.weight_decay,
+            epochs=s.epochs,
+            kernel=s.kernel,
+            scope=s.scope,
+            seed=self.seed,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> Dict[str, Any]:
+        """``{"attack.eps": 0.3, ...}``: the resolved recipe as flat keys (MLflow params)."""
+        out = {}
+        for key, value in self.to_dict().items():
+            if isinstance(value, dict):
+                out.update({f"{key}.{k}": v for k, v in value.items()})
+            else:
+                out[key] = value
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+_SECTIONS = {"attack": AttackSection, "search": SearchSection, "train": TrainSection, "eval": EvalSection}
+
+
+def _coerce(value, annotation, where):
+    text = str(annotation)
+    if value is None:
+        if "Optional" in text or "None" in text:
+            return None
+        raise ValueError(f"{where} must not be empty (null). Allowed: a value of type {text.replace('typing.', '')}")
+    if "float" in text and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    expected = {"int": int, "float": float, "str": str}
+    for name, typ in expected.items():
+        if text.endswith(name) or text == f"<class '{name}'>" or f"[{name}]" in text:
+            if not isinstance(value, typ) or isinstance(value, bool):
+                raise ValueError(f"{where} must be a {name}. You passed: {value!r}")
+    return value
+
+
+def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a recipe is a YAML mapping of keys. It holds: {type(data).__name__}")
+    top = {f.name: f for f in dataclasses.fields(Recipe)}
+    kwargs = {}
+    for key, value in data.items():
+        if key not in top:
+            raise ValueError(f"{source}: unknown key {key!r}. Allowed keys: {sorted(top)}")
+        if key in _SECTIONS:
+            cls = _SECTIONS[key]
+            fields = {f.name: f for f in dataclasses.fields(cls)}
+            if not isinstance(value, dict):
+                raise ValueError(f"{source}: {key} must be a mapping with keys {sorted(fields)}. You passed: {value!r}")
+            for sub in value:
+                if sub not in fields:
+                    raise ValueError(f"{source}: unknown key {key}.{sub!r}. Allowed keys under {key}: {sorted(fields)}")
+            kwargs[key] = cls(**{k: _coerce(v, fields[k].type, f"{key}.{k}") for k, v in value.items()})
+        else:
+            kwargs[key] = _coerce(value, top[key].type, key)
+    return Recipe(**kwargs)
+
+
+def bundled_recipes() -> Dict[str, str]:
+    """Bundled recipe name -> its one-line description."""
+    out = {}
+    for entry in sorted(resources.files("tf_awt").joinpath("recipes").iterdir(), key=lambda p: p.name):
+        if entry.name.endswith(".yaml"):
+            data = yaml.safe_load(entry.read_text())
+            out[entry.name[:-5]] = (data or {}).get("description", "")
+    return out
+
+
+def _read(name_or_path: str) -> (Dict[str, Any], str):
+    if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
+        try:
+            with open(name_or_path, encoding="utf-8") as fh:
+                return yaml.safe_load(fh) or {}, name_or_path
+        except OSError as err:
+            raise ValueError(f"cannot read recipe file {name_or_path}: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{name_or_path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    path = resources.files("tf_awt").joinpath("recipes", f"{name_or_path}.yaml")
+    if not path.is_file():
+        raise ValueError(f"unknown recipe {name_or_path!r}: not a file, and bundled recipes are {sorted(bundled_recipes())}")
+    return yaml.safe_load(path.read_text()) or {}, name_or_path
+
+
+def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
+    """Applies ``KEY=VALUE`` strings (``attack.eps=0.1``); VALUE is parsed as YAML."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set takes KEY=VALUE (e.g. attack.eps=0.1). You passed: {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        parts = key.strip().split(".")
+        if len(parts) == 1:
+            data[parts[0]] = value
+        elif len(parts) == 2:
+            section = data.setdefault(parts[0], {})
+            if not isinstance(section, dict):
+                raise ValueError(f"--set {key}: {parts[0]} is not a section. You passed: {item!r}")
+            section[parts[1]] = value
+        else:
+            raise ValueError(f"--set keys have at most one dot (section.key). You passed: {key!r}")
+    return data
+
+
+def load_recipe(name_or_path: str = "quickstart", overrides: Optional[List[str]] = None) -> Recipe:
+    """A bundled recipe by name, or a YAML file, with ``KEY=VALUE`` overrides applied."""
+    data, source = _read(name_or_path)
+    return from_dict(apply_overrides(data, list(overrides or [])), source)

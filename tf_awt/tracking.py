@@ -1,0 +1,81 @@
+"""MLflow tracking of a run: resolved recipe as params, step metrics, artifacts, the model.
+
+The tracking URI is MLflow's own choice: ``MLFLOW_TRACKING_URI`` when set, else MLflow's default
+local store. An http(s) server is probed first (5 s) so an unreachable server is a clear error,
+not a hang in MLflow's retries.
+"""
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from typing import Dict, Optional
+
+__all__ = ["Tracker", "check_server"]
+
+
+def check_server(uri: str, timeout: float = 5.0) -> None:
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+    except (urllib.error.URLError, OSError) as err:
+        reason = getattr(err, "reason", err)
+        raise ValueError(f"MLflow tracking server {uri} is unreachable ({reason}). Start it, or unset MLFLOW_TRACKING_URI "
+                         "to use the local store.") from None
+
+
+class Tracker:
+    """One MLflow run per pipeline run.
+
+    Args:
+      experiment: MLflow experiment name (default "tf_awt").
+      tracking_uri: overrides ``MLFLOW_TRACKING_URI`` (default None: MLflow's choice).
+    """
+
+    def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None):
+        self.experiment = experiment
+        self.tracking_uri = tracking_uri
+        self.run_id: Optional[str] = None
+
+    def start(self, recipe, recipe_name: str = "") -> str:
+        import mlflow
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        check_server(mlflow.get_tracking_uri())
+        mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}")
+        self.run_id = run.info.run_id
+        mlflow.log_params({k: ("null" if v is None else v) for k, v in recipe.flat().items()})
+        mlflow.set_tags({"tf_awt.recipe": recipe_name, "tf_awt.method": recipe.method})
+        return self.run_id
+
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        import mlflow
+
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_artifact(self, path: str) -> None:
+        import mlflow
+
+        mlflow.log_artifact(path)
+
+    def log_model(self, model, input_example) -> str:
+        """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI."""
+        import mlflow
+        import numpy as np
+
+        example = np.asarray(input_example, np.float32)
+        logits = model(example, training=False).numpy()
+        signature = mlflow.models.infer_signature(example, logits)
+        info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example)
+        return info.model_uri
+
+    def end(self, status: str = "FINISHED") -> None:
+        import mlflow
+
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status=status)
