@@ -1,0 +1,252 @@
+"""tf-awt end to end: recipes, CLI phases, atomic outputs, MLflow server tracking, serving."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+import tf_awt
+from tf_awt import cli
+from tf_awt.recipes import bundled_recipes, load_recipe
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_npz(path, n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32")
+    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0.5).astype("int64") + (x[:, 4:, 4:, 0].mean(axis=(1, 2)) > 0.5)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def tiny_recipe(tmp_path, **changes):
+    data = {
+        "description": "tiny test recipe",
+        "dataset": tiny_npz(str(tmp_path / "tiny.npz")),
+        "model": "mlp",
+        "method": "awt",
+        "density": 0.2,
+        "attack": {"norm": "linf", "eps": 0.1, "steps": 2, "step_size": 0.05},
+        "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
+        "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
+        "eval": {"steps": 3, "restarts": 1},
+    }
+    data.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def tf_awt_cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "tf_awt.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def test_every_bundled_recipe_loads():
+    names = bundled_recipes()
+    assert set(names) >= {"quickstart", "mnist-mlp", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "toy-gaussian"}
+    for name in names:
+        recipe = load_recipe(name)
+        assert recipe.search_config().density == recipe.density
+        assert all(names[name] for name in names)  # one line each
+    vgg = load_recipe("cifar10-vgg16")
+    assert vgg.search.kernel == "diagonal" and vgg.model == "vgg16"
+    toy = load_recipe("toy-gaussian")
+    assert toy.attack.norm == "l2" and toy.attack.eps == 2.0 and toy.density == 0.1
+
+
+def test_recipe_overrides_and_errors():
+    recipe = load_recipe("quickstart", ["attack.eps=0.2", "density=0.1", "search.kernel=diagonal"])
+    assert recipe.attack.eps == 0.2 and recipe.density == 0.1 and recipe.search.kernel == "diagonal"
+    with pytest.raises(ValueError, match=r"unknown key attack.'epz'.*Allowed keys under attack"):
+        load_recipe("quickstart", ["attack.epz=0.1"])
+    with pytest.raises(ValueError, match=r"unknown key 'densty'"):
+        load_recipe("quickstart", ["densty=0.1"])
+    with pytest.raises(ValueError, match=r"density must be in \(0, 1\]. You passed: 2"):
+        load_recipe("quickstart", ["density=2"])
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'.*quickstart"):
+        load_recipe("nope")
+    with pytest.raises(ValueError, match=r"train.epochs must be a int. You passed: 'many'"):
+        load_recipe("quickstart", ["train.epochs=many"])
+
+
+def test_cli_errors_are_one_line_without_traceback(tmp_path):
+    for args, needle in (
+        (["run", "--set", "attack.epz=0.1", "--out", str(tmp_path / "o")], "unknown key attack.'epz'"),
+        (["run", "nope", "--out", str(tmp_path / "o")], "unknown recipe 'nope'"),
+        (["train", "--out", str(tmp_path / "empty")], "run the 'search' phase first"),
+        (["evaluate", "--model", str(tmp_path / "missing"), "--dataset", "mnist-5k"], "is not a SavedModel directory"),
+    ):
+        proc = tf_awt_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = [l for l in proc.stderr.splitlines() if l.startswith("tf-awt")]
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
+        assert "Traceback" not in proc.stderr
+    debug = tf_awt_cli("--debug", "run", "nope", "--out", str(tmp_path / "o"))
+    assert "Traceback" in debug.stderr
+
+
+def test_recipes_command_lists_recipes():
+    proc = tf_awt_cli("recipes")
+    assert proc.returncode == 0
+    assert "quickstart" in proc.stdout and "toy-gaussian" in proc.stdout
+
+
+def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path):
+    recipe = tiny_recipe(tmp_path)
+    out = str(tmp_path / "run")
+    for phase in ("search", "train", "evaluate", "export"):
+        proc = tf_awt_cli(phase, recipe, "--out", out, "--quiet")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert {"ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "saved_model", "recipe.yaml"} <= set(os.listdir(out))
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))
+    assert abs(ticket.density - 0.2) < 1e-3
+    result_json = str(tmp_path / "eval.json")
+    proc = tf_awt_cli("evaluate", "--model", os.path.join(out, "saved_model"), "--data", str(tmp_path / "tiny.npz"),
+                      "--eps", "0.1", "--steps", "3", "--restarts", "1", "--json", result_json)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    saved = json.load(open(result_json))
+    assert 0 <= saved["robust_accuracy"] <= saved["natural_accuracy"] <= 1
+    assert printed["natural_accuracy"] == saved["natural_accuracy"]
+
+
+def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
+    from tf_awt.pipeline import Run
+
+    recipe = load_recipe(tiny_recipe(tmp_path))
+    out = str(tmp_path / "run")
+
+    def boom(phase, steps):
+        if phase == "train":
+            raise KeyboardInterrupt
+        return cli._Progress(True)(phase, steps)
+
+    with pytest.raises(KeyboardInterrupt):
+        Run(recipe, out, progress=boom, log=lambda m: None).all()
+    present = set(os.listdir(out))
+    assert "ticket.npz" in present  # the finished phase is kept
+    assert not present & {"summary.json", "saved_model", "trained.weights.h5"}
+    assert not [f for f in present if f.startswith(".tmp")]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url, proc, timeout=120):
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stdout.read()[-2000:] if proc.stdout else ''}")
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(url)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(uri + "/health", proc)
+        yield uri
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def tracked_run(mlflow_server, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("tracked")
+    recipe = tiny_recipe(tmp)
+    out = str(tmp / "run")
+    proc = tf_awt_cli("run", recipe, "--out", out, "--quiet", env={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.load(open(os.path.join(out, "summary.json"))), tmp
+
+
+def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
+    import mlflow
+
+    out, summary, _ = tracked_run
+    for key in ("natural_accuracy", "robust_accuracy", "density", "layer_density", "method", "recipe", "seed",
+                "phase_seconds", "mlflow_run_id", "model_uri", "model_size"):
+        assert key in summary, key
+    assert summary["model_size"]["sparse_gzip_bytes"] < summary["model_size"]["dense_gzip_bytes"]
+    assert {"distances.png", "accuracy.png", "density.png"} <= set(os.listdir(out))
+    client = mlflow.tracking.MlflowClient(tracking_uri=mlflow_server)
+    run = client.get_run(summary["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["attack.eps"] == "0.1" and run.data.params["density"] == "0.2"
+    assert np.isclose(run.data.metrics["robust_accuracy"], summary["robust_accuracy"])
+    history = client.get_metric_history(run.info.run_id, "search_kernel_distance")
+    assert len(history) >= 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"ticket.npz", "summary.json", "recipe.yaml", "distances.png"} <= artifacts
+    assert summary["model_uri"].startswith("models:/")
+
+
+def test_unreachable_tracking_server_is_a_clear_error(tmp_path):
+    start = time.time()
+    proc = tf_awt_cli("run", tiny_recipe(tmp_path), "--out", str(tmp_path / "o"),
+                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}, timeout=120)
+    assert proc.returncode == 2
+    assert "unreachable" in proc.stderr and time.time() - start < 90
+
+
+def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_run):
+    import tensorflow as tf
+
+    out, summary, tmp = tracked_run
+    shown = subprocess.run(["saved_model_cli", "show", "--dir", os.path.join(out, "saved_model"), "--tag_set", "serve",
+                            "--signature_def", "serving_default"], capture_output=True, text=True)
+    assert "inputs['images']" in shown.stdout and "outputs['logits']" in shown.stdout
+    x = np.load(str(tmp / "tiny.npz"))["x"][:4]
+    np.save(str(tmp / "x.npy"), x)
+    expected = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", summary["model_uri"], "--env-manager",
+                               "local", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
+        proc = subprocess.run([sys.executable, os.path.join(ROOT, "serving", "client.py"), "--url",
+                               f"http://127.0.0.1:{port}/invocations", "--npy", str(tmp / "x.npy")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        got = np.asarray(json.loads(proc.stdout)["predictions"])
+        if got.ndim == 1 or isinstance(json.loads(proc.stdout)["predictions"][0], dict):
+            got = np.asarray([list(p.values())[0] for p in json.loads(proc.stdout)["predictions"]])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
