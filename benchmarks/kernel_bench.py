@@ -27,6 +27,10 @@ CASES = {
     "cnn-masked5%+grad": ("cnn", 32, 0.05, True, False),
     "cnn-diagonal-B64": ("cnn", 64, None, False, True),
     "cnn-diagonal-masked5%+grad-B64": ("cnn", 64, 0.05, True, True),
+    # Where the jacobian path cannot fit in memory at the paper's batch, the same case at a batch it fits:
+    "cnn-masked5%+grad-B8": ("cnn", 8, 0.05, True, False),
+    "cnn-diagonal-B16": ("cnn", 16, None, False, True),
+    "cnn-diagonal-masked5%+grad-B16": ("cnn", 16, 0.05, True, True),
 }
 
 

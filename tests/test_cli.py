@@ -250,3 +250,25 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
             server.wait(20)
         except subprocess.TimeoutExpired:
             server.kill()
+
+
+def test_tfds_without_network_names_the_offline_choices(tmp_path):
+    from tf_awt import data
+
+    with pytest.raises(ValueError, match=r"mnist-5k.*--data-dir|--data-dir.*mnist-5k"):
+        data.load("mnist", data_dir=str(tmp_path / "tfds"))
+
+
+def test_mnist_5k_split_is_fixed_and_real():
+    from tf_awt import data
+
+    a, b = data.load("mnist-5k"), data.load("mnist-5k")
+    assert a.x_train.shape == (4000, 28, 28, 1) and a.x_test.shape == (1000, 28, 28, 1)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert np.bincount(a.y_test).tolist() == [100] * 10
+    assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
+
+
+def test_distribute_other_than_none_is_refused_clearly(tmp_path):
+    proc = tf_awt_cli("run", tiny_recipe(tmp_path), "--set", "distribute=mirrored", "--out", str(tmp_path / "o"), "--no-mlflow")
+    assert proc.returncode == 2 and "distribute: mirrored is not implemented yet" in proc.stderr

@@ -212,3 +212,29 @@ def test_readme_example_runs():
     sparse = ticket.to_model(model)
     assert abs(ticket.density - 0.05) < 1 / total_prunable(model) + 1e-9
     assert sparse.output_shape == (None, 3)
+
+
+def test_tfmot_callbacks_and_strip_pruning_work_with_the_search(tmp_path):
+    import tensorflow_model_optimization as tfmot
+
+    model = tiny_model()
+    x, y = tiny_data()
+    config = tf_awt.SearchConfig(density=0.3, attack=ATTACK, epochs=1, update_every=2)
+    search = TicketSearch(model, config, steps_per_epoch=3)
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    logs = tmp_path / "logs"
+    search.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0, callbacks=[
+        TicketSearchCallback(log_dir=str(logs / "search")),
+        tfmot.sparsity.keras.UpdatePruningStep(),
+        tfmot.sparsity.keras.PruningSummaries(log_dir=str(logs / "pruning")),
+    ])
+    assert list((logs / "search").glob("events.out.tfevents*"))
+    assert list((logs / "pruning").rglob("events.out.tfevents*"))
+    ticket = search.ticket()
+    stripped = tfmot.sparsity.keras.strip_pruning(ticket.to_model(model))
+    assert not any(type(l).__name__ == "PruneLowMagnitude" for l in stripped.layers)
+    for layer in stripped.layers:
+        if layer.name in ticket.masks:
+            kernel = layer.kernel.numpy()
+            assert np.all(kernel[ticket.masks[layer.name] == 0] == 0)
+            assert np.count_nonzero(kernel) == int(ticket.masks[layer.name].sum())

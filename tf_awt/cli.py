@@ -4,6 +4,7 @@
     tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
     tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
                     --steps 100 --restarts 5] [--json OUT]
+    tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR]
     tf-awt recipes
 
 Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
@@ -87,6 +88,12 @@ def _parser():
     ev.add_argument("--restarts", type=int, default=5)
     ev.add_argument("--max-examples", type=int, default=None)
     ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
+    sw = sub.add_parser("sweep", help="a resumable grid of runs: methods x densities x seeds")
+    recipe_args(sw, out_required=False)
+    sw.add_argument("--densities", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
+    sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
+    sw.add_argument("--seeds", type=int, default=1)
+    sw.add_argument("--no-mlflow", action="store_true", help="do not track the sweep in MLflow")
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
 
@@ -160,6 +167,19 @@ def _main(argv):
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
               tracker=tracker, log=log)
+    if args.command == "sweep":
+        from tf_awt.sweep import sweep
+
+        try:
+            densities = [float(d) for d in args.densities.split(",") if d.strip()]
+        except ValueError:
+            raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
+        out = args.out if args.out != "runs/latest" else os.path.join("runs", f"sweep-{os.path.basename(args.recipe)}")
+        rows = sweep(recipe, out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
+                     recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+                     track=not args.no_mlflow, log=log)
+        print(open(os.path.join(out, "sweep.md")).read() + f"{len(rows)} cells -> {os.path.join(out, 'sweep.csv')}")
+        return 0
     if args.command == "run":
         summary = run.all()
         print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "

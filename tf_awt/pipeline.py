@@ -80,6 +80,8 @@ class Run:
 
     def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
                  progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print):
+        if recipe.distribute != "none":
+            raise ValueError(f"distribute: {recipe.distribute} is not implemented yet; only 'none' (one device) runs today.")
         self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
         self.data_dir, self.progress, self.tracker, self.log = data_dir, progress, tracker, log
         self.timings: Dict[str, float] = {}

@@ -31,11 +31,13 @@ class Tracker:
     Args:
       experiment: MLflow experiment name (default "tf_awt").
       tracking_uri: overrides ``MLFLOW_TRACKING_URI`` (default None: MLflow's choice).
+      nested: start the run as a child of the active run (default False; sweeps use True).
     """
 
-    def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None):
+    def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None, nested: bool = False):
         self.experiment = experiment
         self.tracking_uri = tracking_uri
+        self.nested = nested
         self.run_id: Optional[str] = None
 
     def start(self, recipe, recipe_name: str = "") -> str:
@@ -46,8 +48,10 @@ class Tracker:
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         check_server(mlflow.get_tracking_uri())
-        mlflow.set_experiment(self.experiment)
-        run = mlflow.start_run(run_name=f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}")
+        if not self.nested:
+            mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_name=f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
+                               nested=self.nested)
         self.run_id = run.info.run_id
         mlflow.log_params({k: ("null" if v is None else v) for k, v in recipe.flat().items()})
         mlflow.set_tags({"tf_awt.recipe": recipe_name, "tf_awt.method": recipe.method})
@@ -77,5 +81,6 @@ class Tracker:
     def end(self, status: str = "FINISHED") -> None:
         import mlflow
 
-        if mlflow.active_run() is not None:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
             mlflow.end_run(status=status)

@@ -1,0 +1,177 @@
+"""A grid of runs: methods × densities × seeds, resumable, with a table and plots.
+
+Each cell is a full run (:class:`tf_awt.pipeline.Run`) in ``DIR/cells/<method>-d<density>-s<seed>``.
+A cell whose ``summary.json`` exists is finished and is not run again, so re-running the same
+sweep after an interruption only runs the missing cells. With MLflow, the sweep is one parent run
+(its id kept in ``DIR/sweep.json`` so a resumed sweep continues it) and each cell a child run.
+
+Outputs: ``sweep.csv`` (one row per cell), ``sweep.md`` (mean ± std over seeds),
+``accuracy_vs_density.png`` (natural and robust accuracy per method, error bars = std over
+seeds) and ``search_distances.png`` (kernel/target distance curves of the searched tickets per
+density).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tf_awt.pipeline import Run, atomic_write_bytes, atomic_write_json
+from tf_awt.recipes import METHODS, Recipe
+
+__all__ = ["sweep", "cell_name"]
+
+FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell")
+
+
+def cell_name(method: str, density: float, seed: int) -> str:
+    return f"{method}-d{density:g}-s{seed}"
+
+
+def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
+    for method in methods:
+        for density in ([1.0] if method == "dense" else densities):
+            for seed in range(seeds):
+                yield method, float(density), seed
+
+
+def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[float], seeds: int = 1,
+          recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
+          log: Callable[[str], None] = print) -> List[dict]:
+    """Runs (or resumes) the grid; returns one row per cell."""
+    import dataclasses
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty list from {METHODS}. You passed: {list(methods)}")
+    if not densities or any(not 0 < d <= 1 for d in densities):
+        raise ValueError(f"densities must be numbers in (0, 1]. You passed: {list(densities)}")
+    if not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an integer >= 1. You passed: {seeds!r}")
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    state_path = os.path.join(out, "sweep.json")
+    state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    parent = None
+    if track:
+        import mlflow
+
+        from tf_awt.tracking import check_server
+
+        check_server(mlflow.get_tracking_uri())
+        mlflow.set_experiment("tf_awt")
+        if state.get("parent_run_id"):
+            parent = mlflow.start_run(run_id=state["parent_run_id"])
+        else:
+            parent = mlflow.start_run(run_name=f"sweep-{recipe_name or 'recipe'}")
+            mlflow.log_params({"sweep.methods": ",".join(methods), "sweep.densities": ",".join(map(str, densities)),
+                               "sweep.seeds": seeds})
+        state["parent_run_id"] = parent.info.run_id
+    state.update({"recipe": recipe.to_dict(), "methods": list(methods), "densities": list(densities), "seeds": seeds})
+    atomic_write_json(state_path, state)
+    rows = []
+    try:
+        for method, density, seed in _cells(methods, densities, seeds):
+            name = cell_name(method, density, seed)
+            cell_dir = os.path.join(out, "cells", name)
+            summary_path = os.path.join(cell_dir, "summary.json")
+            if os.path.exists(summary_path):
+                log(f"sweep: {name} already finished, kept")
+            else:
+                log(f"sweep: running {name}")
+                cell_recipe = dataclasses.replace(recipe, method=method, density=density, seed=seed)
+                tracker = None
+                if track:
+                    from tf_awt.tracking import Tracker
+
+                    tracker = Tracker(nested=True)
+                Run(cell_recipe, cell_dir, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
+                    tracker=tracker, log=log).all()
+            s = json.load(open(summary_path))
+            rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
+                         "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
+                         "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name})
+        _write_outputs(out, rows)
+        if parent is not None:
+            import mlflow
+
+            for name in ("sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"):
+                if os.path.exists(os.path.join(out, name)):
+                    mlflow.log_artifact(os.path.join(out, name))
+        return rows
+    finally:
+        if parent is not None:
+            import mlflow
+
+            while mlflow.active_run() is not None:
+                mlflow.end_run()
+
+
+def summarize(rows: List[dict]) -> List[dict]:
+    """Mean and std over seeds per (method, density)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["density"]), []).append(r)
+    out = []
+    for (method, density), items in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        nat = np.array([i["natural_accuracy"] for i in items])
+        rob = np.array([i["robust_accuracy"] for i in items])
+        out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat.mean(),
+                    "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std()})
+    return out
+
+
+def _write_outputs(out: str, rows: List[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(os.path.join(out, "sweep.csv"), buf.getvalue().encode())
+    lines = ["| method | density | seeds | natural accuracy | robust accuracy |", "| --- | --- | --- | --- | --- |"]
+    for s in summarize(rows):
+        lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
+                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} |")
+    atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
+    _plots(out, rows)
+
+
+def _plots(out: str, rows: List[dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from tf_awt.plots import _save
+    from tf_awt.ticket import Ticket
+
+    stats = summarize(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, key in zip(axes, ("natural", "robust")):
+        for method in sorted({s["method"] for s in stats}):
+            pts = sorted((s for s in stats if s["method"] == method), key=lambda s: s["density"])
+            d = [p["density"] for p in pts]
+            ax.errorbar(d, [p[f"{key}_mean"] for p in pts], yerr=[p[f"{key}_std"] for p in pts], marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("density")
+        ax.set_title(f"{key} accuracy")
+    axes[0].legend(fontsize=7)
+    _save(fig, os.path.join(out, "accuracy_vs_density.png"))
+    plt.close(fig)
+
+    searched = [r for r in rows if r["method"] in ("awt", "ntt") and r["seed"] == 0]
+    if searched:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for r in sorted(searched, key=lambda r: r["density"]):
+            hist = Ticket.load(os.path.join(out, "cells", r["cell"], "ticket.npz")).history
+            for ax, key in zip(axes, ("kernel_distance", "target_distance")):
+                ax.plot(hist["step"], hist[key], label=f"{r['method']} d={r['density']:g}")
+        for ax, key in zip(axes, ("kernel distance", "target distance")):
+            ax.set_yscale("log")
+            ax.set_xlabel("search step")
+            ax.set_title(key)
+        axes[0].legend(fontsize=7)
+        _save(fig, os.path.join(out, "search_distances.png"))
+        plt.close(fig)
