@@ -17,6 +17,7 @@ setup(
         "tensorflow==2.21.*",
         "tf-keras==2.21.*",
         "tensorflow-model-optimization==0.8.*",
+        "tensorboard>=2.21",
         "cleverhans==4.0.0",
         "mlflow>=3,<4",
         "tensorflow-datasets>=4.9",

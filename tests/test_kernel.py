@@ -261,3 +261,18 @@ def test_distances_follow_equation_13():
     t1, t2 = rng.normal(size=(5, 5, 3, 3)), rng.normal(size=(5, 5, 3, 3))
     assert np.isclose(float(tf_awt.kernel_distance(t1, t2)), np.sum((t1 - t2) ** 2) / 25)
     assert np.isclose(float(tf_awt.kernel_distance(t1, t2, "per_entry")), np.mean((t1 - t2) ** 2))
+
+
+def test_nested_feature_extractor_with_image_output_is_structured():
+    L = tf_keras.layers
+    tf_keras.utils.set_random_seed(3)
+    features = tf_keras.Sequential([L.Input((6, 6, 1), dtype="float64"), L.Conv2D(2, 3, activation="tanh", name="fc1", dtype="float64"),
+                                    L.MaxPooling2D(dtype="float64")], name="features")
+    inp = L.Input((6, 6, 1), dtype="float64")
+    out = L.Dense(3, name="cls", dtype="float64")(L.Flatten(dtype="float64")(features(inp)))
+    model = tf_keras.Model(inp, out)
+    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is tf_awt.KernelImplementation.STRUCTURED
+    masks = random_masks(model, density=0.6)
+    x1, x2 = inputs_for(model, 3, seed=4), inputs_for(model, 2, seed=5)
+    theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation="structured")
+    assert relative_error(theta, reference_kernel(model, x1, x2, masks)) < 1e-5

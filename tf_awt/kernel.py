@@ -117,6 +117,15 @@ def _has_trainable(layer) -> bool:
 
 def structured_support(model, masks: Optional[Mapping[str, object]] = None) -> Optional[str]:
     """Returns ``None`` if the STRUCTURED path supports ``model``, else the reason it does not."""
+    reason = _layers_support(model, masks)
+    if reason:
+        return reason
+    if len(model.outputs) != 1 or model.outputs[0].shape.rank != 2:
+        return f"model {model.name!r} does not have a single (batch, k) output"
+    return None
+
+
+def _layers_support(model, masks) -> Optional[str]:
     if not _layers.is_graph_network(model):
         return (
             f"model {model.name!r} is not a single-input Sequential/Functional model "
@@ -124,7 +133,7 @@ def structured_support(model, masks: Optional[Mapping[str, object]] = None) -> O
         )
     for layer in model.layers:
         if _layers.is_model(layer):
-            reason = structured_support(layer)
+            reason = _layers_support(layer, masks)
             if reason:
                 return reason
             continue
@@ -149,8 +158,6 @@ def structured_support(model, masks: Optional[Mapping[str, object]] = None) -> O
                 return f"layer {layer.name!r} is a BatchNormalization over axis {inner.axis} (only the last axis is structured)"
             continue
         return f"layer {layer.name!r} ({kind.__name__}) has trainable weights and no structured rule"
-    if len(model.outputs) != 1 or model.outputs[0].shape.rank != 2:
-        return f"model {model.name!r} does not have a single (batch, k) output"
     return None
 
 
