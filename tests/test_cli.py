@@ -272,3 +272,26 @@ def test_mnist_5k_split_is_fixed_and_real():
 def test_distribute_other_than_none_is_refused_clearly(tmp_path):
     proc = tf_awt_cli("run", tiny_recipe(tmp_path), "--set", "distribute=mirrored", "--out", str(tmp_path / "o"), "--no-mlflow")
     assert proc.returncode == 2 and "distribute: mirrored is not implemented yet" in proc.stderr
+
+
+def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path):
+    out = str(tmp_path / "toy")
+    proc = tf_awt_cli("run", "toy-gaussian", "--set", "search.epochs=1", "--set", "train.epochs=2", "--set", "eval.steps=10",
+                      "--set", "eval.restarts=1", "--out", out, "--quiet", "--no-mlflow")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.load(open(os.path.join(out, "summary.json")))
+    assert summary["sanity_warnings"] == []
+    assert abs(summary["density"] - 0.1) < 1e-9
+    assert 0 <= summary["robust_accuracy"] <= summary["natural_accuracy"]
+    evaluation = json.load(open(os.path.join(out, "evaluation.json")))
+    assert evaluation["attack"]["clip_min"] is None and evaluation["attack"]["clip_max"] is None
+
+
+def test_unbounded_attack_leaves_the_unit_box():
+    import tensorflow as tf
+
+    x = np.zeros((4, 3), np.float32) - 5.0
+    model = lambda z: tf.concat([z[:, :1], -z[:, :1]], axis=1)  # noqa: E731
+    attack = tf_awt.Attack(norm="l2", eps=1.0, steps=3, step_size=0.5, clip_min=None, clip_max=None)
+    adv = tf_awt.pgd(model, x, np.zeros(4, np.int64), attack).numpy()
+    assert adv.min() < -5.0 + 1e-3 and np.all(np.linalg.norm(adv - x, axis=1) <= 1.0 + 1e-5)

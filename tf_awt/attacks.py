@@ -27,7 +27,8 @@ class Attack:
       steps: PGD iterations (default 40; evaluation uses 100).
       step_size: step per iteration (default 0.01). ``None`` means 2.5·eps/steps (Madry et al.).
       random_start: start from a uniform random point in the ε-ball (default True).
-      clip_min, clip_max: the data range (default [0, 1]).
+      clip_min, clip_max: the data range (default [0, 1]); None for an unbounded side
+        (e.g. Gaussian toy data).
     """
 
     norm: str = "linf"
@@ -35,8 +36,8 @@ class Attack:
     steps: int = 40
     step_size: Optional[float] = 0.01
     random_start: bool = True
-    clip_min: float = 0.0
-    clip_max: float = 1.0
+    clip_min: Optional[float] = 0.0
+    clip_max: Optional[float] = 1.0
 
     def __post_init__(self):
         if self.norm not in _NORMS:
@@ -47,7 +48,7 @@ class Attack:
             raise ValueError(f"attack steps must be an integer >= 0. You passed: {self.steps!r}")
         if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
             raise ValueError(f"attack step_size must be > 0 or None (2.5*eps/steps). You passed: {self.step_size!r}")
-        if not self.clip_min < self.clip_max:
+        if self.clip_min is not None and self.clip_max is not None and not self.clip_min < self.clip_max:
             raise ValueError(f"attack clip_min must be < clip_max. You passed: {self.clip_min!r}, {self.clip_max!r}")
 
     @property

@@ -30,6 +30,8 @@ class Split:
     y_test: np.ndarray
     num_classes: int
     name: str
+    clip_min: Optional[float] = 0.0  # the data range attacks must stay in (None: unbounded)
+    clip_max: Optional[float] = 1.0
 
     @property
     def input_shape(self) -> Tuple[int, ...]:
@@ -67,7 +69,7 @@ def toy_gaussian(n: int = 5000, dim: int = 100, mean: float = 3.0, sigma: float 
     mu[0] = mean
     x = (rng.normal(0, sigma, (len(y), dim)) + np.where(y[:, None] == 1, mu, -mu)).astype(np.float32)
     cut = int(len(y) * (1 - test_fraction))
-    return Split(x[:cut], y[:cut], x[cut:], y[cut:], 2, "toy-gaussian")
+    return Split(x[:cut], y[:cut], x[cut:], y[cut:], 2, "toy-gaussian", clip_min=None, clip_max=None)
 
 
 def _tfds(name: str, data_dir: Optional[str]) -> Split:

@@ -115,7 +115,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
             for _ in range(n_restarts):
                 adv = attack_fn(xb, yb).numpy()
                 worst_dist = max(worst_dist, float(_lp_distance(adv, xb, attack.norm).max()))
-                out_of_range |= bool(adv.min() < attack.clip_min - 1e-6 or adv.max() > attack.clip_max + 1e-6)
+                out_of_range |= bool((attack.clip_min is not None and adv.min() < attack.clip_min - 1e-6)
+                                     or (attack.clip_max is not None and adv.max() > attack.clip_max + 1e-6))
                 robust &= predict(adv).numpy() == yb
             rob[start:start + len(xb)] = robust
         return nat, rob, worst_dist, out_of_range

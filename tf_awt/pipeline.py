@@ -108,6 +108,10 @@ class Run:
         tf_keras.utils.set_random_seed(self.recipe.seed)
         return build_model(self.recipe.model, self.split.input_shape, self.split.num_classes)
 
+    def _in_range(self, attack):
+        """The attack clipped to this data set's range (unbounded for Gaussian toy data)."""
+        return attack.replace(clip_min=self.split.clip_min, clip_max=self.split.clip_max)
+
     def _callbacks(self, phase, steps):
         return [self.progress(phase, steps)] if self.progress else []
 
@@ -134,7 +138,10 @@ class Run:
         elif r.method in ("awt", "ntt"):
             import tf_keras
 
+            import dataclasses
+
             config = r.search_config()
+            config = dataclasses.replace(config, attack=self._in_range(config.attack))
             ds = tf.data.Dataset.from_tensor_slices((self.split.x_train, self.split.y_train))
             ds = ds.shuffle(len(self.split.y_train), seed=r.seed).batch(r.search.batch_size)
             steps = int(ds.cardinality().numpy())
@@ -145,7 +152,7 @@ class Run:
             ticket = search.ticket(history=recorder.history)
         else:
             ticket = find_ticket(model, (self.split.x_train, self.split.y_train), density=r.density, method=r.method,
-                                 attack=r.attack_config(), seed=r.seed)
+                                 attack=self._in_range(r.attack_config()), seed=r.seed)
         ticket.save(self.path("ticket.npz"))
         if self.tracker:
             hist = ticket.history
@@ -178,7 +185,7 @@ class Run:
         train = tf.data.Dataset.from_tensor_slices((s.x_train, s.y_train)).shuffle(len(s.y_train), seed=r.seed).batch(r.train.batch_size)
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
-        trainer = AdversarialTrainer(model, r.train_attack())
+        trainer = AdversarialTrainer(model, self._in_range(r.train_attack()))
         trainer.compile(optimizer=tf_keras.optimizers.Adam(r.train.lr))
         steps = int(train.cardinality().numpy()) * r.train.epochs
         history = trainer.fit(train, validation_data=val, epochs=r.train.epochs, verbose=0, callbacks=self._callbacks("train", steps))
@@ -210,7 +217,7 @@ class Run:
             _, model = self.trained_model()
         s = self.split
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=r.eval_attack(), restarts=r.eval.restarts)
+        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), restarts=r.eval.restarts)
         atomic_write_json(self.path("evaluation.json"), result.to_dict())
         if self.tracker:
             self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
