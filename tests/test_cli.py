@@ -223,7 +223,8 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
     import tensorflow as tf
 
     out, summary, tmp = tracked_run
-    shown = subprocess.run(["saved_model_cli", "show", "--dir", os.path.join(out, "saved_model"), "--tag_set", "serve",
+    cli_path = shutil.which("saved_model_cli") or os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    shown = subprocess.run([cli_path, "show", "--dir", os.path.join(out, "saved_model"), "--tag_set", "serve",
                             "--signature_def", "serving_default"], capture_output=True, text=True)
     assert "inputs['images']" in shown.stdout and "outputs['logits']" in shown.stdout
     x = np.load(str(tmp / "tiny.npz"))["x"][:4]
