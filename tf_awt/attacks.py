@@ -3,6 +3,16 @@
 An :class:`Attack` is a frozen, validated configuration; :func:`pgd` runs it. Both L∞ and L2 are
 supported, with a random start in the ε-ball and clipping to the data range. ``eps == 0`` returns
 the clean inputs unchanged (natural training; AWT then reduces to Neural Tangent Transfer).
+
+Random starts come in two kinds (:func:`pgd`'s ``seed``):
+
+* ``seed=None``: cleverhans' own ``projected_gradient_descent`` with its stateful random start
+  (``tf.random.uniform``; reproducible for a fixed ``tf.random.set_seed`` within one process).
+* ``seed=[a, b]`` (a shape-(2,) integer tensor): a *stateless* random start
+  (``tf.random.stateless_*``), a pure function of the seed, followed by the same iteration
+  (cleverhans' ``fast_gradient_method`` steps and ``clip_eta`` projections). Training and search
+  pass ``[run seed, optimizer step]``, so the attack of step t is the same in an uninterrupted
+  run and in a run resumed from a checkpoint (what makes resume exact).
 """
 from __future__ import annotations
 
@@ -12,7 +22,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Attack", "pgd"]
+__all__ = ["Attack", "pgd", "random_start"]
 
 _NORMS = {"linf": np.inf, "l2": 2}
 
@@ -68,8 +78,61 @@ class Attack:
         return cls(**config)
 
 
-def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack) -> tf.Tensor:
+def random_start(shape, norm: str, eps, seed, dtype=tf.float32) -> tf.Tensor:
+    """A uniform random point of the ``norm`` ε-ball per example, from a stateless ``seed``.
+
+    L∞: uniform in [-ε, ε]^d. L2: a uniform direction (normalized Gaussian) scaled by ε·u^(1/d),
+    u ~ U[0, 1] (Calafiore et al. 1998), the same distributions as cleverhans' ``random_lp_vector``.
+    """
+    seed = tf.cast(seed, tf.int64)
+    eps = tf.cast(eps, dtype)
+    if norm == "linf":
+        return tf.random.stateless_uniform(shape, seed, -eps, eps, dtype=dtype)
+    n = shape[0]
+    dim = tf.reduce_prod(shape[1:])
+    direction = tf.random.stateless_normal(tf.stack([n, dim]), seed, dtype=dtype)
+    direction = direction / tf.sqrt(tf.reduce_sum(tf.square(direction), axis=-1, keepdims=True))
+    other = tf.random.experimental.stateless_fold_in(seed, 1)
+    radius = tf.pow(tf.random.stateless_uniform(tf.stack([n, 1]), other, dtype=dtype), 1.0 / tf.cast(dim, dtype))
+    return eps * tf.reshape(radius * direction, shape)
+
+
+def _seeded_pgd(model_fn, x, y, attack: Attack, step: float, seed) -> tf.Tensor:
+    from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
+    from cleverhans.tf2.utils import clip_eta
+
+    norm = _NORMS[attack.norm]
+    clip = attack.clip_min is not None or attack.clip_max is not None
+    lo = -np.inf if attack.clip_min is None else attack.clip_min
+    hi = np.inf if attack.clip_max is None else attack.clip_max
+    if attack.random_start:
+        eta = random_start(tf.shape(x), attack.norm, attack.eps, seed, dtype=x.dtype)
+    else:
+        eta = tf.zeros_like(x)
+    eta = clip_eta(eta, norm, attack.eps)
+    adv = x + eta
+    if clip:
+        adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+    if y is None:
+        y = tf.argmax(model_fn(x), 1)
+    for _ in range(attack.steps):
+        adv = fast_gradient_method(model_fn, adv, step, norm, clip_min=attack.clip_min, clip_max=attack.clip_max, y=y)
+        eta = clip_eta(adv - x, norm, attack.eps)
+        adv = x + eta
+        if clip:
+            adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+    return adv
+
+
+def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=None) -> tf.Tensor:
     """PGD adversarial examples for ``x`` with true labels ``y`` against ``model_fn`` (logits).
+
+    Args:
+      model_fn: inputs -> logits.
+      x, y: inputs and integer labels (``y=None``: the model's predictions, no label leaking).
+      attack: the :class:`Attack`.
+      seed: None (default: cleverhans' stateful random start) or a shape-(2,) integer tensor for
+        a stateless random start (see the module docstring).
 
     Graph-friendly: under ``tf.function`` the ``attack.steps`` iterations are traced once.
     """
@@ -86,6 +149,9 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack) -> tf.
         out = model_fn(z)
         return out + 0.0 * tf.reduce_sum(tf.reshape(z, [tf.shape(z)[0], -1]), axis=1, keepdims=True)
 
+    if seed is not None:
+        labels = None if y is None else tf.cast(y, tf.int64)
+        return tf.stop_gradient(_seeded_pgd(connected_fn, x, labels, attack, step, seed))
     adv = projected_gradient_descent(
         connected_fn,
         x,

@@ -1,6 +1,6 @@
 """``tf-awt``: the command line.
 
-    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--debug]
+    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--force] [--debug]
     tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
     tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
                     --steps 100 --restarts 5] [--json OUT]
@@ -68,6 +68,8 @@ def _parser():
         sp.add_argument("--out", required=out_required, default="runs/latest" if not out_required else None, help="output directory")
         sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
         sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+        sp.add_argument("--force", action="store_true",
+                        help="discard what --out holds (a finished or interrupted run) and start over")
         sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
 
     run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
@@ -166,7 +168,7 @@ def _main(argv):
         tracker = Tracker()
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-              tracker=tracker, log=log)
+              tracker=tracker, log=log, force=args.force)
     if args.command == "sweep":
         from tf_awt.sweep import sweep
 
@@ -177,7 +179,7 @@ def _main(argv):
         out = args.out if args.out != "runs/latest" else os.path.join("runs", f"sweep-{os.path.basename(args.recipe)}")
         rows = sweep(recipe, out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
                      recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-                     track=not args.no_mlflow, log=log)
+                     track=not args.no_mlflow, log=log, force=args.force)
         print(open(os.path.join(out, "sweep.md")).read() + f"{len(rows)} cells -> {os.path.join(out, 'sweep.csv')}")
         return 0
     if args.command == "run":

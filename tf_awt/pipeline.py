@@ -11,10 +11,20 @@ leaves a complete-looking half-written file)::
     saved_model/            strip_pruning'd sparse model, serving_default(images) -> logits (phase "export")
     summary.json            the run's results; written last
     *.png                   distance curves, accuracy curves, per-layer density
+    run.json                MLflow run id and phase timings (what a resumed run continues)
+    checkpoints/search|train/   per-epoch checkpoints of the running phase (deleted when it completes)
+
+Resume: :meth:`Run.all` on a DIR that holds an unfinished run of the *same* resolved recipe skips
+the phases whose outputs exist, continues the interrupted phase from its last epoch checkpoint
+(:mod:`tf_awt.checkpoint`) and logs into the same MLflow run; randomness is stateless in (seed,
+step) and (seed, epoch), so it ends with the summary an uninterrupted run writes. A finished DIR
+(``summary.json``) is left alone; ``force=True`` discards whatever DIR holds and starts over. A DIR
+holding another recipe's run is refused.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -30,6 +40,8 @@ from tf_awt.recipes import Recipe
 __all__ = ["Run", "PHASES"]
 
 PHASES = ("search", "train", "evaluate", "export")
+_OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
+            "checkpoints")
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
@@ -76,16 +88,38 @@ class Run:
       data_dir: tensorflow-datasets ``data_dir`` (default None).
       progress: callable ``(phase, total_steps) -> keras Callback`` for progress display, or None.
       tracker: a :class:`tf_awt.tracking.Tracker` or None (no MLflow).
+      log: callable for one-line progress messages (default ``print``).
+      force: discard what ``out`` holds (finished or not) and start over (default False).
     """
 
     def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
-                 progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print):
+                 progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print,
+                 force: bool = False):
         if recipe.distribute != "none":
             raise ValueError(f"distribute: {recipe.distribute} is not implemented yet; only 'none' (one device) runs today.")
         self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
         self.data_dir, self.progress, self.tracker, self.log = data_dir, progress, tracker, log
+        self.force = force
         self.timings: Dict[str, float] = {}
         self._split = None
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the resolved recipe: what makes two runs the same run."""
+        return hashlib.sha256(self.recipe.to_yaml().encode()).hexdigest()
+
+    def _checkpoint(self, phase: str, **trackables):
+        from tf_awt.checkpoint import PhaseCheckpoint
+
+        directory = self.path(os.path.join("checkpoints", phase))
+        if self.force and os.path.exists(directory):
+            shutil.rmtree(directory)
+        return PhaseCheckpoint(directory, f"{self.fingerprint}:{phase}", **trackables)
+
+    def _drop_checkpoint(self, phase: str):
+        directory = self.path(os.path.join("checkpoints", phase))
+        if os.path.exists(directory):
+            shutil.rmtree(directory)
 
     # ------------------------------------------------------------------ helpers
     def path(self, name: str) -> str:
@@ -140,20 +174,39 @@ class Run:
 
             import dataclasses
 
+            from tf_awt.checkpoint import epoch_batches, steps_per_epoch
+
             config = r.search_config()
             config = dataclasses.replace(config, attack=self._in_range(config.attack))
-            ds = tf.data.Dataset.from_tensor_slices((self.split.x_train, self.split.y_train))
-            ds = ds.shuffle(len(self.split.y_train), seed=r.seed).batch(r.search.batch_size)
-            steps = int(ds.cardinality().numpy())
+            steps = steps_per_epoch(len(self.split.y_train), r.search.batch_size)
             search = TicketSearch(model, config, steps_per_epoch=steps)
             search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+            search.optimizer.build(search.student.trainable_variables)
+            checkpoint = self._checkpoint("search", student=search.student, optimizer=search.optimizer,
+                                          mask_updates=search.mask_updates)
+            state = checkpoint.restore()
+            first = state["epoch"] if state else 0
+            before = state["extra"].get("history", {}) if state else {}
+            if first:
+                self.log(f"search: resuming after epoch {first} of {config.epochs} ({checkpoint.directory})")
             recorder = TicketSearchCallback()
-            search.fit(ds, epochs=config.epochs, verbose=0, callbacks=[recorder, *self._callbacks("search", steps * config.epochs)])
-            ticket = search.ticket(history=recorder.history)
+
+            def history():
+                return {k: list(before.get(k, [])) + list(v) for k, v in recorder.history.items()} if recorder.history else before
+
+            if first < config.epochs:
+                ds = epoch_batches(self.split.x_train, self.split.y_train, r.search.batch_size, r.seed, first, config.epochs)
+                search.fit(ds, initial_epoch=first, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
+                           callbacks=[recorder, checkpoint.callback(lambda epoch, logs: {"history": history()}),
+                                      *self._callbacks("search", steps * (config.epochs - first))])
+            else:
+                search.rewind("init")
+            ticket = search.ticket(history=history())
         else:
             ticket = find_ticket(model, (self.split.x_train, self.split.y_train), density=r.density, method=r.method,
                                  attack=self._in_range(r.attack_config()), seed=r.seed)
         ticket.save(self.path("ticket.npz"))
+        self._drop_checkpoint("search")
         if self.tracker:
             hist = ticket.history
             for i, step in enumerate(hist.get("step", [])):
@@ -180,20 +233,37 @@ class Run:
         t0 = time.time()
         r = self.recipe
         ticket, model = self.ticket_model()
+        from tf_awt.checkpoint import epoch_batches, steps_per_epoch
+
         tf_keras.utils.set_random_seed(r.seed)
         s = self.split
-        train = tf.data.Dataset.from_tensor_slices((s.x_train, s.y_train)).shuffle(len(s.y_train), seed=r.seed).batch(r.train.batch_size)
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
-        trainer = AdversarialTrainer(model, self._in_range(r.train_attack()))
+        trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed)
         trainer.compile(optimizer=tf_keras.optimizers.Adam(r.train.lr))
-        steps = int(train.cardinality().numpy()) * r.train.epochs
-        history = trainer.fit(train, validation_data=val, epochs=r.train.epochs, verbose=0, callbacks=self._callbacks("train", steps))
-        hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+        trainer.optimizer.build(model.trainable_variables)
+        checkpoint = self._checkpoint("train", model=model, optimizer=trainer.optimizer)
+        state = checkpoint.restore()
+        first = state["epoch"] if state else 0
+        epochs_logs = list(state["extra"].get("epochs", [])) if state else []
+        if first:
+            self.log(f"train: resuming after epoch {first} of {r.train.epochs} ({checkpoint.directory})")
+
+        def record(epoch, logs):
+            epochs_logs.append({k: float(v) for k, v in logs.items()})
+            return {"epochs": epochs_logs}
+
+        steps = steps_per_epoch(len(s.y_train), r.train.batch_size)
+        if first < r.train.epochs:
+            train = epoch_batches(s.x_train, s.y_train, r.train.batch_size, r.seed, first, r.train.epochs)
+            trainer.fit(train, validation_data=val, initial_epoch=first, epochs=r.train.epochs, steps_per_epoch=steps,
+                        verbose=0, callbacks=[checkpoint.callback(record), *self._callbacks("train", steps * (r.train.epochs - first))])
+        hist = {k: [e[k] for e in epochs_logs] for k in (epochs_logs[0] if epochs_logs else {})}
         tmp = self.path(".tmp-trained.weights.h5")
         model.save_weights(tmp)
         os.replace(tmp, self.path("trained.weights.h5"))
         atomic_write_json(self.path("history.json"), hist)
+        self._drop_checkpoint("train")
         if self.tracker:
             for epoch in range(len(next(iter(hist.values()), []))):
                 self.tracker.log_metrics({f"train_{k}": v[epoch] for k, v in hist.items()}, step=epoch)
@@ -261,19 +331,80 @@ class Run:
         return stripped, sizes
 
     # ------------------------------------------------------------------ everything
-    def all(self) -> dict:
-        from tf_awt import plots
-
+    def _prepare(self) -> dict:
+        """Checks what ``out`` holds; returns the saved run state (``run.json``) to continue."""
         os.makedirs(self.out, exist_ok=True)
-        if os.path.exists(self.path("summary.json")):
-            os.remove(self.path("summary.json"))  # a rerun is not complete until it writes a new one
+        if self.force:
+            for name in _OUTPUTS:
+                target = self.path(name)
+                if os.path.isdir(target):
+                    shutil.rmtree(target)
+                elif os.path.exists(target):
+                    os.remove(target)
+            return {}
+        recipe_path = self.path("recipe.yaml")
+        if os.path.exists(recipe_path):
+            with open(recipe_path, encoding="utf-8") as fh:
+                held = fh.read()
+            if held != self.recipe.to_yaml():
+                raise ValueError(f"{self.out} holds a run of another recipe ({recipe_path} differs from this one). "
+                                 "Use another --out directory, or --force to discard it.")
+        state_path = self.path("run.json")
+        if not os.path.exists(state_path):
+            return {}
+        try:
+            with open(state_path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            if not isinstance(state, dict):
+                raise ValueError("not a mapping")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"{state_path} is corrupt ({err}). Rerun with --force to start over.") from None
+        return state
+
+    def _save_state(self, state: dict):
+        state = dict(state, phase_seconds=self.timings, fingerprint=self.fingerprint)
+        atomic_write_json(self.path("run.json"), state)
+
+    def all(self) -> dict:
+        """Runs (or resumes) search → train → evaluate → export; returns the summary."""
+        from tf_awt import plots
+        from tf_awt.evaluation import EvaluationResult
+        from tf_awt.ticket import Ticket
+
+        summary_path = self.path("summary.json")
+        if os.path.exists(summary_path) and not self.force:
+            self.log(f"{self.out} holds a finished run (summary.json): kept. Pass --force to run it again.")
+            with open(summary_path, encoding="utf-8") as fh:
+                return json.load(fh)
+        state = self._prepare()
+        self.timings.update(state.get("phase_seconds", {}))
         self.write_recipe()
         if self.tracker:
-            self.tracker.start(self.recipe, self.recipe_name)
+            self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"))
+            state["mlflow_run_id"] = self.tracker.run_id
+        self._save_state(state)
         try:
-            ticket = self.search()
-            model, hist = self.train()
-            result = self.evaluate(model)
+            if os.path.exists(self.path("ticket.npz")):
+                ticket = Ticket.load(self.path("ticket.npz"))
+                self.log("search: ticket.npz exists, kept")
+            else:
+                ticket = self.search()
+                self._save_state(state)
+            if os.path.exists(self.path("trained.weights.h5")) and os.path.exists(self.path("history.json")):
+                _, model = self.trained_model()
+                with open(self.path("history.json"), encoding="utf-8") as fh:
+                    hist = json.load(fh)
+                self.log("train: trained.weights.h5 exists, kept")
+            else:
+                model, hist = self.train()
+                self._save_state(state)
+            if os.path.exists(self.path("evaluation.json")):
+                with open(self.path("evaluation.json"), encoding="utf-8") as fh:
+                    result = EvaluationResult(**json.load(fh))
+                self.log("evaluate: evaluation.json exists, kept")
+            else:
+                result = self.evaluate(model)
+                self._save_state(state)
             stripped, sizes = self.export(model)
             plots.write_all(self.out, ticket, hist)
             summary = {
@@ -285,7 +416,7 @@ class Run:
                 "recipe": self.recipe_name,
                 "dataset": self.recipe.dataset,
                 "seed": self.recipe.seed,
-                "phase_seconds": self.timings,
+                "phase_seconds": dict(self.timings),
                 "model_size": sizes,
                 "sanity_warnings": result.warnings,
                 "saved_model": os.path.abspath(self.path("saved_model")),

@@ -80,7 +80,10 @@ class SearchConfig:
       kernel: "full" (default) or "diagonal" (S-AWT).
       scope: "global" (default) or "layer" top-k.
       implementation: kernel implementation (default "auto").
-      seed: seed of the one-shot baselines' randomness (default 0).
+      seed: seed of the search's randomness (default 0): the PGD random starts of step t are
+        drawn from the stateless seeds [2·seed, t] (teacher) and [2·seed + 1, t] (student), so a
+        search resumed from a checkpoint repeats the uninterrupted one; also the one-shot
+        baselines' seed.
     """
 
     density: float
@@ -118,6 +121,8 @@ class SearchConfig:
         if self.scope not in _selection.SCOPES:
             raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
         KernelImplementation.parse(self.implementation)
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer. You passed: {self.seed!r}")
 
     @property
     def effective_kernel_weight(self) -> float:
@@ -247,8 +252,10 @@ class TicketSearch(tf_keras.Model):
         def teacher_fn(z):
             return self.teacher(z, training=False)
 
-        x_adv_t = pgd(teacher_fn, x, y, attack)
-        x_adv_s = pgd(self._student_fn, x, y, attack)
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        seed = 2 * int(self.config.seed)
+        x_adv_t = pgd(teacher_fn, x, y, attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
+        x_adv_s = pgd(self._student_fn, x, y, attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
         f_t = tf.stop_gradient(teacher_fn(x_adv_t))
         theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t, diagonal=diagonal))
         variables = self.student.trainable_variables

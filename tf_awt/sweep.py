@@ -41,8 +41,8 @@ def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
 
 def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[float], seeds: int = 1,
           recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
-          log: Callable[[str], None] = print) -> List[dict]:
-    """Runs (or resumes) the grid; returns one row per cell."""
+          log: Callable[[str], None] = print, force: bool = False) -> List[dict]:
+    """Runs (or resumes) the grid; returns one row per cell (``force``: rerun finished cells too)."""
     import dataclasses
 
     bad = [m for m in methods if m not in METHODS]
@@ -78,7 +78,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             name = cell_name(method, density, seed)
             cell_dir = os.path.join(out, "cells", name)
             summary_path = os.path.join(cell_dir, "summary.json")
-            if os.path.exists(summary_path):
+            if os.path.exists(summary_path) and not force:
                 log(f"sweep: {name} already finished, kept")
             else:
                 log(f"sweep: running {name}")
@@ -89,7 +89,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
 
                     tracker = Tracker(nested=True)
                 Run(cell_recipe, cell_dir, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
-                    tracker=tracker, log=log).all()
+                    tracker=tracker, log=log, force=force).all()
             s = json.load(open(summary_path))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],

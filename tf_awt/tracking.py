@@ -40,7 +40,8 @@ class Tracker:
         self.nested = nested
         self.run_id: Optional[str] = None
 
-    def start(self, recipe, recipe_name: str = "") -> str:
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None) -> str:
+        """Starts the run; with ``run_id`` (a resumed run) continues that MLflow run instead."""
         import mlflow
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -50,6 +51,15 @@ class Tracker:
         check_server(mlflow.get_tracking_uri())
         if not self.nested:
             mlflow.set_experiment(self.experiment)
+        if run_id:
+            try:
+                run = mlflow.start_run(run_id=run_id, nested=self.nested)
+            except Exception as err:  # MlflowException: the store does not know the run
+                raise ValueError(f"cannot continue MLflow run {run_id} at {mlflow.get_tracking_uri()} "
+                                 f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}). "
+                                 "Use the tracking URI the run started with, or --force to start over.") from None
+            self.run_id = run.info.run_id
+            return self.run_id
         run = mlflow.start_run(run_name=f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
                                nested=self.nested)
         self.run_id = run.info.run_id

@@ -36,13 +36,20 @@ class AdversarialTrainer(tf_keras.Model):
     Args:
       model: a built tf_keras model with logit outputs (may hold tfmot PruneLowMagnitude wrappers).
       attack: the training :class:`~tf_awt.Attack` (default: the paper's MNIST setting).
+      seed: None (default: cleverhans' stateful random starts) or an integer: the PGD random start
+        of optimizer step t is then drawn from the stateless seed [seed, t] (validation batches of
+        an epoch share [seed + 1, t]), so training is reproducible and resumes exactly from a
+        checkpoint of the model and optimizer.
 
     Compile with an optimizer only (the loss is sparse softmax cross-entropy on logits). Metrics:
     ``loss`` / ``adv_accuracy`` (on the PGD examples), ``nat_loss`` / ``nat_accuracy``.
     """
 
-    def __init__(self, model, attack: Optional[Attack] = None, **kwargs):
+    def __init__(self, model, attack: Optional[Attack] = None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise ValueError(f"seed must be an integer or None. You passed: {seed!r}")
+        self.seed = seed
         if not isinstance(model, tf_keras.Model):
             raise ValueError(f"model must be a tf_keras.Model. You passed: {type(model).__name__}")
         self.model = model
@@ -70,6 +77,11 @@ class AdversarialTrainer(tf_keras.Model):
         for wrapper in self._wrappers:
             wrapper.pruning_step.assign(tf.cast(self.optimizer.iterations, wrapper.pruning_step.dtype) + 1)
 
+    def _attack_seed(self, offset: int):
+        if self.seed is None:
+            return None
+        return tf.stack([tf.constant(self.seed + offset, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
+
     def _remask(self):
         for wrapper in self._wrappers:
             for weight, mask, _ in wrapper.pruning_vars:
@@ -85,7 +97,7 @@ class AdversarialTrainer(tf_keras.Model):
     def train_step(self, data):
         x, y = data[0], data[1]
         self._sync_pruning_step()
-        x_adv = pgd(self._inference, x, y, self.attack)
+        x_adv = pgd(self._inference, x, y, self.attack, seed=self._attack_seed(0))
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             adv_logits = self.model(x_adv, training=True)
@@ -97,7 +109,7 @@ class AdversarialTrainer(tf_keras.Model):
 
     def test_step(self, data):
         x, y = data[0], data[1]
-        x_adv = pgd(self._inference, x, y, self.attack)
+        x_adv = pgd(self._inference, x, y, self.attack, seed=self._attack_seed(1))
         return self._update_metrics(y, self._inference(x_adv), self._inference(x))
 
 

@@ -1,0 +1,154 @@
+"""Epoch checkpoints that let a killed run continue where it stopped.
+
+A phase (the ticket search, the adversarial training) that runs for many epochs saves, after every
+epoch, everything its next epoch depends on:
+
+* the variables: model weights, tfmot masks and step counters, optimizer slots and its step
+  counter (``tf.train.Checkpoint`` + ``tf.train.CheckpointManager``, ``max_to_keep=2``);
+* the randomness and data position, which tf_awt keeps *stateless*: the PGD random start of
+  optimizer step t is drawn from the seed ``[seed, t]`` (:func:`tf_awt.attacks.pgd`) and the batch
+  order of epoch e from ``[seed, e]`` (:func:`epoch_batches`); restoring the optimizer's step
+  counter and the epoch number restores both;
+* what the caller records beside (``extra``: e.g. the distance history so far, the MLflow run id).
+
+Order of writes: the checkpoint files first (TensorFlow writes them to temporary names and
+renames), then ``state.json`` (temporary file, then rename) naming that checkpoint. A SIGKILL at any
+moment leaves ``state.json`` naming a complete checkpoint (the previous one is kept until the
+next ``state.json`` is in place).
+
+``state.json`` also holds a *fingerprint* of the run (resolved recipe and phase): a checkpoint
+written by another run is refused with a ValueError naming the file, and so is a corrupt one;
+neither is ever silently ignored.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable, Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+__all__ = ["PhaseCheckpoint", "epoch_batches"]
+
+_FORMAT = "tf_awt.checkpoint/1"
+
+
+def epoch_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
+    """Batches of epochs ``first_epoch .. epochs-1``, epoch e shuffled by the stateless seed [seed, e].
+
+    The order of an epoch depends only on (seed, e), not on the process's history or global
+    seed, so a resumed run sees the same batches as an uninterrupted one. Use with
+    ``fit(..., initial_epoch=first_epoch, epochs=epochs, steps_per_epoch=ceil(len(y)/batch_size))``.
+    """
+    x = tf.constant(np.asarray(x))
+    y = tf.constant(np.asarray(y))
+    n = int(y.shape[0])
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64),
+                                                         seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    def gather(index):
+        return tf.gather(x, index), tf.gather(y, index)
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).map(gather).prefetch(2)
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return -(-int(n) // int(batch_size))
+
+
+class PhaseCheckpoint:
+    """Per-epoch checkpoints of one phase in ``directory``.
+
+    Args:
+      directory: where the checkpoints and ``state.json`` live (created on the first save).
+      fingerprint: a string identifying the run and phase (e.g. a hash of the resolved recipe);
+        a checkpoint with another fingerprint is refused.
+      **trackables: what to save: keras models, optimizers, ``tf.Variable`` s (as for
+        ``tf.train.Checkpoint``).
+    """
+
+    def __init__(self, directory: str, fingerprint: str, **trackables):
+        if not trackables:
+            raise ValueError("PhaseCheckpoint needs at least one object to save. You passed none.")
+        self.directory = directory
+        self.fingerprint = fingerprint
+        self.checkpoint = tf.train.Checkpoint(**trackables)
+        self._manager: Optional[tf.train.CheckpointManager] = None
+
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.directory, "state.json")
+
+    @property
+    def manager(self) -> tf.train.CheckpointManager:
+        if self._manager is None:
+            self._manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=2)
+        return self._manager
+
+    def read_state(self) -> Optional[Dict[str, Any]]:
+        """The saved state (``epoch``, ``extra``, ...), None if nothing was saved; checks it."""
+        if not os.path.exists(self.state_path):
+            return None
+        try:
+            with open(self.state_path, encoding="utf-8") as fh:
+                state = json.load(fh)
+            if not isinstance(state, dict):
+                raise ValueError("not a mapping")
+            fields = (state["format"], state["fingerprint"], int(state["epoch"]), state["checkpoint"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"checkpoint state {self.state_path} is corrupt ({err}). Delete {self.directory} to start "
+                             "this phase over, or rerun with --force.") from None
+        if fields[0] != _FORMAT or fields[1] != self.fingerprint:
+            raise ValueError(f"checkpoint {self.state_path} belongs to another run (its recipe or phase differs from this "
+                             f"one). Use another --out directory, or rerun with --force to discard it.")
+        return state
+
+    def restore(self) -> Optional[Dict[str, Any]]:
+        """Restores the last checkpoint into the trackables; returns its state, or None if there is none.
+
+        Build the optimizer's slots first (``optimizer.build(variables)``) so every saved value has
+        a place to go; anything saved that does not match raises a ValueError naming the file.
+        """
+        state = self.read_state()
+        if state is None:
+            return None
+        prefix = os.path.join(self.directory, state["checkpoint"])
+        try:
+            status = self.checkpoint.restore(prefix)
+            status.assert_existing_objects_matched()
+        except Exception as err:  # OpError, IndexError (truncated data), AssertionError (mismatch), ...
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"checkpoint {prefix} is corrupt or does not fit this model ({first}). Delete "
+                             f"{self.directory} to start this phase over, or rerun with --force.") from None
+        return state
+
+    def save(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> str:
+        """Saves the trackables after ``epoch`` completed epochs, then ``state.json`` naming them."""
+        from tf_awt.pipeline import atomic_write_json
+
+        path = self.manager.save(checkpoint_number=int(epoch))
+        state = {"format": _FORMAT, "fingerprint": self.fingerprint, "epoch": int(epoch),
+                 "checkpoint": os.path.basename(path), "extra": extra or {}}
+        atomic_write_json(self.state_path, state)
+        return path
+
+    def callback(self, extra_fn: Optional[Callable[[int, dict], Dict[str, Any]]] = None) -> tf_keras.callbacks.Callback:
+        """A Keras callback that calls :meth:`save` at the end of every epoch.
+
+        Args:
+          extra_fn: ``(completed_epochs, epoch_logs) -> dict`` of JSON-serializable values saved
+            beside the variables (default None). Keras' own ``History`` runs after user callbacks,
+            so record what you need from ``epoch_logs`` here.
+        """
+        owner = self
+
+        class SaveEveryEpoch(tf_keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                owner.save(epoch + 1, extra_fn(epoch + 1, dict(logs or {})) if extra_fn else None)
+
+        return SaveEveryEpoch()
