@@ -270,11 +270,6 @@ def test_mnist_5k_split_is_fixed_and_real():
     assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
 
 
-def test_distribute_other_than_none_is_refused_clearly(tmp_path):
-    proc = tf_awt_cli("run", tiny_recipe(tmp_path), "--set", "distribute=mirrored", "--out", str(tmp_path / "o"), "--no-mlflow")
-    assert proc.returncode == 2 and "distribute: mirrored is not implemented yet" in proc.stderr
-
-
 def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path):
     out = str(tmp_path / "toy")
     proc = tf_awt_cli("run", "toy-gaussian", "--set", "search.epochs=1", "--set", "train.epochs=2", "--set", "eval.steps=10",

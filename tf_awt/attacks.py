@@ -97,6 +97,21 @@ def random_start(shape, norm: str, eps, seed, dtype=tf.float32) -> tf.Tensor:
     return eps * tf.reshape(radius * direction, shape)
 
 
+def _replica_slice_of_random_start(x, attack: Attack, seed) -> tf.Tensor:
+    """The random start of this replica's rows of the global batch (see :func:`pgd`)."""
+    ctx = tf.distribute.get_replica_context()
+    replicas = ctx.num_replicas_in_sync if ctx is not None else 1
+    shape = tf.shape(x)
+    if replicas == 1:
+        return random_start(shape, attack.norm, attack.eps, seed, dtype=x.dtype)
+    from tf_awt._distribute import replica_rows
+
+    local = shape[0]
+    first, total = replica_rows(local)
+    whole = tf.concat([[total], shape[1:]], axis=0)
+    return random_start(whole, attack.norm, attack.eps, seed, dtype=x.dtype)[first:first + local]
+
+
 def _seeded_pgd(model_fn, x, y, attack: Attack, step: float, seed) -> tf.Tensor:
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
     from cleverhans.tf2.utils import clip_eta
@@ -106,7 +121,7 @@ def _seeded_pgd(model_fn, x, y, attack: Attack, step: float, seed) -> tf.Tensor:
     lo = -np.inf if attack.clip_min is None else attack.clip_min
     hi = np.inf if attack.clip_max is None else attack.clip_max
     if attack.random_start:
-        eta = random_start(tf.shape(x), attack.norm, attack.eps, seed, dtype=x.dtype)
+        eta = _replica_slice_of_random_start(x, attack, seed)
     else:
         eta = tf.zeros_like(x)
     eta = clip_eta(eta, norm, attack.eps)
@@ -132,7 +147,9 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
       x, y: inputs and integer labels (``y=None``: the model's predictions, no label leaking).
       attack: the :class:`Attack`.
       seed: None (default: cleverhans' stateful random start) or a shape-(2,) integer tensor for
-        a stateless random start (see the module docstring).
+        a stateless random start (see the module docstring). Under a ``tf.distribute`` strategy
+        each replica draws the start of the whole global batch and takes its own rows, so the
+        adversarial examples equal those of one device on the same global batch.
 
     Graph-friendly: under ``tf.function`` the ``attack.steps`` iterations are traced once.
     """

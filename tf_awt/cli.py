@@ -162,7 +162,9 @@ def _main(argv):
     if args.command == "evaluate" and not args.out:
         raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
     tracker = None
-    if args.command == "run" and not args.no_mlflow:
+    from tf_awt._distribute import is_chief
+
+    if args.command == "run" and not args.no_mlflow and is_chief():  # multi-worker: the chief tracks
         from tf_awt.tracking import Tracker
 
         tracker = Tracker()

@@ -50,13 +50,24 @@ class EvaluationResult:
         return dataclasses.asdict(self)
 
 
+def _forward(model):
+    """model(x) in inference mode; for tfmot-pruned models f(m ⊙ W) without the wrappers' side
+    effects (their weight assignments cannot run in nested tf.functions or under a strategy)."""
+    from tf_awt import _layers
+    from tf_awt._masks import resolve_masks
+
+    if any(_layers.is_prune_wrapper(layer) for layer in _layers.iter_layers(model)):
+        return lambda z: _layers.masked_forward(model, z, resolve_masks(model, None))
+    return lambda z: model(z, training=False)
+
+
 def _outputs_probabilities(model, x) -> bool:
     last = model.layers[-1] if getattr(model, "layers", None) else None
     inner = getattr(last, "layer", last)
     activation = getattr(inner, "activation", None)
     if isinstance(inner, tf_keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax":
         return True
-    out = model(x[:32], training=False).numpy()
+    out = _forward(model)(tf.constant(x[:32])).numpy()
     return bool(out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-5))
 
 
@@ -66,7 +77,7 @@ def _lp_distance(adv, x, norm):
 
 
 def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, batch_size: int = 256,
-             check_subset: int = 256, seed: int = 0) -> EvaluationResult:
+             check_subset: int = 256, seed: int = 0, strategy=None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -78,6 +89,10 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
       batch_size: evaluation batch size (default 256).
       check_subset: examples used by the more-steps and gradient checks (default 256).
       seed: seed of the attack's random starts (default 0).
+      strategy: a ``tf.distribute`` strategy (default None: one device). Each evaluation batch
+        is split into one contiguous slice per replica, every replica attacks its slice and the
+        adversarial examples are gathered back (every worker of a multi-worker strategy gets the
+        whole result). The model's variables must have been created in ``strategy.scope()``.
     """
     attack = attack if attack is not None else evaluation_attack()
     if not isinstance(restarts, int) or restarts < 1:
@@ -93,14 +108,34 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
             "Remove the final softmax (e.g. Dense(k) instead of Dense(k, activation='softmax'))."
         )
     tf.random.set_seed(seed)
+    forward = _forward(model)
 
-    @tf.function(reduce_retracing=True)
-    def attack_batch(xb, yb):
-        return pgd(lambda z: model(z, training=False), xb, yb, attack)
+    def distributed(attack_config):
+        def one_replica(xb, yb):
+            return pgd(forward, xb, yb, attack_config)
+
+        if strategy is None or strategy.num_replicas_in_sync == 1:
+            return tf.function(one_replica, reduce_retracing=True)
+
+        from tf_awt._distribute import all_gather_rows
+
+        def replica_slice(xb, yb):
+            context = tf.distribute.get_replica_context()
+            per = (tf.shape(xb)[0] + context.num_replicas_in_sync - 1) // context.num_replicas_in_sync
+            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * per
+            return all_gather_rows(one_replica(xb[first:first + per], yb[first:first + per]))
+
+        @tf.function(reduce_retracing=True)
+        def across_replicas(xb, yb):
+            return strategy.experimental_local_results(strategy.run(replica_slice, args=(xb, yb)))[0]
+
+        return across_replicas
+
+    attack_batch = distributed(attack)
 
     @tf.function(reduce_retracing=True)
     def predict(xb):
-        return tf.argmax(model(xb, training=False), axis=1)
+        return tf.argmax(forward(xb), axis=1)
 
     def run(attack_fn, xs, ys, n_restarts):
         nat = np.zeros(len(xs), bool)
@@ -127,7 +162,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
 
     sub = slice(0, min(check_subset, len(x)))
     zero = attack.replace(eps=0.0)
-    zero_adv = pgd(lambda z: model(z, training=False), x[sub], y[sub], zero).numpy()
+    zero_adv = pgd(forward, x[sub], y[sub], zero).numpy()
     if not np.array_equal(predict(zero_adv).numpy() == y[sub], nat[sub]):
         found.append("eps=0 attack does not reproduce the natural predictions")
     if robust > natural + 1e-12:
@@ -139,9 +174,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         found.append(f"an adversarial input lies outside the data range [{attack.clip_min}, {attack.clip_max}]")
     stronger = attack.replace(steps=attack.steps * 2, step_size=attack.step_size)
 
-    @tf.function(reduce_retracing=True)
-    def attack_stronger(xb, yb):
-        return pgd(lambda z: model(z, training=False), xb, yb, stronger)
+    attack_stronger = distributed(stronger)
 
     if attack.eps > 0 and attack.steps > 0:
         _, rob_strong, _, _ = run(attack_stronger, x[sub], y[sub], 1)
@@ -156,7 +189,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         xs = tf.constant(x[sub])
         with tf.GradientTape() as tape:
             tape.watch(xs)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), model(xs, training=False))
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), forward(xs))
         grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(n, -1)
         zero_frac = float(np.mean(np.abs(grads).max(axis=1) == 0))
         if zero_frac > 0:

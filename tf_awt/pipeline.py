@@ -95,13 +95,21 @@ class Run:
     def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
                  progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print,
                  force: bool = False):
-        if recipe.distribute != "none":
-            raise ValueError(f"distribute: {recipe.distribute} is not implemented yet; only 'none' (one device) runs today.")
         self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
         self.data_dir, self.progress, self.tracker, self.log = data_dir, progress, tracker, log
         self.force = force
         self.timings: Dict[str, float] = {}
         self._split = None
+        self._strategy = None
+
+    @property
+    def strategy(self):
+        """The recipe's ``tf.distribute`` strategy (``distribute``: none | mirrored | multi_worker)."""
+        if self._strategy is None:
+            from tf_awt._distribute import strategy_for
+
+            self._strategy = strategy_for(self.recipe.distribute)
+        return self._strategy
 
     @property
     def fingerprint(self) -> str:
@@ -165,7 +173,8 @@ class Run:
 
         t0 = time.time()
         r = self.recipe
-        model = self.base_model()
+        with self.strategy.scope():
+            model = self.base_model()
         if r.method == "dense":
             masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in model.layers if hasattr(l, "kernel")}
             ticket = Ticket(masks=masks, initial_weights=model.get_weights(), method="dense", config=r.to_dict())
@@ -179,9 +188,10 @@ class Run:
             config = r.search_config()
             config = dataclasses.replace(config, attack=self._in_range(config.attack))
             steps = steps_per_epoch(len(self.split.y_train), r.search.batch_size)
-            search = TicketSearch(model, config, steps_per_epoch=steps)
-            search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-            search.optimizer.build(search.student.trainable_variables)
+            with self.strategy.scope():
+                search = TicketSearch(model, config, steps_per_epoch=steps)
+                search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+                search.optimizer.build(search.student.trainable_variables)
             checkpoint = self._checkpoint("search", student=search.student, optimizer=search.optimizer,
                                           mask_updates=search.mask_updates)
             state = checkpoint.restore()
@@ -215,13 +225,18 @@ class Run:
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
 
-    def ticket_model(self):
+    def ticket_model(self, distributed: bool = True):
+        """The ticket (θ0 ⊙ m in tfmot wrappers); in the recipe's strategy scope unless ``distributed=False``."""
+        import tensorflow as tf
+
         from tf_awt.ticket import Ticket
 
         self._require("ticket.npz", "search")
         ticket = Ticket.load(self.path("ticket.npz"))
-        base = self.base_model()
-        model = base if self.recipe.method == "dense" else ticket.to_model(base)
+        strategy = self.strategy if distributed else tf.distribute.get_strategy()
+        with strategy.scope():
+            base = self.base_model()
+            model = base if self.recipe.method == "dense" else ticket.to_model(base)
         return ticket, model
 
     def train(self):
@@ -239,9 +254,10 @@ class Run:
         s = self.split
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
-        trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed)
-        trainer.compile(optimizer=tf_keras.optimizers.Adam(r.train.lr))
-        trainer.optimizer.build(model.trainable_variables)
+        with self.strategy.scope():
+            trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed)
+            trainer.compile(optimizer=tf_keras.optimizers.Adam(r.train.lr))
+            trainer.optimizer.build(model.trainable_variables)
         checkpoint = self._checkpoint("train", model=model, optimizer=trainer.optimizer)
         state = checkpoint.restore()
         first = state["epoch"] if state else 0
@@ -272,8 +288,8 @@ class Run:
         self.log(f"train: {r.train.epochs} epochs ({self.timings['train']:.0f} s) {last}")
         return model, hist
 
-    def trained_model(self):
-        ticket, model = self.ticket_model()
+    def trained_model(self, distributed: bool = True):
+        ticket, model = self.ticket_model(distributed)
         self._require("trained.weights.h5", "train")
         model.load_weights(self.path("trained.weights.h5"))
         return ticket, model
@@ -287,7 +303,8 @@ class Run:
             _, model = self.trained_model()
         s = self.split
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), restarts=r.eval.restarts)
+        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), restarts=r.eval.restarts,
+                          strategy=None if r.distribute == "none" else self.strategy)
         atomic_write_json(self.path("evaluation.json"), result.to_dict())
         if self.tracker:
             self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
@@ -304,7 +321,7 @@ class Run:
         t0 = time.time()
         ticket = None
         if model is None:
-            ticket, model = self.trained_model()
+            ticket, model = self.trained_model(distributed=False)
         stripped = prune.strip_pruning(model)
         shape = (None,) + tuple(self.split.input_shape)
 
@@ -405,7 +422,8 @@ class Run:
             else:
                 result = self.evaluate(model)
                 self._save_state(state)
-            stripped, sizes = self.export(model)
+            # a distributed model is exported from a one-device copy of its trained weights
+            stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
             plots.write_all(self.out, ticket, hist)
             summary = {
                 "natural_accuracy": result.natural_accuracy,

@@ -10,6 +10,11 @@ Each ``train_step`` on a batch :math:`(X, Y)`:
    + kernel_weight · kernel_distance(:math:`\Theta_0(X, \tilde X_0), \Theta^s(X, \tilde X^s_0)`)
    + weight_decay · :math:`\lVert m \odot w \rVert^2`, with kernel_weight = γ² by default (eq. 13);
 3. one optimizer step on w;
+   under a ``tf.distribute`` strategy each replica attacks its rows of the global batch, then the
+   clean and adversarial inputs are all-gathered and every replica computes both kernels and
+   distances of the *global* batch (exact, not a per-replica estimate: the kernel distance
+   couples all pairs of examples, and a block-diagonal estimate would change the objective with
+   the number of replicas); the loss is divided by the replica count before the summed gradient;
 4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
    last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
    ``scope="layer"`` for per layer; every layer keeps at least one weight per output unit).
@@ -33,6 +38,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _layers, _selection
+from tf_awt._distribute import all_gather_rows, assign_in_replica
 from tf_awt._masks import resolve_masks
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import NORMALIZATIONS, kernel_distance, target_distance
@@ -231,6 +237,16 @@ class TicketSearch(tf_keras.Model):
         self.mask_updates.assign_add(1)
         return tf.constant(True)
 
+    def _select_masks(self, should_update):
+        """:meth:`update_masks` when ``should_update``, from replica context (no control flow)."""
+        kernels = [w.layer.kernel for w in self._wrappers]
+        new = _selection.top_k_masks([tf.abs(k) for k in kernels], self.config.density, self.config.scope)
+        pairs = []
+        for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
+            pairs.append((tf.where(should_update, tf.cast(value, mask.dtype), mask), mask))
+        pairs.append((self.mask_updates + tf.cast(should_update, tf.int64), self.mask_updates))
+        assign_in_replica(pairs)
+
     # ------------------------------------------------------------------ forward / step
     def _student_fn(self, x):
         return _layers.masked_forward(self.student, x, resolve_masks(self.student, None))
@@ -256,6 +272,10 @@ class TicketSearch(tf_keras.Model):
         seed = 2 * int(self.config.seed)
         x_adv_t = pgd(teacher_fn, x, y, attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
         x_adv_s = pgd(self._student_fn, x, y, attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas > 1:  # the kernels of the global batch: gather what each replica attacked
+            x, x_adv_t, x_adv_s = (all_gather_rows(t) for t in (x, x_adv_t, x_adv_s))
         f_t = tf.stop_gradient(teacher_fn(x_adv_t))
         theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t, diagonal=diagonal))
         variables = self.student.trainable_variables
@@ -269,13 +289,18 @@ class TicketSearch(tf_keras.Model):
             if self.config.weight_decay:
                 decay = tf.add_n([tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
                 loss = loss + self.config.weight_decay * decay
-        grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+            # Every replica holds the same global loss; the optimizer sums the replicas' gradients.
+            scaled = loss / replicas
+        grads = tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         self.optimizer.apply_gradients(zip(grads, variables))
         should_update, _ = self.schedule(self.optimizer.iterations)
-        tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
+        if replicas > 1:  # no merge_call inside tf.cond: compute the new masks and select
+            self._select_masks(should_update)
+        else:
+            tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
         values = {"loss": loss, "target_distance": td, "kernel_distance": kd, "weighted_kernel_distance": weighted}
+        assign_in_replica([(tf.cast(value, tf.float32), self.step_values[name]) for name, value in values.items()])
         for name, value in values.items():
-            self.step_values[name].assign(tf.cast(value, tf.float32))
             self._trackers[name].update_state(value)
         return {name: t.result() for name, t in self._trackers.items()}
 

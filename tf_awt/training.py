@@ -9,6 +9,14 @@ set back to exactly zero. Per epoch it reports natural and adversarial loss/accu
 training batches and, with ``validation_data``, on the held-out split (``val_`` prefix).
 
 ``epsilon = 0`` is natural training.
+
+Under a ``tf.distribute`` strategy (build the model and compile the trainer inside
+``strategy.scope()``), ``fit`` splits each global batch over the replicas; each replica attacks its
+own rows (with ``seed``, the random starts are the rows of the global batch's, see
+:func:`tf_awt.attacks.pgd`), the loss is averaged over the *global* batch
+(``tf.nn.compute_average_loss``) and the optimizer all-reduces the gradients, so a step equals the
+one-device step on the same global batch. Mask and step-counter writes go through
+``merge_call`` (as tfmot's own wrappers do).
 """
 from __future__ import annotations
 
@@ -18,6 +26,8 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _layers
+from tf_awt._distribute import assign_in_replica
+from tf_awt._masks import resolve_masks
 from tf_awt.attacks import Attack, pgd
 
 __all__ = ["AdversarialTrainer", "adversarial_fit", "training_attack"]
@@ -55,7 +65,7 @@ class AdversarialTrainer(tf_keras.Model):
         self.model = model
         self.attack = attack if attack is not None else training_attack()
         self._wrappers = [l for l in _layers.iter_layers(model) if _layers.is_prune_wrapper(l)]
-        self._loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        self._loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction="none")
         self._trackers = {
             "loss": tf_keras.metrics.Mean(name="loss"),
             "adv_accuracy": tf_keras.metrics.SparseCategoricalAccuracy(name="adv_accuracy"),
@@ -71,11 +81,13 @@ class AdversarialTrainer(tf_keras.Model):
         return self.model(inputs, training=training)
 
     def _inference(self, x):
+        if self._wrappers:  # f(m ⊙ W) without the wrappers' assignments (PGD runs in nested tf.functions)
+            return _layers.masked_forward(self.model, x, resolve_masks(self.model, None))
         return self.model(x, training=False)
 
     def _sync_pruning_step(self):
-        for wrapper in self._wrappers:
-            wrapper.pruning_step.assign(tf.cast(self.optimizer.iterations, wrapper.pruning_step.dtype) + 1)
+        assign_in_replica([(tf.cast(self.optimizer.iterations, w.pruning_step.dtype) + 1, w.pruning_step)
+                            for w in self._wrappers])
 
     def _attack_seed(self, offset: int):
         if self.seed is None:
@@ -83,12 +95,11 @@ class AdversarialTrainer(tf_keras.Model):
         return tf.stack([tf.constant(self.seed + offset, tf.int64), tf.cast(self.optimizer.iterations, tf.int64)])
 
     def _remask(self):
-        for wrapper in self._wrappers:
-            for weight, mask, _ in wrapper.pruning_vars:
-                weight.assign(weight * tf.cast(mask, weight.dtype))
+        assign_in_replica([(weight * tf.cast(mask, weight.dtype), weight)
+                            for wrapper in self._wrappers for weight, mask, _ in wrapper.pruning_vars])
 
     def _update_metrics(self, y, adv_logits, nat_logits):
-        self._trackers["loss"].update_state(self._loss(y, adv_logits))
+        self._trackers["loss"].update_state(self._loss(y, adv_logits))  # per-example losses, averaged by Mean
         self._trackers["adv_accuracy"].update_state(y, adv_logits)
         self._trackers["nat_loss"].update_state(self._loss(y, nat_logits))
         self._trackers["nat_accuracy"].update_state(y, nat_logits)
@@ -101,7 +112,10 @@ class AdversarialTrainer(tf_keras.Model):
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             adv_logits = self.model(x_adv, training=True)
-            loss = self._loss(y, adv_logits) + tf.add_n(self.model.losses or [tf.constant(0.0)])
+            per_example = self._loss(y, adv_logits)
+            loss = tf.nn.compute_average_loss(per_example)  # mean over the global batch
+            if self.model.losses:
+                loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
         grads = tape.gradient(loss, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
         self._remask()

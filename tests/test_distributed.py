@@ -1,0 +1,108 @@
+"""tf.distribute for real: MirroredStrategy over two logical CPUs, MultiWorkerMirroredStrategy over
+two worker processes on localhost; each must reproduce the one-device run on the same global batch."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tf_awt._distribute import is_chief, strategy_for
+from tf_awt.pipeline import Run
+from tf_awt.recipes import load_recipe
+from tf_awt.ticket import Ticket
+from test_cli import tiny_recipe, tf_awt_cli
+
+WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")
+
+
+def _recipe(tmp_path):
+    return tiny_recipe(tmp_path, search={"epochs": 2, "update_every": 2, "batch_size": 32},
+                       train={"epochs": 2, "batch_size": 32, "steps": 2, "step_size": 0.05})
+
+
+def _assert_same_run(one_dir, other_dir):
+    a = Ticket.load(os.path.join(one_dir, "ticket.npz"))
+    b = Ticket.load(os.path.join(other_dir, "ticket.npz"))
+    assert all(np.array_equal(a.masks[k], b.masks[k]) for k in a.masks)
+    for key in ("loss", "target_distance", "kernel_distance"):
+        np.testing.assert_allclose(b.history[key], a.history[key], rtol=1e-5, err_msg=key)
+    for x, y in zip(a.learned_weights, b.learned_weights):
+        np.testing.assert_allclose(y, x, atol=1e-6)
+    ha = json.load(open(os.path.join(one_dir, "history.json")))
+    hb = json.load(open(os.path.join(other_dir, "history.json")))
+    assert ha.keys() == hb.keys()
+    for key in ha:
+        np.testing.assert_allclose(hb[key], ha[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    sa = json.load(open(os.path.join(one_dir, "summary.json")))
+    sb = json.load(open(os.path.join(other_dir, "summary.json")))
+    for key in ("natural_accuracy", "robust_accuracy", "density", "layer_density"):
+        assert sa[key] == sb[key], key
+
+
+def _worker(recipe, out, distribute, cpus=1, env=None):
+    return subprocess.Popen([sys.executable, WORKER, recipe, out, distribute, str(cpus)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+
+
+def _finish(proc, timeout=600):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path):
+    recipe = _recipe(tmp_path)
+    one = str(tmp_path / "one")
+    Run(load_recipe(recipe), one, log=lambda m: None).all()
+    result = _finish(_worker(recipe, str(tmp_path / "mirrored"), "mirrored", cpus=2))
+    assert result["replicas"] == 2
+    _assert_same_run(one, str(tmp_path / "mirrored"))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_multi_worker_over_two_processes_equals_one_device(tmp_path):
+    recipe = _recipe(tmp_path)
+    one = str(tmp_path / "one")
+    Run(load_recipe(recipe), one, log=lambda m: None).all()
+    cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
+    procs = [_worker(recipe, str(tmp_path / f"worker{i}"), "multi_worker",
+                     env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
+             for i in range(2)]
+    try:
+        results = [_finish(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [r["replicas"] for r in results] == [2, 2]
+    for i in range(2):
+        _assert_same_run(one, str(tmp_path / f"worker{i}"))
+
+
+def test_strategy_choice_and_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert strategy_for("none").num_replicas_in_sync == 1
+    with pytest.raises(ValueError, match=r"distribute must be one of .*You passed: 'tpu'"):
+        strategy_for("tpu")
+    with pytest.raises(ValueError, match=r"multi_worker needs TF_CONFIG"):
+        strategy_for("multi_worker")
+    monkeypatch.setenv("TF_CONFIG", "{nope")
+    with pytest.raises(ValueError, match=r"valid TF_CONFIG"):
+        strategy_for("multi_worker")
+    assert is_chief()  # malformed TF_CONFIG: treated as the chief, no crash
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}))
+    assert not is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
+    assert is_chief()
+    monkeypatch.delenv("TF_CONFIG")
+    proc = tf_awt_cli("run", _recipe(tmp_path), "--set", "distribute=multi_worker", "--out", str(tmp_path / "o"),
+                      "--no-mlflow", env={"TF_CONFIG": ""})
+    assert proc.returncode == 2 and "multi_worker needs TF_CONFIG" in proc.stderr and "Traceback" not in proc.stderr
