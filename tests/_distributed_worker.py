@@ -1,6 +1,6 @@
 """Runs one recipe through tf_awt.pipeline.Run in this process; used by test_distributed.py.
 
-    python _distributed_worker.py RECIPE.yaml OUT DISTRIBUTE [LOGICAL_CPUS]
+    python _distributed_worker.py RECIPE.yaml OUT DISTRIBUTE [LOGICAL_CPUS [KEY=VALUE ...]]
 
 With LOGICAL_CPUS > 1 the process's CPU is split into that many logical devices first (what
 MirroredStrategy then mirrors over). For multi_worker, TF_CONFIG comes from the environment.
@@ -19,7 +19,7 @@ if cpus > 1:
 from tf_awt.pipeline import Run  # noqa: E402
 from tf_awt.recipes import load_recipe  # noqa: E402
 
-run = Run(load_recipe(recipe_path, [f"distribute={distribute}"]), out, log=lambda m: print(m, file=sys.stderr))
+run = Run(load_recipe(recipe_path, [f"distribute={distribute}", *sys.argv[5:]]), out, log=lambda m: print(m, file=sys.stderr))
 summary = run.all()
 print(json.dumps({"replicas": run.strategy.num_replicas_in_sync, "natural_accuracy": summary["natural_accuracy"],
                   "robust_accuracy": summary["robust_accuracy"]}))

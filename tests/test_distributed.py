@@ -42,8 +42,8 @@ def _assert_same_run(one_dir, other_dir):
         assert sa[key] == sb[key], key
 
 
-def _worker(recipe, out, distribute, cpus=1, env=None):
-    return subprocess.Popen([sys.executable, WORKER, recipe, out, distribute, str(cpus)], stdout=subprocess.PIPE,
+def _worker(recipe, out, distribute, cpus=1, env=None, overrides=()):
+    return subprocess.Popen([sys.executable, WORKER, recipe, out, distribute, str(cpus), *overrides], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
@@ -53,11 +53,13 @@ def _finish(proc, timeout=600):
     return json.loads(out.strip().splitlines()[-1])
 
 
-def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path):
+@pytest.mark.parametrize("overrides", [(), ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry")],
+                         ids=["full-kernel", "diagonal-decay-per-entry"])
+def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path, overrides):
     recipe = _recipe(tmp_path)
     one = str(tmp_path / "one")
-    Run(load_recipe(recipe), one, log=lambda m: None).all()
-    result = _finish(_worker(recipe, str(tmp_path / "mirrored"), "mirrored", cpus=2))
+    Run(load_recipe(recipe, list(overrides)), one, log=lambda m: None).all()
+    result = _finish(_worker(recipe, str(tmp_path / "mirrored"), "mirrored", cpus=2, overrides=overrides))
     assert result["replicas"] == 2
     _assert_same_run(one, str(tmp_path / "mirrored"))
 

@@ -10,11 +10,12 @@ Each ``train_step`` on a batch :math:`(X, Y)`:
    + kernel_weight · kernel_distance(:math:`\Theta_0(X, \tilde X_0), \Theta^s(X, \tilde X^s_0)`)
    + weight_decay · :math:`\lVert m \odot w \rVert^2`, with kernel_weight = γ² by default (eq. 13);
 3. one optimizer step on w;
-   under a ``tf.distribute`` strategy each replica attacks its rows of the global batch, then the
-   clean and adversarial inputs are all-gathered and every replica computes both kernels and
-   distances of the *global* batch (exact, not a per-replica estimate: the kernel distance
-   couples all pairs of examples, and a block-diagonal estimate would change the objective with
-   the number of replicas); the loss is divided by the replica count before the summed gradient;
+   under a ``tf.distribute`` strategy each replica attacks its rows X_r of the global batch,
+   the adversarial batches are all-gathered, and each replica computes its row block of the
+   *global* kernels, Θ(X_r, X̃_all), and its share of both distances (scaled to the global N);
+   the optimizer's all-reduce sums the shares' gradients into the exact global gradient. Not a
+   per-replica estimate: the kernel distance couples all pairs of examples, and a block-diagonal
+   estimate would change the objective with the number of replicas;
 4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
    last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
    ``scope="layer"`` for per layer; every layer keeps at least one weight per output unit).
@@ -38,7 +39,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _layers, _selection
-from tf_awt._distribute import all_gather_rows, assign_in_replica
+from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt._masks import resolve_masks
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import NORMALIZATIONS, kernel_distance, target_distance
@@ -274,23 +275,34 @@ class TicketSearch(tf_keras.Model):
         x_adv_s = pgd(self._student_fn, x, y, attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
         context = tf.distribute.get_replica_context()
         replicas = context.num_replicas_in_sync if context is not None else 1
-        if replicas > 1:  # the kernels of the global batch: gather what each replica attacked
-            x, x_adv_t, x_adv_s = (all_gather_rows(t) for t in (x, x_adv_t, x_adv_s))
+        target_scale = kernel_scale = tf.constant(1.0, x.dtype)
+        x_adv_t_all, x_adv_s_all = x_adv_t, x_adv_s
+        if replicas > 1:
+            # This replica's rows of the global batch's kernels: Θ(X_r, X̃_all) (or the diagonal
+            # Θ(X_r, X̃_r)); the distances are sums over rows, so partial sums scaled to the
+            # global N add up (in the optimizer's gradient all-reduce) to the exact global loss.
+            _, total = replica_rows(tf.shape(x)[0])
+            fraction = tf.cast(tf.shape(x)[0], x.dtype) / tf.cast(total, x.dtype)
+            target_scale = fraction
+            kernel_scale = fraction * fraction if norm == "per_example" else fraction
+            if not diagonal:
+                x_adv_t_all, x_adv_s_all = all_gather_rows(x_adv_t), all_gather_rows(x_adv_s)
         f_t = tf.stop_gradient(teacher_fn(x_adv_t))
-        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t, diagonal=diagonal))
+        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t_all, diagonal=diagonal))
         variables = self.student.trainable_variables
         with tf.GradientTape() as tape:
             f_s = self._student_fn(x_adv_s)
-            theta_s = self._student_kernel(x, x_adv_s, diagonal=diagonal)
-            td = target_distance(f_t, f_s, norm)
-            kd = kernel_distance(theta_t, theta_s, norm)
+            theta_s = self._student_kernel(x, x_adv_s_all, diagonal=diagonal)
+            td = target_distance(f_t, f_s, norm) * target_scale
+            kd = kernel_distance(theta_t, theta_s, norm) * kernel_scale
             weighted = self.config.effective_kernel_weight * kd
             loss = td + weighted
+            decay = tf.constant(0.0, x.dtype)
             if self.config.weight_decay:
-                decay = tf.add_n([tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
-                loss = loss + self.config.weight_decay * decay
-            # Every replica holds the same global loss; the optimizer sums the replicas' gradients.
-            scaled = loss / replicas
+                decay = self.config.weight_decay * tf.add_n(
+                    [tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
+            # The optimizer sums the replicas' gradients: the replicated decay term counts once.
+            scaled = loss + decay / replicas
         grads = tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         self.optimizer.apply_gradients(zip(grads, variables))
         should_update, _ = self.schedule(self.optimizer.iterations)
@@ -298,6 +310,10 @@ class TicketSearch(tf_keras.Model):
             self._select_masks(should_update)
         else:
             tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
+        if replicas > 1:  # the global distances, for the logs
+            td, kd = (context.all_reduce(tf.distribute.ReduceOp.SUM, v) for v in (td, kd))
+            weighted = self.config.effective_kernel_weight * kd
+        loss = td + weighted + decay
         values = {"loss": loss, "target_distance": td, "kernel_distance": kd, "weighted_kernel_distance": weighted}
         assign_in_replica([(tf.cast(value, tf.float32), self.step_values[name]) for name, value in values.items()])
         for name, value in values.items():
