@@ -125,7 +125,7 @@ def test_interrupted_phase_resumes_to_the_uninterrupted_result(tmp_path, phase):
     b = Run(recipe, b_dir, log=messages.append).all()
     assert f"{phase}: resuming after epoch 2 of {3 if phase == 'search' else 4}" in " ".join(messages)
     _same_run(a_dir, b_dir, a, b)
-    assert not os.path.exists(os.path.join(b_dir, "checkpoints", phase))  # dropped once the phase completed
+    assert not os.path.exists(os.path.join(b_dir, "checkpoints"))  # dropped once the phases completed
 
 
 def test_finished_dir_is_kept_unless_forced_and_another_recipe_is_refused(tmp_path):

@@ -128,6 +128,9 @@ class Run:
         directory = self.path(os.path.join("checkpoints", phase))
         if os.path.exists(directory):
             shutil.rmtree(directory)
+        parent = self.path("checkpoints")
+        if os.path.isdir(parent) and not os.listdir(parent):
+            os.rmdir(parent)
 
     # ------------------------------------------------------------------ helpers
     def path(self, name: str) -> str:
