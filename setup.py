@@ -27,6 +27,10 @@ setup(
         "tqdm",
         "matplotlib",
     ],
-    extras_require={"dev": ["pytest>=8", "pytest-timeout"]},
+    extras_require={
+        # the optional AutoAttack evaluation suite (tf_awt.autoattack); ART's AutoAttack imports multiprocess
+        "autoattack": ["adversarial-robustness-toolbox>=1.17", "multiprocess"],
+        "dev": ["pytest>=8", "pytest-timeout", "adversarial-robustness-toolbox>=1.17", "multiprocess"],
+    },
     entry_points={"console_scripts": ["tf-awt=tf_awt.cli:main"]},
 )

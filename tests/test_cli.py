@@ -75,6 +75,9 @@ def test_recipe_overrides_and_errors():
         load_recipe("nope")
     with pytest.raises(ValueError, match=r"train.epochs must be a int. You passed: 'many'"):
         load_recipe("quickstart", ["train.epochs=many"])
+    assert load_recipe("quickstart", ["eval.autoattack=true"]).eval.autoattack is True
+    with pytest.raises(ValueError, match=r"eval.autoattack must be true or false. You passed: 'maybe'"):
+        load_recipe("quickstart", ["eval.autoattack=maybe"])
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path):

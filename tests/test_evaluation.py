@@ -82,3 +82,50 @@ def test_bad_arguments():
     x, y = tiny_data(8)
     with pytest.raises(ValueError, match="8 inputs and 7 labels"):
         tf_awt.evaluate(model, (x, y[:7]))
+
+
+def _image_task(n=160, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32")
+    f = x.reshape(n, -1)
+    y = (f[:, :32].mean(1) > 0.5).astype("int64") + (f[:, 32:].mean(1) > 0.5)
+    return x, y
+
+
+def _image_model(masked_gradient=False):
+    tf_keras.utils.set_random_seed(0)
+    layers = [tf_keras.layers.Input((8, 8, 1))]
+    if masked_gradient:  # input quantization: zero input gradient almost everywhere (gradient masking)
+        layers.append(tf_keras.layers.Lambda(lambda z: tf.stop_gradient(tf.round(z * 2) / 2)))
+    layers += [tf_keras.layers.Flatten(), tf_keras.layers.Dense(32, activation="relu"), tf_keras.layers.Dense(3)]
+    model = tf_keras.Sequential(layers)
+    x, y = _image_task()
+    model.compile(tf_keras.optimizers.Adam(1e-2), tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=30, verbose=0)
+    return model
+
+
+def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
+    pytest.importorskip("art")
+    from tf_awt.autoattack import autoattack
+
+    model = _image_model()
+    x, y = _image_task(96, seed=1)
+    attack = tf_awt.evaluation_attack(0.08, steps=10)
+    adv = autoattack(lambda z: model(z, training=False), x, y, attack, 3, square_queries=50)
+    assert np.abs(adv - x).max() <= 0.08 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+    result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=50)
+    assert set(result.suites) == {"pgd", "autoattack"}
+    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
+    assert result.suites["autoattack"] <= result.natural_accuracy
+
+
+def test_autoattack_exposes_gradient_masking_that_fools_pgd():
+    pytest.importorskip("art")
+    model = _image_model(masked_gradient=True)
+    x, y = _image_task(96, seed=1)
+    attack = tf_awt.evaluation_attack(0.3, steps=10)
+    with pytest.warns(UserWarning, match="all-zero input gradient"):
+        result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=200)
+    assert result.suites["autoattack"] < result.suites["pgd"]
+    assert any("PGD overestimates robustness" in w for w in result.warnings)

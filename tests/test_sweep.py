@@ -25,6 +25,7 @@ def test_half_done_grid_resumes_without_redoing_finished_cells(tmp_path, monkeyp
     kept = os.path.join(cells, "random-d0.2-s0", "summary.json")
     kept_mtime = os.path.getmtime(kept)
     os.remove(os.path.join(cells, "random-d0.5-s0", "summary.json"))  # as if killed in that cell
+    resumed_run = json.load(open(os.path.join(cells, "random-d0.5-s0", "run.json")))["mlflow_run_id"]
     messages = []
     rows2 = sweep(recipe, out, ["random", "dense"], [0.2, 0.5], seeds=1, log=messages.append)
     assert os.path.getmtime(kept) == kept_mtime
@@ -41,7 +42,8 @@ def test_half_done_grid_resumes_without_redoing_finished_cells(tmp_path, monkeyp
     client = mlflow.tracking.MlflowClient(uri)
     children = client.search_runs(client.get_run(parent_id).info.experiment_id,
                                   filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert len(children) == 4  # three cells, one of them run twice
+    assert len(children) == 3  # the interrupted cell continued its own MLflow run
+    assert resumed_run in {c.info.run_id for c in children}
     assert all(c.info.status == "FINISHED" for c in children)
 
 

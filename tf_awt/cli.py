@@ -83,7 +83,8 @@ def _parser():
     ev.add_argument("--model", help="an exported SavedModel directory (instead of --out DIR)")
     ev.add_argument("--dataset", help="a tf_awt.data name (with --model)")
     ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
-    ev.add_argument("--attack", default="pgd", choices=["pgd"])
+    ev.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
+                    help="pgd (default), or autoattack: PGD plus the AutoAttack suite (needs adversarial-robustness-toolbox)")
     ev.add_argument("--norm", default="linf", choices=["linf", "l2"])
     ev.add_argument("--eps", type=float, default=0.3)
     ev.add_argument("--steps", type=int, default=100)
@@ -136,10 +137,10 @@ def _evaluate_saved_model(args):
 
     model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
     attack = evaluation_attack(args.eps, args.norm, args.steps)
-    result = evaluate(model, (x, y), attack=attack, restarts=args.restarts)
+    result = evaluate(model, (x, y), attack=attack, restarts=args.restarts, autoattack=args.attack == "autoattack")
     out = result.to_dict()
     print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
-                      "num_examples": out["num_examples"], "warnings": out["warnings"]}))
+                      "suites": out["suites"], "num_examples": out["num_examples"], "warnings": out["warnings"]}))
     if args.json_out:
         atomic_write_json(args.json_out, out)
 

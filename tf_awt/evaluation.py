@@ -2,7 +2,9 @@
 
 ``evaluate(model, data)`` measures natural accuracy and robust accuracy under PGD (default: the
 paper's PGD-100 with step 2.5ε/100) with random restarts: an example counts as robust only if it
-is classified correctly under *every* restart (per-example worst case). Every evaluation also
+is classified correctly under *every* restart (per-example worst case). ``autoattack=True`` adds
+the AutoAttack suite (APGD-CE, APGD-DLR, Square, through ART; :mod:`tf_awt.autoattack`) and
+counts the worst case over both. Every evaluation also
 runs sanity checks and reports failures as warnings (and in ``result.warnings``):
 
 * ε = 0 through the same attack code gives the natural accuracy;
@@ -45,6 +47,9 @@ class EvaluationResult:
     attack: Dict[str, object]
     restarts: int
     warnings: List[str]
+    suites: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Robust accuracy under each attack suite run ("pgd", and "autoattack" when asked for);
+    ``robust_accuracy`` is the per-example worst case over all of them."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -77,7 +82,8 @@ def _lp_distance(adv, x, norm):
 
 
 def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, batch_size: int = 256,
-             check_subset: int = 256, seed: int = 0, strategy=None) -> EvaluationResult:
+             check_subset: int = 256, seed: int = 0, strategy=None, autoattack: bool = False,
+             square_queries: int = 1000) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -93,6 +99,11 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         is split into one contiguous slice per replica, every replica attacks its slice and the
         adversarial examples are gathered back (every worker of a multi-worker strategy gets the
         whole result). The model's variables must have been created in ``strategy.scope()``.
+      autoattack: also run the AutoAttack suite (default False; needs the
+        adversarial-robustness-toolbox package, see :mod:`tf_awt.autoattack`); an example then
+        counts as robust only if it survives both PGD and AutoAttack. Its adversarial inputs are
+        checked (ε-ball, data range) like PGD's.
+      square_queries: Square attack iterations within the AutoAttack suite (default 1000).
     """
     attack = attack if attack is not None else evaluation_attack()
     if not isinstance(restarts, int) or restarts < 1:
@@ -157,8 +168,34 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         return nat, rob, worst_dist, out_of_range
 
     nat, rob, worst, out_of_range = run(attack_batch, x, y, restarts)
-    natural, robust = float(nat.mean()), float(rob.mean())
+    suites = {"pgd": float(rob.mean())}
     found: List[str] = []
+    if autoattack and attack.eps > 0:
+        from tf_awt.autoattack import autoattack as run_autoattack
+
+        num_classes = int(forward(tf.constant(x[:1])).shape[-1])
+        adv = run_autoattack(forward, x, y, attack, num_classes, batch_size=batch_size, square_queries=square_queries)
+        dist = _lp_distance(adv, x, attack.norm)
+        tol = 1e-5 * max(1.0, attack.eps)
+        flat = adv.reshape(len(x), -1)
+        outside = dist > attack.eps + tol
+        if attack.clip_min is not None:
+            outside |= flat.min(axis=1) < attack.clip_min - 1e-6
+        if attack.clip_max is not None:
+            outside |= flat.max(axis=1) > attack.clip_max + 1e-6
+        if outside.any():
+            found.append(f"AutoAttack returned {int(outside.sum())} inputs outside the eps-ball or data range; they were not counted")
+            adv[outside] = x[outside]
+        survived = np.concatenate([predict(adv[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]) == y
+        rob_aa = nat & survived
+        suites["autoattack"] = float(rob_aa.mean())
+        n = len(x)
+        noise = 2 * np.sqrt(max(suites["pgd"] * (1 - suites["pgd"]), 1 / n) / n)
+        if suites["autoattack"] < suites["pgd"] - noise:
+            found.append(f"AutoAttack lowers robust accuracy from {suites['pgd']:.4f} (PGD) to {suites['autoattack']:.4f}, "
+                         f"beyond noise {noise:.4f}: PGD overestimates robustness here")
+        rob = rob & rob_aa
+    natural, robust = float(nat.mean()), float(rob.mean())
 
     sub = slice(0, min(check_subset, len(x)))
     zero = attack.replace(eps=0.0)
@@ -201,4 +238,4 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
                  "count": int((y == c).sum())}
         for c in np.unique(y)
     }
-    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found, suites)

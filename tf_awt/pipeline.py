@@ -307,13 +307,13 @@ class Run:
         s = self.split
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
         result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), restarts=r.eval.restarts,
-                          strategy=None if r.distribute == "none" else self.strategy)
+                          strategy=None if r.distribute == "none" else self.strategy, autoattack=r.eval.autoattack)
         atomic_write_json(self.path("evaluation.json"), result.to_dict())
         if self.tracker:
             self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
         self.timings["evaluate"] = time.time() - t0
         self.log(f"evaluate: natural {result.natural_accuracy:.4f}, robust {result.robust_accuracy:.4f} "
-                 f"(PGD-{r.eval.steps} x{r.eval.restarts}, eps {r.attack.eps:g}, {n} examples, {self.timings['evaluate']:.0f} s)")
+                 f"(PGD-{r.eval.steps} x{r.eval.restarts}{' + AutoAttack' if r.eval.autoattack else ''}, eps {r.attack.eps:g}, {n} examples, {self.timings['evaluate']:.0f} s)")
         return result
 
     def export(self, model=None):

@@ -12,7 +12,7 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global}
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01}
-    eval: {steps: 100, restarts: 5, max_examples: null}
+    eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false}   # autoattack: + AutoAttack (ART)
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
 ``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them.
@@ -68,6 +68,7 @@ class EvalSection:
     steps: int = 100
     restarts: int = 5
     max_examples: Optional[int] = None
+    autoattack: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +165,10 @@ def _coerce(value, annotation, where):
         raise ValueError(f"{where} must not be empty (null). Allowed: a value of type {text.replace('typing.', '')}")
     if "float" in text and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if text in ("bool", "<class 'bool'>"):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false. You passed: {value!r}")
+        return value
     expected = {"int": int, "float": float, "str": str}
     for name, typ in expected.items():
         if text.endswith(name) or text == f"<class '{name}'>" or f"[{name}]" in text:
