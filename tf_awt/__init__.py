@@ -9,6 +9,9 @@ Public API (everything else is private):
 * Attacks: :class:`Attack`, :func:`pgd`.
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
   :func:`evaluate`, :class:`EvaluationResult`.
+* Runs that resume and scale out: :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
+  checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
+  ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.autoattack`.
 * Data: :mod:`tf_awt.data`.
 * Architectures of the paper: :mod:`tf_awt.models`.
 """
@@ -16,6 +19,8 @@ from tf_awt import data, models
 from tf_awt.evaluation import EvaluationResult, evaluate, evaluation_attack
 from tf_awt.training import AdversarialTrainer, adversarial_fit, training_attack
 from tf_awt.attacks import Attack, pgd
+from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
+from tf_awt._distribute import strategy_for
 from tf_awt.distances import kernel_distance, target_distance
 from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel, mixed_tangent_kernel_fn
 from tf_awt.schedule import AWTSchedule
@@ -34,6 +39,9 @@ __all__ = [
     "evaluation_attack",
     "training_attack",
     "Attack",
+    "PhaseCheckpoint",
+    "epoch_batches",
+    "strategy_for",
     "KernelImplementation",
     "METHODS",
     "SearchConfig",
