@@ -65,7 +65,8 @@ def _parser():
         sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
-        sp.add_argument("--out", required=out_required, default="runs/latest" if not out_required else None, help="output directory")
+        sp.add_argument("--out", required=out_required, default=None,
+                        help="output directory" + ("" if out_required else " (default: runs/<recipe name>)"))
         sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
         sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
         sp.add_argument("--force", action="store_true",
@@ -145,6 +146,12 @@ def _evaluate_saved_model(args):
         atomic_write_json(args.json_out, out)
 
 
+def _recipe_stem(recipe: str) -> str:
+    """``quickstart`` -> ``quickstart``; ``path/to/my.yaml`` -> ``my``."""
+    base = os.path.basename(recipe)
+    return base.rsplit(".", 1)[0] if base.endswith((".yaml", ".yml")) else base
+
+
 def _main(argv):
     args = _parser().parse_args(argv)
     if args.command == "recipes":
@@ -160,6 +167,8 @@ def _main(argv):
     from tf_awt.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.command == "run" and not args.out:
+        args.out = os.path.join("runs", _recipe_stem(args.recipe))
     if args.command == "evaluate" and not args.out:
         raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
     tracker = None
@@ -179,7 +188,7 @@ def _main(argv):
             densities = [float(d) for d in args.densities.split(",") if d.strip()]
         except ValueError:
             raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
-        out = args.out if args.out != "runs/latest" else os.path.join("runs", f"sweep-{os.path.basename(args.recipe)}")
+        out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
         rows = sweep(recipe, out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
                      recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
                      track=not args.no_mlflow, log=log, force=args.force)
