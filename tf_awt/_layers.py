@@ -129,11 +129,12 @@ def call_inference(layer, args, kwargs):
     return layer(*args, **kwargs)
 
 
-def masked_forward(model, x, masks: Dict[int, Tuple[tf_keras.layers.Layer, tf.Tensor]]):
-    """``f_{m ⊙ W}(x)`` in inference mode, differentiable w.r.t. ``W``.
+def masked_forward(model, x, masks: Dict[int, Tuple[tf_keras.layers.Layer, tf.Tensor]], training: bool = False):
+    """``f_{m ⊙ W}(x)``, differentiable w.r.t. ``W``; inference mode unless ``training=True``.
 
     ``masks`` is ``{id(inner_layer): (inner_layer, mask)}`` (see ``_masks.resolve_masks``). tfmot
-    wrappers are bypassed (their inner layer is called), so no wrapper side effect runs.
+    wrappers are bypassed (their inner layer is called), so no wrapper side effect runs; the
+    gradient of a pruned weight is exactly zero.
     """
     replacements = {key: (layer, layer.kernel * mask) for key, (layer, mask) in masks.items()}
     with substituted_kernels(replacements):
@@ -141,7 +142,9 @@ def masked_forward(model, x, masks: Dict[int, Tuple[tf_keras.layers.Layer, tf.Te
 
             def apply(layer, args, kwargs):
                 inner, _ = unwrap(layer)
+                if training:
+                    return inner(*args, **dict(kwargs, training=True))
                 return call_inference(inner, args, kwargs)
 
             return run_graph(model, x, apply)
-        return model(x, training=False)
+        return model(x, training=training)
