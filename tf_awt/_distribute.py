@@ -72,11 +72,6 @@ def assign_in_replica(values_and_vars):
     return context.merge_call(update, args=(values_and_vars,))
 
 
-def replicas_in_sync() -> int:
-    context = tf.distribute.get_replica_context()
-    return context.num_replicas_in_sync if context is not None else tf.distribute.get_strategy().num_replicas_in_sync
-
-
 def replica_rows(local_rows):
     """(first row of this replica in the global batch, global batch size), from replica context.
 
