@@ -37,16 +37,17 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
 
 
 def is_chief() -> bool:
-    """True unless TF_CONFIG names this process a worker other than task 0 (or a non-chief role)."""
-    config = os.environ.get("TF_CONFIG")
-    if not config:
-        return True
+    """False only when TF_CONFIG names this process a non-chief task (a worker other than 0 in a
+    cluster without a "chief", or any other role); no or malformed TF_CONFIG counts as the chief."""
     try:
-        task = json.loads(config).get("task", {})
-    except ValueError:
+        config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        task = config.get("task", {})
+        kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    except (ValueError, AttributeError, TypeError):
         return True
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
-    return kind == "chief" or (kind == "worker" and index == 0 and "chief" not in json.loads(config).get("cluster", {}))
+    if kind == "chief":
+        return True
+    return kind == "worker" and index == 0 and "chief" not in config.get("cluster", {})
 
 
 def assign_in_replica(values_and_vars):

@@ -73,3 +73,15 @@ def resolve_masks(model, masks: Optional[Mapping[str, object]]) -> Dict[int, tup
                 )
         resolved[id(inner)] = (inner, tf.cast(mask, inner.kernel.dtype))
     return resolved
+
+
+def sparse_forward(model, x, training: bool = False):
+    """``model(x)``; for a tfmot-pruned model ``f(m ⊙ W)(x)`` through the wrappers' inner layers.
+
+    The wrappers' own call assigns ``W ← m ⊙ W`` on every call, which cannot run inside nested
+    ``tf.function`` s (cleverhans' attacks) or in replica context, and gives pruned weights a
+    non-zero gradient; this path does neither (see ``_layers.masked_forward``).
+    """
+    if any(_layers.is_prune_wrapper(layer) for layer in _layers.iter_layers(model)):
+        return _layers.masked_forward(model, x, resolve_masks(model, None), training=training)
+    return model(x, training=training)

@@ -56,14 +56,9 @@ class EvaluationResult:
 
 
 def _forward(model):
-    """model(x) in inference mode; for tfmot-pruned models f(m ⊙ W) without the wrappers' side
-    effects (their weight assignments cannot run in nested tf.functions or under a strategy)."""
-    from tf_awt import _layers
-    from tf_awt._masks import resolve_masks
+    from tf_awt._masks import sparse_forward
 
-    if any(_layers.is_prune_wrapper(layer) for layer in _layers.iter_layers(model)):
-        return lambda z: _layers.masked_forward(model, z, resolve_masks(model, None))
-    return lambda z: model(z, training=False)
+    return lambda z: sparse_forward(model, z)
 
 
 def _outputs_probabilities(model, x) -> bool:

@@ -169,8 +169,6 @@ class Run:
 
     # ------------------------------------------------------------------ phases
     def search(self):
-        import tensorflow as tf
-
         from tf_awt.search import TicketSearch, TicketSearchCallback, find_ticket
         from tf_awt.ticket import Ticket
 

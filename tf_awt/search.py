@@ -40,7 +40,7 @@ import tf_keras
 
 from tf_awt import _layers, _selection
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
-from tf_awt._masks import resolve_masks
+from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import NORMALIZATIONS, kernel_distance, target_distance
 from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel_fn
@@ -250,7 +250,7 @@ class TicketSearch(tf_keras.Model):
 
     # ------------------------------------------------------------------ forward / step
     def _student_fn(self, x):
-        return _layers.masked_forward(self.student, x, resolve_masks(self.student, None))
+        return sparse_forward(self.student, x)
 
     def call(self, inputs, training=False):
         return self._student_fn(inputs)
