@@ -14,45 +14,54 @@ Public API (everything else is private):
   ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.autoattack`.
 * Data: :mod:`tf_awt.data`.
 * Architectures of the paper: :mod:`tf_awt.models`.
+
+Names are imported on first use (PEP 562), so ``import tf_awt`` and the ``tf-awt`` command start
+without importing TensorFlow; the command line sets TensorFlow's logging before it does.
 """
-from tf_awt import data, models
-from tf_awt.evaluation import EvaluationResult, evaluate, evaluation_attack
-from tf_awt.training import AdversarialTrainer, adversarial_fit, training_attack
-from tf_awt.attacks import Attack, pgd
-from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
-from tf_awt._distribute import strategy_for
-from tf_awt.distances import kernel_distance, target_distance
-from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel, mixed_tangent_kernel_fn
-from tf_awt.schedule import AWTSchedule
-from tf_awt.search import METHODS, SearchConfig, TicketSearch, TicketSearchCallback, find_ticket
-from tf_awt.ticket import Ticket
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "AWTSchedule",
-    "AdversarialTrainer",
-    "EvaluationResult",
-    "adversarial_fit",
-    "data",
-    "evaluate",
-    "evaluation_attack",
-    "training_attack",
-    "Attack",
-    "PhaseCheckpoint",
-    "epoch_batches",
-    "strategy_for",
-    "KernelImplementation",
-    "METHODS",
-    "SearchConfig",
-    "Ticket",
-    "TicketSearch",
-    "TicketSearchCallback",
-    "find_ticket",
-    "kernel_distance",
-    "mixed_tangent_kernel",
-    "mixed_tangent_kernel_fn",
-    "models",
-    "pgd",
-    "target_distance",
-]
+_EXPORTS = {
+    "AWTSchedule": "tf_awt.schedule",
+    "AdversarialTrainer": "tf_awt.training",
+    "EvaluationResult": "tf_awt.evaluation",
+    "adversarial_fit": "tf_awt.training",
+    "evaluate": "tf_awt.evaluation",
+    "evaluation_attack": "tf_awt.evaluation",
+    "training_attack": "tf_awt.training",
+    "Attack": "tf_awt.attacks",
+    "pgd": "tf_awt.attacks",
+    "PhaseCheckpoint": "tf_awt.checkpoint",
+    "epoch_batches": "tf_awt.checkpoint",
+    "strategy_for": "tf_awt._distribute",
+    "KernelImplementation": "tf_awt.kernel",
+    "mixed_tangent_kernel": "tf_awt.kernel",
+    "mixed_tangent_kernel_fn": "tf_awt.kernel",
+    "kernel_distance": "tf_awt.distances",
+    "target_distance": "tf_awt.distances",
+    "METHODS": "tf_awt.search",
+    "SearchConfig": "tf_awt.search",
+    "TicketSearch": "tf_awt.search",
+    "TicketSearchCallback": "tf_awt.search",
+    "find_ticket": "tf_awt.search",
+    "Ticket": "tf_awt.ticket",
+}
+_SUBMODULES = ("data", "models")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"tf_awt.{name}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    else:
+        raise AttributeError(f"module 'tf_awt' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *__all__])

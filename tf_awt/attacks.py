@@ -50,14 +50,23 @@ class Attack:
     clip_max: Optional[float] = 1.0
 
     def __post_init__(self):
-        if self.norm not in _NORMS:
+        if not isinstance(self.norm, str) or self.norm not in _NORMS:
             raise ValueError(f"attack norm must be one of {sorted(_NORMS)}. You passed: {self.norm!r}")
-        if not (isinstance(self.eps, (int, float)) and self.eps >= 0):
-            raise ValueError(f"attack eps must be a number >= 0. You passed: {self.eps!r}")
-        if not (isinstance(self.steps, int) and self.steps >= 0):
-            raise ValueError(f"attack steps must be an integer >= 0. You passed: {self.steps!r}")
-        if self.step_size is not None and not (isinstance(self.step_size, (int, float)) and self.step_size > 0):
-            raise ValueError(f"attack step_size must be > 0 or None (2.5*eps/steps). You passed: {self.step_size!r}")
+        from tf_awt import _validate
+
+        set_ = lambda field, value: object.__setattr__(self, field, value)  # noqa: E731
+        set_("eps", _validate.real(self.eps, "attack eps", low=0))
+        set_("steps", _validate.integer(self.steps, "attack steps", low=0))
+        if self.step_size is not None:
+            if not (_validate.is_real(self.step_size) and np.isfinite(self.step_size) and self.step_size > 0):
+                raise ValueError(f"attack step_size must be > 0 or None (2.5*eps/steps). You passed: {self.step_size!r}")
+            set_("step_size", float(self.step_size))
+        for side in ("clip_min", "clip_max"):
+            if getattr(self, side) is not None:
+                set_(side, _validate.real(getattr(self, side), f"attack {side}"))
+        if not isinstance(self.random_start, (bool, np.bool_)):
+            raise ValueError(f"attack random_start must be True or False. You passed: {self.random_start!r}")
+        set_("random_start", bool(self.random_start))
         if self.clip_min is not None and self.clip_max is not None and not self.clip_min < self.clip_max:
             raise ValueError(f"attack clip_min must be < clip_max. You passed: {self.clip_min!r}, {self.clip_max!r}")
 

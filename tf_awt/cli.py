@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
 
@@ -59,6 +60,7 @@ class _Progress:
 def _parser():
     p = argparse.ArgumentParser(prog="tf-awt", description="Adversarial Winning Tickets: search, adversarial training, evaluation, export.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def recipe_args(sp, out_required):
@@ -72,6 +74,7 @@ def _parser():
         sp.add_argument("--force", action="store_true",
                         help="discard what --out holds (a finished or interrupted run) and start over")
         sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        sp.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
 
     run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
     recipe_args(run, out_required=False)
@@ -126,8 +129,11 @@ def _evaluate_saved_model(args):
         raise ValueError(f"{args.model} has no serving_default signature")
     fn = loaded.signatures["serving_default"]
     spec = list(fn.structured_input_signature[1].values())[0]
-    if not spec.shape[1:].is_compatible_with(x.shape[1:]):
-        raise ValueError(f"the data's inputs have shape {x.shape[1:]}, the model expects {tuple(spec.shape[1:])}")
+    out_spec = list(fn.structured_outputs.values())[0]
+    from tf_awt._validate import check_arrays
+
+    check_arrays(x, y, args.data or args.dataset, input_shape=tuple(spec.shape[1:]),
+                 num_classes=out_spec.shape[-1], clip_min=split.clip_min, clip_max=split.clip_max)
     key = list(fn.structured_input_signature[1])[0]
 
     import tf_keras
@@ -137,7 +143,7 @@ def _evaluate_saved_model(args):
             return list(fn(**{key: inputs}).values())[0]
 
     model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
-    attack = evaluation_attack(args.eps, args.norm, args.steps)
+    attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
     result = evaluate(model, (x, y), attack=attack, restarts=args.restarts, autoattack=args.attack == "autoattack")
     out = result.to_dict()
     print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
@@ -154,12 +160,14 @@ def _recipe_stem(recipe: str) -> str:
 
 def _main(argv):
     args = _parser().parse_args(argv)
+    args.verbose = "--verbose" in argv  # global or after the command (a subparser's default would hide the global flag)
     if args.command == "recipes":
         from tf_awt.recipes import bundled_recipes
 
         for name, text in bundled_recipes().items():
             print(f"{name:16s} {text}")
         return 0
+    _import_tensorflow(args.verbose)
     if args.command == "evaluate" and args.model:
         _evaluate_saved_model(args)
         return 0
@@ -182,34 +190,115 @@ def _main(argv):
     run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
               tracker=tracker, log=log, force=args.force)
     if args.command == "sweep":
-        from tf_awt.sweep import sweep
-
         try:
             densities = [float(d) for d in args.densities.split(",") if d.strip()]
         except ValueError:
             raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
-        out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
-        rows = sweep(recipe, out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
-                     recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-                     track=not args.no_mlflow, log=log, force=args.force)
-        print(open(os.path.join(out, "sweep.md")).read() + f"{len(rows)} cells -> {os.path.join(out, 'sweep.csv')}")
-        return 0
-    if args.command == "run":
-        summary = run.all()
-        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
-              f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
-    else:
-        os.makedirs(args.out, exist_ok=True)
-        if args.command == "search":
-            run.write_recipe()
-        getattr(run, args.command)()
+        args.out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
+    from tf_awt._files import DirectoryLock
+
+    with DirectoryLock(args.out) as lock:
+        if lock.took_over:
+            log(f"{args.out}: took over the lock of a process that no longer runs (pid {lock.took_over})")
+        if args.command == "sweep":
+            from tf_awt.sweep import sweep
+
+            rows = sweep(recipe, args.out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
+                         recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+                         track=not args.no_mlflow, log=log, force=args.force)
+            with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
+                print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
+        elif args.command == "run":
+            summary = run.all()
+            print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
+                  f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
+        else:
+            if args.command == "search":
+                run.split  # the data load first: a bad data set leaves nothing behind
+                run.write_recipe()
+            getattr(run, args.command)()
     return 0
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """TensorFlow's C++ logs (oneDNN, CUDA probing, ...) off unless ``--verbose``; set before TF is imported."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def _import_tensorflow(verbose: bool) -> None:
+    """Imports TensorFlow, tf_keras and tfmot; unless ``verbose``, without their log lines.
+
+    TensorFlow 2.21 writes its load-time lines (oneDNN, CUDA driver probing) to file descriptor 2
+    before its logging reads ``TF_CPP_MIN_LOG_LEVEL``, so they are sent to /dev/null while the
+    libraries load; afterwards the level set by :func:`_quiet_tensorflow` and the Python logger
+    (retracing and AutoGraph warnings) keep it quiet.
+    """
+    import importlib
+    import logging
+
+    names = ("tensorflow", "tf_keras", "tensorflow_model_optimization")
+    if verbose:
+        for name in names:
+            importlib.import_module(name)
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            for name in names:
+                importlib.import_module(name)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    sys.modules["tensorflow"].get_logger().setLevel(logging.ERROR)
+
+
+_WRAPPERS = ("in user code", "Exception encountered when calling", "Graph execution error")
+_NOISE = ("File ", "[[", "Call arguments received", "•", "Detected at node", "in user code")
+
+
+def _cause_line(text: str):
+    """The line of an error message that says what went wrong (None if it is empty)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    if not lines[0].startswith(_WRAPPERS):
+        return lines[0]
+    raised = [line for line in lines[1:] if re.match(r"^[\w.]*(Error|Exception)\b[^:]*: ", line)]
+    if raised:
+        return raised[-1]
+    rest = [line for line in lines[1:] if not line.startswith(_NOISE)]
+    return rest[-1] if rest else None
+
+
+def error_message(err: BaseException) -> str:
+    """One line saying what went wrong: the real cause, not Keras' "in user code:" preamble.
+
+    Errors raised inside ``fit`` or a layer's ``call`` carry the traced function's traceback in
+    their message ("in user code: File ..., line ...", "Exception encountered when calling
+    layer ...", "Graph execution error: Detected at node ..."), with the actual error further
+    down; the chained causes (``raise ... from``) are looked at too.
+    """
+    seen = set()
+    current = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        line = _cause_line(str(current))
+        if line:
+            return line
+        current = current.__cause__ or current.__context__
+    return type(err).__name__
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    verbose = "--verbose" in argv
+    _quiet_tensorflow(verbose)
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -218,14 +307,13 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         if debug:
             traceback.print_exc()
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"tf-awt: error: {message}", file=sys.stderr)
+        print(f"tf-awt: error: {error_message(err)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:  # anything unexpected: still one line unless --debug
         if debug:
             traceback.print_exc()
-        print(f"tf-awt: error: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''} "
-              "(run with --debug for the traceback)", file=sys.stderr)
+        print(f"tf-awt: error: {type(err).__name__}: {error_message(err)} (run with --debug for the traceback)",
+              file=sys.stderr)
         return 1
 
 

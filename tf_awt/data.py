@@ -92,24 +92,34 @@ def _tfds(name: str, data_dir: Optional[str]) -> Split:
 
 
 def _npz(path: str) -> Split:
+    import zipfile
+
+    from tf_awt._validate import check_arrays
+
+    if not os.path.isfile(path):
+        raise ValueError(f"data file {path} does not exist")
     try:
         data = np.load(path, allow_pickle=False)
-        x, y = data["x"].astype(np.float32), data["y"]
-    except (OSError, KeyError, ValueError) as err:
-        raise ValueError(f"{path} must be an .npz file with arrays 'x' (N, H, W, C) in [0, 1] and integer 'y': {err}") from None
-    if x.ndim < 2 or len(x) != len(y):
-        raise ValueError(f"{path}: 'x' must be (N, ...) and 'y' (N,). You passed shapes {x.shape} and {y.shape}")
-    if x.min() < 0 or x.max() > 1:
-        raise ValueError(f"{path}: 'x' must lie in [0, 1]. It spans [{x.min():g}, {x.max():g}]")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise ValueError(f"{path}: 'y' must hold integer labels. It has dtype {y.dtype}")
-    if "x_test" in data.files and "y_test" in data.files:
-        xte, yte = data["x_test"].astype(np.float32), data["y_test"]
+        files = set(data.files)
+        arrays = {k: data[k] for k in ("x", "y", "x_test", "y_test") if k in files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({type(err).__name__}: {err}); it must hold arrays 'x' "
+                         "(N, H, W, C) in [0, 1] and integer 'y'") from None
+    if "x" not in arrays or "y" not in arrays:
+        raise ValueError(f"{path} must hold arrays 'x' (N, H, W, C) in [0, 1] and integer 'y'. It holds: {sorted(files)}")
+    x, y = check_arrays(arrays["x"], arrays["y"], f"{path}", clip_min=0.0, clip_max=1.0)
+    if "x_test" in arrays and "y_test" in arrays:
+        xte, yte = check_arrays(arrays["x_test"], arrays["y_test"], f"{path} (x_test, y_test)", clip_min=0.0, clip_max=1.0)
+        if xte.shape[1:] != x.shape[1:]:
+            raise ValueError(f"{path}: x_test examples have shape {xte.shape[1:]}, x examples {x.shape[1:]}")
     else:
         cut = int(0.8 * len(y))
+        if cut == 0 or cut == len(y):
+            raise ValueError(f"{path}: 20% of {len(y)} examples cannot be held out for testing; add examples or "
+                             "arrays 'x_test' and 'y_test'")
         x, xte, y, yte = x[:cut], x[cut:], y[:cut], y[cut:]
     classes = int(max(y.max(), yte.max())) + 1
-    return Split(x, y.astype(np.int64), xte, yte.astype(np.int64), classes, os.path.basename(path))
+    return Split(x, y, xte, yte, max(classes, 2), os.path.basename(path))
 
 
 def load(name: str, data_dir: Optional[str] = None) -> Split:

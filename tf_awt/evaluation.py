@@ -83,7 +83,9 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
 
     Args:
       model: tf_keras model (dense or pruned) with logit outputs.
-      data: (x, y) arrays; x in the attack's data range.
+      data: (x, y) arrays, or a finite ``tf.data.Dataset`` of (x, y) batches (read once into
+        memory); finite x in the attack's data range, integer labels in [0, model outputs), else
+        a ValueError naming the first bad entry.
       attack: the :class:`~tf_awt.Attack` (default :func:`evaluation_attack`: L∞, ε = 0.3,
         PGD-100, step 2.5ε/100).
       restarts: random restarts per example (default 5), worst case counted; >= 1.
@@ -100,14 +102,20 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         checked (ε-ball, data range) like PGD's.
       square_queries: Square attack iterations within the AutoAttack suite (default 1000).
     """
+    from tf_awt import _validate
+
     attack = attack if attack is not None else evaluation_attack()
-    if not isinstance(restarts, int) or restarts < 1:
-        raise ValueError(f"restarts must be an integer >= 1. You passed: {restarts!r}")
-    x, y = data
-    x = np.asarray(x, np.float32)
-    y = np.asarray(y).astype(np.int64)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError(f"data must be non-empty (x, y) of equal length. You passed {len(x)} inputs and {len(y)} labels")
+    restarts = _validate.integer(restarts, "restarts", low=1)
+    batch_size = _validate.integer(batch_size, "batch_size", low=1)
+    check_subset = _validate.integer(check_subset, "check_subset", low=1)
+    seed = _validate.integer(seed, "seed")
+    if isinstance(data, tf.data.Dataset):
+        data = _validate.dataset_to_arrays(data, "data")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"data must be (x, y) arrays or a finite tf.data.Dataset of (x, y) batches. You passed: {type(data).__name__}")
+    shape, classes = _validate.model_contract(model)
+    x, y = _validate.check_arrays(data[0], data[1], "data", input_shape=shape, num_classes=classes,
+                                  clip_min=attack.clip_min, clip_max=attack.clip_max)
     if _outputs_probabilities(model, x):
         raise ValueError(
             f"model {model.name!r} outputs probabilities (softmax); evaluate needs logits. "

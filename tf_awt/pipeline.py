@@ -29,12 +29,12 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import time
 from typing import Callable, Dict, Optional
 
 import numpy as np
 
+from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes
 from tf_awt.recipes import Recipe
 
 __all__ = ["Run", "PHASES"]
@@ -42,20 +42,6 @@ __all__ = ["Run", "PHASES"]
 PHASES = ("search", "train", "evaluate", "export")
 _OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
             "checkpoints")
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def atomic_write_json(path: str, value) -> None:
@@ -278,6 +264,7 @@ class Run:
         hist = {k: [e[k] for e in epochs_logs] for k in (epochs_logs[0] if epochs_logs else {})}
         tmp = self.path(".tmp-trained.weights.h5")
         model.save_weights(tmp)
+        apply_umask(tmp)
         os.replace(tmp, self.path("trained.weights.h5"))
         atomic_write_json(self.path("history.json"), hist)
         self._drop_checkpoint("train")
@@ -331,15 +318,8 @@ class Run:
             return {"logits": stripped(images, training=False)}
 
         target = self.path("saved_model")
-        tmp = tempfile.mkdtemp(dir=self.out, prefix=".tmp-saved_model-")
-        try:
-            stripped.save(tmp, save_format="tf", signatures={"serving_default": serving_default}, include_optimizer=False)
-            if os.path.exists(target):
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp)
+        atomic_directory(target, lambda tmp: stripped.save(tmp, save_format="tf", include_optimizer=False,
+                                                           signatures={"serving_default": serving_default}))
         sparse_weights = stripped.get_weights()
         dense_weights = self.base_model().get_weights()
         sizes = {"raw_bytes": int(sum(w.nbytes for w in sparse_weights)),
@@ -394,6 +374,7 @@ class Run:
             self.log(f"{self.out} holds a finished run (summary.json): kept. Pass --force to run it again.")
             with open(summary_path, encoding="utf-8") as fh:
                 return json.load(fh)
+        self.split  # the data load first: a data set that cannot be read leaves nothing behind
         state = self._prepare()
         self.timings.update(state.get("phase_seconds", {}))
         self.write_recipe()

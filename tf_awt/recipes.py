@@ -209,11 +209,15 @@ def bundled_recipes() -> Dict[str, str]:
     return out
 
 
+def _or_empty(document):
+    return {} if document is None else document
+
+
 def _read(name_or_path: str) -> (Dict[str, Any], str):
     if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
         try:
             with open(name_or_path, encoding="utf-8") as fh:
-                return yaml.safe_load(fh) or {}, name_or_path
+                return _or_empty(yaml.safe_load(fh)), name_or_path
         except OSError as err:
             raise ValueError(f"cannot read recipe file {name_or_path}: {err.strerror}") from None
         except yaml.YAMLError as err:
@@ -221,7 +225,7 @@ def _read(name_or_path: str) -> (Dict[str, Any], str):
     path = resources.files("tf_awt").joinpath("recipes", f"{name_or_path}.yaml")
     if not path.is_file():
         raise ValueError(f"unknown recipe {name_or_path!r}: not a file, and bundled recipes are {sorted(bundled_recipes())}")
-    return yaml.safe_load(path.read_text()) or {}, name_or_path
+    return _or_empty(yaml.safe_load(path.read_text())), name_or_path
 
 
 def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
@@ -251,4 +255,6 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
 def load_recipe(name_or_path: str = "quickstart", overrides: Optional[List[str]] = None) -> Recipe:
     """A bundled recipe by name, or a YAML file, with ``KEY=VALUE`` overrides applied."""
     data, source = _read(name_or_path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{source}: a recipe is a YAML mapping of keys. It holds: {type(data).__name__} {data!r:.60}")
     return from_dict(apply_overrides(data, list(overrides or [])), source)

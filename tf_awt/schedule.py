@@ -30,18 +30,14 @@ class AWTSchedule(pruning_schedule.PruningSchedule):
     """
 
     def __init__(self, density: float, update_every: int = 100, end_step: int = -1, begin_step: int = 0, frozen: bool = False):
-        if not isinstance(density, (int, float)) or not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1]. You passed: {density!r}")
-        if not isinstance(update_every, int) or update_every < 1:
-            raise ValueError(f"update_every (T_m) must be an integer >= 1. You passed: {update_every!r}")
-        if not isinstance(begin_step, int) or begin_step < 0:
-            raise ValueError(f"begin_step must be an integer >= 0. You passed: {begin_step!r}")
-        if not isinstance(end_step, int) or (end_step != -1 and end_step < begin_step):
+        from tf_awt import _validate
+
+        self.density = _validate.real(density, "density", 0, 1, low_open=True)
+        self.update_every = _validate.integer(update_every, "update_every (T_m)", low=1)
+        self.begin_step = _validate.integer(begin_step, "begin_step", low=0)
+        if not (_validate.integer(end_step, "end_step", low=-1) == -1 or end_step >= begin_step):
             raise ValueError(f"end_step must be -1 or an integer >= begin_step ({begin_step}). You passed: {end_step!r}")
-        self.density = float(density)
-        self.update_every = update_every
-        self.end_step = end_step
-        self.begin_step = begin_step
+        self.end_step = int(end_step)
         self.frozen = bool(frozen)
 
     @classmethod

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _layers, _selection
+from tf_awt import _layers, _selection, _validate
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
@@ -54,19 +54,13 @@ KERNELS = ("full", "diagonal")
 REWINDS = ("init", "learned")
 
 
-def _number(value, name, low=None, high=None, low_open=False, integer=False):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if integer:
-        ok = ok and float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = {(0, 1, True): "in (0, 1]"}.get((low, high, low_open))
-        if rng is None:
-            rng = f"{'an integer' if integer else 'a number'} {'>' if low_open else '>='} {low}"
-        raise ValueError(f"{name} must be {rng}. You passed: {value!r}")
+def _number(config, field, name=None, low=None, high=None, low_open=False, integer=False):
+    """Checks ``config.<field>`` (Python or NumPy number) and stores it as a Python int/float."""
+    value = getattr(config, field)
+    name = name or field
+    checked = (_validate.integer(value, name, low) if integer
+               else _validate.real(value, name, low, high, low_open=low_open))
+    object.__setattr__(config, field, checked)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,27 +103,26 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self):
-        _number(self.density, "density", 0, 1, low_open=True)
+        _number(self, "density", low=0, high=1, low_open=True)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
         if not isinstance(self.attack, Attack):
             raise ValueError(f"attack must be a tf_awt.Attack. You passed: {self.attack!r}")
-        _number(self.gamma, "gamma", 0)
+        _number(self, "gamma", low=0)
         if self.kernel_weight is not None:
-            _number(self.kernel_weight, "kernel_weight", 0)
+            _number(self, "kernel_weight", low=0)
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}. You passed: {self.normalization!r}")
-        _number(self.learning_rate, "learning_rate", 0, low_open=True)
-        _number(self.update_every, "update_every (T_m)", 1, integer=True)
-        _number(self.weight_decay, "weight_decay", 0)
-        _number(self.epochs, "epochs", 0, integer=True)
+        _number(self, "learning_rate", low=0, low_open=True)
+        _number(self, "update_every", "update_every (T_m)", low=1, integer=True)
+        _number(self, "weight_decay", low=0)
+        _number(self, "epochs", low=0, integer=True)
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
         if self.scope not in _selection.SCOPES:
             raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
         KernelImplementation.parse(self.implementation)
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer. You passed: {self.seed!r}")
+        _number(self, "seed", integer=True)
 
     @property
     def effective_kernel_weight(self) -> float:
@@ -306,7 +299,9 @@ class TicketSearch(tf_keras.Model):
         grads = tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         self.optimizer.apply_gradients(zip(grads, variables))
         should_update, _ = self.schedule(self.optimizer.iterations)
-        if replicas > 1:  # no merge_call inside tf.cond: compute the new masks and select
+        if tf.distribute.has_strategy():
+            # any strategy, even with one replica, writes mirrored variables through merge_call,
+            # which cannot run inside tf.cond: compute the new masks and select
             self._select_masks(should_update)
         else:
             tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
@@ -407,25 +402,16 @@ class TicketSearchCallback(tf_keras.callbacks.Callback):
             self.model.rewind(self.rewind)
 
 
-def _as_dataset(data, batch_size: int):
+def _as_dataset(model, data, batch_size: int, attack: Attack, name: str = "data"):
+    """``data`` ((x, y) arrays or a dataset of batches) as a checked dataset (see :mod:`tf_awt._validate`)."""
+    shape, classes = _validate.model_contract(model)
+    bounds = dict(input_shape=shape, num_classes=classes, clip_min=attack.clip_min, clip_max=attack.clip_max)
     if isinstance(data, tf.data.Dataset):
-        return data
+        return _validate.checked_dataset(data, name, **bounds)
     if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = data
-        return tf.data.Dataset.from_tensor_slices((np.asarray(x, np.float32), np.asarray(y))).batch(batch_size)
-    raise ValueError(f"data must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
-
-
-def _check_data(model, dataset):
-    spec = dataset.element_spec
-    if not isinstance(spec, tuple) or len(spec) < 2:
-        raise ValueError(f"the dataset must yield (x, y) batches. It yields: {spec}")
-    got = spec[0].shape[1:]
-    want = model.inputs[0].shape[1:]
-    if not want.is_compatible_with(got):
-        raise ValueError(
-            f"the dataset's inputs have shape {tuple(spec[0].shape)}, the model expects (batch, {', '.join(map(str, want))})."
-        )
+        x, y = _validate.check_arrays(data[0], data[1], name, **bounds)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    raise ValueError(f"{name} must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
 
 
 def find_ticket(
@@ -467,18 +453,20 @@ def find_ticket(
     _check_model(model)
     config = SearchConfig(density=density, method=method, epochs=epochs,
                           **({"attack": attack} if attack is not None else {}), **settings)
+    batch_size = _validate.integer(batch_size, "batch_size", low=1)
     prunable_layer_names(model)
-    dataset = _as_dataset(data, batch_size)
-    _check_data(model, dataset)
+    dataset = _as_dataset(model, data, batch_size, config.attack)
     if method in ("awt", "ntt"):
         steps = int(dataset.cardinality().numpy())
         search = TicketSearch(model, config, steps_per_epoch=steps if steps > 0 else None)
         search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
         recorder = TicketSearchCallback(rewind="init")
-        search.fit(dataset, epochs=config.epochs, callbacks=[recorder, *callbacks], verbose=verbose)
+        with _validate.reraise_data_errors():
+            search.fit(dataset, epochs=config.epochs, callbacks=[recorder, *callbacks], verbose=verbose)
         return search.ticket(history=recorder.history)
     from tf_awt import baselines
 
-    masks = baselines.one_shot_masks(model, dataset, config)
+    with _validate.reraise_data_errors():
+        masks = baselines.one_shot_masks(model, dataset, config)
     return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
                   method=method, config=config.get_config())

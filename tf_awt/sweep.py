@@ -48,10 +48,12 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise ValueError(f"methods must be a non-empty list from {METHODS}. You passed: {list(methods)}")
-    if not densities or any(not 0 < d <= 1 for d in densities):
+    from tf_awt import _validate
+
+    if not densities or any(not (_validate.is_real(d) and 0 < d <= 1) for d in densities):
         raise ValueError(f"densities must be numbers in (0, 1]. You passed: {list(densities)}")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be an integer >= 1. You passed: {seeds!r}")
+    densities = [float(d) for d in densities]
+    seeds = _validate.integer(seeds, "seeds", low=1)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
@@ -74,6 +73,7 @@ class Ticket:
         weights = self.initial_weights if rewind == "init" else self.learned_weights
         if weights is None:
             raise ValueError("rewind='learned' needs a ticket that kept its learned weights (learned_weights is None).")
+        self.check_fits(model)
         plain = tf_keras.models.clone_model(model)
         plain.set_weights(weights)
         schedule = AWTSchedule.frozen_at(self.density)
@@ -88,6 +88,41 @@ class Ticket:
         _copy_into_pruned(plain, pruned, self.masks)
         return pruned
 
+    def check_fits(self, model) -> None:
+        """Raises a ValueError saying how ``model``'s architecture differs from the ticket's.
+
+        Checks that every mask names a layer of ``model`` with a kernel of the mask's shape, and
+        that θ0 has as many arrays as ``model.get_weights()``, with the same shapes.
+        """
+        import tf_keras
+
+        from tf_awt._layers import iter_layers, unwrap
+
+        if not isinstance(model, tf_keras.Model):
+            raise ValueError(f"model must be a tf_keras.Model. You passed: {type(model).__module__}.{type(model).__name__}")
+        kernels = {}
+        for layer in iter_layers(model):
+            inner, _ = unwrap(layer)
+            if getattr(inner, "kernel", None) is not None:
+                kernels[inner.name] = tuple(inner.kernel.shape)
+        missing = sorted(set(self.masks) - set(kernels))
+        if missing:
+            raise ValueError(f"the ticket masks layers {missing} that model {model.name!r} does not have (its layers with "
+                             f"kernels: {sorted(kernels)}): the ticket was found on another architecture")
+        for name, mask in self.masks.items():
+            if tuple(np.shape(mask)) != kernels[name]:
+                raise ValueError(f"the ticket's mask for layer {name!r} has shape {tuple(np.shape(mask))}, the model's "
+                                 f"kernel has shape {kernels[name]}: the ticket was found on another architecture")
+        shapes = [tuple(w.shape) for w in model.get_weights()]
+        mine = [tuple(np.shape(w)) for w in self.initial_weights]
+        if len(shapes) != len(mine):
+            raise ValueError(f"the ticket holds {len(mine)} initial weight arrays, model {model.name!r} has {len(shapes)}: "
+                             "the ticket was found on another architecture")
+        for i, (a, b) in enumerate(zip(mine, shapes)):
+            if a != b:
+                raise ValueError(f"the ticket's initial weight array {i} has shape {a}, the model's has shape {b}: the "
+                                 "ticket was found on another architecture")
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str) -> None:
         """Writes the ticket to ``path`` (.npz), atomically (temp file, then rename)."""
@@ -98,34 +133,39 @@ class Ticket:
         meta = {"method": self.method, "history": _jsonable(self.history), "config": _jsonable(self.config),
                 "format": "tf_awt.Ticket/1"}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        from tf_awt._files import atomic_write_with
+
+        atomic_write_with(path, lambda fh: np.savez_compressed(fh, **arrays))
 
     @classmethod
     def load(cls, path: str) -> "Ticket":
         """Reads a ticket written by :meth:`save`; a file that is not one is a ValueError naming it."""
+        import zipfile
+
+        if not os.path.isfile(path):
+            raise ValueError(f"ticket file {path} does not exist")
         try:
             data = np.load(path, allow_pickle=False)
             meta = json.loads(bytes(data["meta"]).decode())
-        except (OSError, KeyError, ValueError) as err:
-            raise ValueError(f"{path} is not a tf_awt ticket file (.npz written by Ticket.save): {err}") from None
+            if not isinstance(meta, dict):
+                raise ValueError("its metadata is not a mapping")
+            masks = {k[len("mask/"):]: data[k] for k in data.files if k.startswith("mask/")}
+            init = [data[k] for k in sorted(k for k in data.files if k.startswith("init/"))]
+            learned_keys = sorted(k for k in data.files if k.startswith("learned/"))
+            learned = [data[k] for k in learned_keys] if learned_keys else None
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a tf_awt ticket file (.npz written by Ticket.save): {type(err).__name__}: {err}") from None
         if meta.get("format") != "tf_awt.Ticket/1":
             raise ValueError(f"{path} is not a tf_awt ticket file (format {meta.get('format')!r}).")
-        masks = {k[len("mask/"):]: data[k] for k in data.files if k.startswith("mask/")}
-        init = [data[k] for k in sorted(k for k in data.files if k.startswith("init/"))]
-        learned_keys = sorted(k for k in data.files if k.startswith("learned/"))
-        learned = [data[k] for k in learned_keys] if learned_keys else None
-        return cls(masks=masks, initial_weights=init, method=meta["method"], history=meta["history"],
-                   config=meta["config"], learned_weights=learned)
+        for name, mask in masks.items():
+            if not np.isin(mask, (0, 1)).all():
+                raise ValueError(f"{path} is corrupt: the mask of layer {name!r} holds values other than 0 and 1")
+        if not init or not masks:
+            raise ValueError(f"{path} is corrupt: it holds {len(masks)} masks and {len(init)} initial weight arrays")
+        if any(not np.all(np.isfinite(w)) for w in init):
+            raise ValueError(f"{path} is corrupt: its initial weights hold non-finite values")
+        return cls(masks=masks, initial_weights=init, method=meta.get("method", "awt"), history=meta.get("history", {}),
+                   config=meta.get("config", {}), learned_weights=learned)
 
 
 def _copy_into_pruned(plain, pruned, masks):

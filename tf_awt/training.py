@@ -27,7 +27,7 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _layers
+from tf_awt import _layers, _validate
 from tf_awt._distribute import assign_in_replica
 from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
@@ -59,9 +59,7 @@ class AdversarialTrainer(tf_keras.Model):
 
     def __init__(self, model, attack: Optional[Attack] = None, seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise ValueError(f"seed must be an integer or None. You passed: {seed!r}")
-        self.seed = seed
+        self.seed = None if seed is None else _validate.integer(seed, "seed")
         if not isinstance(model, tf_keras.Model):
             raise ValueError(f"model must be a tf_keras.Model. You passed: {type(model).__name__}")
         self.model = model
@@ -142,17 +140,35 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
       validation: optional held-out (x, y) arrays or dataset.
       attack: training attack (default: the paper's MNIST setting).
       epochs, learning_rate, batch_size: paper defaults 100, 1e-3, 64.
+      seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
+
+    Data are checked first (:mod:`tf_awt._validate`): finite inputs of the model's shape inside the
+    attack's data range, integer labels in [0, number of model outputs); a ValueError names the
+    first bad entry.
     """
-    def as_ds(data, shuffle):
-        if data is None or isinstance(data, tf.data.Dataset):
-            return data
-        x, y = data
+    epochs = _validate.integer(epochs, "epochs", low=0)
+    learning_rate = _validate.real(learning_rate, "learning_rate", low=0, low_open=True)
+    batch_size = _validate.integer(batch_size, "batch_size", low=1)
+    seed = _validate.integer(seed, "seed")
+    attack = attack if attack is not None else training_attack()
+    shape, classes = _validate.model_contract(model)
+    bounds = dict(input_shape=shape, num_classes=classes, clip_min=attack.clip_min, clip_max=attack.clip_max)
+
+    def as_ds(data, shuffle, name):
+        if data is None:
+            return None
+        if isinstance(data, tf.data.Dataset):
+            return _validate.checked_dataset(data, name, **bounds)
+        if not isinstance(data, (tuple, list)) or len(data) != 2:
+            raise ValueError(f"{name} must be (x, y) arrays or a tf.data.Dataset of (x, y) batches. You passed: {type(data).__name__}")
+        x, y = _validate.check_arrays(data[0], data[1], name, **bounds)
         ds = tf.data.Dataset.from_tensor_slices((x, y))
         if shuffle:
             ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
         return ds.batch(batch_size)
 
-    trainer = AdversarialTrainer(model, attack)
+    train_ds, validation_ds = as_ds(train, True, "train"), as_ds(validation, False, "validation")
+    trainer = AdversarialTrainer(model, attack, seed=seed)
     trainer.compile(optimizer=tf_keras.optimizers.Adam(learning_rate))
-    return trainer.fit(as_ds(train, True), validation_data=as_ds(validation, False), epochs=epochs,
-                       callbacks=list(callbacks), verbose=verbose)
+    with _validate.reraise_data_errors():
+        return trainer.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
