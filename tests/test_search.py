@@ -200,8 +200,11 @@ def test_model_without_prunable_layers_is_refused():
 
 def test_dataset_of_the_wrong_shape_is_refused():
     x, y = tiny_data()
-    with pytest.raises(ValueError, match=r"shape \(None, 5, 5, 1\), the model expects \(batch, 6, 6, 1\)"):
+    with pytest.raises(ValueError, match=r"each input has shape \(5, 5, 1\), the model expects \(6, 6, 1\)"):
         tf_awt.find_ticket(tiny_model(), (x[:, :5, :5], y), density=0.5)
+    ds = tf.data.Dataset.from_tensor_slices((x[:, :5, :5], y)).batch(4)
+    with pytest.raises(ValueError, match=r"shape \(None, 5, 5, 1\), the model expects \(batch, 6, 6, 1\)"):
+        tf_awt.find_ticket(tiny_model(), ds, density=0.5)
 
 
 def test_readme_example_runs():

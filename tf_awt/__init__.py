@@ -8,6 +8,8 @@ Public API (everything else is private):
   :class:`SearchConfig`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
 * Attacks: :class:`Attack`, :func:`pgd`.
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
+  :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
+  :class:`CollapseMonitor`, :func:`collapse_reasons`, :class:`TrainingCollapsed`,
   :func:`evaluate`, :class:`EvaluationResult`.
 * Runs that resume and scale out: :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
   checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
@@ -46,6 +48,11 @@ _EXPORTS = {
     "TicketSearchCallback": "tf_awt.search",
     "find_ticket": "tf_awt.search",
     "Ticket": "tf_awt.ticket",
+    "TrainingSchedule": "tf_awt.training_schedule",
+    "WarmupDecay": "tf_awt.training_schedule",
+    "CollapseMonitor": "tf_awt.collapse",
+    "collapse_reasons": "tf_awt.collapse",
+    "TrainingCollapsed": "tf_awt.errors",
 }
 _SUBMODULES = ("data", "models")
 

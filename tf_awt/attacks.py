@@ -106,34 +106,35 @@ def random_start(shape, norm: str, eps, seed, dtype=tf.float32) -> tf.Tensor:
     return eps * tf.reshape(radius * direction, shape)
 
 
-def _replica_slice_of_random_start(x, attack: Attack, seed) -> tf.Tensor:
+def _replica_slice_of_random_start(x, attack: Attack, seed, eps) -> tf.Tensor:
     """The random start of this replica's rows of the global batch (see :func:`pgd`)."""
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
     shape = tf.shape(x)
     if replicas == 1:
-        return random_start(shape, attack.norm, attack.eps, seed, dtype=x.dtype)
+        return random_start(shape, attack.norm, eps, seed, dtype=x.dtype)
     from tf_awt._distribute import replica_rows
 
     local = shape[0]
     first, total = replica_rows(local)
     whole = tf.concat([[total], shape[1:]], axis=0)
-    return random_start(whole, attack.norm, attack.eps, seed, dtype=x.dtype)[first:first + local]
+    return random_start(whole, attack.norm, eps, seed, dtype=x.dtype)[first:first + local]
 
 
-def _seeded_pgd(model_fn, x, y, attack: Attack, step: float, seed) -> tf.Tensor:
+def _seeded_pgd(model_fn, x, y, attack: Attack, step, seed, eps=None) -> tf.Tensor:
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
     from cleverhans.tf2.utils import clip_eta
 
     norm = _NORMS[attack.norm]
+    eps = attack.eps if eps is None else eps
     clip = attack.clip_min is not None or attack.clip_max is not None
     lo = -np.inf if attack.clip_min is None else attack.clip_min
     hi = np.inf if attack.clip_max is None else attack.clip_max
     if attack.random_start:
-        eta = _replica_slice_of_random_start(x, attack, seed)
+        eta = _replica_slice_of_random_start(x, attack, seed, eps)
     else:
         eta = tf.zeros_like(x)
-    eta = clip_eta(eta, norm, attack.eps)
+    eta = clip_eta(eta, norm, eps)
     adv = x + eta
     if clip:
         adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
@@ -141,14 +142,14 @@ def _seeded_pgd(model_fn, x, y, attack: Attack, step: float, seed) -> tf.Tensor:
         y = tf.argmax(model_fn(x), 1)
     for _ in range(attack.steps):
         adv = fast_gradient_method(model_fn, adv, step, norm, clip_min=attack.clip_min, clip_max=attack.clip_max, y=y)
-        eta = clip_eta(adv - x, norm, attack.eps)
+        eta = clip_eta(adv - x, norm, eps)
         adv = x + eta
         if clip:
             adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
     return adv
 
 
-def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=None) -> tf.Tensor:
+def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=None, scale=None) -> tf.Tensor:
     """PGD adversarial examples for ``x`` with true labels ``y`` against ``model_fn`` (logits).
 
     Args:
@@ -159,6 +160,10 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
         a stateless random start (see the module docstring). Under a ``tf.distribute`` strategy
         each replica draws the start of the whole global batch and takes its own rows, so the
         adversarial examples equal those of one device on the same global batch.
+      scale: None (default) or a scalar in [0, 1] (may be a tensor): ε and the step size are
+        multiplied by it (an ε warm-up, :class:`tf_awt.TrainingSchedule`); 0 returns ``x``. With
+        ``seed=None`` the random start is then drawn statelessly from a seed taken from the
+        global generator.
 
     Graph-friendly: under ``tf.function`` the ``attack.steps`` iterations are traced once.
     """
@@ -175,6 +180,12 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
         out = model_fn(z)
         return out + 0.0 * tf.reduce_sum(tf.reshape(z, [tf.shape(z)[0], -1]), axis=1, keepdims=True)
 
+    if scale is not None:
+        scale = tf.clip_by_value(tf.cast(scale, x.dtype), 0.0, 1.0)
+        if seed is None:
+            seed = tf.random.uniform([2], 0, 2**31 - 1, dtype=tf.int64)
+        labels = None if y is None else tf.cast(y, tf.int64)
+        return tf.stop_gradient(_seeded_pgd(connected_fn, x, labels, attack, step * scale, seed, eps=attack.eps * scale))
     if seed is not None:
         labels = None if y is None else tf.cast(y, tf.int64)
         return tf.stop_gradient(_seeded_pgd(connected_fn, x, labels, attack, step, seed))

@@ -18,6 +18,8 @@ import re
 import sys
 import traceback
 
+from tf_awt.errors import EXIT_COLLAPSED, TrainingCollapsed
+
 EXIT_USAGE = 2
 
 
@@ -304,6 +306,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("tf-awt: interrupted", file=sys.stderr)
         return 130
+    except TrainingCollapsed as err:
+        print(f"tf-awt: error: {err}", file=sys.stderr)
+        return EXIT_COLLAPSED
     except (ValueError, FileNotFoundError, ImportError) as err:
         if debug:
             traceback.print_exc()

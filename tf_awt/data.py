@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Split", "load", "DATASETS"]
+__all__ = ["Split", "load", "DATASETS", "validation_split"]
 
 DATASETS = ("mnist-5k", "mnist", "cifar10", "cifar100", "toy-gaussian")
 
@@ -120,6 +120,27 @@ def _npz(path: str) -> Split:
         x, xte, y, yte = x[:cut], x[cut:], y[:cut], y[cut:]
     classes = int(max(y.max(), yte.max())) + 1
     return Split(x, y, xte, yte, max(classes, 2), os.path.basename(path))
+
+
+def validation_split(split: Split, fraction: float = 0.2, seed: int = 0) -> Split:
+    """``split`` with its *test* arrays replaced by a stratified ``fraction`` of its training data.
+
+    The returned split trains on the rest of the training data and evaluates on the carved-out
+    part, so hyper-parameters can be chosen without touching the test split. Fixed by ``seed``.
+    """
+    from tf_awt import _validate
+
+    fraction = _validate.real(fraction, "validation fraction", 0, 1, low_open=True, high_open=True)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(len(split.y_train), bool)
+    for c in np.unique(split.y_train):
+        idx = np.flatnonzero(split.y_train == c)
+        held[rng.choice(idx, size=max(1, int(round(fraction * len(idx)))), replace=False)] = True
+    train_idx, val_idx = np.flatnonzero(~held), np.flatnonzero(held)
+    if len(train_idx) == 0:
+        raise ValueError(f"{split.name}: too few training examples ({len(held)}) to carve out a validation split")
+    return dataclasses.replace(split, x_train=split.x_train[train_idx], y_train=split.y_train[train_idx],
+                               x_test=split.x_train[val_idx], y_test=split.y_train[val_idx], name=f"{split.name}:validation")
 
 
 def load(name: str, data_dir: Optional[str] = None) -> Split:

@@ -50,6 +50,9 @@ class EvaluationResult:
     suites: Dict[str, float] = dataclasses.field(default_factory=dict)
     """Robust accuracy under each attack suite run ("pgd", and "autoattack" when asked for);
     ``robust_accuracy`` is the per-example worst case over all of them."""
+    zero_gradient_fraction: Optional[float] = None
+    """Share of the checked examples whose input gradient is all zero (a dead network, or
+    gradient masking); None when not measured (ε = 0)."""
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -213,6 +216,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
     if out_of_range:
         found.append(f"an adversarial input lies outside the data range [{attack.clip_min}, {attack.clip_max}]")
     stronger = attack.replace(steps=attack.steps * 2, step_size=attack.step_size)
+    zero_gradients = None
 
     attack_stronger = distributed(stronger)
 
@@ -232,6 +236,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), forward(xs))
         grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(n, -1)
         zero_frac = float(np.mean(np.abs(grads).max(axis=1) == 0))
+        zero_gradients = zero_frac
         if zero_frac > 0:
             found.append(f"{zero_frac:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
     for message in found:
@@ -241,4 +246,4 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
                  "count": int((y == c).sum())}
         for c in np.unique(y)
     }
-    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found, suites)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found, suites, zero_gradients)

@@ -35,6 +35,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 
 from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes
+from tf_awt.collapse import TrainingCollapsed, advice, collapse_reasons
 from tf_awt.recipes import Recipe
 
 __all__ = ["Run", "PHASES"]
@@ -54,6 +55,18 @@ def _json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _trailing_stuck(epoch_logs, num_classes: int) -> int:
+    """Epochs at the end of ``epoch_logs`` whose loss sits at ln k (what a resumed monitor continues from)."""
+    from tf_awt.collapse import _stuck
+
+    count = 0
+    for stuck in reversed(_stuck([e.get("loss", 0.0) for e in epoch_logs], num_classes, 0.02)):
+        if not stuck:
+            break
+        count += 1
+    return count
 
 
 def _gzip_size(arrays) -> int:
@@ -128,6 +141,8 @@ class Run:
             from tf_awt import data
 
             self._split = data.load(self.recipe.dataset, self.data_dir)
+            if self.recipe.eval.split == "validation":
+                self._split = data.validation_split(self._split)
         return self._split
 
     def base_model(self):
@@ -223,7 +238,7 @@ class Run:
         strategy = self.strategy if distributed else tf.distribute.get_strategy()
         with strategy.scope():
             base = self.base_model()
-            model = base if self.recipe.method == "dense" else ticket.to_model(base)
+            model = base if self.recipe.method == "dense" else ticket.to_model(base, rescale=self.recipe.train.rescale)
         return ticket, model
 
     def train(self):
@@ -241,9 +256,11 @@ class Run:
         s = self.split
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
+        steps = steps_per_epoch(len(s.y_train), r.train.batch_size)
+        schedule = r.training_schedule(steps)
         with self.strategy.scope():
-            trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed)
-            trainer.compile(optimizer=tf_keras.optimizers.Adam(r.train.lr))
+            trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed, schedule=schedule)
+            trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(r.train.lr)))
             trainer.optimizer.build(model.trainable_variables)
         checkpoint = self._checkpoint("train", model=model, optimizer=trainer.optimizer)
         state = checkpoint.restore()
@@ -256,11 +273,15 @@ class Run:
             epochs_logs.append({k: float(v) for k, v in logs.items()})
             return {"epochs": epochs_logs}
 
-        steps = steps_per_epoch(len(s.y_train), r.train.batch_size)
         if first < r.train.epochs:
+            from tf_awt.collapse import CollapseMonitor
+
             train = epoch_batches(s.x_train, s.y_train, r.train.batch_size, r.seed, first, r.train.epochs)
+            monitor = CollapseMonitor(s.num_classes, log=self.log)
+            monitor.stuck_epochs = _trailing_stuck(epochs_logs, s.num_classes)
             trainer.fit(train, validation_data=val, initial_epoch=first, epochs=r.train.epochs, steps_per_epoch=steps,
-                        verbose=0, callbacks=[checkpoint.callback(record), *self._callbacks("train", steps * (r.train.epochs - first))])
+                        verbose=0, callbacks=[checkpoint.callback(record), monitor,
+                                              *self._callbacks("train", steps * (r.train.epochs - first))])
         hist = {k: [e[k] for e in epochs_logs] for k in (epochs_logs[0] if epochs_logs else {})}
         tmp = self.path(".tmp-trained.weights.h5")
         model.save_weights(tmp)
@@ -404,6 +425,13 @@ class Run:
             else:
                 result = self.evaluate(model)
                 self._save_state(state)
+            s = self.split
+            n_eval = result.num_examples
+            shares = np.bincount(s.y_test[:n_eval], minlength=s.num_classes) / max(n_eval, 1)
+            reasons = collapse_reasons(hist, result.natural_accuracy, s.num_classes, n_eval, float(shares.max()),
+                                       result.zero_gradient_fraction)
+            if reasons:
+                self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
             # a distributed model is exported from a one-device copy of its trained weights
             stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
             plots.write_all(self.out, ticket, hist)
@@ -419,6 +447,8 @@ class Run:
                 "phase_seconds": dict(self.timings),
                 "model_size": sizes,
                 "sanity_warnings": result.warnings,
+                "collapsed": bool(reasons),
+                "collapse_reason": (f"{'; '.join(reasons)}. {advice(self.recipe.train)}" if reasons else None),
                 "saved_model": os.path.abspath(self.path("saved_model")),
                 "mlflow_run_id": None,
                 "model_uri": None,
@@ -427,6 +457,8 @@ class Run:
                 summary["mlflow_run_id"] = self.tracker.run_id
                 summary["model_uri"] = self.tracker.log_model(stripped, self.split.x_test[:2])
                 self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": sizes["sparse_gzip_bytes"]})
+                self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
+                                       **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
                 for name in ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", *plots.NAMES):
                     if os.path.exists(self.path(name)):
                         self.tracker.log_artifact(self.path(name))
@@ -434,6 +466,8 @@ class Run:
             if self.tracker:
                 self.tracker.log_artifact(self.path("summary.json"))
                 self.tracker.end("FINISHED")
+            if reasons and self.recipe.train.fail_on_collapse:
+                raise TrainingCollapsed(f"training collapsed (train.fail_on_collapse): {summary['collapse_reason']}")
             return summary
         except BaseException:
             if self.tracker:

@@ -11,10 +11,18 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global}
-    train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01}
-    eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false}   # autoattack: + AutoAttack (ART)
+    train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
+            eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
+            rescale: none, fail_on_collapse: false}
+    eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
+    # autoattack: + AutoAttack (ART); split: validation trains on 80% of the training data and
+    # evaluates on the other 20% (stratified, fixed), for choosing hyper-parameters without the test split
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
+``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainingSchedule`),
+``train.lr_schedule`` is constant | cosine | step, ``train.clip_norm`` clips the gradient's global
+norm, ``train.rescale`` is none | fan_in (:meth:`tf_awt.Ticket.to_model`), and
+``train.fail_on_collapse`` makes ``tf-awt run`` exit with code 3 when training collapsed;
 ``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them.
 """
 from __future__ import annotations
@@ -30,6 +38,7 @@ __all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
 
 METHODS = ("awt", "ntt", "random", "magnitude", "snip", "synflow", "dense")
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
+EVAL_SPLITS = ("test", "validation")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +70,12 @@ class TrainSection:
     batch_size: int = 64
     steps: int = 40
     step_size: Optional[float] = 0.01
+    eps_warmup_epochs: float = 0.0
+    lr_schedule: str = "constant"
+    lr_warmup_epochs: float = 0.0
+    clip_norm: Optional[float] = None
+    rescale: str = "none"
+    fail_on_collapse: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +84,7 @@ class EvalSection:
     restarts: int = 5
     max_examples: Optional[int] = None
     autoattack: bool = False
+    split: str = "test"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +120,13 @@ class Recipe:
         # The library's own validation covers the rest (density, attack, search settings).
         self.search_config()
         self.train_attack()
+        self.training_schedule(steps_per_epoch=1)
+        if self.eval.split not in EVAL_SPLITS:
+            raise ValueError(f"eval.split must be one of {EVAL_SPLITS}. You passed: {self.eval.split!r}")
+        from tf_awt.ticket import RESCALES
+
+        if self.train.rescale not in RESCALES:
+            raise ValueError(f"train.rescale must be one of {RESCALES}. You passed: {self.train.rescale!r}")
 
     # ------------------------------------------------------------------ to library objects
     def attack_config(self):
@@ -113,6 +136,15 @@ class Recipe:
 
     def train_attack(self):
         return self.attack_config().replace(steps=self.train.steps, step_size=self.train.step_size)
+
+    def training_schedule(self, steps_per_epoch: int):
+        """The ``train.*`` warm-up, learning-rate schedule and clipping as a TrainingSchedule."""
+        from tf_awt.training_schedule import TrainingSchedule
+
+        t = self.train
+        return TrainingSchedule.from_epochs(steps_per_epoch, t.epochs, eps_warmup_epochs=t.eps_warmup_epochs,
+                                            lr_schedule=t.lr_schedule, lr_warmup_epochs=t.lr_warmup_epochs,
+                                            clip_norm=t.clip_norm)
 
     def eval_attack(self):
         return self.attack_config().replace(steps=self.eval.steps, step_size=None)

@@ -25,7 +25,7 @@ from tf_awt.recipes import METHODS, Recipe
 
 __all__ = ["sweep", "cell_name"]
 
-FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell")
+FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell", "collapsed")
 
 
 def cell_name(method: str, density: float, seed: int) -> str:
@@ -95,7 +95,8 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             s = json.load(open(summary_path))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
-                         "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name})
+                         "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,
+                         "collapsed": bool(s.get("collapsed", False))})
         _write_outputs(out, rows)
         if parent is not None:
             import mlflow
@@ -122,7 +123,8 @@ def summarize(rows: List[dict]) -> List[dict]:
         nat = np.array([i["natural_accuracy"] for i in items])
         rob = np.array([i["robust_accuracy"] for i in items])
         out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat.mean(),
-                    "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std()})
+                    "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std(),
+                    "collapsed": sum(bool(i.get("collapsed")) for i in items)})
     return out
 
 
@@ -132,10 +134,10 @@ def _write_outputs(out: str, rows: List[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(os.path.join(out, "sweep.csv"), buf.getvalue().encode())
-    lines = ["| method | density | seeds | natural accuracy | robust accuracy |", "| --- | --- | --- | --- | --- |"]
+    lines = ["| method | density | seeds | natural accuracy | robust accuracy | collapsed |", "| --- | --- | --- | --- | --- | --- |"]
     for s in summarize(rows):
         lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
-                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} |")
+                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['collapsed']} of {s['seeds']} |")
     atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
     _plots(out, rows)
 

@@ -13,7 +13,9 @@ from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
-__all__ = ["Ticket"]
+__all__ = ["Ticket", "RESCALES"]
+
+RESCALES = ("none", "fan_in")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +57,22 @@ class Ticket:
         return int(sum(np.sum(m) for m in self.masks.values()))
 
     # ------------------------------------------------------------------ model
-    def to_model(self, model, rewind: str = "init"):
-        """The ticket as a tfmot-pruned copy of ``model`` (an architecture like the searched one).
+    def to_model(self, model, rewind: str = "init", rescale: str = "none"):
+        r"""The ticket as a tfmot-pruned copy of ``model`` (an architecture like the searched one).
 
         Args:
           model: a tf_keras model of the searched architecture (its weights are not used).
           rewind: "init" (default, the paper: train from θ0) or "learned" (start from the
             student's weights at the end of the search, as NTT's code does).
+          rescale: "none" (default) or "fan_in": the kept weights of every output unit j of a
+            masked layer are multiplied by :math:`\sqrt{n / k_j}` (n the unit's fan-in, k_j its kept
+            inputs), so that for i.i.d. zero-mean inputs its pre-activation variance equals the
+            dense layer's (signal-preserving initialization of a sparse ticket).
+
+        A model of another architecture is refused (:meth:`check_fits`).
         """
+        if rescale not in RESCALES:
+            raise ValueError(f"rescale must be one of {RESCALES}. You passed: {rescale!r}")
         import tf_keras
         from tensorflow_model_optimization.python.core.sparsity.keras import prune
 
@@ -85,7 +95,7 @@ class Ticket:
             return layer
 
         pruned = tf_keras.models.clone_model(plain, clone_function=wrap)
-        _copy_into_pruned(plain, pruned, self.masks)
+        _copy_into_pruned(plain, pruned, self.masks, rescale)
         return pruned
 
     def check_fits(self, model) -> None:
@@ -168,7 +178,14 @@ class Ticket:
                    config=meta.get("config", {}), learned_weights=learned)
 
 
-def _copy_into_pruned(plain, pruned, masks):
+def fan_in_scale(mask: np.ndarray) -> np.ndarray:
+    """Per output unit (last axis) sqrt(fan-in / kept inputs), 0 for a unit with none kept."""
+    flat = np.asarray(mask, np.float64).reshape(-1, np.shape(mask)[-1])
+    kept = flat.sum(axis=0)
+    return np.where(kept > 0, np.sqrt(flat.shape[0] / np.maximum(kept, 1)), 0.0)
+
+
+def _copy_into_pruned(plain, pruned, masks, rescale: str = "none"):
     """Copies the plain model's weights into the pruned clone, sets masks, zeroes pruned weights."""
     from tf_awt._layers import iter_layers, unwrap
 
@@ -181,7 +198,10 @@ def _copy_into_pruned(plain, pruned, masks):
         if mask_var is not None:
             mask = np.asarray(masks[inner.name], mask_var.dtype.as_numpy_dtype)
             mask_var.assign(mask)
-            inner.kernel.assign(inner.kernel * mask)
+            kernel = inner.kernel * mask
+            if rescale == "fan_in":
+                kernel = kernel * fan_in_scale(mask).astype(mask.dtype)
+            inner.kernel.assign(kernel)
     for layer in iter_layers(pruned):
         if hasattr(layer, "pruning_step"):
             layer.pruning_step.assign(0)

@@ -72,6 +72,11 @@ class Tracker:
 
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        import mlflow
+
+        mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
     def log_artifact(self, path: str) -> None:
         import mlflow
 

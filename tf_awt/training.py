@@ -31,6 +31,7 @@ from tf_awt import _layers, _validate
 from tf_awt._distribute import assign_in_replica
 from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
+from tf_awt.training_schedule import TrainingSchedule
 
 __all__ = ["AdversarialTrainer", "adversarial_fit", "training_attack"]
 
@@ -53,12 +54,22 @@ class AdversarialTrainer(tf_keras.Model):
         an epoch share [seed + 1, t]), so training is reproducible and resumes exactly from a
         checkpoint of the model and optimizer.
 
+      schedule: a :class:`~tf_awt.TrainingSchedule` (default None: full ε from the first step, no
+        clipping): the ε warm-up and gradient clipping happen here; give the optimizer
+        ``schedule.learning_rate(peak)`` for its learning-rate schedule. Every part is a function
+        of the optimizer's step, so resuming from a checkpoint of the optimizer continues it.
+        Validation batches are always attacked at the full ε.
+
     Compile with an optimizer only (the loss is sparse softmax cross-entropy on logits). Metrics:
     ``loss`` / ``adv_accuracy`` (on the PGD examples), ``nat_loss`` / ``nat_accuracy``.
     """
 
-    def __init__(self, model, attack: Optional[Attack] = None, seed: Optional[int] = None, **kwargs):
+    def __init__(self, model, attack: Optional[Attack] = None, seed: Optional[int] = None,
+                 schedule: Optional[TrainingSchedule] = None, **kwargs):
         super().__init__(**kwargs)
+        if schedule is not None and not isinstance(schedule, TrainingSchedule):
+            raise ValueError(f"schedule must be a tf_awt.TrainingSchedule or None. You passed: {schedule!r}")
+        self.schedule = schedule or TrainingSchedule()
         self.seed = None if seed is None else _validate.integer(seed, "seed")
         if not isinstance(model, tf_keras.Model):
             raise ValueError(f"model must be a tf_keras.Model. You passed: {type(model).__name__}")
@@ -111,7 +122,8 @@ class AdversarialTrainer(tf_keras.Model):
     def train_step(self, data):
         x, y = data[0], data[1]
         self._sync_pruning_step()
-        x_adv = pgd(self._inference, x, y, self.attack, seed=self._attack_seed(0))
+        scale = self.schedule.eps_scale(self.optimizer.iterations) if self.schedule.eps_warmup_steps else None
+        x_adv = pgd(self._inference, x, y, self.attack, seed=self._attack_seed(0), scale=scale)
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             adv_logits = self._training_forward(x_adv)
@@ -120,6 +132,8 @@ class AdversarialTrainer(tf_keras.Model):
             if self.model.losses:
                 loss += tf.nn.scale_regularization_loss(tf.add_n(self.model.losses))
         grads = tape.gradient(loss, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        if self.schedule.clip_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.schedule.clip_norm)
         self.optimizer.apply_gradients(zip(grads, variables))
         self._remask()
         return self._update_metrics(y, adv_logits, self._inference(x))
@@ -131,7 +145,8 @@ class AdversarialTrainer(tf_keras.Model):
 
 
 def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: int = 100,
-                    learning_rate: float = 1e-3, batch_size: int = 64, callbacks=(), verbose: int = 0, seed: int = 0):
+                    learning_rate: float = 1e-3, batch_size: int = 64, callbacks=(), verbose: int = 0, seed: int = 0,
+                    schedule: Optional[TrainingSchedule] = None):
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
@@ -141,6 +156,8 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
       attack: training attack (default: the paper's MNIST setting).
       epochs, learning_rate, batch_size: paper defaults 100, 1e-3, 64.
       seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
+      schedule: a :class:`~tf_awt.TrainingSchedule` (ε warm-up, learning-rate schedule with
+        ``learning_rate`` as its peak, gradient clipping); default None: none of them.
 
     Data are checked first (:mod:`tf_awt._validate`): finite inputs of the model's shape inside the
     attack's data range, integer labels in [0, number of model outputs); a ValueError names the
@@ -168,7 +185,8 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         return ds.batch(batch_size)
 
     train_ds, validation_ds = as_ds(train, True, "train"), as_ds(validation, False, "validation")
-    trainer = AdversarialTrainer(model, attack, seed=seed)
-    trainer.compile(optimizer=tf_keras.optimizers.Adam(learning_rate))
+    schedule = schedule or TrainingSchedule()
+    trainer = AdversarialTrainer(model, attack, seed=seed, schedule=schedule)
+    trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(learning_rate)))
     with _validate.reraise_data_errors():
         return trainer.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
