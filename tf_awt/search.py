@@ -167,16 +167,9 @@ def _check_model(model):
 
 
 def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
     plain = tf_keras.models.clone_model(model)
     plain.set_weights(model.get_weights())
-    wanted = set(names)
-
-    def wrap(layer):
-        return prune.prune_low_magnitude(layer, pruning_schedule=schedule) if layer.name in wanted else layer
-
-    return tf_keras.models.clone_model(plain, clone_function=wrap)
+    return _layers.clone_wrapping(plain, names, schedule)
 
 
 class TicketSearch(tf_keras.Model):

@@ -74,7 +74,6 @@ class Ticket:
         if rescale not in RESCALES:
             raise ValueError(f"rescale must be one of {RESCALES}. You passed: {rescale!r}")
         import tf_keras
-        from tensorflow_model_optimization.python.core.sparsity.keras import prune
 
         from tf_awt.schedule import AWTSchedule
 
@@ -84,17 +83,11 @@ class Ticket:
         if weights is None:
             raise ValueError("rewind='learned' needs a ticket that kept its learned weights (learned_weights is None).")
         self.check_fits(model)
+        from tf_awt._layers import clone_wrapping
+
         plain = tf_keras.models.clone_model(model)
         plain.set_weights(weights)
-        schedule = AWTSchedule.frozen_at(self.density)
-        names = set(self.masks)
-
-        def wrap(layer):
-            if layer.name in names:
-                return prune.prune_low_magnitude(layer, pruning_schedule=schedule)
-            return layer
-
-        pruned = tf_keras.models.clone_model(plain, clone_function=wrap)
+        pruned = clone_wrapping(plain, list(self.masks), AWTSchedule.frozen_at(self.density))
         _copy_into_pruned(plain, pruned, self.masks, rescale)
         return pruned
 

@@ -1,0 +1,71 @@
+"""Nested models: what a ticket reports is what the model, the export and the kernel get (issue 13)."""
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tf_awt
+from tf_awt._layers import iter_layers, unwrap
+from _reference import reference_kernel, relative_error
+
+L = tf_keras.layers
+
+
+def nested_model(dtype="float32", seed=0):
+    """Flatten -> nested Sequential block -> nested functional block -> logits."""
+    tf_keras.utils.set_random_seed(seed)
+    seq = tf_keras.Sequential([L.Input((16,), dtype=dtype), L.Dense(12, activation="tanh", name="seq_dense", dtype=dtype)],
+                              name="seq_block")
+    fin = L.Input((12,), dtype=dtype)
+    fout = L.Dense(8, activation="relu", name="fun_dense", dtype=dtype)(fin)
+    fun = tf_keras.Model(fin, fout, name="fun_block")
+    inp = L.Input((4, 4, 1), dtype=dtype)
+    h = L.Flatten(dtype=dtype)(inp)
+    out = L.Dense(3, name="out", dtype=dtype)(fun(seq(h)))
+    return tf_keras.Model(inp, out, name="nested")
+
+
+def _kernel_densities(model):
+    out = {}
+    for layer in iter_layers(model):
+        inner, _ = unwrap(layer)
+        if getattr(inner, "kernel", None) is not None:
+            out[inner.name] = float(np.mean(inner.kernel.numpy() != 0))
+    return out
+
+
+@pytest.mark.parametrize("method", ["awt", "ntt", "random", "magnitude", "snip", "synflow"])
+def test_every_reported_layer_density_is_what_the_model_and_export_hold(method, tmp_path):
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+    model = nested_model()
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (64, 4, 4, 1)).astype("float32"), rng.integers(0, 3, 64)
+    ticket = tf_awt.find_ticket(model, (x, y), density=0.3, method=method, epochs=1, batch_size=32,
+                                attack=tf_awt.Attack(eps=0.1, steps=1, step_size=0.1))
+    assert set(ticket.layer_density) == {"seq_dense", "fun_dense", "out"}
+    pruned = ticket.to_model(model)
+    wrapped = [unwrap(l)[0].name for l in iter_layers(pruned) if unwrap(l)[1] is not None]
+    assert sorted(wrapped) == ["fun_dense", "out", "seq_dense"]
+    for name, density in _kernel_densities(pruned).items():
+        assert density == pytest.approx(ticket.layer_density[name], abs=1e-6), name
+    stripped = prune.strip_pruning(pruned)
+    stripped.save(str(tmp_path / "saved"), save_format="tf")
+    loaded = tf_keras.models.load_model(str(tmp_path / "saved"))
+    for name, density in _kernel_densities(loaded).items():
+        assert density == pytest.approx(ticket.layer_density[name], abs=1e-6), name
+    np.testing.assert_allclose(loaded(x[:5]).numpy(), pruned(x[:5]).numpy(), atol=1e-6)
+
+
+def test_masked_kernel_of_a_nested_ticket_matches_the_float64_reference():
+    model = nested_model()
+    rng = np.random.default_rng(1)
+    x, y = rng.uniform(0, 1, (32, 4, 4, 1)).astype("float32"), rng.integers(0, 3, 32)
+    ticket = tf_awt.find_ticket(model, (x, y), density=0.3, method="magnitude")
+    model64 = nested_model("float64")
+    model64.set_weights([w.astype("float64") for w in ticket.initial_weights])
+    pruned64 = ticket.to_model(model64)
+    x1, x2 = tf.constant(x[:3], tf.float64), tf.constant(x[3:5], tf.float64)
+    theta = tf_awt.mixed_tangent_kernel(pruned64, x1, x2, implementation="structured")
+    masks = {name: m.astype("float64") for name, m in ticket.masks.items()}
+    assert relative_error(theta, reference_kernel(model64, x1, x2, masks)) < 1e-5
