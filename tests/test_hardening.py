@@ -136,7 +136,7 @@ def test_numpy_scalars_are_numbers():
                            batch_size=np.int64(16), seed=np.int32(1))
     result = tf_awt.evaluate(model, data, attack=attack, restarts=np.int64(1))
     assert result.restarts == 1
-    assert tf_awt.AWTSchedule(np.float64(0.2), np.int32(5)).get_config()["update_every"] == 5
+    assert tf_awt.AWTSchedule(np.float64(0.2), np.int32(5)).get_config()["config"]["update_every"] == 5
     for bad, message in ((True, "density must be in"), (np.float32("nan"), "density must be in"), ("0.1", "density must be in")):
         with pytest.raises(ValueError, match=message):
             tf_awt.find_ticket(model, data, density=bad, method="random")

@@ -69,3 +69,29 @@ def test_masked_kernel_of_a_nested_ticket_matches_the_float64_reference():
     theta = tf_awt.mixed_tangent_kernel(pruned64, x1, x2, implementation="structured")
     masks = {name: m.astype("float64") for name, m in ticket.masks.items()}
     assert relative_error(theta, reference_kernel(model64, x1, x2, masks)) < 1e-5
+
+
+@pytest.mark.parametrize("fmt", ["h5", "tf", "keras", "clone"])
+def test_a_ticket_model_survives_save_load_and_clone(tmp_path, fmt):
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+    model = nested_model()
+    rng = np.random.default_rng(2)
+    x, y = rng.uniform(0, 1, (32, 4, 4, 1)).astype("float32"), rng.integers(0, 3, 32)
+    ticket = tf_awt.find_ticket(model, (x, y), density=0.3, method="magnitude")
+    pruned = ticket.to_model(model)
+    if fmt == "clone":  # nested blocks are rebuilt from their config: tfmot's prune_scope, as for load_model
+        with prune.prune_scope():
+            back = tf_keras.models.clone_model(pruned)
+        back.set_weights(pruned.get_weights())
+    else:
+        path = str(tmp_path / {"h5": "m.h5", "tf": "saved", "keras": "m.keras"}[fmt])
+        pruned.save(path, **({"save_format": "tf"} if fmt == "tf" else {}))
+        with prune.prune_scope():
+            back = tf_keras.models.load_model(path)
+    schedules = [l.pruning_schedule for l in iter_layers(back) if hasattr(l, "pruning_schedule")]
+    assert len(schedules) == 3 and all(s == tf_awt.AWTSchedule.frozen_at(ticket.density) for s in schedules)
+    masks = {unwrap(l)[0].name: unwrap(l)[1].numpy() for l in iter_layers(back) if unwrap(l)[1] is not None}
+    for name, mask in ticket.masks.items():
+        np.testing.assert_array_equal(masks[name], mask)
+    np.testing.assert_allclose(back(x).numpy(), pruned(x).numpy(), atol=1e-6)

@@ -11,11 +11,13 @@ schedule of a found ticket during adversarial training.
 from __future__ import annotations
 
 import tensorflow as tf
+import tf_keras
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
 
 __all__ = ["AWTSchedule"]
 
 
+@tf_keras.saving.register_keras_serializable(package="tf_awt")
 class AWTSchedule(pruning_schedule.PruningSchedule):
     """Constant sparsity ``1 - density``, mask re-derived every ``update_every`` steps until ``end_step``.
 
@@ -61,21 +63,29 @@ class AWTSchedule(pruning_schedule.PruningSchedule):
         return should_prune, tf.constant(self.sparsity, tf.float32)
 
     def get_config(self) -> dict:
+        """``{"class_name": "tf_awt>AWTSchedule", "config": {...}}``: tfmot's schedule format, so a
+        wrapped model survives ``model.save``/``load_model`` (in ``prune_scope``) and ``clone_model``."""
         return {
-            "density": self.density,
-            "update_every": self.update_every,
-            "end_step": self.end_step,
-            "begin_step": self.begin_step,
-            "frozen": self.frozen,
+            "class_name": tf_keras.saving.get_registered_name(type(self)),
+            "config": {
+                "density": self.density,
+                "update_every": self.update_every,
+                "end_step": self.end_step,
+                "begin_step": self.begin_step,
+                "frozen": self.frozen,
+            },
         }
 
     @classmethod
     def from_config(cls, config: dict) -> "AWTSchedule":
+        """Accepts :meth:`get_config`'s output or its inner ``config``."""
+        if "class_name" in config:
+            config = config["config"]
         return cls(**config)
 
     def __eq__(self, other):
         return type(other) is type(self) and other.get_config() == self.get_config()
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config()["config"].items())
         return f"AWTSchedule({args})"
