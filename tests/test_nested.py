@@ -95,3 +95,56 @@ def test_a_ticket_model_survives_save_load_and_clone(tmp_path, fmt):
     for name, mask in ticket.masks.items():
         np.testing.assert_array_equal(masks[name], mask)
     np.testing.assert_allclose(back(x).numpy(), pruned(x).numpy(), atol=1e-6)
+
+
+class TwinDense(L.Layer):
+    """A user's own layer: y = act(x @ kernel + bias), unknown to tf_awt until registered."""
+
+    def __init__(self, units, activation=None, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.activation = units, tf_keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.units), initializer="glorot_uniform")
+        self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="random_normal")
+        self.use_bias = True
+
+    def call(self, x):
+        return self.activation(tf.matmul(x, self.kernel) + self.bias)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "activation": tf_keras.activations.serialize(self.activation)}
+
+
+def _twin_model(dtype="float32"):
+    tf_keras.utils.set_random_seed(3)
+    return tf_keras.Sequential([L.Input((6,), dtype=dtype), TwinDense(5, activation="tanh", name="twin", dtype=dtype),
+                                L.Dense(3, name="out", dtype=dtype)])
+
+
+def test_a_registered_custom_layer_is_pruned_and_its_kernel_block_is_exact():
+    from tf_awt.layer_rules import DENSE_RULE, layer_rule, register_layer_rule
+    from tf_awt.search import prunable_layer_names
+
+    model = _twin_model()
+    if layer_rule(model.get_layer("twin")) is None:  # unregistered: left dense, named once in a warning
+        with pytest.warns(UserWarning, match=r"layer 'twin' \(TwinDense\) has no tf_awt layer rule: it is left dense"):
+            assert prunable_layer_names(model) == ["out"]
+        with pytest.warns(UserWarning, match="falls back to the jacobian path.*'twin' \\(TwinDense\\)"):
+            tf_awt.mixed_tangent_kernel_fn(model)
+    register_layer_rule(TwinDense, DENSE_RULE)
+    assert prunable_layer_names(model) == ["twin", "out"]
+    rng = np.random.default_rng(4)
+    x, y = rng.uniform(0, 1, (40, 6)).astype("float32"), rng.integers(0, 3, 40)
+    ticket = tf_awt.find_ticket(model, (x, y), density=0.4, method="magnitude", scope="layer")
+    pruned = ticket.to_model(model)
+    assert _kernel_densities(pruned)["twin"] == pytest.approx(ticket.layer_density["twin"], abs=1e-6)
+    assert ticket.layer_density["twin"] < 0.5
+    model64 = _twin_model("float64")
+    model64.set_weights([w.astype("float64") for w in ticket.initial_weights])
+    masks = {name: m.astype("float64") for name, m in ticket.masks.items()}
+    x1 = tf.constant(x[:3], tf.float64)
+    theta = tf_awt.mixed_tangent_kernel(model64, x1, x1, masks=masks, implementation="structured")
+    assert relative_error(theta, reference_kernel(model64, x1, x1, masks)) < 1e-5
+    with pytest.raises(ValueError, match="layer_class must be a tf_keras Layer subclass"):
+        register_layer_rule(int, DENSE_RULE)

@@ -14,6 +14,8 @@ Public API (everything else is private):
 * Runs that resume and scale out: :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
   checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
   ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.autoattack`.
+* What can be pruned and how the kernel sees each layer: :class:`LayerRule`,
+  :func:`register_layer_rule`, :func:`layer_rule` (:mod:`tf_awt.layer_rules`).
 * Data: :mod:`tf_awt.data`.
 * Architectures of the paper: :mod:`tf_awt.models`.
 
@@ -53,6 +55,9 @@ _EXPORTS = {
     "CollapseMonitor": "tf_awt.collapse",
     "collapse_reasons": "tf_awt.collapse",
     "TrainingCollapsed": "tf_awt.errors",
+    "LayerRule": "tf_awt.layer_rules",
+    "register_layer_rule": "tf_awt.layer_rules",
+    "layer_rule": "tf_awt.layer_rules",
 }
 _SUBMODULES = ("data", "models")
 

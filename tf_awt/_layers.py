@@ -83,6 +83,7 @@ def clone_wrapping(model, names, schedule):
             return tf_keras.models.clone_model(layer, clone_function=clone)
         if layer.name in wanted:
             wrapped.add(layer.name)
+            _make_prunable(layer)
             return prune.prune_low_magnitude(layer, pruning_schedule=schedule)
         return layer
 
@@ -92,6 +93,19 @@ def clone_wrapping(model, names, schedule):
         raise ValueError(f"layers {missing} of model {model.name!r} could not be wrapped for pruning (inside a subclassed "
                          "model, whose layers cannot be cloned); build the model as Sequential or functional")
     return out
+
+
+def _make_prunable(layer) -> None:
+    """Lets tfmot wrap a layer it does not know whose tf_awt layer rule prunes weights (as tfmot's
+    own ``PruneRegistry.make_prunable`` does for built-in layers: a ``get_prunable_weights``)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    from tf_awt.layer_rules import layer_rule
+
+    rule = layer_rule(layer)
+    if rule is None or hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer):
+        return
+    layer.get_prunable_weights = lambda: [getattr(layer, name) for name in rule.prunable]
 
 
 def is_graph_network(model) -> bool:

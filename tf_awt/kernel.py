@@ -62,9 +62,8 @@ import warnings
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
-import tf_keras
 
-from tf_awt import _layers
+from tf_awt import _layers, layer_rules
 from tf_awt._masks import resolve_masks
 
 __all__ = [
@@ -106,11 +105,6 @@ class KernelImplementation(str, enum.Enum):
             ) from None
 
 
-_Dense = tf_keras.layers.Dense
-_Conv2D = tf_keras.layers.Conv2D
-_BatchNorm = tf_keras.layers.BatchNormalization
-
-
 def _has_trainable(layer) -> bool:
     return bool(layer.trainable_weights)
 
@@ -125,6 +119,22 @@ def structured_support(model, masks: Optional[Mapping[str, object]] = None) -> O
     return None
 
 
+def _layer_support(layer, masks) -> Optional[str]:
+    """Why the structured path cannot handle this leaf layer (None: it can), from its layer rule."""
+    inner, _ = _layers.unwrap(layer)
+    rule = layer_rules.layer_rule(inner)
+    masked = bool(masks) and (layer.name in masks or inner.name in masks)
+    if rule is not None:
+        if masked and "kernel" not in rule.prunable:
+            return f"layer {layer.name!r} ({type(inner).__name__}) is masked but its rule prunes nothing"
+        return rule.support(inner) if rule.support is not None else None
+    if masked:
+        return f"layer {layer.name!r} ({type(inner).__name__}) is masked but has no structured rule"
+    if not _has_trainable(inner):
+        return None  # parameter-free for the kernel: applied as it is
+    return f"layer {layer.name!r} ({type(inner).__name__}) has trainable weights and no structured rule"
+
+
 def _layers_support(model, masks) -> Optional[str]:
     if not _layers.is_graph_network(model):
         return (
@@ -132,200 +142,69 @@ def _layers_support(model, masks) -> Optional[str]:
             f"({type(model).__name__})"
         )
     for layer in model.layers:
-        if _layers.is_model(layer):
-            reason = _layers_support(layer, masks)
-            if reason:
-                return reason
-            continue
-        inner, _ = _layers.unwrap(layer)
-        kind = type(inner)
-        if kind is _Dense:
-            continue
-        if kind is _Conv2D:
-            if inner.data_format != "channels_last" or inner.groups != 1:
-                return (
-                    f"layer {layer.name!r} is a Conv2D with data_format={inner.data_format!r}, "
-                    f"groups={inner.groups} (only channels_last, groups=1 are structured)"
-                )
-            continue
-        if masks and layer.name in masks:
-            return f"layer {layer.name!r} ({kind.__name__}) is masked but has no structured rule"
-        if not _has_trainable(inner):
-            continue  # parameter-free for the kernel: applied as it is
-        if kind is _BatchNorm:
-            rank = inner.input_spec.ndim if inner.input_spec and inner.input_spec.ndim else len(inner.input_shape)
-            if list(inner.axis) != [rank - 1]:
-                return f"layer {layer.name!r} is a BatchNormalization over axis {inner.axis} (only the last axis is structured)"
-            continue
-        return f"layer {layer.name!r} ({kind.__name__}) has trainable weights and no structured rule"
+        reason = _layers_support(layer, masks) if _layers.is_model(layer) else _layer_support(layer, masks)
+        if reason:
+            return reason
     return None
 
 
 # --------------------------------------------------------------------------- structured path
 
 
-class _Record:
-    """One layer's forward quantities, recorded by the structured forward pass."""
-
-    __slots__ = ("layer", "kind", "a", "z", "mask", "kernel", "bias")
-
-    def __init__(self, layer, kind, a, z, mask, kernel, bias):
-        self.layer, self.kind, self.a, self.z, self.mask = layer, kind, a, z, mask
-        self.kernel, self.bias = kernel, bias  # whether each is a trainable variable of the model
-
-
-def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape) -> Tuple[tf.Tensor, List[_Record]]:
-    records: List[_Record] = []
+def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape) -> Tuple[tf.Tensor, List[layer_rules.Record]]:
+    records: List[layer_rules.Record] = []
 
     def apply(layer, args, kwargs):
         inner, _ = _layers.unwrap(layer)
-        kind = type(inner)
+        rule = layer_rules.layer_rule(inner)
+        if rule is None or not _has_trainable(inner):
+            return _layers.call_inference(inner, args, kwargs)
+        first, second = rule.weights(inner)
         mask = masks.get(id(inner), (None, None))[1]
-        if kind is _Dense or kind is _Conv2D:
-            a = args[0]
-            kernel = inner.kernel if mask is None else inner.kernel * mask
-            if kind is _Dense:
-                a = tf.cast(a, kernel.dtype)
-                if a.shape.rank == 2:
-                    z = tf.matmul(a, kernel)
-                else:
-                    z = tf.tensordot(a, kernel, [[a.shape.rank - 1], [0]])
-            else:
-                a = tf.cast(a, kernel.dtype)
-                z = tf.nn.convolution(
-                    a,
-                    kernel,
-                    strides=list(inner.strides),
-                    padding=inner.padding.upper(),
-                    dilations=list(inner.dilation_rate),
-                )
-            if inner.use_bias:
-                z = z + inner.bias
-            k_tr = id(inner.kernel) in trainable
-            b_tr = inner.use_bias and id(inner.bias) in trainable
-            if k_tr or b_tr:
-                tape.watch(z)
-                records.append(_Record(inner, kind, a, z, mask if k_tr else None, k_tr, b_tr))
-            return inner.activation(z) if inner.activation is not None else z
-        if kind is _BatchNorm and _has_trainable(inner):
-            a = tf.cast(args[0], inner.moving_mean.dtype)
-            xhat = (a - inner.moving_mean) * tf.math.rsqrt(inner.moving_variance + inner.epsilon)
-            z = xhat
-            if inner.scale:
-                z = z * inner.gamma
-            if inner.center:
-                z = z + inner.beta
-            g_tr = inner.scale and id(inner.gamma) in trainable
-            b_tr = inner.center and id(inner.beta) in trainable
-            if g_tr or b_tr:
-                tape.watch(z)
-                records.append(_Record(inner, kind, xhat, z, None, g_tr, b_tr))
-            return z
-        return _layers.call_inference(inner, args, kwargs)
+        a, z = rule.forward(inner, args[0], first if mask is None else first * mask)
+        first_tr = first is not None and id(first) in trainable
+        second_tr = second is not None and id(second) in trainable
+        if first_tr or second_tr:
+            tape.watch(z)
+            records.append(layer_rules.Record(inner, rule, a, z, mask if first_tr else None, first_tr, second_tr))
+        return inner.activation(z) if rule.activation and inner.activation is not None else z
 
     f = _layers.run_graph(model, x, apply)
     return f, records
 
 
-def _conv_grads(rec: _Record, delta, n, k) -> List[tf.Tensor]:
-    """Per-example, per-output weight gradients (N, k, P) of a Conv2D layer from image patches."""
-    out = []
-    if rec.kernel:
-        layer = rec.layer
-        kh, kw, cin, cout = layer.kernel.shape
-        patches = tf.image.extract_patches(
-            rec.a,
-            sizes=[1, kh, kw, 1],
-            strides=[1, *layer.strides, 1],
-            rates=[1, *layer.dilation_rate, 1],
-            padding=layer.padding.upper(),
-        )  # (N, H', W', kh*kw*cin), ordered like kernel.reshape(kh*kw*cin, cout)
-        g = tf.einsum("nhwr,nchwo->ncro", patches, delta)
-        if rec.mask is not None:
-            g = g * tf.reshape(rec.mask, [kh * kw * cin, cout])
-        out.append(tf.reshape(g, [n, k, -1]))
-    if rec.bias:
-        out.append(tf.reduce_sum(delta, axis=[2, 3]))
-    return out
-
-
 def _side_factors(model, x, masks, trainable):
-    """Forward + sensitivities for one side: (outputs, dense factors, per-example gradients).
+    """Forward + sensitivities for one side: (outputs, factored records, per-example gradients).
 
-    ``dense`` is a list of ``(record, delta)`` for Dense layers on rank-2 inputs (kept factored);
-    ``g`` concatenates the per-example gradients (N, k, P') of every other weight, or is None.
+    ``factored`` is a list of ``(record, delta)`` whose rule computes its kernel block directly
+    (a Dense layer on rank-2 inputs); ``g`` concatenates the per-example gradients (N, k, P') of
+    every other weight, or is None.
     """
     with tf.GradientTape() as tape:
         f, records = _structured_forward(model, x, masks, trainable, tape)
         f_sum = tf.reduce_sum(f, axis=0)  # (k,): d f_sum[c] / d z_i = delta_ic, examples independent
     zs = [r.z for r in records]
     jac = tape.jacobian(f_sum, zs, unconnected_gradients=tf.UnconnectedGradients.ZERO) if zs else []
-    dense, per_example = [], []
+    factored, per_example = [], []
     for rec, d in zip(records, jac):
         delta = tf.transpose(d, [1, 0] + list(range(2, d.shape.rank)))  # (N, k, ...)
-        n, k = tf.shape(delta)[0], delta.shape[1]
-        if rec.kind is _Dense and rec.a.shape.rank == 2:
-            dense.append((rec, delta))
-        elif rec.kind is _Conv2D:
-            per_example.extend(_conv_grads(rec, delta, n, k))
-        elif rec.kind is _Dense:  # rank > 2 input: weights shared over the middle axes
-            a = tf.reshape(rec.a, [n, -1, rec.a.shape[-1]])
-            dl = tf.reshape(delta, [n, k, -1, delta.shape[-1]])
-            if rec.kernel:
-                g = tf.einsum("ntp,nctq->ncpq", a, dl)
-                if rec.mask is not None:
-                    g = g * rec.mask
-                per_example.append(tf.reshape(g, [n, k, -1]))
-            if rec.bias:
-                per_example.append(tf.reduce_sum(dl, axis=2))
-        else:  # BatchNormalization over the last axis
-            xhat = tf.reshape(rec.a, [n, 1, -1, rec.a.shape[-1]])
-            dl = tf.reshape(delta, [n, k, -1, delta.shape[-1]])
-            if rec.kernel:
-                per_example.append(tf.reduce_sum(dl * xhat, axis=2))
-            if rec.bias:
-                per_example.append(tf.reduce_sum(dl, axis=2))
+        if rec.rule.factored is not None and rec.rule.factored(rec):
+            factored.append((rec, delta))
+        else:
+            per_example.extend(rec.rule.gradients(rec, delta))
     g = tf.concat(per_example, axis=-1) if per_example else None
-    return f, dense, g
-
-
-def _dense_block(rec1, d1, rec2, d2, diagonal):
-    """Kernel block of one Dense layer from inputs a and sensitivities delta of both sides."""
-    a1, a2 = rec1.a, rec2.a
-    if rec1.mask is None:
-        if diagonal:
-            scale = tf.reduce_sum(a1 * a2, axis=-1) if rec1.kernel else tf.zeros_like(a1[:, 0])
-            if rec1.bias:
-                scale = scale + 1
-            return scale[:, None, None] * tf.einsum("icq,idq->icd", d1, d2)
-        scale = tf.matmul(a1, a2, transpose_b=True) if rec1.kernel else tf.zeros([tf.shape(a1)[0], tf.shape(a2)[0]], a1.dtype)
-        if rec1.bias:
-            scale = scale + 1
-        return scale[:, :, None, None] * tf.einsum("icq,jdq->ijcd", d1, d2)
-    m = rec1.mask
-    if diagonal:
-        h = tf.matmul(a1 * a2, m)  # (N, dout)
-        if rec1.bias:
-            h = h + 1
-        return tf.einsum("icq,iq,idq->icd", d1, h, d2)
-    n1, n2 = tf.shape(a1)[0], tf.shape(a2)[0]
-    pairs = tf.reshape(a1[:, None, :] * a2[None, :, :], [n1 * n2, a1.shape[-1]])
-    h = tf.reshape(tf.matmul(pairs, m), [n1, n2, m.shape[-1]])  # H_ijq = sum_p a1_ip a2_jp m_pq
-    if rec1.bias:
-        h = h + 1
-    t = tf.einsum("icq,ijq->ijcq", d1, h)
-    return tf.einsum("ijcq,jdq->ijcd", t, d2)
+    return f, factored, g
 
 
 def _structured_kernel(model, x1, x2, masks, trainable, diagonal):
-    _, dense1, g1 = _side_factors(model, x1, masks, trainable)
+    _, factored1, g1 = _side_factors(model, x1, masks, trainable)
     if x2 is x1:
-        dense2, g2 = dense1, g1
+        factored2, g2 = factored1, g1
     else:
-        _, dense2, g2 = _side_factors(model, x2, masks, trainable)
+        _, factored2, g2 = _side_factors(model, x2, masks, trainable)
     theta = None
-    for (r1, d1), (r2, d2) in zip(dense1, dense2):
-        block = _dense_block(r1, d1, r2, d2, diagonal)
+    for (r1, d1), (r2, d2) in zip(factored1, factored2):
+        block = r1.rule.block(r1, d1, r2, d2, diagonal)
         theta = block if theta is None else theta + block
     if g1 is not None:
         block = tf.einsum("icp,idp->icd" if diagonal else "icp,jdp->ijcd", g1, g2)

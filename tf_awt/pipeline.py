@@ -178,7 +178,9 @@ class Run:
         with self.strategy.scope():
             model = self.base_model()
         if r.method == "dense":
-            masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in model.layers if hasattr(l, "kernel")}
+            from tf_awt.layer_rules import prunable_layers
+
+            masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in prunable_layers(model)}
             ticket = Ticket(masks=masks, initial_weights=model.get_weights(), method="dense", config=r.to_dict())
         elif r.method in ("awt", "ntt"):
             import tf_keras

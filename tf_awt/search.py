@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _layers, _selection, _validate
+from tf_awt import _layers, _selection, _validate, layer_rules
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
@@ -145,16 +145,13 @@ class SearchConfig:
 
 
 def prunable_layer_names(model) -> List[str]:
-    """Names of the layers whose kernels a ticket masks: every Dense and Conv2D layer."""
-    names = []
-    for layer in _layers.iter_layers(model):
-        inner, _ = _layers.unwrap(layer)
-        if isinstance(inner, (tf_keras.layers.Dense, tf_keras.layers.Conv2D)) and inner.trainable:
-            names.append(inner.name)
+    """Names of the layers whose weights a ticket masks: every layer whose rule in
+    :mod:`tf_awt.layer_rules` prunes a weight (Dense and Conv2D, and any registered rule)."""
+    names = [layer.name for layer in layer_rules.prunable_layers(model)]
     if not names:
         raise ValueError(
-            f"model {model.name!r} has no prunable layers (Dense or Conv2D with trainable kernels). "
-            f"Its layers: {[layer.name for layer in _layers.iter_layers(model)]}"
+            f"model {model.name!r} has no prunable layers (no trainable layer with a tf_awt layer rule that prunes, "
+            f"e.g. Dense or Conv2D). Its layers: {[layer.name for layer in _layers.iter_layers(model)]}"
         )
     return names
 
