@@ -22,6 +22,8 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from tf_awt.paper import attack_numbers
+
 __all__ = ["Attack", "pgd", "random_start"]
 
 _NORMS = {"linf": np.inf, "l2": 2}
@@ -42,9 +44,9 @@ class Attack:
     """
 
     norm: str = "linf"
-    eps: float = 0.3
-    steps: int = 40
-    step_size: Optional[float] = 0.01
+    eps: float = attack_numbers("train")[0]
+    steps: int = attack_numbers("train")[1]
+    step_size: Optional[float] = attack_numbers("train")[2]
     random_start: bool = True
     clip_min: Optional[float] = 0.0
     clip_max: Optional[float] = 1.0

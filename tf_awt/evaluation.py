@@ -31,9 +31,14 @@ from tf_awt.attacks import Attack, pgd
 __all__ = ["EvaluationResult", "evaluate", "evaluation_attack"]
 
 
-def evaluation_attack(eps: float = 0.3, norm: str = "linf", steps: int = 100) -> Attack:
-    """The paper's evaluation attack: PGD-``steps`` with step 2.5·ε/steps, random start."""
-    return Attack(norm=norm, eps=eps, steps=steps, step_size=None)
+def evaluation_attack(eps: Optional[float] = None, norm: str = "linf", steps: Optional[int] = None) -> Attack:
+    """The paper's evaluation attack: PGD-``steps`` (default 100) with step 2.5·ε/steps, random
+    start, ε = 0.3 by default (:data:`tf_awt.paper.ATTACKS`)."""
+    from tf_awt.paper import attack_numbers
+
+    default_eps, default_steps, _ = attack_numbers("eval")
+    return Attack(norm=norm, eps=default_eps if eps is None else eps, steps=default_steps if steps is None else steps,
+                  step_size=None)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ holding another recipe's run is refused.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -36,6 +37,7 @@ import numpy as np
 
 from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes
 from tf_awt.collapse import TrainingCollapsed, advice, collapse_reasons
+from tf_awt.paper import SEARCH_METHODS
 from tf_awt.recipes import Recipe
 
 __all__ = ["Run", "PHASES"]
@@ -181,11 +183,10 @@ class Run:
             from tf_awt.layer_rules import prunable_layers
 
             masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in prunable_layers(model)}
-            ticket = Ticket(masks=masks, initial_weights=model.get_weights(), method="dense", config=r.to_dict())
-        elif r.method in ("awt", "ntt"):
+            ticket = Ticket(masks=masks, initial_weights=model.get_weights(), method="dense",
+                            config=dataclasses.replace(r.search_config(), density=1.0).get_config())
+        elif r.method in SEARCH_METHODS:
             import tf_keras
-
-            import dataclasses
 
             from tf_awt.checkpoint import epoch_batches, steps_per_epoch
 
@@ -216,9 +217,10 @@ class Run:
             else:
                 search.rewind("init")
             ticket = search.ticket(history=history())
-        else:
-            ticket = find_ticket(model, (self.split.x_train, self.split.y_train), density=r.density, method=r.method,
-                                 attack=self._in_range(r.attack_config()), seed=r.seed)
+        else:  # every search.* key reaches the baseline through the same SearchConfig fields
+            config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
+            settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            ticket = find_ticket(model, (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size, **settings)
         ticket.save(self.path("ticket.npz"))
         self._drop_checkpoint("search")
         if self.tracker:

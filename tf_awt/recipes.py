@@ -36,7 +36,11 @@ import yaml
 
 __all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
 
-METHODS = ("awt", "ntt", "random", "magnitude", "snip", "synflow", "dense")
+from tf_awt.paper import RUN_METHODS as METHODS, attack_numbers  # noqa: E402  (the one method list)
+
+_SEARCH_EPS, _SEARCH_STEPS, _SEARCH_STEP_SIZE = attack_numbers("search")
+_TRAIN_EPS, _TRAIN_STEPS, _TRAIN_STEP_SIZE = attack_numbers("train")
+_EVAL_STEPS = attack_numbers("eval")[1]
 DISTRIBUTE = ("none", "mirrored", "multi_worker")
 EVAL_SPLITS = ("test", "validation")
 
@@ -44,9 +48,9 @@ EVAL_SPLITS = ("test", "validation")
 @dataclasses.dataclass(frozen=True)
 class AttackSection:
     norm: str = "linf"
-    eps: float = 0.3
-    steps: int = 10
-    step_size: Optional[float] = 0.075
+    eps: float = _SEARCH_EPS
+    steps: int = _SEARCH_STEPS
+    step_size: Optional[float] = _SEARCH_STEP_SIZE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +72,8 @@ class TrainSection:
     epochs: int = 100
     lr: float = 1e-3
     batch_size: int = 64
-    steps: int = 40
-    step_size: Optional[float] = 0.01
+    steps: int = _TRAIN_STEPS
+    step_size: Optional[float] = _TRAIN_STEP_SIZE
     eps_warmup_epochs: float = 0.0
     lr_schedule: str = "constant"
     lr_warmup_epochs: float = 0.0
@@ -80,7 +84,7 @@ class TrainSection:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    steps: int = 100
+    steps: int = _EVAL_STEPS
     restarts: int = 5
     max_examples: Optional[int] = None
     autoattack: bool = False

@@ -49,7 +49,7 @@ from tf_awt.ticket import Ticket
 
 __all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "METHODS", "prunable_layer_names"]
 
-METHODS = ("awt", "ntt", "random", "magnitude", "snip", "synflow")
+from tf_awt.paper import METHODS, SEARCH_METHODS, attack_numbers  # noqa: E402  (one method list for all)
 KERNELS = ("full", "diagonal")
 REWINDS = ("init", "learned")
 
@@ -89,7 +89,7 @@ class SearchConfig:
 
     density: float
     method: str = "awt"
-    attack: Attack = Attack(eps=0.3, steps=10, step_size=0.075)
+    attack: Attack = Attack(**dict(zip(("eps", "steps", "step_size"), attack_numbers("search"))))
     gamma: float = 1e-3
     kernel_weight: Optional[float] = None
     normalization: str = "per_example"
@@ -185,7 +185,7 @@ class TicketSearch(tf_keras.Model):
     def __init__(self, model, config: SearchConfig, steps_per_epoch: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         _check_model(model)
-        if config.method not in ("awt", "ntt"):
+        if config.method not in SEARCH_METHODS:
             raise ValueError(f"TicketSearch runs methods 'awt' and 'ntt'. You passed: {config.method!r}")
         self.config = config
         self.names = prunable_layer_names(model)
@@ -446,7 +446,7 @@ def find_ticket(
     batch_size = _validate.integer(batch_size, "batch_size", low=1)
     prunable_layer_names(model)
     dataset = _as_dataset(model, data, batch_size, config.attack)
-    if method in ("awt", "ntt"):
+    if method in SEARCH_METHODS:
         steps = int(dataset.cardinality().numpy())
         search = TicketSearch(model, config, steps_per_epoch=steps if steps > 0 else None)
         search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))

@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tf_awt.pipeline import Run, atomic_write_bytes, atomic_write_json
+from tf_awt.paper import SEARCH_METHODS
 from tf_awt.recipes import METHODS, Recipe
 
 __all__ = ["sweep", "cell_name"]
@@ -165,7 +166,7 @@ def _plots(out: str, rows: List[dict]) -> None:
     _save(fig, os.path.join(out, "accuracy_vs_density.png"))
     plt.close(fig)
 
-    searched = [r for r in rows if r["method"] in ("awt", "ntt") and r["seed"] == 0]
+    searched = [r for r in rows if r["method"] in SEARCH_METHODS and r["seed"] == 0]
     if searched:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         for r in sorted(searched, key=lambda r: r["density"]):

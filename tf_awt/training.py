@@ -37,10 +37,12 @@ __all__ = ["AdversarialTrainer", "adversarial_fit", "training_attack"]
 
 
 def training_attack(dataset: str = "mnist", norm: str = "linf") -> Attack:
-    """The paper's training attack: MNIST ε = 0.3, 40 steps of 0.01; CIFAR ε = 8/255, 10 of 2/255."""
-    if dataset.startswith("cifar"):
-        return Attack(norm=norm, eps=8 / 255, steps=10, step_size=2 / 255)
-    return Attack(norm=norm, eps=0.3, steps=40, step_size=0.01)
+    """The paper's training attack (:data:`tf_awt.paper.ATTACKS`): MNIST ε = 0.3, 40 steps of 0.01;
+    CIFAR ε = 8/255, 10 of 2/255."""
+    from tf_awt.paper import attack_numbers
+
+    eps, steps, step_size = attack_numbers("train", dataset)
+    return Attack(norm=norm, eps=eps, steps=steps, step_size=step_size)
 
 
 class AdversarialTrainer(tf_keras.Model):

@@ -1,0 +1,69 @@
+"""Every recipe key reaches the library call it names (issue 13: one meaning per key)."""
+import json
+
+import numpy as np
+import pytest
+import tf_keras
+
+from tf_awt import baselines, cli, search, ticket, training
+
+from test_cli import tiny_recipe
+
+SEARCH = {"epochs": 2, "lr": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
+          "kernel_weight": 0.5, "normalization": "per_entry", "scope": "layer", "batch_size": 16}
+TRAIN = {"epochs": 2, "lr": 5e-4, "batch_size": 16, "steps": 3, "step_size": 0.02, "eps_warmup_epochs": 1,
+         "lr_schedule": "cosine", "lr_warmup_epochs": 0.5, "clip_norm": 2.0, "rescale": "fan_in", "fail_on_collapse": True}
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    seen = {}
+
+    def spy(owner, name, record):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            record(*args, **kwargs)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, wrapper)
+
+    spy(search.TicketSearch, "__init__", lambda self, model, config, steps_per_epoch=None, **k: seen.update(search=config, steps=steps_per_epoch))
+    spy(baselines, "one_shot_masks", lambda model, dataset, config: seen.update(one_shot=config, batch=int(next(iter(dataset))[0].shape[0])))
+    spy(training.AdversarialTrainer, "__init__", lambda self, model, attack=None, seed=None, schedule=None, **k: seen.update(attack=attack, seed=seed, schedule=schedule))
+    spy(training.AdversarialTrainer, "compile", lambda self, optimizer=None, **k: seen.update(optimizer=optimizer))
+    spy(ticket.Ticket, "to_model", lambda self, model, rewind="init", rescale="none": seen.update(rescale=rescale))
+    return seen
+
+
+def _run(tmp_path, method, capsys):
+    recipe = tiny_recipe(tmp_path, method=method, density=0.3, seed=7, search=SEARCH, train=TRAIN)
+    out = tmp_path / method
+    code = cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert code == (3 if summary["collapsed"] else 0), capsys.readouterr().err[-2000:]  # train.fail_on_collapse
+    return summary, json.loads((out / "history.json").read_text())
+
+
+def test_every_search_and_train_key_reaches_the_library(tmp_path, spies, capsys):
+    summary, history = _run(tmp_path, "awt", capsys)
+    config = spies["search"]
+    assert (config.epochs, config.learning_rate, config.gamma, config.update_every, config.weight_decay, config.kernel,
+            config.kernel_weight, config.normalization, config.scope, config.seed) == \
+        (2, 1e-3, 2e-3, 3, 1e-4, "diagonal", 0.5, "per_entry", "layer", 7)
+    assert spies["steps"] == 6  # 96 training examples in batches of search.batch_size = 16
+    assert (config.attack.eps, config.attack.steps, config.attack.step_size) == (0.1, 2, 0.05)
+    attack, schedule = spies["attack"], spies["schedule"]
+    assert (attack.eps, attack.steps, attack.step_size, spies["seed"]) == (0.1, 3, 0.02, 7)
+    steps = 6  # train.batch_size = 16
+    assert (schedule.eps_warmup_steps, schedule.lr_schedule, schedule.lr_warmup_steps, schedule.total_steps, schedule.clip_norm) == \
+        (steps, "cosine", 3, 2 * steps, 2.0)
+    lr = spies["optimizer"].get_config()["learning_rate"]["config"]
+    assert lr["learning_rate"] == 5e-4 and lr["decay"] == "cosine" and lr["warmup_steps"] == 3
+    assert spies["rescale"] == "fan_in"
+    assert len(history["loss"]) == 2  # train.epochs
+
+    summary, _ = _run(tmp_path, "magnitude", capsys)
+    config = spies["one_shot"]
+    assert config.scope == "layer" and config.seed == 7 and spies["batch"] == 16
+    assert all(abs(d - 0.3) < 0.02 for d in summary["layer_density"].values())  # layer scope: every layer at 30%

@@ -1,0 +1,32 @@
+"""The paper's settings in one place (plain numbers; importing this does not import TensorFlow).
+
+Every default that reproduces the paper reads from here: the attacks of the search, of adversarial
+training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`,
+:func:`tf_awt.training_attack`, :func:`tf_awt.evaluation_attack`, the recipes' defaults), and the
+list of ticket methods shared by :func:`tf_awt.find_ticket`, recipes, sweeps and the CLI.
+"""
+
+__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "METHODS", "RUN_METHODS", "ATTACKS"]
+
+SEARCH_METHODS = ("awt", "ntt")
+"""Methods that search the mask by training a student (:class:`tf_awt.TicketSearch`)."""
+ONE_SHOT_METHODS = ("random", "magnitude", "snip", "synflow")
+"""Pruning-at-initialization baselines scored once at θ0 (:mod:`tf_awt.baselines`)."""
+METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
+RUN_METHODS = METHODS + ("dense",)
+"""What a recipe's ``method`` may be: a ticket method, or ``dense`` (no pruning)."""
+
+ATTACKS = {
+    # phase -> data-set family -> (eps, steps, step size; None = 2.5·eps/steps)
+    "search": {"mnist": (0.3, 10, 0.075), "cifar": (8 / 255, 10, 2 / 255)},
+    "train": {"mnist": (0.3, 40, 0.01), "cifar": (8 / 255, 10, 2 / 255)},
+    "eval": {"mnist": (0.3, 100, None), "cifar": (8 / 255, 100, None)},
+}
+"""L∞ PGD of the paper per phase: MNIST ε = 0.3 (search PGD-10 step 0.075, training PGD-40 step
+0.01), CIFAR ε = 8/255 (PGD-10 step 2/255); evaluation PGD-100 with step 2.5ε/100 (Madry et al.)."""
+
+
+def attack_numbers(phase: str, dataset: str = "mnist"):
+    """(eps, steps, step_size) of the paper's ``phase`` attack for a data set name."""
+    family = "cifar" if dataset.startswith("cifar") else "mnist"
+    return ATTACKS[phase][family]
