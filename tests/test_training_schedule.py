@@ -182,6 +182,8 @@ def test_cli_reports_collapse_in_summary_and_mlflow_and_fails_when_asked(tmp_pat
     recipe = tiny_recipe(tmp_path, dataset=data, train={"epochs": 4, "batch_size": 32, "steps": 2, "step_size": 0.05, "lr": 1e-4})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)  # in-process: an earlier test may have set another one
     try:
         code = cli.main(["run", recipe, "--out", str(tmp_path / "a"), "--quiet"])
         err = capsys.readouterr().err
@@ -198,6 +200,7 @@ def test_cli_reports_collapse_in_summary_and_mlflow_and_fails_when_asked(tmp_pat
         assert json.load(open(tmp_path / "b" / "summary.json"))["collapsed"] is True  # the summary is still written
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
+        mlflow.set_tracking_uri(previous)
 
 
 # ---------------------------------------------------------------- recipes and resume
