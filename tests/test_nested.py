@@ -148,3 +148,18 @@ def test_a_registered_custom_layer_is_pruned_and_its_kernel_block_is_exact():
     assert relative_error(theta, reference_kernel(model64, x1, x1, masks)) < 1e-5
     with pytest.raises(ValueError, match="layer_class must be a tf_keras Layer subclass"):
         register_layer_rule(int, DENSE_RULE)
+
+
+def test_results_and_configs_round_trip_through_json_with_their_types():
+    import json
+
+    model = tf_keras.Sequential([L.Input((4,)), L.Dense(3)])
+    rng = np.random.default_rng(0)
+    result = tf_awt.evaluate(model, (rng.uniform(0, 1, (20, 4)).astype("float32"), np.arange(20) % 3),
+                             attack=tf_awt.Attack(eps=0.1, steps=1, step_size=0.1), restarts=1)
+    again = tf_awt.EvaluationResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again == result and all(isinstance(c, int) for c in again.per_class)
+    config = tf_awt.SearchConfig(0.2, method="magnitude", scope="layer")
+    assert tf_awt.SearchConfig.from_config(json.loads(json.dumps(config.get_config()))) == config
+    schedule = tf_awt.AWTSchedule(0.2, 7, end_step=30)
+    assert tf_awt.AWTSchedule.from_config(json.loads(json.dumps(schedule.get_config()))) == schedule

@@ -7,9 +7,12 @@ plain ``open``/``mkdir`` would have given it (0666/0777 minus the process umask)
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+
+import numpy as np
 
 
 def process_umask() -> int:
@@ -52,6 +55,19 @@ def atomic_write_bytes(path: str, payload: bytes) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def atomic_write_json(path: str, value) -> None:
+    """``value`` as indented JSON (NumPy scalars and arrays converted), written atomically."""
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def atomic_write_with(path: str, write) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _layers, _selection
+from tf_awt import _layers, _selection, layer_rules
 
 __all__ = ["one_shot_masks"]
 
@@ -31,10 +31,8 @@ def _kernel_layers(model, names):
 
 
 def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
-    from tf_awt.search import prunable_layer_names
-
-    names = prunable_layer_names(model)
-    layers = _kernel_layers(model, names)
+    layers = layer_rules.prunable_layers(model)
+    names = [layer.name for layer in layers]
     kernels = [l.kernel for l in layers]
     if config.method == "random":
         rng = np.random.default_rng(config.seed)

@@ -129,7 +129,7 @@ class PhaseCheckpoint:
 
     def save(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> str:
         """Saves the trackables after ``epoch`` completed epochs, then ``state.json`` naming them."""
-        from tf_awt.pipeline import atomic_write_json
+        from tf_awt._files import atomic_write_json
 
         path = self.manager.save(checkpoint_number=int(epoch))
         state = {"format": _FORMAT, "fingerprint": self.fingerprint, "epoch": int(epoch),

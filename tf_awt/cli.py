@@ -115,7 +115,7 @@ def _evaluate_saved_model(args):
 
     from tf_awt import data as data_mod
     from tf_awt.evaluation import evaluate, evaluation_attack
-    from tf_awt.pipeline import atomic_write_json
+    from tf_awt._files import atomic_write_json
 
     if (args.dataset is None) == (args.data is None):
         raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")

@@ -62,6 +62,13 @@ class EvaluationResult:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvaluationResult":
+        """The inverse of :meth:`to_dict`, also after a JSON round trip (class keys back to ints)."""
+        data = dict(data)
+        data["per_class"] = {int(c): dict(v) for c, v in data.get("per_class", {}).items()}
+        return cls(**data)
+
 
 def _forward(model):
     from tf_awt._masks import sparse_forward

@@ -35,7 +35,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes
+from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes, atomic_write_json
 from tf_awt.collapse import TrainingCollapsed, advice, collapse_reasons
 from tf_awt.paper import SEARCH_METHODS
 from tf_awt.recipes import Recipe
@@ -45,18 +45,6 @@ __all__ = ["Run", "PHASES"]
 PHASES = ("search", "train", "evaluate", "export")
 _OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
             "checkpoints")
-
-
-def atomic_write_json(path: str, value) -> None:
-    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True, default=_json_default) + "\n").encode())
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 def _trailing_stuck(epoch_logs, num_classes: int) -> int:
@@ -424,7 +412,7 @@ class Run:
                 self._save_state(state)
             if os.path.exists(self.path("evaluation.json")):
                 with open(self.path("evaluation.json"), encoding="utf-8") as fh:
-                    result = EvaluationResult(**json.load(fh))
+                    result = EvaluationResult.from_dict(json.load(fh))
                 self.log("evaluate: evaluation.json exists, kept")
             else:
                 result = self.evaluate(model)

@@ -8,7 +8,7 @@ NAMES = ("distances.png", "accuracy.png", "density.png")
 
 
 def _save(fig, path):
-    from tf_awt.pipeline import atomic_write_bytes
+    from tf_awt._files import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")

@@ -20,7 +20,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tf_awt.pipeline import Run, atomic_write_bytes, atomic_write_json
+from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt.pipeline import Run
 from tf_awt.paper import SEARCH_METHODS
 from tf_awt.recipes import METHODS, Recipe
 
