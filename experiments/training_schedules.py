@@ -1,6 +1,7 @@
 """Issue 12: choose the training schedule defaults on a validation split, then re-run what collapsed.
 
     python experiments/training_schedules.py mlp-select   # dense MLP, eps 0.3: warm-up x lr schedule, validation
+    python experiments/training_schedules.py mlp-select-long  # the same at 100 epochs, longer warm-ups
     python experiments/training_schedules.py qs-select    # quickstart (5% MLP ticket, eps 0.1): warm-up, validation
     python experiments/training_schedules.py cnn-select   # 3% CNN AWT ticket: warm-up x rescale, validation
     python experiments/training_schedules.py table        # markdown table of every finished run
@@ -24,6 +25,11 @@ ROOT = os.path.join("runs", "schedules")
 MLP_EPS03 = ["attack.eps=0.3", "attack.step_size=0.075", "train.step_size=0.075", "train.epochs=40"]
 MLP_GRID = [(f"mlp-eps0.3-w{w}-{lr}", ["method=dense", *MLP_EPS03, f"train.eps_warmup_epochs={w}", f"train.lr_schedule={lr}"])
             for w in (0, 5, 10, 20) for lr in ("constant", "cosine")]
+MLP_LONG = [(f"mlp-eps0.3-w{w}-{lr}-e100", ["method=dense", *MLP_EPS03, "train.epochs=100", f"train.eps_warmup_epochs={w}",
+                                           f"train.lr_schedule={lr}"]) for w, lr in ((10, "constant"), (20, "constant"), (20, "cosine"))]
+MLP_LONG += [("mlp-eps0.3-w10-constant-e200", ["method=dense", *MLP_EPS03, "train.epochs=200", "train.eps_warmup_epochs=10"]),
+             ("mlp-eps0.3-w10-constant-e100-pgd40", ["method=dense", *MLP_EPS03, "train.epochs=100", "train.eps_warmup_epochs=10",
+                                                     "train.steps=40", "train.step_size=0.01"])]
 QS_GRID = [(f"qs-w{w}", [f"train.eps_warmup_epochs={w}"]) for w in (0, 2, 4)]
 CNN_GRID = [(f"cnn-d0.03-w{w}-{r}", ["density=0.03", f"train.eps_warmup_epochs={w}", f"train.rescale={r}"])
             for w, r in ((0, "none"), (5, "none"), (5, "fan_in"), (0, "fan_in"), (3, "none"))]
@@ -63,6 +69,10 @@ def main(phase: str) -> None:
     os.makedirs(ROOT, exist_ok=True)
     if phase == "mlp-select":
         for name, overrides in MLP_GRID:
+            run(name, "mnist5k-mlp", ["eval.split=validation", *overrides])
+        print(table("mlp-"))
+    elif phase == "mlp-select-long":
+        for name, overrides in MLP_LONG:
             run(name, "mnist5k-mlp", ["eval.split=validation", *overrides])
         print(table("mlp-"))
     elif phase == "qs-select":
