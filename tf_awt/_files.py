@@ -43,18 +43,7 @@ def apply_umask(path: str) -> None:
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
     """Writes ``payload`` to a temporary file beside ``path`` and renames it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write_with(path, lambda fh: fh.write(payload))
 
 
 def atomic_write_json(path: str, value) -> None:
