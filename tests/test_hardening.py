@@ -165,6 +165,9 @@ def test_ticket_on_another_architecture_says_what_differs(tmp_path):
         tf_awt.Ticket.load(str(tmp_path / "missing.npz"))
     path = str(tmp_path / "t.npz")
     ticket.save(path)
+    assert tf_awt.Ticket.load(path, model=small_mlp(seed=2)).masks.keys() == ticket.masks.keys()
+    with pytest.raises(ValueError, match=r"t.npz: the ticket's mask for layer 'h' has shape \(64, 6\), the model's kernel"):
+        tf_awt.Ticket.load(path, model=wider)
     arrays = dict(np.load(path))
     arrays["mask/h"] = arrays["mask/h"] * 0.5
     np.savez(path, **arrays)

@@ -141,8 +141,13 @@ class Ticket:
         atomic_write_with(path, lambda fh: np.savez_compressed(fh, **arrays))
 
     @classmethod
-    def load(cls, path: str) -> "Ticket":
-        """Reads a ticket written by :meth:`save`; a file that is not one is a ValueError naming it."""
+    def load(cls, path: str, model=None) -> "Ticket":
+        """Reads a ticket written by :meth:`save`; a file that is not one is a ValueError naming it.
+
+        Args:
+          path: the .npz file.
+          model: optional: a model the ticket must fit (:meth:`check_fits`; default None).
+        """
         import zipfile
 
         if not os.path.isfile(path):
@@ -167,8 +172,14 @@ class Ticket:
             raise ValueError(f"{path} is corrupt: it holds {len(masks)} masks and {len(init)} initial weight arrays")
         if any(not np.all(np.isfinite(w)) for w in init):
             raise ValueError(f"{path} is corrupt: its initial weights hold non-finite values")
-        return cls(masks=masks, initial_weights=init, method=meta.get("method", "awt"), history=meta.get("history", {}),
-                   config=meta.get("config", {}), learned_weights=learned)
+        ticket = cls(masks=masks, initial_weights=init, method=meta.get("method", "awt"), history=meta.get("history", {}),
+                     config=meta.get("config", {}), learned_weights=learned)
+        if model is not None:
+            try:
+                ticket.check_fits(model)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+        return ticket
 
 
 def fan_in_scale(mask: np.ndarray) -> np.ndarray:
