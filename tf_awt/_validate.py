@@ -194,7 +194,7 @@ def reraise_data_errors():
         raise ValueError(message) from None
 
 
-def dataset_to_arrays(dataset, name: str = "data", max_examples: Optional[int] = None):
+def dataset_to_arrays(dataset, name: str = "data"):
     """A finite dataset of (x, y) batches as two numpy arrays."""
     import tensorflow as tf
 
@@ -204,16 +204,13 @@ def dataset_to_arrays(dataset, name: str = "data", max_examples: Optional[int] =
     if dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
         raise ValueError(f"{name}: the dataset is infinite (e.g. .repeat()); pass a finite one")
     batched = spec[1].shape.rank is None or spec[1].shape.rank >= 1  # (B,) labels: batches; () labels: examples
-    xs, ys, count = [], [], 0
+    xs, ys = [], []
     for item in dataset.as_numpy_iterator():
         x, y = item[0], item[1]
         if not batched:
             x, y = x[None], np.reshape(y, (1,))
         xs.append(x)
         ys.append(y)
-        count += len(y)
-        if max_examples is not None and count >= max_examples:
-            break
     if not xs:
         raise ValueError(f"{name} is empty: the dataset yields no batches")
     return np.concatenate(xs), np.concatenate(ys)

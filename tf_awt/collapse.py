@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import Callable, List, Mapping, Optional, Sequence
 
-import numpy as np
 import tf_keras
 
 __all__ = ["CollapseMonitor", "collapse_reasons", "advice", "TrainingCollapsed", "EXIT_COLLAPSED"]
@@ -116,9 +115,3 @@ def advice(recipe_train) -> str:
         return ("First try train.rescale=fan_in (kept weights rescaled to the dense layer's output variance) or a "
                 "longer train.eps_warmup_epochs.")
     return "First try a lower train.lr or a longer train.eps_warmup_epochs."
-
-
-def zero_gradient_fraction(grads: np.ndarray) -> float:
-    """Fraction of rows of ``grads`` (N, ...) that are all zero."""
-    flat = np.abs(np.asarray(grads)).reshape(len(grads), -1)
-    return float(np.mean(flat.max(axis=1) == 0)) if len(flat) else 0.0

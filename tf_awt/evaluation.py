@@ -247,10 +247,9 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
             tape.watch(xs)
             loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), forward(xs))
         grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(n, -1)
-        zero_frac = float(np.mean(np.abs(grads).max(axis=1) == 0))
-        zero_gradients = zero_frac
-        if zero_frac > 0:
-            found.append(f"{zero_frac:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+        zero_gradients = float(np.mean(np.abs(grads).max(axis=1) == 0))
+        if zero_gradients > 0:
+            found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
     for message in found:
         warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
     per_class = {
