@@ -53,8 +53,9 @@ def _finish(proc, timeout=600):
     return json.loads(out.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("overrides", [(), ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry")],
-                         ids=["full-kernel", "diagonal-decay-per-entry"])
+@pytest.mark.parametrize("overrides", [(), ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry"),
+                                       ("search.optimize=scores", "search.lr=0.01")],
+                         ids=["full-kernel", "diagonal-decay-per-entry", "scores"])
 def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path, overrides):
     recipe = _recipe(tmp_path)
     one = str(tmp_path / "one")

@@ -1,4 +1,5 @@
 """Runs that survive being killed: epoch checkpoints, stateless randomness, exact resume."""
+import dataclasses
 import json
 import os
 import signal
@@ -108,9 +109,11 @@ def _same_run(a_dir, b_dir, a, b):
     assert ta.history == tb.history
 
 
-@pytest.mark.parametrize("phase", ["search", "train"])
-def test_interrupted_phase_resumes_to_the_uninterrupted_result(tmp_path, phase):
+@pytest.mark.parametrize("phase,optimize", [("search", "weights"), ("search", "scores"), ("train", "weights")])
+def test_interrupted_phase_resumes_to_the_uninterrupted_result(tmp_path, phase, optimize):
     recipe = _recipe(tmp_path)
+    if optimize == "scores":  # the scores and their optimizer's momentum are in the checkpoint
+        recipe = dataclasses.replace(recipe, search=dataclasses.replace(recipe.search, optimize="scores", lr=0.01))
     a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
     a = Run(recipe, a_dir, log=lambda m: None).all()
 

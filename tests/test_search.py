@@ -48,13 +48,18 @@ def test_loss_decreases_over_the_search():
     assert all(np.isfinite(cb.history["kernel_distance"]))
 
 
-@pytest.mark.parametrize("scope", ["global", "layer"])
+@pytest.mark.parametrize("scope", _selection.SCOPES)
 @pytest.mark.parametrize("method", tf_awt.METHODS)
 def test_density_is_exactly_met(method, scope):
     model = tiny_model()
     ticket = tf_awt.find_ticket(model, tiny_data(), density=0.25, method=method, attack=ATTACK, epochs=1,
                                 batch_size=16, update_every=1, scope=scope)
-    if scope == "global":
+    if method == "erk" or scope == "erk":  # Erdős–Rényi-Kernel counts in every layer, whatever the scope
+        layers = [l for l in model.layers if hasattr(l, "kernel")]
+        densities = _selection.erk_densities([l.kernel.shape for l in layers], 0.25)
+        assert [ticket.masks[l.name].sum() for l in layers] == \
+            [_selection.kept_count(l.kernel.shape.num_elements(), d) for l, d in zip(layers, densities)]
+    elif scope == "global":
         assert ticket.num_kept == round(0.25 * total_prunable(model))
     else:
         for name, mask in ticket.masks.items():

@@ -1,8 +1,10 @@
-"""Top-k mask selection, global or layer-wise, with a guard against layer collapse (private).
+r"""Top-k mask selection: global, layer-wise or at Erdős–Rényi-Kernel layer densities (private).
 
 Graph-friendly: works on tensors inside ``tf.function``. The number of kept weights is exact:
-``round(density * total)`` globally (``scope="global"``) or per layer (``scope="layer"``); ties are
-broken by ``tf.math.top_k``'s order, never by a threshold that could keep too many.
+``round(density * total)`` globally (``scope="global"``, with a guard against layer collapse),
+``round(density * n_l)`` in every layer (``scope="layer"``), or ``round(d_l * n_l)`` in layer
+:math:`l` at the ERK densities of :func:`erk_densities` (``scope="erk"``); ties are broken by
+``tf.math.top_k``'s order, never by a threshold that could keep too many.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from typing import List, Sequence
 import numpy as np
 import tensorflow as tf
 
-SCOPES = ("global", "layer")
+SCOPES = ("global", "layer", "erk")
 
 
 def kept_count(size: int, density: float) -> int:
@@ -21,6 +23,30 @@ def kept_count(size: int, density: float) -> int:
 def reserved_per_layer(shapes: Sequence[tf.TensorShape]) -> List[int]:
     """The collapse guard: each layer keeps at least one weight per output unit (last axis)."""
     return [int(min(np.prod(s), s[-1])) for s in shapes]
+
+
+def erk_densities(shapes: Sequence, density: float) -> List[float]:
+    r"""Per-layer densities of the Erdős–Rényi-Kernel allocation (Evci et al., 2020, RigL).
+
+    Layer :math:`l` with weight shape :math:`(s_1, \dots, s_r)` (Dense: :math:`(n_{in}, n_{out})`;
+    Conv2D: :math:`(h, w, c_{in}, c_{out})`) gets :math:`d_l = \min(1, \epsilon \sum_i s_i / \prod_i s_i)`,
+    with :math:`\epsilon` chosen so that :math:`\sum_l d_l n_l = \text{density} \sum_l n_l`: layers whose
+    :math:`d_l` would exceed 1 are made dense one at a time (the largest first) and
+    :math:`\epsilon` is solved again over the rest.
+    """
+    sizes = [float(np.prod(s)) for s in shapes]
+    raw = [float(sum(int(d) for d in s)) / n for s, n in zip(shapes, sizes)]
+    dense: set = set()
+    while True:
+        rest = [i for i in range(len(sizes)) if i not in dense]
+        if not rest:
+            return [1.0] * len(sizes)
+        budget = density * sum(sizes) - sum(sizes[i] for i in dense)
+        eps = budget / sum(raw[i] * sizes[i] for i in rest)
+        largest = max(rest, key=lambda i: raw[i])
+        if eps * raw[largest] <= 1.0:
+            return [1.0 if i in dense else eps * raw[i] for i in range(len(sizes))]
+        dense.add(largest)
 
 
 def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global") -> List[tf.Tensor]:
@@ -35,10 +61,11 @@ def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "globa
     shapes = [s.shape for s in scores]
     sizes = [int(np.prod(s)) for s in shapes]
     flat = [tf.reshape(tf.cast(s, tf.float32), [-1]) for s in scores]
-    if scope == "layer":
+    if scope in ("layer", "erk"):
+        densities = erk_densities(shapes, density) if scope == "erk" else [density] * len(sizes)
         return [
-            tf.reshape(_keep_top(f, kept_count(n, density)), shape)
-            for f, n, shape in zip(flat, sizes, shapes)
+            tf.reshape(_keep_top(f, kept_count(n, d)), shape)
+            for f, n, d, shape in zip(flat, sizes, densities, shapes)
         ]
     total = sum(sizes)
     budget = kept_count(total, density)
@@ -61,3 +88,15 @@ def _keep_top(flat: tf.Tensor, k: int) -> tf.Tensor:
     # NaN-free and stable: top_k returns exactly k indices.
     _, idx = tf.math.top_k(flat, k=k, sorted=False)
     return tf.scatter_nd(idx[:, None], tf.ones([k], flat.dtype), [n])
+
+
+def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global") -> List[tf.Tensor]:
+    r""":func:`top_k_masks` of ``scores`` in the forward pass, the identity in the backward pass.
+
+    :math:`m(s) = \mathrm{topk}(s) + s - \mathrm{sg}(s)`: the value is exactly the 0/1 top-k mask
+    (``s - sg(s)`` is exactly zero), and :math:`\partial m / \partial s = I` (straight-through, as
+    in edge-popup and HYDRA), so a loss's gradient with respect to the mask reaches every score,
+    kept or pruned.
+    """
+    hard = top_k_masks(scores, density, scope)
+    return [tf.cast(h, s.dtype) + (s - tf.stop_gradient(s)) for h, s in zip(hard, scores)]

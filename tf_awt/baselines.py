@@ -11,6 +11,13 @@ selection as AWT (global by default, collapse guard included):
   :math:`|\\theta|`, scored with :math:`|\\partial R / \\partial \\theta \\odot \\theta|` for
   :math:`R = \\mathbf{1}^\\top f(\\mathbf{1})`, and pruned along the exponential schedule
   :math:`p^{t/T}`.
+* ``erk``: uniform random scores kept at the Erdős–Rényi-Kernel layer densities (Evci et al.,
+  2020; :func:`tf_awt._selection.erk_densities`), whatever ``scope`` says.
+* ``random_layerwise``: the layer-wise shuffle of Frankle et al. (2021, "Pruning neural networks
+  at initialization: why are we missing the mark?"): each layer of a reference ticket keeps
+  exactly its number of weights, at uniformly random positions (:func:`layerwise_shuffle`). If
+  it matches the reference, the reference's mask carries no information beyond its layer
+  densities. The reference (``SearchConfig.reference``) is found by :func:`tf_awt.find_ticket`.
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ import tf_keras
 
 from tf_awt import _layers, _selection, layer_rules
 
-__all__ = ["one_shot_masks"]
+__all__ = ["one_shot_masks", "layerwise_shuffle"]
 
 
 def _kernel_layers(model, names):
@@ -34,9 +41,11 @@ def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
     layers = layer_rules.prunable_layers(model)
     names = [layer.name for layer in layers]
     kernels = [l.kernel for l in layers]
-    if config.method == "random":
+    scope = config.scope
+    if config.method in ("random", "erk"):
         rng = np.random.default_rng(config.seed)
         scores = [tf.constant(rng.random(k.shape), tf.float32) for k in kernels]
+        scope = "erk" if config.method == "erk" else scope
     elif config.method == "magnitude":
         scores = [tf.abs(k) for k in kernels]
     elif config.method == "snip":
@@ -49,8 +58,8 @@ def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
     elif config.method == "synflow":
         return _synflow(model, names, config.density, config.scope)
     else:
-        raise ValueError(f"one-shot methods are random, magnitude, snip, synflow. You passed: {config.method!r}")
-    masks = _selection.top_k_masks(scores, config.density, config.scope)
+        raise ValueError(f"one-shot methods are random, magnitude, snip, synflow, erk. You passed: {config.method!r}")
+    masks = _selection.top_k_masks(scores, config.density, scope)
     return {n: m.numpy().astype(np.float32) for n, m in zip(names, masks)}
 
 
@@ -71,3 +80,10 @@ def _synflow(model, names, density, scope, iterations: int = 100) -> Dict[str, n
         masks = _selection.top_k_masks(scores, density ** (t / iterations), scope)
         masks = [tf.cast(m, k.dtype) for m, k in zip(masks, abs_kernels)]
     return {n: m.numpy().astype(np.float32) for n, m in zip(names, masks)}
+
+
+def layerwise_shuffle(masks: Dict[str, np.ndarray], seed: int) -> Dict[str, np.ndarray]:
+    """Random masks with exactly as many kept weights in each layer as ``masks`` (a permutation of
+    each layer's entries, seeded)."""
+    rng = np.random.default_rng(seed)
+    return {name: rng.permutation(np.asarray(m, np.float32).ravel()).reshape(np.shape(m)) for name, m in masks.items()}

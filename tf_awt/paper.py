@@ -6,12 +6,15 @@ training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`
 list of ticket methods shared by :func:`tf_awt.find_ticket`, recipes, sweeps and the CLI.
 """
 
-__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "METHODS", "RUN_METHODS", "ATTACKS"]
+__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "OPTIMIZE", "METHODS", "RUN_METHODS", "ATTACKS"]
 
 SEARCH_METHODS = ("awt", "ntt")
 """Methods that search the mask by training a student (:class:`tf_awt.TicketSearch`)."""
-ONE_SHOT_METHODS = ("random", "magnitude", "snip", "synflow")
+ONE_SHOT_METHODS = ("random", "magnitude", "snip", "synflow", "erk", "random_layerwise")
 """Pruning-at-initialization baselines scored once at θ0 (:mod:`tf_awt.baselines`)."""
+OPTIMIZE = ("weights", "scores")
+"""What an AWT/NTT search optimizes: the weights w (Algorithm 1, the mask is top-k |w| every T_m
+steps) or the scores s of a straight-through top-k mask, with w fixed at θ0."""
 METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
 RUN_METHODS = METHODS + ("dense",)
 """What a recipe's ``method`` may be: a ticket method, or ``dense`` (no pruning)."""

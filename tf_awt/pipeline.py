@@ -160,7 +160,7 @@ class Run:
 
     # ------------------------------------------------------------------ phases
     def search(self):
-        from tf_awt.search import TicketSearch, TicketSearchCallback, find_ticket
+        from tf_awt.search import TicketSearch, TicketSearchCallback, find_ticket, search_optimizer
         from tf_awt.ticket import Ticket
 
         t0 = time.time()
@@ -183,10 +183,11 @@ class Run:
             steps = steps_per_epoch(len(self.split.y_train), r.search.batch_size)
             with self.strategy.scope():
                 search = TicketSearch(model, config, steps_per_epoch=steps)
-                search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
-                search.optimizer.build(search.student.trainable_variables)
+                search.compile(optimizer=search_optimizer(config))
+                search.optimizer.build(search.optimized_variables)
             checkpoint = self._checkpoint("search", student=search.student, optimizer=search.optimizer,
-                                          mask_updates=search.mask_updates)
+                                          mask_updates=search.mask_updates,
+                                          **({"scores": list(search.scores)} if search.scores else {}))
             state = checkpoint.restore()
             first = state["epoch"] if state else 0
             before = state["extra"].get("history", {}) if state else {}

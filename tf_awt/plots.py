@@ -40,7 +40,10 @@ def write_all(out: str, ticket, history: dict) -> None:
             ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=ax.transAxes)
     _save(fig, os.path.join(out, NAMES[1]))
     plt.close(fig)
 

@@ -4,13 +4,14 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
 
     dataset: mnist-5k          # a tf_awt.data name or an .npz path
     model: mlp                 # mlp | cnn | linear
-    method: awt                # awt | ntt | random | magnitude | snip | synflow | dense
+    method: awt                # awt | ntt | random | magnitude | snip | synflow | erk | random_layerwise | dense
     density: 0.05
     seed: 0
     distribute: none           # none | mirrored | multi_worker
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
-             kernel: full, kernel_weight: null, normalization: per_example, scope: global}
+             kernel: full, kernel_weight: null, normalization: per_example, scope: global,
+             optimize: weights, reference: awt}
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
@@ -65,6 +66,8 @@ class SearchSection:
     normalization: str = "per_example"
     scope: str = "global"
     batch_size: int = 64
+    optimize: str = "weights"
+    reference: str = "awt"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,6 +173,8 @@ class Recipe:
             epochs=s.epochs,
             kernel=s.kernel,
             scope=s.scope,
+            optimize=s.optimize,
+            reference=s.reference,
             seed=self.seed,
         )
 

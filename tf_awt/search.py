@@ -18,7 +18,34 @@ Each ``train_step`` on a batch :math:`(X, Y)`:
    estimate would change the objective with the number of replicas;
 4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
    last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
-   ``scope="layer"`` for per layer; every layer keeps at least one weight per output unit).
+   every layer keeping at least one weight per output unit; ``scope="layer"``: the density in
+   every layer; ``scope="erk"``: at Erdős–Rényi-Kernel layer densities).
+
+**Optimizing the mask itself** (``optimize="scores"``). Algorithm 1 learns w and reads the mask
+off |w|; for a linear model :math:`f(x) = (m \odot w)^	op x` the masked kernel
+:math:`\Theta^s(x, x') = \sum_p m_p x_p x'_p` does not depend on w at all, so the kernel term
+cannot steer the choice of m. The paper's objective (appendix eq. A.5) is a minimization over
+m; with ``optimize="scores"`` every prunable weight gets a real score :math:`s_p` (initialized to
+:math:`|	heta_{0,p}|`, so :math:`m_0` is Algorithm 1's), the student is
+:math:`f(m(s) \odot 	heta_0)` with
+
+.. math::
+
+    m(s) = \mathrm{topk}(s) + s - \mathrm{sg}(s)
+
+(the exact 0/1 top-k mask of the same ``scope`` forward, the identity backward: a
+straight-through estimator as in edge-popup, Ramanujan et al. 2020, and HYDRA, Sehwag et al.
+2020), and the same loss, target + kernel distance, is minimized over s. The student kernel is the
+masked MTK :math:`\Theta^s = \sum_p m_p\,\partial_p f(X)\,\partial_p f(	ilde X^s)^	op` evaluated at
+:math:`m \odot 	heta_0`; it depends on m both through the factor :math:`m_p` and through the
+evaluation point, so the kernel distance's gradient reaches every score, kept or pruned. The mask
+is re-derived from s at every step (``update_every`` applies to ``optimize="weights"``); w stays
+at θ0. The scores' gradient is divided by its root mean square over all scores before the
+optimizer step, and :func:`search_optimizer` gives scores SGD with momentum 0.9 (edge-popup's and
+HYDRA's choice): Adam would move every score by about the learning rate whatever its gradient,
+which keeps the ranking of |θ0| and cannot bring in a weight that starts far behind; SGD on the
+normalized gradient keeps the gradients' relative sizes, and the learning rate is the root mean
+square of one step's change in the scores whatever the loss's scale.
 
 :class:`TicketSearchCallback` records both distances per step and, at the end, rewinds the
 student to θ0 keeping the masks, so the student *is* the ticket. :func:`find_ticket` is the
@@ -32,6 +59,7 @@ unsquared and averages both distances over their entries (``normalization="per_e
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -40,16 +68,17 @@ import tf_keras
 
 from tf_awt import _layers, _selection, _validate, layer_rules
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
-from tf_awt._masks import sparse_forward
+from tf_awt._masks import resolve_masks, sparse_forward
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import NORMALIZATIONS, kernel_distance, target_distance
 from tf_awt.kernel import KernelImplementation, mixed_tangent_kernel_fn
 from tf_awt.schedule import AWTSchedule
 from tf_awt.ticket import Ticket
 
-__all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "METHODS", "prunable_layer_names"]
+__all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "METHODS",
+           "prunable_layer_names"]
 
-from tf_awt.paper import METHODS, SEARCH_METHODS, attack_numbers  # noqa: E402  (one method list for all)
+from tf_awt.paper import METHODS, OPTIMIZE, SEARCH_METHODS, attack_numbers  # noqa: E402  (one method list for all)
 KERNELS = ("full", "diagonal")
 REWINDS = ("init", "learned")
 
@@ -81,6 +110,11 @@ class SearchConfig:
       kernel: "full" (default) or "diagonal" (S-AWT).
       scope: "global" (default) or "layer" top-k.
       implementation: kernel implementation (default "auto").
+      optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
+        weights at θ0); see the module docstring. Used by awt/ntt only.
+      reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
+        masks reproduce: a method name (default "awt", searched with these same settings) or the
+        path of a saved ticket (.npz). Ignored by other methods.
       seed: seed of the search's randomness (default 0): the PGD random starts of step t are
         drawn from the stateless seeds [2·seed, t] (teacher) and [2·seed + 1, t] (student), so a
         search resumed from a checkpoint repeats the uninterrupted one; also the one-shot
@@ -100,6 +134,8 @@ class SearchConfig:
     kernel: str = "full"
     scope: str = "global"
     implementation: str = "auto"
+    optimize: str = "weights"
+    reference: str = "awt"
     seed: int = 0
 
     def __post_init__(self):
@@ -122,6 +158,11 @@ class SearchConfig:
         if self.scope not in _selection.SCOPES:
             raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
         KernelImplementation.parse(self.implementation)
+        if self.optimize not in OPTIMIZE:
+            raise ValueError(f"optimize must be one of {OPTIMIZE}. You passed: {self.optimize!r}")
+        if not isinstance(self.reference, str) or not self.reference or self.reference == "random_layerwise":
+            raise ValueError("reference must be a ticket method other than 'random_layerwise' or the path of a saved "
+                             f"ticket (.npz). You passed: {self.reference!r}")
         _number(self, "seed", integer=True)
 
     @property
@@ -169,6 +210,14 @@ def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
     return _layers.clone_wrapping(plain, names, schedule)
 
 
+def search_optimizer(config: SearchConfig):
+    """The search's optimizer: Adam(``learning_rate``) for the weights (Algorithm 1), SGD with
+    momentum 0.9 for the scores (``optimize="scores"``; see the module docstring)."""
+    if config.optimize == "scores":
+        return tf_keras.optimizers.SGD(config.learning_rate, momentum=0.9)
+    return tf_keras.optimizers.Adam(config.learning_rate)
+
+
 class TicketSearch(tf_keras.Model):
     """Finds an adversarial winning ticket of ``model`` with ``fit`` (see the module docstring).
 
@@ -196,6 +245,9 @@ class TicketSearch(tf_keras.Model):
         self.teacher.set_weights(self.initial_weights)
         self.student = _student_from(model, self.schedule, self.names)
         self._wrappers = [l for l in _layers.iter_layers(self.student) if _layers.is_prune_wrapper(l)]
+        # optimize="scores": one real score per prunable weight, s = |θ0| (so m_0 is Algorithm 1's)
+        self.scores = [] if config.optimize == "weights" else [
+            tf.Variable(tf.abs(w.layer.kernel), trainable=True, name=f"{w.layer.name}_score") for w in self._wrappers]
         self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation)
         self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation)
         self.step_values = {
@@ -212,10 +264,26 @@ class TicketSearch(tf_keras.Model):
     def mask_variables(self) -> Dict[str, tf.Variable]:
         return {w.layer.name: _layers.unwrap(w)[1] for w in self._wrappers}
 
+    @property
+    def optimized_variables(self) -> List[tf.Variable]:
+        """What the optimizer updates: the student's weights or the scores (``config.optimize``)."""
+        weights = list(self.student.trainable_variables)
+        return list(self.scores) if self.scores else weights
+
+    def _mask_scores(self) -> List[tf.Tensor]:
+        """What the mask is the top-k of: |w| (Algorithm 1) or the scores."""
+        if self.scores:
+            return [tf.convert_to_tensor(s) for s in self.scores]
+        return [tf.abs(w.layer.kernel) for w in self._wrappers]
+
+    def straight_through_masks(self) -> Dict[str, tf.Tensor]:
+        """m(s) by wrapper name: the current top-k of the scores, with the identity gradient to s."""
+        masks = _selection.straight_through_masks(self._mask_scores(), self.config.density, self.config.scope)
+        return {w.name: m for w, m in zip(self._wrappers, masks)}
+
     def update_masks(self):
-        """m = top-k magnitudes of the student's current kernels (``config.scope``)."""
-        kernels = [w.layer.kernel for w in self._wrappers]
-        new = _selection.top_k_masks([tf.abs(k) for k in kernels], self.config.density, self.config.scope)
+        """m = top-k of the current scores: |w| (Algorithm 1) or s (``optimize="scores"``), by ``config.scope``."""
+        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope)
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             mask.assign(tf.cast(value, mask.dtype))
         self.mask_updates.assign_add(1)
@@ -223,8 +291,7 @@ class TicketSearch(tf_keras.Model):
 
     def _select_masks(self, should_update):
         """:meth:`update_masks` when ``should_update``, from replica context (no control flow)."""
-        kernels = [w.layer.kernel for w in self._wrappers]
-        new = _selection.top_k_masks([tf.abs(k) for k in kernels], self.config.density, self.config.scope)
+        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope)
         pairs = []
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             pairs.append((tf.where(should_update, tf.cast(value, mask.dtype), mask), mask))
@@ -272,10 +339,15 @@ class TicketSearch(tf_keras.Model):
                 x_adv_t_all, x_adv_s_all = all_gather_rows(x_adv_t), all_gather_rows(x_adv_s)
         f_t = tf.stop_gradient(teacher_fn(x_adv_t))
         theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t_all, diagonal=diagonal))
-        variables = self.student.trainable_variables
+        variables = self.optimized_variables
         with tf.GradientTape() as tape:
-            f_s = self._student_fn(x_adv_s)
-            theta_s = self._student_kernel(x, x_adv_s_all, diagonal=diagonal)
+            if self.scores:  # f(m(s) ⊙ w): the straight-through masks carry the gradient to s
+                masks = self.straight_through_masks()
+                f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
+                theta_s = self._student_kernel(x, x_adv_s_all, masks=masks, diagonal=diagonal)
+            else:
+                f_s = self._student_fn(x_adv_s)
+                theta_s = self._student_kernel(x, x_adv_s_all, diagonal=diagonal)
             td = target_distance(f_t, f_s, norm) * target_scale
             kd = kernel_distance(theta_t, theta_s, norm) * kernel_scale
             weighted = self.config.effective_kernel_weight * kd
@@ -287,8 +359,17 @@ class TicketSearch(tf_keras.Model):
             # The optimizer sums the replicas' gradients: the replicated decay term counts once.
             scaled = loss + decay / replicas
         grads = tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        self.optimizer.apply_gradients(zip(grads, variables))
+        aggregated = False
+        if self.scores:  # the global gradient, divided by its root mean square (module docstring)
+            if tf.distribute.has_strategy():
+                grads, aggregated = context.all_reduce(tf.distribute.ReduceOp.SUM, grads), True
+            size = sum(int(np.prod(g.shape)) for g in grads)
+            rms = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]) / size)
+            grads = [g / (rms + 1e-12) for g in grads]
+        self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=aggregated)
         should_update, _ = self.schedule(self.optimizer.iterations)
+        if self.scores:  # the mask follows the scores at every step
+            should_update = tf.constant(True)
         if tf.distribute.has_strategy():
             # any strategy, even with one replica, writes mirrored variables through merge_call,
             # which cannot run inside tf.cond: compute the new masks and select
@@ -423,13 +504,15 @@ def find_ticket(
       data: a ``tf.data.Dataset`` of (x, y) batches, or a tuple (x, y) of arrays (batched by
         ``batch_size``, default 64).
       density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1].
-      method: "awt" (default), "ntt", "random", "magnitude", "snip" or "synflow".
+      method: "awt" (default), "ntt", "random", "magnitude", "snip", "synflow", "erk" or
+        "random_layerwise" (:mod:`tf_awt.baselines`).
       attack: the search's PGD :class:`~tf_awt.Attack` (default: L∞, ε = 0.3, 10 steps).
       epochs: search epochs for awt/ntt (default 20; the paper's setting).
       callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
       verbose: ``fit`` verbosity (default 0).
       **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
-        learning_rate, update_every, weight_decay, kernel, scope, implementation, seed).
+        learning_rate, update_every, weight_decay, kernel, scope, implementation, optimize,
+        reference, seed).
 
     Returns:
       a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
@@ -449,14 +532,34 @@ def find_ticket(
     if method in SEARCH_METHODS:
         steps = int(dataset.cardinality().numpy())
         search = TicketSearch(model, config, steps_per_epoch=steps if steps > 0 else None)
-        search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+        search.compile(optimizer=search_optimizer(config))
         recorder = TicketSearchCallback(rewind="init")
         with _validate.reraise_data_errors():
             search.fit(dataset, epochs=config.epochs, callbacks=[recorder, *callbacks], verbose=verbose)
         return search.ticket(history=recorder.history)
     from tf_awt import baselines
 
-    with _validate.reraise_data_errors():
-        masks = baselines.one_shot_masks(model, dataset, config)
+    if method == "random_layerwise":
+        reference = _reference_ticket(model, dataset, config, batch_size, callbacks, verbose)
+        masks = baselines.layerwise_shuffle(reference.masks, config.seed)
+    else:
+        with _validate.reraise_data_errors():
+            masks = baselines.one_shot_masks(model, dataset, config)
     return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
                   method=method, config=config.get_config())
+
+
+def _reference_ticket(model, dataset, config: SearchConfig, batch_size, callbacks, verbose) -> Ticket:
+    """The ticket whose layer densities ``random_layerwise`` reproduces (``config.reference``)."""
+    if config.reference in METHODS:
+        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        settings.update(method=config.reference, reference="awt")
+        return find_ticket(model, dataset, batch_size=batch_size, callbacks=callbacks, verbose=verbose, **settings)
+    if not os.path.isfile(config.reference):
+        raise ValueError(f"reference must be one of {tuple(m for m in METHODS if m != 'random_layerwise')} or the path "
+                         f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")
+    reference = Ticket.load(config.reference, model=model)
+    if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):
+        raise ValueError(f"the reference ticket {config.reference} has density {reference.density:.4f}, the search asks "
+                         f"for {config.density}: random_layerwise reproduces the reference's layer densities, so they must agree")
+    return reference
