@@ -9,11 +9,12 @@ import tf_keras
 import tf_awt
 from tf_awt import _selection, cli
 from tf_awt.distances import kernel_distance
+from tf_awt.iterative import round_densities
 from tf_awt.search import TicketSearch, search_optimizer
 from tf_awt.ticket import Ticket
 
 from test_cli import tiny_recipe
-from test_search import ATTACK, tiny_data, tiny_model
+from test_search import ATTACK, tiny_data, tiny_model, total_prunable
 
 
 # ---------------------------------------------------------------------------- straight-through top-k
@@ -93,6 +94,37 @@ def test_random_layerwise_reproduces_the_reference_layer_densities_exactly(tmp_p
         tf_awt.find_ticket(model, tiny_data(), density=0.5, method="random_layerwise", reference=str(tmp_path / "ref.npz"))
     with pytest.raises(ValueError, match=r"reference must be a ticket method other than 'random_layerwise'"):
         tf_awt.SearchConfig(density=0.2, reference="random_layerwise")
+
+
+# ---------------------------------------------------------------------------- Cosentino et al. (iterative)
+def test_round_densities():
+    np.testing.assert_allclose(round_densities(0.01, rounds=2), [0.1, 0.01])
+    assert round_densities(0.3, prune_rate=0.5) == [0.5, 0.3]  # the last round stops at the density
+    assert round_densities(0.25, prune_rate=0.5) == [0.5, 0.25]
+    assert round_densities(1.0, rounds=4) == [1.0]
+    with pytest.raises(ValueError, match=r"prune_rate must be in \(0, 1\)\. You passed: 1\.0"):
+        tf_awt.SearchConfig(density=0.2, method="cosentino", prune_rate=1.0)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_cosentino_rounds_reach_the_density_and_prune_only_kept_weights(scope):
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="cosentino", attack=ATTACK, epochs=1, rounds=3,
+                                batch_size=16, scope=scope, learning_rate=1e-2)
+    h = ticket.history
+    assert h["round"] == [1, 2, 3] and len(h["round_seconds"]) == 3 and all(np.isfinite(h["adv_accuracy"]))
+    total = total_prunable(model)
+    expected = [round(d * total) / total for d in round_densities(0.2, rounds=3)]
+    if scope == "global":
+        np.testing.assert_allclose(h["round_density"], expected, atol=1e-9)
+        assert ticket.num_kept == round(0.2 * total)
+    else:
+        for name, mask in ticket.masks.items():
+            assert mask.sum() == round(0.2 * mask.size), name
+    for w, w0 in zip(ticket.initial_weights, model.get_weights()):
+        np.testing.assert_array_equal(w, w0)  # reset to θ0: the ticket is m ⊙ θ0
+    magnitude = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="magnitude", scope=scope)
+    assert any(not np.array_equal(ticket.masks[k], magnitude.masks[k]) for k in ticket.masks)  # training moved it
 
 
 # ---------------------------------------------------------------------------- score search

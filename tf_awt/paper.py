@@ -6,7 +6,7 @@ training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`
 list of ticket methods shared by :func:`tf_awt.find_ticket`, recipes, sweeps and the CLI.
 """
 
-__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "OPTIMIZE", "METHODS", "RUN_METHODS", "ATTACKS"]
+__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "ITERATIVE_METHODS", "OPTIMIZE", "METHODS", "RUN_METHODS", "ATTACKS"]
 
 SEARCH_METHODS = ("awt", "ntt")
 """Methods that search the mask by training a student (:class:`tf_awt.TicketSearch`)."""
@@ -15,7 +15,9 @@ ONE_SHOT_METHODS = ("random", "magnitude", "snip", "synflow", "erk", "random_lay
 OPTIMIZE = ("weights", "scores")
 """What an AWT/NTT search optimizes: the weights w (Algorithm 1, the mask is top-k |w| every T_m
 steps) or the scores s of a straight-through top-k mask, with w fixed at θ0."""
-METHODS = SEARCH_METHODS + ONE_SHOT_METHODS
+ITERATIVE_METHODS = ("cosentino",)
+"""Methods that train to prune: adversarial iterative magnitude pruning (:mod:`tf_awt.iterative`)."""
+METHODS = SEARCH_METHODS + ONE_SHOT_METHODS + ITERATIVE_METHODS
 RUN_METHODS = METHODS + ("dense",)
 """What a recipe's ``method`` may be: a ticket method, or ``dense`` (no pruning)."""
 

@@ -4,14 +4,14 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
 
     dataset: mnist-5k          # a tf_awt.data name or an .npz path
     model: mlp                 # mlp | cnn | linear
-    method: awt                # awt | ntt | random | magnitude | snip | synflow | erk | random_layerwise | dense
+    method: awt                # awt | ntt | random | magnitude | snip | synflow | erk | random_layerwise | cosentino | dense
     density: 0.05
     seed: 0
     distribute: none           # none | mirrored | multi_worker
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global,
-             optimize: weights, reference: awt}
+             optimize: weights, reference: awt, rounds: 5, prune_rate: null}
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
@@ -68,6 +68,8 @@ class SearchSection:
     batch_size: int = 64
     optimize: str = "weights"
     reference: str = "awt"
+    rounds: int = 5
+    prune_rate: Optional[float] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,6 +177,8 @@ class Recipe:
             scope=s.scope,
             optimize=s.optimize,
             reference=s.reference,
+            rounds=s.rounds,
+            prune_rate=s.prune_rate,
             seed=self.seed,
         )
 

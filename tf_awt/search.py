@@ -112,6 +112,10 @@ class SearchConfig:
       implementation: kernel implementation (default "auto").
       optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
         weights at θ0); see the module docstring. Used by awt/ntt only.
+      rounds: for ``method="cosentino"``: pruning rounds, each an adversarial training of
+        ``epochs`` epochs (default 5; :mod:`tf_awt.iterative`).
+      prune_rate: for ``method="cosentino"``: fraction of the kept weights pruned per round;
+        None (default) derives it from ``rounds``, a value sets the number of rounds instead.
       reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
         masks reproduce: a method name (default "awt", searched with these same settings) or the
         path of a saved ticket (.npz). Ignored by other methods.
@@ -136,6 +140,8 @@ class SearchConfig:
     implementation: str = "auto"
     optimize: str = "weights"
     reference: str = "awt"
+    rounds: int = 5
+    prune_rate: Optional[float] = None
     seed: int = 0
 
     def __post_init__(self):
@@ -163,6 +169,11 @@ class SearchConfig:
         if not isinstance(self.reference, str) or not self.reference or self.reference == "random_layerwise":
             raise ValueError("reference must be a ticket method other than 'random_layerwise' or the path of a saved "
                              f"ticket (.npz). You passed: {self.reference!r}")
+        _number(self, "rounds", low=1, integer=True)
+        if self.prune_rate is not None:
+            _number(self, "prune_rate", low=0, high=1, low_open=True)
+            if self.prune_rate >= 1:
+                raise ValueError(f"prune_rate must be in (0, 1). You passed: {self.prune_rate!r}")
         _number(self, "seed", integer=True)
 
     @property
@@ -504,15 +515,15 @@ def find_ticket(
       data: a ``tf.data.Dataset`` of (x, y) batches, or a tuple (x, y) of arrays (batched by
         ``batch_size``, default 64).
       density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1].
-      method: "awt" (default), "ntt", "random", "magnitude", "snip", "synflow", "erk" or
-        "random_layerwise" (:mod:`tf_awt.baselines`).
+      method: "awt" (default), "ntt", "random", "magnitude", "snip", "synflow", "erk",
+        "random_layerwise" (:mod:`tf_awt.baselines`) or "cosentino" (:mod:`tf_awt.iterative`).
       attack: the search's PGD :class:`~tf_awt.Attack` (default: L∞, ε = 0.3, 10 steps).
       epochs: search epochs for awt/ntt (default 20; the paper's setting).
       callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
       verbose: ``fit`` verbosity (default 0).
       **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
         learning_rate, update_every, weight_decay, kernel, scope, implementation, optimize,
-        reference, seed).
+        reference, rounds, prune_rate, seed).
 
     Returns:
       a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
@@ -539,14 +550,21 @@ def find_ticket(
         return search.ticket(history=recorder.history)
     from tf_awt import baselines
 
+    history = {}
     if method == "random_layerwise":
         reference = _reference_ticket(model, dataset, config, batch_size, callbacks, verbose)
         masks = baselines.layerwise_shuffle(reference.masks, config.seed)
+    elif method == "cosentino":
+        from tf_awt.iterative import iterative_masks
+
+        arrays = isinstance(data, (tuple, list)) and not isinstance(data, tf.data.Dataset)
+        with _validate.reraise_data_errors():
+            masks, history = iterative_masks(model, data if arrays else dataset, config, batch_size=batch_size)
     else:
         with _validate.reraise_data_errors():
             masks = baselines.one_shot_masks(model, dataset, config)
     return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
-                  method=method, config=config.get_config())
+                  method=method, history=history, config=config.get_config())
 
 
 def _reference_ticket(model, dataset, config: SearchConfig, batch_size, callbacks, verbose) -> Ticket:
