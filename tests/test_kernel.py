@@ -276,3 +276,51 @@ def test_nested_feature_extractor_with_image_output_is_structured():
     x1, x2 = inputs_for(model, 3, seed=4), inputs_for(model, 2, seed=5)
     theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation="structured")
     assert relative_error(theta, reference_kernel(model, x1, x2, masks)) < 1e-5
+
+
+# ---------------------------------------------------------------------------- compiled by default (issue 15)
+def test_one_call_api_is_compiled_once_per_signature_and_checks_inputs_eagerly():
+    model = make_model("mlp", dtype="float32")
+    x1, x2 = inputs_for(model, 4, seed=2), inputs_for(model, 3, seed=3)
+    eager = tf_awt.mixed_tangent_kernel_fn(model, compiled=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # TensorFlow's retracing warning would be an error here
+        for i in range(6):  # new values of the same shapes: no retracing
+            theta = tf_awt.mixed_tangent_kernel(model, x1 + 0.01 * i, x2)
+            np.testing.assert_allclose(theta.numpy(), eager(x1 + 0.01 * i, x2).numpy(), rtol=1e-5, atol=1e-6)
+    traced = model._tf_awt_kernel_fns[tf_awt.KernelImplementation.AUTO].traced
+    assert traced.experimental_get_tracing_count() == 1
+    masks = random_masks(model)
+    for i in range(3):
+        tf_awt.mixed_tangent_kernel(model, x1, x1, masks={k: v for k, v in masks.items()}, diagonal=True)
+    assert traced.experimental_get_tracing_count() == 2  # one more signature: masks, diagonal, x2 = x1
+    bad = dict(masks)
+    bad[next(iter(bad))] = np.full(np.shape(bad[next(iter(bad))]), 0.5)
+    with pytest.raises(ValueError, match=r"must hold only 0 and 1"):
+        tf_awt.mixed_tangent_kernel(model, x1, x2, masks=bad)  # checked before the compiled call
+    with pytest.raises(ValueError, match=r"x2 must have shape \(N, 6\)"):
+        tf_awt.mixed_tangent_kernel(model, x1, np.zeros((3, 7), "float32"))
+
+
+def test_compiled_kernel_notices_changed_variables_and_dies_with_its_model():
+    import gc
+    import weakref
+
+    model = make_model("mlp", dtype="float32")
+    x = inputs_for(model, 3, seed=2)
+    full = tf_awt.mixed_tangent_kernel(model, x, x)
+    model.layers[0].trainable = False  # fewer trainable variables: a new trace, a smaller kernel
+    part = tf_awt.mixed_tangent_kernel(model, x, x)
+    np.testing.assert_allclose(part.numpy(), tf_awt.mixed_tangent_kernel_fn(model, compiled=False)(x, x).numpy(), rtol=1e-5)
+    assert float(tf.reduce_sum(tf.linalg.trace(full - part))) > 0
+    ref = weakref.ref(model)
+    del model, full, part
+    gc.collect()
+    assert ref() is None  # the cache lives on the model: nothing keeps it alive
+
+
+def test_xla_compiled_kernel_equals_the_default():
+    model = make_model("cnn", dtype="float32")
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 2, seed=3)
+    xla = tf_awt.mixed_tangent_kernel_fn(model, jit_compile=True)
+    np.testing.assert_allclose(xla(x1, x2).numpy(), tf_awt.mixed_tangent_kernel(model, x1, x2).numpy(), rtol=1e-4, atol=1e-5)

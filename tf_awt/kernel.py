@@ -251,16 +251,22 @@ def _check_inputs(model, x, name, dtype):
     return x
 
 
-def mixed_tangent_kernel_fn(model, implementation="auto") -> Callable:
+def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True, jit_compile: bool = False) -> Callable:
     """Returns ``kernel_fn(x1, x2, masks=None, diagonal=False)`` computing the MTK of ``model``.
 
-    The model is inspected once here (supported layers, trainable variables); the returned
-    function is pure TensorFlow and can be traced by ``tf.function``.
+    The model is inspected once here (supported layers, trainable variables).
 
     Args:
       model: a built tf_keras model whose single output is ``(batch, k)`` logits.
       implementation: a :class:`KernelImplementation` or its value (``"auto"``, default;
         ``"structured"``; ``"jacobian"``).
+      compiled: if True (default), a call from eager code runs a ``tf.function`` traced once per
+        input shapes and dtypes, masks structure, ``diagonal`` and set of trainable variables
+        (new values of the same shapes do not retrace); inputs and masks are checked eagerly
+        first. Inside a ``tf.function`` (e.g. a ``train_step``) the kernel is always inlined
+        into the caller's graph. False: plain eager TensorFlow (slow, for debugging).
+      jit_compile: compile the traced function with XLA (default False; see
+        docs/performance.md for when it is faster).
 
     Raises:
       ValueError: unknown ``implementation``; ``"structured"`` for a model it does not support.
@@ -302,7 +308,54 @@ def mixed_tangent_kernel_fn(model, implementation="auto") -> Callable:
         return _jacobian_kernel(model, x1, x2, resolved, variables, diagonal)
 
     kernel_fn.implementation = impl
-    return kernel_fn
+    if not compiled:
+        return kernel_fn
+    return _compiled(kernel_fn, model, impl, jit_compile)
+
+
+def _compiled(kernel_fn, model, impl, jit_compile: bool):
+    """``kernel_fn`` behind a ``tf.function``, with the eager checks done before the call."""
+
+    def traced_body(x1, x2, masks, diagonal, variables_key):
+        del variables_key  # only a trace key: a model whose trainable variables changed retraces
+        return kernel_fn(x1, x1 if x2 is None else x2, masks=masks, diagonal=diagonal)
+
+    traced = tf.function(traced_body, jit_compile=bool(jit_compile))
+
+    def compiled_kernel_fn(x1, x2, masks=None, diagonal=False):
+        """Θ(x1, x2) of shape (N1, N2, k, k), or (N, k, k) holding Θ[i, i] when ``diagonal``."""
+        if tf.inside_function():
+            return kernel_fn(x1, x2, masks=masks, diagonal=diagonal)
+        variables = model.trainable_variables
+        if not variables:
+            raise ValueError(f"model {model.name!r} has no trainable variables; its tangent kernel is empty.")
+        dtype = variables[0].dtype
+        same = x2 is x1
+        x1 = _check_inputs(model, x1, "x1", dtype)
+        x2 = None if same else _check_inputs(model, x2, "x2", dtype)
+        if masks:
+            resolve_masks(model, masks)  # names, shapes and 0/1 values, checked on concrete values
+            masks = {name: tf.cast(tf.convert_to_tensor(m), dtype) for name, m in masks.items()}
+        key = tuple((id(v), tuple(v.shape)) for v in variables)
+        return traced(x1, x2, masks or None, bool(diagonal), key)
+
+    compiled_kernel_fn.implementation = impl
+    compiled_kernel_fn.traced = traced
+    return compiled_kernel_fn
+
+
+def _cached_kernel_fn(model, implementation):
+    """The compiled kernel function of ``model``, kept on the model itself (no module-level cache:
+    it is collected with the model): one trace per input signature across calls of
+    :func:`mixed_tangent_kernel`."""
+    cache = model.__dict__.get("_tf_awt_kernel_fns")
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, "_tf_awt_kernel_fns", cache)  # not a tracked Keras attribute
+    impl = KernelImplementation.parse(implementation)
+    if impl not in cache:
+        cache[impl] = mixed_tangent_kernel_fn(model, impl)
+    return cache[impl]
 
 
 def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementation="auto"):
@@ -326,4 +379,6 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
     Example:
       >>> theta = tf_awt.mixed_tangent_kernel(model, x, x_adv)   # doctest: +SKIP
     """
-    return mixed_tangent_kernel_fn(model, implementation)(x1, x2, masks=masks, diagonal=diagonal)
+    if not getattr(model, "built", False):
+        raise ValueError(f"model {getattr(model, 'name', model)!r} must be built (call it on data once). You passed an unbuilt model.")
+    return _cached_kernel_fn(model, implementation)(x1, x2, masks=masks, diagonal=diagonal)

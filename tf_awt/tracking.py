@@ -6,6 +6,7 @@ not a hang in MLflow's retries.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.error
 import urllib.request
@@ -23,6 +24,28 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(err, "reason", err)
         raise ValueError(f"MLflow tracking server {uri} is unreachable ({reason}). Start it, or unset MLFLOW_TRACKING_URI "
                          "to use the local store.") from None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """Serializes first use of a local sqlite store between processes on this machine: two runs
+    that start together against a fresh ``mlflow.db`` would otherwise both create its tables and
+    one dies in the schema migration ("Online migration expected to match one row")."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = uri[len("sqlite:///"):]
+    with open(os.path.abspath(path) + ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Tracker:
@@ -49,6 +72,8 @@ class Tracker:
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         check_server(mlflow.get_tracking_uri())
+        with _store_lock(mlflow.get_tracking_uri()):
+            mlflow.get_experiment_by_name(self.experiment)  # creates (or migrates) a local store
         if not self.nested:
             mlflow.set_experiment(self.experiment)
         if run_id:

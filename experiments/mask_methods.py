@@ -1,0 +1,110 @@
+"""Issue 14: every ticket method with the same budget of tries, chosen on a validation split.
+
+    python experiments/mask_methods.py select [--density 0.036]   # 3 settings per method, validation split, seed 0
+    python experiments/mask_methods.py table  [--density 0.036]   # markdown table of the finished selection runs
+
+Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
+epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
+``runs/mask-select/<density>/<name>`` with ``eval.split=validation``: it trains on 80% of mnist-5k's
+4,000 training digits and evaluates on the other 20%; the test split is not read. A finished run
+is kept, so an interrupted grid resumes where it stopped. Each method gets the same budget: three
+settings of what that method has to choose (weighting and allocation for AWT/NTT, weighting and
+score learning rate for AWT with ``optimize=scores``, the allocation scope for the one-shot
+baselines, rounds × epochs per round for Cosentino et al.); ``random_layerwise`` has nothing to
+choose: it copies the layer counts of the best AWT setting.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.join("runs", "mask-select")
+PER_ENTRY = ["search.normalization=per_entry", "search.kernel_weight=0.001"]
+GRID = {
+    "awt": [("eq13-global", []), ("perentry-global", PER_ENTRY), ("perentry-erk", [*PER_ENTRY, "search.scope=erk"])],
+    "awt-scores": [("eq13-lr0.01", ["search.optimize=scores", "search.lr=0.01"]),
+                   ("perentry-lr0.01", ["search.optimize=scores", "search.lr=0.01", *PER_ENTRY]),
+                   ("perentry-lr0.1", ["search.optimize=scores", "search.lr=0.1", *PER_ENTRY])],
+    "ntt": [("eq13-global", []), ("perentry-global", PER_ENTRY), ("perentry-erk", [*PER_ENTRY, "search.scope=erk"])],
+    "magnitude": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
+    "random": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
+    "snip": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
+    "synflow": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
+    "cosentino": [("r3-e5", ["search.rounds=3", "search.epochs=5"]), ("r5-e2", ["search.rounds=5", "search.epochs=2"]),
+                  ("r5-e5", ["search.rounds=5", "search.epochs=5"])],
+}
+
+
+def method_of(family: str) -> str:
+    return family.split("-")[0]
+
+
+def run(out: str, overrides) -> dict:
+    summary = os.path.join(out, "summary.json")
+    if not os.path.exists(summary):
+        args = [sys.executable, "-m", "tf_awt.cli", "run", "mnist5k-mlp", "--out", out, "--quiet", "--no-mlflow"]
+        for item in overrides:
+            args += ["--set", item]
+        print(" ".join(args), flush=True)
+        code = subprocess.call(args)
+        if code not in (0, 3):
+            raise SystemExit(f"{out}: tf-awt exited with {code}")
+    return json.load(open(summary))
+
+
+def rows(density: float):
+    base = os.path.join(ROOT, f"d{density}")
+    for family, settings in GRID.items():
+        for name, _ in settings:
+            path = os.path.join(base, f"{family}-{name}", "summary.json")
+            if os.path.exists(path):
+                yield family, name, json.load(open(path))
+    path = os.path.join(base, "random_layerwise", "summary.json")
+    if os.path.exists(path):
+        yield "random_layerwise", "layer counts of the best awt", json.load(open(path))
+
+
+def best(density: float, family: str):
+    """The family's setting with the highest validation robust accuracy (ties: natural accuracy)."""
+    found = [(s["robust_accuracy"], s["natural_accuracy"], name) for f, name, s in rows(density) if f == family]
+    return max(found)[2] if found else None
+
+
+def select(density: float) -> None:
+    base = os.path.join(ROOT, f"d{density}")
+    common = ["eval.split=validation", f"density={density}"]
+    for family, settings in GRID.items():
+        for name, overrides in settings:
+            run(os.path.join(base, f"{family}-{name}"), [*common, f"method={method_of(family)}", *overrides])
+    awt = best(density, "awt")
+    ticket = os.path.abspath(os.path.join(base, f"awt-{awt}", "ticket.npz"))
+    run(os.path.join(base, "random_layerwise"), [*common, "method=random_layerwise", f"search.reference={ticket}"])
+    print(table(density))
+
+
+def table(density: float) -> str:
+    lines = [f"| method | setting | natural | robust | collapsed | search s | train s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for family, name, s in rows(density):
+        mark = " **(chosen)**" if name == best(density, family) else ""
+        seconds = s.get("phase_seconds", {})
+        lines.append(f"| {family} | {name}{mark} | {s['natural_accuracy']:.3f} | {s['robust_accuracy']:.3f} | {s['collapsed']} | "
+                     f"{seconds.get('search', 0):.0f} | {seconds.get('train', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("phase", choices=("select", "table"))
+    parser.add_argument("--density", type=float, default=0.036)
+    args = parser.parse_args(argv)
+    if args.phase == "select":
+        select(args.density)
+    else:
+        print(table(args.density))
+
+
+if __name__ == "__main__":
+    main()
