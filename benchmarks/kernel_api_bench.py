@@ -1,0 +1,80 @@
+"""The one-call kernel API: compiled by default against the eager path, same inputs, same run.
+
+    python benchmarks/kernel_api_bench.py [--repeats 5]
+
+Times ``tf_awt.mixed_tangent_kernel(model, x, x_adv)`` (the README's call, compiled and cached on
+the model since issue 15), ``mixed_tangent_kernel_fn(model, compiled=False)`` (plain eager, what the
+call was before) and ``mixed_tangent_kernel_fn(model, jit_compile=True)`` (XLA), for the paper MLP
+(784-300-100-10) at B = 64: the dense kernel, and a 5%-masked kernel with the gradient of a kernel
+distance with respect to the weights. Median of ``--repeats`` calls after one warm-up call (which
+traces), new input values at every call. Prints a markdown table and the speed-ups.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    import tf_awt
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_awt.models.mlp()
+    rng = np.random.default_rng(0)
+    masks = {l.name: (rng.random(l.kernel.shape) < 0.05).astype("float32") for l in model.layers if hasattr(l, "kernel")}
+    target = tf.zeros((64, 64, 10, 10))
+
+    def inputs(i):
+        x = tf.constant(np.random.default_rng(i).uniform(0, 1, (64, 28, 28, 1)), tf.float32)
+        return x, tf.clip_by_value(x + 0.1 * tf.sign(tf.random.stateless_normal(x.shape, [i, 0])), 0, 1)
+
+    paths = {"default (compiled)": lambda: tf_awt.mixed_tangent_kernel,
+             "eager (compiled=False)": lambda: _call(tf_awt.mixed_tangent_kernel_fn(model, compiled=False)),
+             "XLA (jit_compile=True)": lambda: _call(tf_awt.mixed_tangent_kernel_fn(model, jit_compile=True))}
+    cases = {"dense MTK": False, "masked 5% MTK + gradient of a kernel distance": True}
+    results = {}
+    for case, with_grad in cases.items():
+        for name, make in paths.items():
+            fn = make()
+
+            def once(i):
+                x, x_adv = inputs(i)
+                if not with_grad:
+                    return fn(model, x, x_adv).numpy()
+                with tf.GradientTape() as tape:
+                    loss = tf_awt.kernel_distance(target, fn(model, x, x_adv, masks=masks))
+                return [g.numpy() for g in tape.gradient(loss, model.trainable_variables, unconnected_gradients="zero")]
+
+            once(0)
+            times = []
+            for i in range(1, args.repeats + 1):
+                t0 = time.perf_counter()
+                once(i)
+                times.append(time.perf_counter() - t0)
+            results[(case, name)] = statistics.median(times)
+    print(f"# kernel_api_bench: {platform.node()}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}, "
+          f"load average {os.getloadavg()[0]:.2f}, median of {args.repeats}")
+    print("| call | " + " | ".join(paths) + " | eager / default | eager / XLA |")
+    print("| --- |" + " --- |" * (len(paths) + 2))
+    for case in cases:
+        row = [results[(case, name)] for name in paths]
+        print(f"| {case} | " + " | ".join(f"{t:.4f} s" for t in row) + f" | {row[1] / row[0]:.1f}× | {row[1] / row[2]:.1f}× |")
+
+
+def _call(kernel_fn):
+    return lambda model, x1, x2, masks=None: kernel_fn(x1, x2, masks=masks)
+
+
+if __name__ == "__main__":
+    main()
