@@ -2,6 +2,8 @@
 
     python experiments/mask_methods.py select [--density 0.036]   # 3 settings per method, validation split, seed 0
     python experiments/mask_methods.py table  [--density 0.036]   # markdown table of the finished selection runs
+    python experiments/mask_methods.py final --densities 0.036,0.018 --seeds 3 [--families awt,magnitude,...]
+    python experiments/mask_methods.py report --densities 0.036,0.018  # mean ± std of the finished final runs
 
 Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
@@ -12,6 +14,11 @@ settings of what that method has to choose (weighting and allocation for AWT/NTT
 score learning rate for AWT with ``optimize=scores``, the allocation scope for the one-shot
 baselines, rounds × epochs per round for Cosentino et al.); ``random_layerwise`` has nothing to
 choose: it copies the layer counts of the best AWT setting.
+
+``final`` runs every family with its chosen setting (the best validation robust accuracy at the
+selection density, used at every density) on the test split, into
+``runs/mask-table/<family>-d<density>-s<seed>``; ``random_layerwise`` there copies the layer counts
+of the same density's and seed's final AWT ticket, ``dense`` is the unpruned network.
 """
 from __future__ import annotations
 
@@ -73,12 +80,16 @@ def best(density: float, family: str):
     return max(found)[2] if found else None
 
 
-def select(density: float) -> None:
+def select(density: float, families=None) -> None:
     base = os.path.join(ROOT, f"d{density}")
     common = ["eval.split=validation", f"density={density}"]
     for family, settings in GRID.items():
+        if families and family not in families:
+            continue
         for name, overrides in settings:
             run(os.path.join(base, f"{family}-{name}"), [*common, f"method={method_of(family)}", *overrides])
+    if families and "random_layerwise" not in families:
+        return
     awt = best(density, "awt")
     ticket = os.path.abspath(os.path.join(base, f"awt-{awt}", "ticket.npz"))
     run(os.path.join(base, "random_layerwise"), [*common, "method=random_layerwise", f"search.reference={ticket}"])
@@ -95,15 +106,72 @@ def table(density: float) -> str:
     return "\n".join(lines)
 
 
+FINAL = os.path.join("runs", "mask-table")
+
+
+def chosen(family: str, density: float):
+    """The overrides of the family's chosen setting (validation selection at ``density``)."""
+    name = best(density, family)
+    if name is None:
+        raise SystemExit(f"no finished selection runs for {family} at density {density}: run 'select' first")
+    return dict(GRID[family])[name], name
+
+
+def final(densities, seeds: int, families, select_density: float) -> None:
+    for density in densities:
+        for seed in range(seeds):
+            for family in families:
+                out = os.path.join(FINAL, f"{family}-d{density}-s{seed}")
+                common = [f"density={density}", f"seed={seed}"]
+                if family == "dense":
+                    run(out, [*common, "method=dense"])
+                elif family == "random_layerwise":
+                    ticket = os.path.abspath(os.path.join(FINAL, f"awt-d{density}-s{seed}", "ticket.npz"))
+                    run(out, [*common, "method=random_layerwise", f"search.reference={ticket}"])
+                else:
+                    overrides, _ = chosen(family, select_density)
+                    run(out, [*common, f"method={method_of(family)}", *overrides])
+
+
+def report(densities, families) -> str:
+    import statistics
+
+    lines = ["| method | density | seeds | natural | robust | collapsed |", "| --- | --- | --- | --- | --- | --- |"]
+    for family in families:
+        for density in densities:
+            found = [json.load(open(p)) for p in sorted(
+                os.path.join(FINAL, d, "summary.json") for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s"))
+                if os.path.exists(p)] if os.path.isdir(FINAL) else []
+            if not found:
+                continue
+            nat = [s["natural_accuracy"] for s in found]
+            rob = [s["robust_accuracy"] for s in found]
+            spread = (lambda v: statistics.pstdev(v) if len(v) > 1 else 0.0)
+            lines.append(f"| {family} | {density} | {len(found)} | {statistics.mean(nat):.3f} ± {spread(nat):.3f} | "
+                         f"{statistics.mean(rob):.3f} ± {spread(rob):.3f} | {sum(bool(s['collapsed']) for s in found)} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=("select", "table"))
-    parser.add_argument("--density", type=float, default=0.036)
+    parser.add_argument("phase", choices=("select", "table", "final", "report"))
+    parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
+    parser.add_argument("--densities", default="0.036")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
+                                                         "random_layerwise"]))
     args = parser.parse_args(argv)
-    if args.phase == "select":
-        select(args.density)
-    else:
+    densities = [float(d) for d in args.densities.split(",")]
+    families = args.families.split(",")
+    if args.phase == "select":  # --families limits the grid (two processes can share it: disjoint families)
+        select(args.density, families if "--families" in " ".join(sys.argv) or argv else None)
+    elif args.phase == "table":
         print(table(args.density))
+    elif args.phase == "final":
+        final(densities, args.seeds, families, args.density)
+        print(report(densities, families))
+    else:
+        print(report(densities, families))
 
 
 if __name__ == "__main__":
