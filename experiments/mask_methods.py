@@ -32,9 +32,9 @@ ROOT = os.path.join("runs", "mask-select")
 PER_ENTRY = ["search.normalization=per_entry", "search.kernel_weight=0.001"]
 GRID = {
     "awt": [("eq13-global", []), ("perentry-global", PER_ENTRY), ("perentry-erk", [*PER_ENTRY, "search.scope=erk"])],
-    "awt-scores": [("eq13-lr0.01", ["search.optimize=scores", "search.lr=0.01"]),
-                   ("perentry-lr0.01", ["search.optimize=scores", "search.lr=0.01", *PER_ENTRY]),
-                   ("perentry-lr0.1", ["search.optimize=scores", "search.lr=0.1", *PER_ENTRY])],
+    "awt-scores": [("eq13-lr0.001", ["search.optimize=scores", "search.lr=0.001"]),
+                   ("perentry-lr0.001", ["search.optimize=scores", "search.lr=0.001", *PER_ENTRY]),
+                   ("perentry-lr0.01", ["search.optimize=scores", "search.lr=0.01", *PER_ENTRY])],
     "ntt": [("eq13-global", []), ("perentry-global", PER_ENTRY), ("perentry-erk", [*PER_ENTRY, "search.scope=erk"])],
     "magnitude": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
     "random": [(s, [f"search.scope={s}"]) for s in ("global", "layer", "erk")],
