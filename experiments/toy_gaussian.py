@@ -18,8 +18,9 @@ import argparse
 import os
 
 
-WEIGHTINGS = {"per_example": {}, "per_entry": {"normalization": "per_entry", "kernel_weight": 1e-3}}
-"""eq. (13) as written (γ² = 1e-6) and NTT's code's weighting (docs/search.md)."""
+WEIGHTINGS = {"per_example": {}, "per_entry": {"normalization": "per_entry", "kernel_weight": 1e-3},
+              **{f"per_entry-{w:g}": {"normalization": "per_entry", "kernel_weight": w} for w in (1e-2, 1e-1, 1.0)}}
+"""eq. (13) as written (γ² = 1e-6), NTT's code's weighting (docs/search.md), and NTT's with a heavier kernel term."""
 
 
 def _score_ticket_model(model, x, y, attack, lr, weighting, seed, epochs):
@@ -48,23 +49,24 @@ def select(args):
           f"points, L2 eps={eps}, {args.epochs} epochs")
     print("| weighting | score lr | seeds keeping coordinate 0 | validation accuracy | validation robust accuracy |")
     print("| --- | --- | --- | --- | --- |")
-    for weighting in sorted(WEIGHTINGS):
-        for lr in (0.01, 0.1, 1.0):
-            kept, natural, robust = 0, [], []
-            for seed in range(args.seeds):
-                split = tf_awt.data.toy_gaussian(seed=seed)
-                cut = int(0.8 * len(split.y_train))
-                x, y, xv, yv = split.x_train[:cut], split.y_train[:cut], split.x_train[cut:], split.y_train[cut:]
-                tf_keras.utils.set_random_seed(seed)
-                model = tf_awt.models.linear(input_shape=(100,), num_classes=2)
-                sparse = _score_ticket_model(model, x, y, train_attack, lr, weighting, seed, args.epochs)
-                mask = [l for l in sparse.layers if hasattr(l, "pruning_vars")][0].pruning_vars[0][1].numpy()
-                result = tf_awt.evaluate(sparse, (xv, yv), attack=eval_attack, restarts=5)
-                kept += int(mask[0].sum() > 0)
-                natural.append(result.natural_accuracy)
-                robust.append(result.robust_accuracy)
-            print(f"| {weighting} | {lr} | {kept} of {args.seeds} | {np.mean(natural):.3f} ± {np.std(natural):.3f} | "
-                  f"{np.mean(robust):.3f} ± {np.std(robust):.3f} |", flush=True)
+    grid = [(w, lr) for w in ("per_example", "per_entry") for lr in (0.01, 0.1, 1.0)] if args.select == "lr" else \
+        [(w, 0.01) for w in sorted(WEIGHTINGS)]
+    for weighting, lr in grid:
+        kept, natural, robust = 0, [], []
+        for seed in range(args.seeds):
+            split = tf_awt.data.toy_gaussian(seed=seed)
+            cut = int(0.8 * len(split.y_train))
+            x, y, xv, yv = split.x_train[:cut], split.y_train[:cut], split.x_train[cut:], split.y_train[cut:]
+            tf_keras.utils.set_random_seed(seed)
+            model = tf_awt.models.linear(input_shape=(100,), num_classes=2)
+            sparse = _score_ticket_model(model, x, y, train_attack, lr, weighting, seed, args.epochs)
+            mask = [l for l in sparse.layers if hasattr(l, "pruning_vars")][0].pruning_vars[0][1].numpy()
+            result = tf_awt.evaluate(sparse, (xv, yv), attack=eval_attack, restarts=5)
+            kept += int(mask[0].sum() > 0)
+            natural.append(result.natural_accuracy)
+            robust.append(result.robust_accuracy)
+        print(f"| {weighting} | {lr} | {kept} of {args.seeds} | {np.mean(natural):.3f} ± {np.std(natural):.3f} | "
+              f"{np.mean(robust):.3f} ± {np.std(robust):.3f} |", flush=True)
     return 0
 
 
@@ -74,7 +76,9 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--scores-lr", type=float, default=0.1)
     parser.add_argument("--scores-weighting", choices=sorted(WEIGHTINGS), default="per_entry")
-    parser.add_argument("--select", action="store_true", help="grid of score-search settings on a validation split")
+    parser.add_argument("--select", nargs="?", const="lr", choices=("lr", "weighting"),
+                        help="grid of score-search settings on a validation split: learning rates × two weightings (lr), "
+                             "or kernel weights at lr 0.01 (weighting)")
     args = parser.parse_args(argv)
     if args.select:
         return select(args)
