@@ -18,7 +18,8 @@ choose: it copies the layer counts of the best AWT setting.
 ``final`` runs every family with its chosen setting (the best validation robust accuracy at the
 selection density, used at every density) on the test split, into
 ``runs/mask-table/<family>-d<density>-s<seed>``; ``random_layerwise`` there copies the layer counts
-of the same density's and seed's final AWT ticket, ``dense`` is the unpruned network.
+of the same density's and seed's final AWT ticket, ``erk`` (random positions at ERK layer
+densities) has nothing to choose, ``dense`` is the unpruned network.
 """
 from __future__ import annotations
 
@@ -123,8 +124,8 @@ def final(densities, seeds: int, families, select_density: float) -> None:
             for family in families:
                 out = os.path.join(FINAL, f"{family}-d{density}-s{seed}")
                 common = [f"density={density}", f"seed={seed}"]
-                if family == "dense":
-                    run(out, [*common, "method=dense"])
+                if family in ("dense", "erk"):  # nothing to choose (erk: random positions at ERK layer densities)
+                    run(out, [*common, f"method={family}"])
                 elif family == "random_layerwise":
                     ticket = os.path.abspath(os.path.join(FINAL, f"awt-d{density}-s{seed}", "ticket.npz"))
                     run(out, [*common, "method=random_layerwise", f"search.reference={ticket}"])
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
     parser.add_argument("--densities", default="0.036")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
-                                                         "random_layerwise"]))
+                                                         "erk", "random_layerwise"]))
     args = parser.parse_args(argv)
     densities = [float(d) for d in args.densities.split(",")]
     families = args.families.split(",")
