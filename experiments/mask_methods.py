@@ -134,6 +134,33 @@ def final(densities, seeds: int, families, select_density: float) -> None:
                     run(out, [*common, f"method={method_of(family)}", *overrides])
 
 
+def autoattack(densities, families, examples: int = 200) -> None:
+    """PGD + AutoAttack (APGD-CE, APGD-DLR, Square) on the first ``examples`` test digits of every
+    finished final run, into ``<run>/autoattack-<examples>.json``."""
+    for density in densities:
+        for family in families:
+            for name in sorted(d for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s")):
+                out = os.path.join(FINAL, name)
+                target = os.path.join(out, f"autoattack-{examples}.json")
+                if os.path.exists(target) or not os.path.exists(os.path.join(out, "summary.json")):
+                    continue
+                args = [sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
+                        "--dataset", "mnist-5k", "--attack", "autoattack", "--norm", "linf", "--eps", "0.1",
+                        "--max-examples", str(examples), "--json", target, "--quiet"]
+                print(" ".join(args), flush=True)
+                if subprocess.call(args) != 0:
+                    raise SystemExit(f"{name}: tf-awt evaluate failed")
+
+
+def _autoattack_of(run_dir: str, examples: int = 200):
+    path = os.path.join(run_dir, f"autoattack-{examples}.json")
+    if not os.path.exists(path):
+        return None
+    data = json.load(open(path))
+    suites = data.get("suites") or data.get("evaluation", {}).get("suites", {})
+    return suites.get("pgd"), suites.get("autoattack"), data.get("robust_accuracy")
+
+
 def report(densities, families) -> str:
     import statistics
 
@@ -155,7 +182,7 @@ def report(densities, families) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=("select", "table", "final", "report"))
+    parser.add_argument("phase", choices=("select", "table", "final", "autoattack", "report"))
     parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
     parser.add_argument("--densities", default="0.036")
     parser.add_argument("--seeds", type=int, default=3)
@@ -171,6 +198,8 @@ def main(argv=None) -> None:
     elif args.phase == "final":
         final(densities, args.seeds, families, args.density)
         print(report(densities, families))
+    elif args.phase == "autoattack":
+        autoattack(densities, families)
     else:
         print(report(densities, families))
 
