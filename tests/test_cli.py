@@ -284,6 +284,9 @@ def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path):
     assert 0 <= summary["robust_accuracy"] <= summary["natural_accuracy"]
     evaluation = json.load(open(os.path.join(out, "evaluation.json")))
     assert evaluation["attack"]["clip_min"] is None and evaluation["attack"]["clip_max"] is None
+    # The recipe optimizes the mask itself: its ticket keeps the one informative coordinate (x_0).
+    ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))
+    assert ticket.config["optimize"] == "scores" and ticket.masks["logits"][0].sum() >= 1
 
 
 def test_unbounded_attack_leaves_the_unit_box():
