@@ -21,6 +21,7 @@ setup(
         "cleverhans==4.0.0",
         "mlflow>=3,<4",
         "tensorflow-datasets>=4.9",
+        "importlib_resources",  # tensorflow-datasets' download code imports it (an etils extra it does not declare)
         "mlxtend>=0.23",
         "numpy",
         "pyyaml",

