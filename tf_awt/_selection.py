@@ -21,7 +21,8 @@ def kept_count(size: int, density: float) -> int:
 
 
 def reserved_per_layer(shapes: Sequence[tf.TensorShape]) -> List[int]:
-    """The collapse guard: each layer keeps at least one weight per output unit (last axis)."""
+    """The collapse guard's reserve: as many of each layer's top weights as it has output units (last
+    axis). They are the layer's highest scores, not one per unit: a unit may still end with no weight."""
     return [int(min(np.prod(s), s[-1])) for s in shapes]
 
 
@@ -53,8 +54,9 @@ def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "globa
     """0/1 masks keeping the highest ``scores`` at ``density``.
 
     Global scope keeps ``round(density * total)`` weights over all layers, of which each layer's
-    top ``reserved_per_layer`` are reserved first (so no layer collapses to zero weights, provided
-    the budget covers the reserve; otherwise the reserve is shrunk to one weight per layer).
+    top ``reserved_per_layer`` (as many as its output units) are reserved first, so no layer
+    collapses to zero weights, provided the budget covers the reserve (otherwise the reserve is
+    shrunk to one weight per layer).
     """
     if scope not in SCOPES:
         raise ValueError(f"mask scope must be one of {SCOPES}. You passed: {scope!r}")

@@ -18,7 +18,7 @@ Each ``train_step`` on a batch :math:`(X, Y)`:
    estimate would change the objective with the number of replicas;
 4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
    last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
-   every layer keeping at least one weight per output unit; ``scope="layer"``: the density in
+   every layer first keeping as many of its top weights as it has output units; ``scope="layer"``: the density in
    every layer; ``scope="erk"``: at Erdős–Rényi-Kernel layer densities).
 
 **Optimizing the mask itself** (``optimize="scores"``). Algorithm 1 learns w and reads the mask
