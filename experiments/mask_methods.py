@@ -164,19 +164,26 @@ def _autoattack_of(run_dir: str, examples: int = 200):
 def report(densities, families) -> str:
     import statistics
 
-    lines = ["| method | density | seeds | natural | robust | collapsed |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | density | seeds | natural | robust | collapsed | PGD / AutoAttack, first 200 test digits |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for family in families:
         for density in densities:
-            found = [json.load(open(p)) for p in sorted(
-                os.path.join(FINAL, d, "summary.json") for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s"))
-                if os.path.exists(p)] if os.path.isdir(FINAL) else []
+            dirs = sorted(os.path.join(FINAL, d) for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s")) \
+                if os.path.isdir(FINAL) else []
+            found = [json.load(open(os.path.join(d, "summary.json"))) for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
+            attacked = [a for a in (_autoattack_of(d) for d in dirs) if a is not None]
             if not found:
                 continue
             nat = [s["natural_accuracy"] for s in found]
             rob = [s["robust_accuracy"] for s in found]
             spread = (lambda v: statistics.pstdev(v) if len(v) > 1 else 0.0)
+            aa = ""
+            if attacked:
+                pgd_200, aa_200 = [a[0] for a in attacked], [a[1] for a in attacked]
+                aa = (f"{statistics.mean(pgd_200):.3f} ± {spread(pgd_200):.3f} / {statistics.mean(aa_200):.3f} ± "
+                      f"{spread(aa_200):.3f} ({len(attacked)} seeds)")
             lines.append(f"| {family} | {density} | {len(found)} | {statistics.mean(nat):.3f} ± {spread(nat):.3f} | "
-                         f"{statistics.mean(rob):.3f} ± {spread(rob):.3f} | {sum(bool(s['collapsed']) for s in found)} |")
+                         f"{statistics.mean(rob):.3f} ± {spread(rob):.3f} | {sum(bool(s['collapsed']) for s in found)} | {aa} |")
     return "\n".join(lines)
 
 
