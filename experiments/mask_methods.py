@@ -4,6 +4,7 @@
     python experiments/mask_methods.py table  [--density 0.036]   # markdown table of the finished selection runs
     python experiments/mask_methods.py final --densities 0.036,0.018 --seeds 3 [--families awt,magnitude,...]
     python experiments/mask_methods.py report --densities 0.036,0.018  # mean ± std of the finished final runs
+    python experiments/mask_methods.py plot --densities 0.036,0.018    # docs/results/mask_methods.png
 
 Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
@@ -161,6 +162,38 @@ def _autoattack_of(run_dir: str, examples: int = 200):
     return suites.get("pgd"), suites.get("autoattack"), data.get("robust_accuracy")
 
 
+def plot(densities, families, path: str = os.path.join("docs", "results", "mask_methods.png")) -> None:
+    """Robust vs natural test accuracy, mean ± std over seeds, one point per method and density."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    markers = dict(zip(densities, "os^Dv"))
+    colors = dict(zip(families, plt.cm.tab20(np.linspace(0, 1, len(families)))))
+    for family in families:
+        for density in densities:
+            found = [json.load(open(os.path.join(FINAL, d, "summary.json"))) for d in sorted(os.listdir(FINAL))
+                     if d.startswith(f"{family}-d{density}-s") and os.path.exists(os.path.join(FINAL, d, "summary.json"))]
+            if not found:
+                continue
+            nat = np.array([f["natural_accuracy"] for f in found])
+            rob = np.array([f["robust_accuracy"] for f in found])
+            ax.errorbar(nat.mean(), rob.mean(), xerr=nat.std(), yerr=rob.std(), fmt=markers[density], color=colors[family],
+                        label=f"{family} ({density:g})", capsize=2, markersize=6)
+    ax.set_xlabel("natural accuracy (test)")
+    ax.set_ylabel("robust accuracy (PGD-100 × 5, ε = 0.1)")
+    ax.set_title("MLP on mnist-5k: every ticket method, mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
 def report(densities, families) -> str:
     import statistics
 
@@ -189,7 +222,7 @@ def report(densities, families) -> str:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("phase", choices=("select", "table", "final", "autoattack", "report"))
+    parser.add_argument("phase", choices=("select", "table", "final", "autoattack", "report", "plot"))
     parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
     parser.add_argument("--densities", default="0.036")
     parser.add_argument("--seeds", type=int, default=3)
@@ -207,6 +240,8 @@ def main(argv=None) -> None:
         print(report(densities, families))
     elif args.phase == "autoattack":
         autoattack(densities, families)
+    elif args.phase == "plot":
+        plot(densities, families)
     else:
         print(report(densities, families))
 
