@@ -129,3 +129,31 @@ def test_autoattack_exposes_gradient_masking_that_fools_pgd():
         result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=200)
     assert result.suites["autoattack"] < result.suites["pgd"]
     assert any("PGD overestimates robustness" in w for w in result.warnings)
+
+
+def test_evaluation_takes_a_list_of_attack_suites():
+    from tf_awt.attack_suites import AttackSuite, PGDSuite
+
+    model = _image_model()
+    x, y = _image_task(48, seed=2)
+    attack = tf_awt.evaluation_attack(0.2, steps=5)
+    by_flag = tf_awt.evaluate(model, (x, y), attack=attack, restarts=2)
+    by_list = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[PGDSuite(restarts=2)])
+    assert by_flag.suites == by_list.suites and by_flag.robust_accuracy == by_list.robust_accuracy
+    assert by_list.restarts == 2
+
+    class Blur(AttackSuite):  # a user's own attack: a wrong input outside the ball is not counted, and reported
+        name, label = "blur", "Blur"
+
+        def adversarial_sets(self, context):
+            yield np.clip(context.x + 0.05, 0, 1)           # inside the L∞ ball of 0.2
+            yield np.clip(context.x + 0.5, 0, 1)            # outside: must not be counted
+
+    result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", Blur()], restarts=1)
+    assert set(result.suites) == {"pgd", "blur"}
+    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
+    assert any(w.startswith("Blur returned") and "not counted" in w for w in result.warnings)
+    for bad, message in (([], "non-empty list"), (["pgd", "pgd"], "must not repeat"), (["fgsm"], "You passed: 'fgsm'"),
+                         ("pgd", "non-empty list")):
+        with pytest.raises(ValueError, match=message):
+            tf_awt.evaluate(model, (x, y), attack=attack, attacks=bad)

@@ -5,8 +5,9 @@ Public API (everything else is private):
 * Kernel engine: :func:`mixed_tangent_kernel`, :func:`mixed_tangent_kernel_fn`,
   :class:`KernelImplementation`, :func:`target_distance`, :func:`kernel_distance`.
 * Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
-  :class:`SearchConfig`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
-* Attacks: :class:`Attack`, :func:`pgd`.
+  :class:`SearchConfig`, :func:`search_optimizer`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
+* Attacks: :class:`Attack`, :func:`pgd`; the suites an evaluation runs, :class:`AttackSuite`,
+  :class:`PGDSuite`, :class:`AutoAttackSuite` (:mod:`tf_awt.attack_suites`).
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
   :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
   :class:`CollapseMonitor`, :func:`collapse_reasons`, :class:`TrainingCollapsed`,
@@ -36,6 +37,10 @@ _EXPORTS = {
     "training_attack": "tf_awt.training",
     "Attack": "tf_awt.attacks",
     "pgd": "tf_awt.attacks",
+    "AttackSuite": "tf_awt.attack_suites",
+    "PGDSuite": "tf_awt.attack_suites",
+    "AutoAttackSuite": "tf_awt.attack_suites",
+    "search_optimizer": "tf_awt.search",
     "PhaseCheckpoint": "tf_awt.checkpoint",
     "epoch_batches": "tf_awt.checkpoint",
     "strategy_for": "tf_awt._distribute",

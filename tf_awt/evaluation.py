@@ -2,9 +2,10 @@
 
 ``evaluate(model, data)`` measures natural accuracy and robust accuracy under PGD (default: the
 paper's PGD-100 with step 2.5ε/100) with random restarts: an example counts as robust only if it
-is classified correctly under *every* restart (per-example worst case). ``autoattack=True`` adds
-the AutoAttack suite (APGD-CE, APGD-DLR, Square, through ART; :mod:`tf_awt.autoattack`) and
-counts the worst case over both. Every evaluation also
+is classified correctly under *every* restart (per-example worst case). ``attacks=["pgd",
+"autoattack"]`` (or ``autoattack=True``) adds the AutoAttack suite (APGD-CE, APGD-DLR, Square,
+through ART; :mod:`tf_awt.autoattack`) and counts the worst case over both; any
+:class:`~tf_awt.attack_suites.AttackSuite` can be added the same way. Every evaluation also
 runs sanity checks and reports failures as warnings (and in ``result.warnings``):
 
 * ε = 0 through the same attack code gives the natural accuracy;
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tf_awt.attack_suites import AttackContext, AttackSuite, PGDSuite, attack_suites
 from tf_awt.attacks import Attack, pgd
 
 __all__ = ["EvaluationResult", "evaluate", "evaluation_attack"]
@@ -93,7 +95,7 @@ def _lp_distance(adv, x, norm):
 
 def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, batch_size: int = 256,
              check_subset: int = 256, seed: int = 0, strategy=None, autoattack: bool = False,
-             square_queries: int = 1000) -> EvaluationResult:
+             square_queries: int = 1000, attacks: Optional[Sequence[Union[str, AttackSuite]]] = None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -116,11 +118,19 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         counts as robust only if it survives both PGD and AutoAttack. Its adversarial inputs are
         checked (ε-ball, data range) like PGD's.
       square_queries: Square attack iterations within the AutoAttack suite (default 1000).
+      attacks: the attack suites to run (:mod:`tf_awt.attack_suites`): a list of names ("pgd",
+        "autoattack", built with ``restarts`` / ``square_queries``) or :class:`AttackSuite`
+        objects. Default None: ``["pgd"]``, plus ``"autoattack"`` when ``autoattack=True``. An
+        example counts as robust only if it survives every adversarial set of every suite;
+        ``result.suites`` has each suite's robust accuracy.
     """
     from tf_awt import _validate
 
     attack = attack if attack is not None else evaluation_attack()
     restarts = _validate.integer(restarts, "restarts", low=1)
+    square_queries = _validate.integer(square_queries, "square_queries", low=1)
+    chosen = attack_suites(attacks if attacks is not None else ["pgd", *(["autoattack"] if autoattack else [])],
+                           restarts, square_queries)
     batch_size = _validate.integer(batch_size, "batch_size", low=1)
     check_subset = _validate.integer(check_subset, "check_subset", low=1)
     seed = _validate.integer(seed, "seed")
@@ -167,52 +177,48 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         return tf.argmax(forward(xb), axis=1)
 
     def run(attack_fn, xs, ys, n_restarts):
+        """(natural, robust) per example under ``n_restarts`` runs of ``attack_fn`` (for the checks)."""
         nat = np.zeros(len(xs), bool)
         rob = np.zeros(len(xs), bool)
-        worst_dist = 0.0
-        out_of_range = False
         for start in range(0, len(xs), batch_size):
             xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
             ok = predict(xb).numpy() == yb
             nat[start:start + len(xb)] = ok
             robust = ok.copy()
             for _ in range(n_restarts):
-                adv = attack_fn(xb, yb).numpy()
-                worst_dist = max(worst_dist, float(_lp_distance(adv, xb, attack.norm).max()))
-                out_of_range |= bool((attack.clip_min is not None and adv.min() < attack.clip_min - 1e-6)
-                                     or (attack.clip_max is not None and adv.max() > attack.clip_max + 1e-6))
-                robust &= predict(adv).numpy() == yb
+                robust &= predict(attack_fn(xb, yb).numpy()).numpy() == yb
             rob[start:start + len(xb)] = robust
-        return nat, rob, worst_dist, out_of_range
+        return nat, rob
 
-    nat, rob, worst, out_of_range = run(attack_batch, x, y, restarts)
-    suites = {"pgd": float(rob.mean())}
+    def predict_all(xs):
+        return np.concatenate([predict(xs[i:i + batch_size]).numpy() for i in range(0, len(xs), batch_size)])
+
+    nat = predict_all(x) == y
+    rob = nat.copy()
+    suites: Dict[str, float] = {}
     found: List[str] = []
-    if autoattack and attack.eps > 0:
-        from tf_awt.autoattack import autoattack as run_autoattack
-
-        num_classes = int(forward(tf.constant(x[:1])).shape[-1])
-        adv = run_autoattack(forward, x, y, attack, num_classes, batch_size=batch_size, square_queries=square_queries)
-        dist = _lp_distance(adv, x, attack.norm)
-        tol = 1e-5 * max(1.0, attack.eps)
-        flat = adv.reshape(len(x), -1)
-        outside = dist > attack.eps + tol
-        if attack.clip_min is not None:
-            outside |= flat.min(axis=1) < attack.clip_min - 1e-6
-        if attack.clip_max is not None:
-            outside |= flat.max(axis=1) > attack.clip_max + 1e-6
-        if outside.any():
-            found.append(f"AutoAttack returned {int(outside.sum())} inputs outside the eps-ball or data range; they were not counted")
-            adv[outside] = x[outside]
-        survived = np.concatenate([predict(adv[i:i + batch_size]).numpy() for i in range(0, len(x), batch_size)]) == y
-        rob_aa = nat & survived
-        suites["autoattack"] = float(rob_aa.mean())
-        n = len(x)
-        noise = 2 * np.sqrt(max(suites["pgd"] * (1 - suites["pgd"]), 1 / n) / n)
-        if suites["autoattack"] < suites["pgd"] - noise:
-            found.append(f"AutoAttack lowers robust accuracy from {suites['pgd']:.4f} (PGD) to {suites['autoattack']:.4f}, "
-                         f"beyond noise {noise:.4f}: PGD overestimates robustness here")
-        rob = rob & rob_aa
+    num_classes = int(forward(tf.constant(x[:1])).shape[-1])
+    context = AttackContext(forward, x, y, attack, batch_size, num_classes, strategy, attack_batch)
+    for suite in chosen:
+        survived = nat.copy()
+        for adv in suite.adversarial_sets(context):
+            adv = np.array(adv, copy=True)
+            outside, worst = _outside(adv, x, attack)
+            if outside.any():
+                found.append(f"{suite.label} returned {int(outside.sum())} inputs outside the eps-ball or the data range "
+                             f"[{attack.clip_min}, {attack.clip_max}] (largest distance {worst:.6g}, eps {attack.eps:g}); "
+                             "they were not counted")
+                adv[outside] = x[outside]
+            survived &= predict_all(adv) == y
+        suites[suite.name] = float(survived.mean())
+        rob &= survived
+    first = chosen[0]
+    reference = suites[first.name]
+    noise = 2 * np.sqrt(max(reference * (1 - reference), 1 / len(x)) / len(x))
+    for suite in chosen[1:]:
+        if suites[suite.name] < reference - noise:
+            found.append(f"{suite.label} lowers robust accuracy from {reference:.4f} ({first.label}) to "
+                         f"{suites[suite.name]:.4f}, beyond noise {noise:.4f}: {first.label} overestimates robustness here")
     natural, robust = float(nat.mean()), float(rob.mean())
 
     sub = slice(0, min(check_subset, len(x)))
@@ -222,19 +228,14 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         found.append("eps=0 attack does not reproduce the natural predictions")
     if robust > natural + 1e-12:
         found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
-    tol = 1e-5 * max(1.0, attack.eps)
-    if worst > attack.eps + tol:
-        found.append(f"an adversarial input lies outside the eps-ball: distance {worst:.6g} > eps {attack.eps:g}")
-    if out_of_range:
-        found.append(f"an adversarial input lies outside the data range [{attack.clip_min}, {attack.clip_max}]")
     stronger = attack.replace(steps=attack.steps * 2, step_size=attack.step_size)
     zero_gradients = None
 
     attack_stronger = distributed(stronger)
 
     if attack.eps > 0 and attack.steps > 0:
-        _, rob_strong, _, _ = run(attack_stronger, x[sub], y[sub], 1)
-        _, rob_one, _, _ = run(attack_batch, x[sub], y[sub], 1)
+        _, rob_strong = run(attack_stronger, x[sub], y[sub], 1)
+        _, rob_one = run(attack_batch, x[sub], y[sub], 1)
         n = len(rob_one)
         noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
         if rob_strong.mean() > rob_one.mean() + noise:
@@ -257,4 +258,17 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
                  "count": int((y == c).sum())}
         for c in np.unique(y)
     }
-    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), restarts, found, suites, zero_gradients)
+    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), restarts)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites, zero_gradients)
+
+
+def _outside(adv: np.ndarray, x: np.ndarray, attack: Attack):
+    """Per example: does ``adv`` leave the ε-ball around ``x`` or the data range? And the largest distance."""
+    dist = _lp_distance(adv, x, attack.norm)
+    outside = dist > attack.eps + 1e-5 * max(1.0, attack.eps)
+    flat = adv.reshape(len(x), -1)
+    if attack.clip_min is not None:
+        outside |= flat.min(axis=1) < attack.clip_min - 1e-6
+    if attack.clip_max is not None:
+        outside |= flat.max(axis=1) > attack.clip_max + 1e-6
+    return outside, float(dist.max()) if len(dist) else 0.0
