@@ -251,6 +251,18 @@ def _check_inputs(model, x, name, dtype):
     return x
 
 
+def _variables_and_inputs(model, x1, x2):
+    """The model's trainable variables and both inputs checked and cast to their dtype; ``same``
+    says ``x2`` was ``x1`` (its kernel factors are then computed once)."""
+    variables = model.trainable_variables
+    if not variables:
+        raise ValueError(f"model {model.name!r} has no trainable variables; its tangent kernel is empty.")
+    dtype = variables[0].dtype
+    same = x2 is x1
+    x1 = _check_inputs(model, x1, "x1", dtype)
+    return variables, x1, (x1 if same else _check_inputs(model, x2, "x2", dtype)), same
+
+
 def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True, jit_compile: bool = False) -> Callable:
     """Returns ``kernel_fn(x1, x2, masks=None, diagonal=False)`` computing the MTK of ``model``.
 
@@ -285,13 +297,7 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
 
     def kernel_fn(x1, x2, masks=None, diagonal=False):
         """Θ(x1, x2) of shape (N1, N2, k, k), or (N, k, k) holding Θ[i, i] when ``diagonal``."""
-        variables = model.trainable_variables
-        if not variables:
-            raise ValueError(f"model {model.name!r} has no trainable variables; its tangent kernel is empty.")
-        dtype = variables[0].dtype
-        same = x2 is x1
-        x1 = _check_inputs(model, x1, "x1", dtype)
-        x2 = x1 if same else _check_inputs(model, x2, "x2", dtype)
+        variables, x1, x2, _ = _variables_and_inputs(model, x1, x2)
         if diagonal and x1.shape[0] is not None and x2.shape[0] is not None and x1.shape[0] != x2.shape[0]:
             raise ValueError(
                 "diagonal=True needs as many examples in x1 as in x2 (Θ[i, i] pairs x1[i] with x2[i]). "
@@ -326,13 +332,9 @@ def _compiled(kernel_fn, model, impl, jit_compile: bool):
         """Θ(x1, x2) of shape (N1, N2, k, k), or (N, k, k) holding Θ[i, i] when ``diagonal``."""
         if tf.inside_function():
             return kernel_fn(x1, x2, masks=masks, diagonal=diagonal)
-        variables = model.trainable_variables
-        if not variables:
-            raise ValueError(f"model {model.name!r} has no trainable variables; its tangent kernel is empty.")
+        variables, x1, x2, same = _variables_and_inputs(model, x1, x2)
         dtype = variables[0].dtype
-        same = x2 is x1
-        x1 = _check_inputs(model, x1, "x1", dtype)
-        x2 = None if same else _check_inputs(model, x2, "x2", dtype)
+        x2 = None if same else x2
         if masks:
             resolve_masks(model, masks)  # names, shapes and 0/1 values, checked on concrete values
             masks = {name: tf.cast(tf.convert_to_tensor(m), dtype) for name, m in masks.items()}
