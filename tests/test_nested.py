@@ -36,8 +36,6 @@ def _kernel_densities(model):
 
 @pytest.mark.parametrize("method", ["awt", "ntt", "random", "magnitude", "snip", "synflow"])
 def test_every_reported_layer_density_is_what_the_model_and_export_hold(method, tmp_path):
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
     model = nested_model()
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 1, (64, 4, 4, 1)).astype("float32"), rng.integers(0, 3, 64)
@@ -49,8 +47,9 @@ def test_every_reported_layer_density_is_what_the_model_and_export_hold(method, 
     assert sorted(wrapped) == ["fun_dense", "out", "seq_dense"]
     for name, density in _kernel_densities(pruned).items():
         assert density == pytest.approx(ticket.layer_density[name], abs=1e-6), name
-    stripped = prune.strip_pruning(pruned)
-    stripped.save(str(tmp_path / "saved"), save_format="tf")
+    exported = tf_awt.export_saved_model(pruned, str(tmp_path / "saved"))  # what `tf-awt export` calls
+    assert not [l for l in iter_layers(exported.model) if unwrap(l)[1] is not None]  # no tfmot wrappers left
+    assert exported.zeros == pytest.approx(1 - ticket.density, abs=1e-6)
     loaded = tf_keras.models.load_model(str(tmp_path / "saved"))
     for name, density in _kernel_densities(loaded).items():
         assert density == pytest.approx(ticket.layer_density[name], abs=1e-6), name

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tf_keras
 
-from tf_awt import baselines, cli, search, ticket, training
+from tf_awt import baselines, cli, evaluation, export, search, ticket, training
 
 from test_cli import tiny_recipe
 
@@ -34,6 +34,11 @@ def spies(monkeypatch):
     spy(training.AdversarialTrainer, "__init__", lambda self, model, attack=None, seed=None, schedule=None, **k: seen.update(attack=attack, seed=seed, schedule=schedule))
     spy(training.AdversarialTrainer, "compile", lambda self, optimizer=None, **k: seen.update(optimizer=optimizer))
     spy(ticket.Ticket, "to_model", lambda self, model, rewind="init", rescale="none": seen.update(rescale=rescale))
+    calls = seen.setdefault("calls", [])  # one driver per phase: the CLI calls the library's public functions
+    spy(search, "find_ticket", lambda model, data, **k: calls.append(("find_ticket", k.get("checkpoint_dir"))))
+    spy(training, "adversarial_fit", lambda model, train, **k: calls.append(("adversarial_fit", k.get("checkpoint_dir"))))
+    spy(evaluation, "evaluate", lambda model, data, **k: calls.append(("evaluate", None)))
+    spy(export, "export_saved_model", lambda model, path, *a, **k: calls.append(("export_saved_model", path)))
     return seen
 
 
@@ -63,6 +68,11 @@ def test_every_search_and_train_key_reaches_the_library(tmp_path, spies, capsys)
     assert lr["learning_rate"] == 5e-4 and lr["decay"] == "cosine" and lr["warmup_steps"] == 3
     assert spies["rescale"] == "fan_in"
     assert len(history["loss"]) == 2  # train.epochs
+    out = tmp_path / "awt"
+    assert spies["calls"] == [("find_ticket", str(out / "checkpoints" / "search")),
+                              ("adversarial_fit", str(out / "checkpoints" / "train")),
+                              ("evaluate", None), ("export_saved_model", str(out / "saved_model"))]
+    spies["calls"].clear()
 
     summary, _ = _run(tmp_path, "magnitude", capsys)
     config = spies["one_shot"]

@@ -5,7 +5,8 @@ import re
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_readme_python_example_runs(capsys):
+def test_readme_python_example_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes exported/
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert blocks, "README has a python example"
@@ -13,3 +14,5 @@ def test_readme_python_example_runs(capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("(8, 8, 10, 10)")
     assert abs(float(printed[1].split()[0]) - 0.05) < 1e-3
+    zeros = float(printed[-1].split()[0])
+    assert abs(zeros - 0.95) < 1e-3 and os.path.exists(tmp_path / "exported" / "saved_model.pb")

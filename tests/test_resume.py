@@ -100,6 +100,70 @@ class _StopAfterSecondEpoch(tf_keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+# ---------------------------------------------------------------------------- the public API resumes
+def _data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, 8)).astype(np.float32), rng.integers(0, 3, n)
+
+
+@pytest.mark.parametrize("optimize", ["weights", "scores"])
+def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize):
+    from tf_awt import find_ticket
+
+    x, y = _data()
+    settings = dict(density=0.3, epochs=3, batch_size=16, update_every=2, optimize=optimize, seed=5,
+                    attack=Attack(eps=0.1, steps=2, step_size=0.05))
+    a = find_ticket(_model(), (x, y), **settings)
+    directory = str(tmp_path / "search")
+    with pytest.raises(KeyboardInterrupt):
+        find_ticket(_model(), (x, y), checkpoint_dir=directory, callbacks=[_StopAfterSecondEpoch()], **settings)
+    assert json.load(open(os.path.join(directory, "state.json")))["epoch"] == 2
+    b = find_ticket(_model(), (x, y), checkpoint_dir=directory, **settings)
+    same = lambda s, t: all(np.array_equal(m, n) for m, n in zip(s.masks.values(), t.masks.values()))  # noqa: E731
+    assert same(a, b)  # (layer names differ between the models; the order does not)
+    assert a.history == b.history and len(b.history["step"]) == 9
+    again = find_ticket(_model(), (x, y), checkpoint_dir=directory, **settings)  # finished: returns the same ticket at once
+    assert same(a, again) and again.history == a.history
+    with pytest.raises(ValueError, match="belongs to another run"):
+        find_ticket(_model(), (x, y), checkpoint_dir=directory, **dict(settings, gamma=0.5))
+
+
+def test_adversarial_fit_with_a_checkpoint_dir_resumes_to_the_uninterrupted_weights(tmp_path):
+    from tf_awt import CollapseMonitor, TrainingSchedule, adversarial_fit
+
+    x, y = _data()
+    settings = dict(attack=Attack(eps=0.1, steps=2, step_size=0.05), epochs=4, batch_size=16, seed=3,
+                    schedule=TrainingSchedule(eps_warmup_steps=5, lr_schedule="cosine", total_steps=12))
+    a_model = _model()
+    a = adversarial_fit(a_model, (x, y), validation=(x[:16], y[:16]), **settings)
+    directory = str(tmp_path / "train")
+    with pytest.raises(KeyboardInterrupt):
+        adversarial_fit(_model(), (x, y), validation=(x[:16], y[:16]), checkpoint_dir=directory,
+                        callbacks=[_StopAfterSecondEpoch()], **settings)
+    b_model = _model()
+    monitor = CollapseMonitor(3)
+    b = adversarial_fit(b_model, (x, y), validation=(x[:16], y[:16]), checkpoint_dir=directory, callbacks=[monitor], **settings)
+    for wa, wb in zip(a_model.get_weights(), b_model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    assert set(a.history) == set(b.history) and len(b.history["loss"]) == 4 and b.epoch == [0, 1, 2, 3]
+    for key in a.history:
+        np.testing.assert_allclose(a.history[key], b.history[key], rtol=0, atol=0)
+
+
+def test_collapse_monitor_continues_its_count_over_a_resume():
+    from tf_awt import CollapseMonitor
+
+    stuck, fine = {"loss": float(np.log(10))}, {"loss": 0.5}
+    monitor = CollapseMonitor(10, patience=3, log=lambda m: None)
+    monitor.resume_from([fine, stuck, stuck])
+    monitor.on_train_begin()
+    assert monitor.stuck_epochs == 2
+    monitor.on_epoch_end(2, stuck)
+    assert monitor.warned  # the third epoch in a row at ln 10, counted across the resume
+    monitor.on_train_begin()  # a fresh fit starts from zero
+    assert monitor.stuck_epochs == 0 and not monitor.warned
+
+
 def _same_run(a_dir, b_dir, a, b):
     for key in ("natural_accuracy", "robust_accuracy", "density", "layer_density", "sanity_warnings"):
         assert a[key] == b[key], key

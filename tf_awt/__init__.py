@@ -12,7 +12,9 @@ Public API (everything else is private):
   :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
   :class:`CollapseMonitor`, :func:`collapse_reasons`, :class:`TrainingCollapsed`,
   :func:`evaluate`, :class:`EvaluationResult`.
-* Runs that resume and scale out: :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
+* Export: :func:`export_saved_model` (:class:`ExportResult`): a ticket as a servable SavedModel.
+* Runs that resume and scale out: ``find_ticket(..., checkpoint_dir=)`` and
+  ``adversarial_fit(..., checkpoint_dir=)``; :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
   checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
   ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.autoattack`.
 * What can be pruned and how the kernel sees each layer: :class:`LayerRule`,
@@ -63,6 +65,8 @@ _EXPORTS = {
     "LayerRule": "tf_awt.layer_rules",
     "register_layer_rule": "tf_awt.layer_rules",
     "layer_rule": "tf_awt.layer_rules",
+    "export_saved_model": "tf_awt.export",
+    "ExportResult": "tf_awt.export",
 }
 _SUBMODULES = ("data", "models")
 

@@ -138,6 +138,44 @@ def model_contract(model):
     return shape, classes
 
 
+def batches(model, data, batch_size: int, attack, name: str = "data"):
+    """``data`` ((x, y) arrays, batched in order, or a dataset of batches) as a checked dataset for ``model``.
+
+    Inputs must fit the model's input shape and ``attack``'s data range, labels its outputs.
+    """
+    import tensorflow as tf
+
+    shape, classes = model_contract(model)
+    bounds = dict(input_shape=shape, num_classes=classes, clip_min=attack.clip_min, clip_max=attack.clip_max)
+    if isinstance(data, tf.data.Dataset):
+        return checked_dataset(data, name, **bounds)
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = check_arrays(data[0], data[1], name, **bounds)
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    raise ValueError(f"{name} must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
+
+
+def epoch_data(model, data, batch_size: int, attack, seed: int, epochs: int, name: str = "data"):
+    """Training data for a resumable ``fit``: ``(first_epoch -> batches, steps per epoch or None)``.
+
+    (x, y) arrays: epoch e is shuffled by the stateless seed [seed, e]
+    (:func:`tf_awt.checkpoint.epoch_batches`), so a resumed fit sees the batches an uninterrupted
+    one would. A dataset is used as it is, from any epoch (its own order).
+    """
+    import tensorflow as tf
+
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        from tf_awt.checkpoint import epoch_batches, steps_per_epoch
+
+        shape, classes = model_contract(model)
+        x, y = check_arrays(data[0], data[1], name, input_shape=shape, num_classes=classes,
+                            clip_min=attack.clip_min, clip_max=attack.clip_max)
+        return (lambda first: epoch_batches(x, y, batch_size, seed, first, epochs)), steps_per_epoch(len(y), batch_size)
+    dataset = batches(model, data, batch_size, attack, name)
+    steps = int(dataset.cardinality().numpy())
+    return (lambda first: dataset), (steps if steps > 0 else None)
+
+
 def checked_dataset(dataset, name: str, input_shape=None, num_classes=None, clip_min=None, clip_max=None):
     """``dataset`` with the :func:`check_arrays` checks as in-graph assertions on every batch.
 

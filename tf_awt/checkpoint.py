@@ -16,21 +16,25 @@ renames), then ``state.json`` (temporary file, then rename) naming that checkpoi
 moment leaves ``state.json`` naming a complete checkpoint (the previous one is kept until the
 next ``state.json`` is in place).
 
-``state.json`` also holds a *fingerprint* of the run (resolved recipe and phase): a checkpoint
-written by another run is refused with a ValueError naming the file, and so is a corrupt one;
-neither is ever silently ignored.
+``state.json`` also holds a *fingerprint* of the call (:func:`fingerprint`: the phase and every
+setting that changes its result): a checkpoint written by another call is refused with a
+ValueError naming the file, and so is a corrupt one; neither is ever silently ignored.
+
+:func:`resumable_fit` is the one loop that does this; ``find_ticket(..., checkpoint_dir=)`` and
+``adversarial_fit(..., checkpoint_dir=)`` use it, and ``tf-awt run`` calls those two.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-__all__ = ["PhaseCheckpoint", "epoch_batches"]
+__all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "completed_epochs", "fingerprint"]
 
 _FORMAT = "tf_awt.checkpoint/1"
 
@@ -152,3 +156,68 @@ class PhaseCheckpoint:
                 owner.save(epoch + 1, extra_fn(epoch + 1, dict(logs or {})) if extra_fn else None)
 
         return SaveEveryEpoch()
+
+
+def fingerprint(phase: str, **settings) -> str:
+    """sha256 of ``phase`` and ``settings`` (JSON; non-JSON values by ``str``): what makes two calls the same call."""
+    text = json.dumps({"phase": phase, "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def completed_epochs(directory: Optional[str]) -> int:
+    """Epochs completed by the checkpoints in ``directory`` (0 if there are none or it is unreadable).
+
+    For progress display only: :meth:`PhaseCheckpoint.restore` checks the state before anything is used.
+    """
+    try:
+        with open(os.path.join(directory, "state.json"), encoding="utf-8") as fh:
+            return int(json.load(fh)["epoch"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return 0
+
+
+def resumable_fit(model: tf_keras.Model, batches: Callable[[int], Any], epochs: int, checkpoint: Optional[PhaseCheckpoint],
+                  callbacks: Sequence[tf_keras.callbacks.Callback] = (),
+                  extra_fn: Optional[Callable[[dict], Dict[str, Any]]] = None, **fit_kwargs) -> Tuple[List[dict], dict]:
+    """``model.fit`` over epochs ``first .. epochs-1``, saving ``checkpoint`` after every epoch.
+
+    Args:
+      model: a compiled Keras model (its optimizer built, so every saved slot has a place).
+      batches: ``first_epoch -> data`` for ``fit`` (e.g. :func:`epoch_batches` from that epoch).
+      epochs: the total number of epochs.
+      checkpoint: where to save and what to restore; None: a plain ``fit`` from epoch 0.
+      callbacks: more callbacks, run after the save (so a callback that stops the run never loses
+        the epoch it saw). One with a ``resume_from(epoch_logs)`` method is given the restored
+        epochs' logs before ``fit`` (:class:`~tf_awt.collapse.CollapseMonitor` continues its count).
+      extra_fn: ``restored_extra -> dict`` of JSON values saved beside the variables each epoch.
+      **fit_kwargs: passed to ``fit`` (``steps_per_epoch``, ``validation_data``, ``verbose``).
+
+    Returns:
+      ``(epoch_logs, restored_extra)``: the logs of every epoch (restored ones first, as floats)
+      and what the restored checkpoint held beside them (``{}`` for a fresh start).
+    """
+    state = checkpoint.restore() if checkpoint is not None else None
+    first = state["epoch"] if state else 0
+    restored = dict(state["extra"]) if state else {}
+    logs: List[dict] = list(restored.get("epochs", []))
+    for callback in callbacks:
+        if hasattr(callback, "resume_from"):
+            callback.resume_from(list(logs))
+
+    def record(epoch, epoch_logs):
+        logs.append({k: float(v) for k, v in epoch_logs.items()})
+        return {"epochs": logs, **(extra_fn(restored) if extra_fn else {})}
+
+    if first < epochs:
+        saving = [checkpoint.callback(record)] if checkpoint is not None else [_Recorder(record)]
+        model.fit(batches(first), initial_epoch=first, epochs=epochs, callbacks=[*saving, *callbacks], **fit_kwargs)
+    return logs, restored
+
+
+class _Recorder(tf_keras.callbacks.Callback):
+    def __init__(self, record):
+        super().__init__()
+        self.record = record
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.record(epoch + 1, dict(logs or {}))

@@ -54,9 +54,19 @@ class CollapseMonitor(tf_keras.callbacks.Callback):
         self.log = log
         self.stuck_epochs = 0
         self.warned = False
+        self._resumed_stuck = 0
+
+    def resume_from(self, epoch_logs: Sequence[Mapping[str, float]]):
+        """Continues the count over epochs logged before a resume (``adversarial_fit`` calls it)."""
+        count = 0
+        for stuck in reversed(_stuck([e.get("loss", 0.0) for e in epoch_logs], self.num_classes, self.margin)):
+            if not stuck:
+                break
+            count += 1
+        self._resumed_stuck = count
 
     def on_train_begin(self, logs=None):
-        self.stuck_epochs = 0
+        self.stuck_epochs, self._resumed_stuck = self._resumed_stuck, 0
         self.warned = False
 
     def on_epoch_end(self, epoch, logs=None):

@@ -124,16 +124,52 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         example counts as robust only if it survives every adversarial set of every suite;
         ``result.suites`` has each suite's robust accuracy.
     """
-    from tf_awt import _validate
-
     attack = attack if attack is not None else evaluation_attack()
-    restarts = _validate.integer(restarts, "restarts", low=1)
-    square_queries = _validate.integer(square_queries, "square_queries", low=1)
+    restarts, square_queries, batch_size, check_subset, seed = _check_numbers(restarts, square_queries, batch_size, check_subset, seed)
     chosen = attack_suites(attacks if attacks is not None else ["pgd", *(["autoattack"] if autoattack else [])],
                            restarts, square_queries)
-    batch_size = _validate.integer(batch_size, "batch_size", low=1)
-    check_subset = _validate.integer(check_subset, "check_subset", low=1)
-    seed = _validate.integer(seed, "seed")
+    x, y = _checked_data(model, data, attack)
+    tf.random.set_seed(seed)
+    forward = _forward(model)
+    predict = _Predictor(forward, batch_size)
+    attack_batch = _pgd_fn(forward, attack, strategy)
+    nat = predict.all(x) == y
+    context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy, attack_batch)
+    rob, suites, found = _run_suites(chosen, context, nat, predict)
+    natural, robust = float(nat.mean()), float(rob.mean())
+    sub = slice(0, min(check_subset, len(x)))
+    found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
+    if robust > natural + 1e-12:
+        found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
+    zero_gradients = None
+    if attack.eps > 0 and attack.steps > 0:
+        found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
+        zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
+        if zero_gradients > 0:
+            found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+    for message in found:
+        warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
+    per_class = {
+        int(c): {"natural_accuracy": float(nat[y == c].mean()), "robust_accuracy": float(rob[y == c].mean()),
+                 "count": int((y == c).sum())}
+        for c in np.unique(y)
+    }
+    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), restarts)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites, zero_gradients)
+
+
+def _check_numbers(restarts, square_queries, batch_size, check_subset, seed):
+    from tf_awt import _validate
+
+    return (_validate.integer(restarts, "restarts", low=1), _validate.integer(square_queries, "square_queries", low=1),
+            _validate.integer(batch_size, "batch_size", low=1), _validate.integer(check_subset, "check_subset", low=1),
+            _validate.integer(seed, "seed"))
+
+
+def _checked_data(model, data, attack: Attack):
+    """(x, y) arrays from ``data``, checked against the model and the attack's data range; logits required."""
+    from tf_awt import _validate
+
     if isinstance(data, tf.data.Dataset):
         data = _validate.dataset_to_arrays(data, "data")
     if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -146,59 +182,58 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
             f"model {model.name!r} outputs probabilities (softmax); evaluate needs logits. "
             "Remove the final softmax (e.g. Dense(k) instead of Dense(k, activation='softmax'))."
         )
-    tf.random.set_seed(seed)
-    forward = _forward(model)
+    return x, y
 
-    def distributed(attack_config):
-        def one_replica(xb, yb):
-            return pgd(forward, xb, yb, attack_config)
 
-        if strategy is None or strategy.num_replicas_in_sync == 1:
-            return tf.function(one_replica, reduce_retracing=True)
+def _pgd_fn(forward, attack: Attack, strategy):
+    """``(xb, yb) -> adversarial xb``; with several replicas each attacks a contiguous slice, gathered back."""
+    def one_replica(xb, yb):
+        return pgd(forward, xb, yb, attack)
 
-        from tf_awt._distribute import all_gather_rows
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return tf.function(one_replica, reduce_retracing=True)
 
-        def replica_slice(xb, yb):
-            context = tf.distribute.get_replica_context()
-            per = (tf.shape(xb)[0] + context.num_replicas_in_sync - 1) // context.num_replicas_in_sync
-            first = tf.cast(context.replica_id_in_sync_group, tf.int32) * per
-            return all_gather_rows(one_replica(xb[first:first + per], yb[first:first + per]))
+    from tf_awt._distribute import all_gather_rows
 
-        @tf.function(reduce_retracing=True)
-        def across_replicas(xb, yb):
-            return strategy.experimental_local_results(strategy.run(replica_slice, args=(xb, yb)))[0]
-
-        return across_replicas
-
-    attack_batch = distributed(attack)
+    def replica_slice(xb, yb):
+        context = tf.distribute.get_replica_context()
+        per = (tf.shape(xb)[0] + context.num_replicas_in_sync - 1) // context.num_replicas_in_sync
+        first = tf.cast(context.replica_id_in_sync_group, tf.int32) * per
+        return all_gather_rows(one_replica(xb[first:first + per], yb[first:first + per]))
 
     @tf.function(reduce_retracing=True)
-    def predict(xb):
-        return tf.argmax(forward(xb), axis=1)
+    def across_replicas(xb, yb):
+        return strategy.experimental_local_results(strategy.run(replica_slice, args=(xb, yb)))[0]
 
-    def run(attack_fn, xs, ys, n_restarts):
-        """(natural, robust) per example under ``n_restarts`` runs of ``attack_fn`` (for the checks)."""
-        nat = np.zeros(len(xs), bool)
-        rob = np.zeros(len(xs), bool)
-        for start in range(0, len(xs), batch_size):
-            xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
-            ok = predict(xb).numpy() == yb
-            nat[start:start + len(xb)] = ok
-            robust = ok.copy()
-            for _ in range(n_restarts):
-                robust &= predict(attack_fn(xb, yb).numpy()).numpy() == yb
-            rob[start:start + len(xb)] = robust
-        return nat, rob
+    return across_replicas
 
-    def predict_all(xs):
-        return np.concatenate([predict(xs[i:i + batch_size]).numpy() for i in range(0, len(xs), batch_size)])
 
-    nat = predict_all(x) == y
+class _Predictor:
+    """Predicted classes, batch by batch."""
+
+    def __init__(self, forward, batch_size: int):
+        self.batch_size = batch_size
+        self.batch = tf.function(lambda xb: tf.argmax(forward(xb), axis=1), reduce_retracing=True)
+
+    def all(self, xs) -> np.ndarray:
+        return np.concatenate([self.batch(xs[i:i + self.batch_size]).numpy() for i in range(0, len(xs), self.batch_size)])
+
+    def robust(self, attack_fn, xs, ys) -> np.ndarray:
+        """Per example: correct on the input and on one run of ``attack_fn``."""
+        out = np.zeros(len(xs), bool)
+        for start in range(0, len(xs), self.batch_size):
+            xb, yb = xs[start:start + self.batch_size], ys[start:start + self.batch_size]
+            ok = self.batch(xb).numpy() == yb
+            out[start:start + len(xb)] = ok & (self.batch(attack_fn(xb, yb).numpy()).numpy() == yb)
+        return out
+
+
+def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: _Predictor):
+    """(robust per example over every suite, each suite's robust accuracy, warnings)."""
+    x, y, attack = context.x, context.y, context.attack
     rob = nat.copy()
     suites: Dict[str, float] = {}
     found: List[str] = []
-    num_classes = int(forward(tf.constant(x[:1])).shape[-1])
-    context = AttackContext(forward, x, y, attack, batch_size, num_classes, strategy, attack_batch)
     for suite in chosen:
         survived = nat.copy()
         for adv in suite.adversarial_sets(context):
@@ -209,7 +244,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
                              f"[{attack.clip_min}, {attack.clip_max}] (largest distance {worst:.6g}, eps {attack.eps:g}); "
                              "they were not counted")
                 adv[outside] = x[outside]
-            survived &= predict_all(adv) == y
+            survived &= predict.all(adv) == y
         suites[suite.name] = float(survived.mean())
         rob &= survived
     first = chosen[0]
@@ -219,47 +254,34 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         if suites[suite.name] < reference - noise:
             found.append(f"{suite.label} lowers robust accuracy from {reference:.4f} ({first.label}) to "
                          f"{suites[suite.name]:.4f}, beyond noise {noise:.4f}: {first.label} overestimates robustness here")
-    natural, robust = float(nat.mean()), float(rob.mean())
+    return rob, suites, found
 
-    sub = slice(0, min(check_subset, len(x)))
-    zero = attack.replace(eps=0.0)
-    zero_adv = pgd(forward, x[sub], y[sub], zero).numpy()
-    if not np.array_equal(predict(zero_adv).numpy() == y[sub], nat[sub]):
-        found.append("eps=0 attack does not reproduce the natural predictions")
-    if robust > natural + 1e-12:
-        found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
-    stronger = attack.replace(steps=attack.steps * 2, step_size=attack.step_size)
-    zero_gradients = None
 
-    attack_stronger = distributed(stronger)
+def _zero_eps_check(forward, predict: _Predictor, x, y, nat, attack: Attack) -> List[str]:
+    zero_adv = pgd(forward, x, y, attack.replace(eps=0.0)).numpy()
+    return [] if np.array_equal(predict.batch(zero_adv).numpy() == y, nat) else ["eps=0 attack does not reproduce the natural predictions"]
 
-    if attack.eps > 0 and attack.steps > 0:
-        _, rob_strong = run(attack_stronger, x[sub], y[sub], 1)
-        _, rob_one = run(attack_batch, x[sub], y[sub], 1)
-        n = len(rob_one)
-        noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
-        if rob_strong.mean() > rob_one.mean() + noise:
-            found.append(
-                f"twice the PGD steps raised robust accuracy on {n} examples from {rob_one.mean():.3f} to "
-                f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): the attack may not converge"
-            )
-        xs = tf.constant(x[sub])
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y[sub]), forward(xs))
-        grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(n, -1)
-        zero_gradients = float(np.mean(np.abs(grads).max(axis=1) == 0))
-        if zero_gradients > 0:
-            found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
-    for message in found:
-        warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
-    per_class = {
-        int(c): {"natural_accuracy": float(nat[y == c].mean()), "robust_accuracy": float(rob[y == c].mean()),
-                 "count": int((y == c).sum())}
-        for c in np.unique(y)
-    }
-    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), restarts)
-    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites, zero_gradients)
+
+def _convergence_check(forward, predict: _Predictor, x, y, attack: Attack, attack_fn, strategy) -> List[str]:
+    """Twice the PGD steps must not raise robust accuracy beyond binomial noise."""
+    stronger = _pgd_fn(forward, attack.replace(steps=attack.steps * 2, step_size=attack.step_size), strategy)
+    rob_strong, rob_one = predict.robust(stronger, x, y), predict.robust(attack_fn, x, y)
+    n = len(rob_one)
+    noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
+    if rob_strong.mean() > rob_one.mean() + noise:
+        return [f"twice the PGD steps raised robust accuracy on {n} examples from {rob_one.mean():.3f} to "
+                f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): the attack may not converge"]
+    return []
+
+
+def _zero_gradient_fraction(forward, x, y) -> float:
+    """Share of examples whose loss has an all-zero input gradient (a dead network or gradient masking)."""
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), forward(xs))
+    grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(len(x), -1)
+    return float(np.mean(np.abs(grads).max(axis=1) == 0))
 
 
 def _outside(adv: np.ndarray, x: np.ndarray, attack: Attack):

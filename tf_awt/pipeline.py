@@ -24,9 +24,7 @@ holding another recipe's run is refused.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -35,7 +33,7 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from tf_awt._files import apply_umask, atomic_directory, atomic_write_bytes, atomic_write_json
+from tf_awt._files import apply_umask, atomic_write_bytes, atomic_write_json
 from tf_awt.collapse import TrainingCollapsed, advice, collapse_reasons
 from tf_awt.paper import SEARCH_METHODS
 from tf_awt.recipes import Recipe
@@ -45,26 +43,6 @@ __all__ = ["Run", "PHASES"]
 PHASES = ("search", "train", "evaluate", "export")
 _OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
             "checkpoints")
-
-
-def _trailing_stuck(epoch_logs, num_classes: int) -> int:
-    """Epochs at the end of ``epoch_logs`` whose loss sits at ln k (what a resumed monitor continues from)."""
-    from tf_awt.collapse import _stuck
-
-    count = 0
-    for stuck in reversed(_stuck([e.get("loss", 0.0) for e in epoch_logs], num_classes, 0.02)):
-        if not stuck:
-            break
-        count += 1
-    return count
-
-
-def _gzip_size(arrays) -> int:
-    buf = io.BytesIO()
-    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as fh:
-        for a in arrays:
-            fh.write(np.ascontiguousarray(a).tobytes())
-    return len(buf.getvalue())
 
 
 class Run:
@@ -105,13 +83,17 @@ class Run:
         """sha256 of the resolved recipe: what makes two runs the same run."""
         return hashlib.sha256(self.recipe.to_yaml().encode()).hexdigest()
 
-    def _checkpoint(self, phase: str, **trackables):
-        from tf_awt.checkpoint import PhaseCheckpoint
+    def _resuming(self, phase: str, epochs: int, batch_size: int):
+        """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase continues."""
+        from tf_awt.checkpoint import completed_epochs, steps_per_epoch
 
         directory = self.path(os.path.join("checkpoints", phase))
-        if self.force and os.path.exists(directory):
-            shutil.rmtree(directory)
-        return PhaseCheckpoint(directory, f"{self.fingerprint}:{phase}", **trackables)
+        first = min(completed_epochs(directory), epochs)
+        if first:
+            self.log(f"{phase}: resuming after epoch {first} of {epochs} ({directory})")
+        if not epochs:
+            return directory, []
+        return directory, self._callbacks(phase, steps_per_epoch(len(self.split.y_train), batch_size) * (epochs - first))
 
     def _drop_checkpoint(self, phase: str):
         directory = self.path(os.path.join("checkpoints", phase))
@@ -160,56 +142,21 @@ class Run:
 
     # ------------------------------------------------------------------ phases
     def search(self):
-        from tf_awt.search import TicketSearch, TicketSearchCallback, find_ticket, search_optimizer
-        from tf_awt.ticket import Ticket
+        from tf_awt.search import find_ticket
 
         t0 = time.time()
         r = self.recipe
         with self.strategy.scope():
             model = self.base_model()
-        if r.method == "dense":
-            from tf_awt.layer_rules import prunable_layers
-
-            masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in prunable_layers(model)}
-            ticket = Ticket(masks=masks, initial_weights=model.get_weights(), method="dense",
-                            config=dataclasses.replace(r.search_config(), density=1.0).get_config())
-        elif r.method in SEARCH_METHODS:
-            import tf_keras
-
-            from tf_awt.checkpoint import epoch_batches, steps_per_epoch
-
-            config = r.search_config()
-            config = dataclasses.replace(config, attack=self._in_range(config.attack))
-            steps = steps_per_epoch(len(self.split.y_train), r.search.batch_size)
-            with self.strategy.scope():
-                search = TicketSearch(model, config, steps_per_epoch=steps)
-                search.compile(optimizer=search_optimizer(config))
-                search.optimizer.build(search.optimized_variables)
-            checkpoint = self._checkpoint("search", student=search.student, optimizer=search.optimizer,
-                                          mask_updates=search.mask_updates,
-                                          **({"scores": list(search.scores)} if search.scores else {}))
-            state = checkpoint.restore()
-            first = state["epoch"] if state else 0
-            before = state["extra"].get("history", {}) if state else {}
-            if first:
-                self.log(f"search: resuming after epoch {first} of {config.epochs} ({checkpoint.directory})")
-            recorder = TicketSearchCallback()
-
-            def history():
-                return {k: list(before.get(k, [])) + list(v) for k, v in recorder.history.items()} if recorder.history else before
-
-            if first < config.epochs:
-                ds = epoch_batches(self.split.x_train, self.split.y_train, r.search.batch_size, r.seed, first, config.epochs)
-                search.fit(ds, initial_epoch=first, epochs=config.epochs, steps_per_epoch=steps, verbose=0,
-                           callbacks=[recorder, checkpoint.callback(lambda epoch, logs: {"history": history()}),
-                                      *self._callbacks("search", steps * (config.epochs - first))])
-            else:
-                search.rewind("init")
-            ticket = search.ticket(history=history())
-        else:  # every search.* key reaches the baseline through the same SearchConfig fields
-            config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
-            settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-            ticket = find_ticket(model, (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size, **settings)
+            if r.method == "dense":
+                ticket = self._dense_ticket(model)
+            else:  # every search.* key reaches find_ticket through the same SearchConfig fields
+                config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
+                settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+                epochs = config.epochs if r.method in SEARCH_METHODS else 0  # the one-shot methods have no epochs
+                directory, progress = self._resuming("search", epochs, r.search.batch_size)
+                ticket = find_ticket(model, (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size,
+                                     callbacks=progress, checkpoint_dir=directory, **settings)
         ticket.save(self.path("ticket.npz"))
         self._drop_checkpoint("search")
         if self.tracker:
@@ -219,6 +166,14 @@ class Run:
         self.timings["search"] = time.time() - t0
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
+
+    def _dense_ticket(self, model):
+        from tf_awt.layer_rules import prunable_layers
+        from tf_awt.ticket import Ticket
+
+        masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in prunable_layers(model)}
+        return Ticket(masks=masks, initial_weights=model.get_weights(), method="dense",
+                      config=dataclasses.replace(self.recipe.search_config(), density=1.0).get_config())
 
     def ticket_model(self, distributed: bool = True):
         """The ticket (θ0 ⊙ m in tfmot wrappers); in the recipe's strategy scope unless ``distributed=False``."""
@@ -238,44 +193,24 @@ class Run:
         import tensorflow as tf
         import tf_keras
 
-        from tf_awt.training import AdversarialTrainer
+        from tf_awt.checkpoint import steps_per_epoch
+        from tf_awt.collapse import CollapseMonitor
+        from tf_awt.training import adversarial_fit
 
         t0 = time.time()
-        r = self.recipe
+        r, s = self.recipe, self.split
         ticket, model = self.ticket_model()
-        from tf_awt.checkpoint import epoch_batches, steps_per_epoch
-
         tf_keras.utils.set_random_seed(r.seed)
-        s = self.split
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
+        directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
         steps = steps_per_epoch(len(s.y_train), r.train.batch_size)
-        schedule = r.training_schedule(steps)
         with self.strategy.scope():
-            trainer = AdversarialTrainer(model, self._in_range(r.train_attack()), seed=r.seed, schedule=schedule)
-            trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(r.train.lr)))
-            trainer.optimizer.build(model.trainable_variables)
-        checkpoint = self._checkpoint("train", model=model, optimizer=trainer.optimizer)
-        state = checkpoint.restore()
-        first = state["epoch"] if state else 0
-        epochs_logs = list(state["extra"].get("epochs", [])) if state else []
-        if first:
-            self.log(f"train: resuming after epoch {first} of {r.train.epochs} ({checkpoint.directory})")
-
-        def record(epoch, logs):
-            epochs_logs.append({k: float(v) for k, v in logs.items()})
-            return {"epochs": epochs_logs}
-
-        if first < r.train.epochs:
-            from tf_awt.collapse import CollapseMonitor
-
-            train = epoch_batches(s.x_train, s.y_train, r.train.batch_size, r.seed, first, r.train.epochs)
-            monitor = CollapseMonitor(s.num_classes, log=self.log)
-            monitor.stuck_epochs = _trailing_stuck(epochs_logs, s.num_classes)
-            trainer.fit(train, validation_data=val, initial_epoch=first, epochs=r.train.epochs, steps_per_epoch=steps,
-                        verbose=0, callbacks=[checkpoint.callback(record), monitor,
-                                              *self._callbacks("train", steps * (r.train.epochs - first))])
-        hist = {k: [e[k] for e in epochs_logs] for k in (epochs_logs[0] if epochs_logs else {})}
+            history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self._in_range(r.train_attack()),
+                                      epochs=r.train.epochs, learning_rate=r.train.lr, batch_size=r.train.batch_size,
+                                      seed=r.seed, schedule=r.training_schedule(steps), checkpoint_dir=directory,
+                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
+        hist = history.history
         tmp = self.path(".tmp-trained.weights.h5")
         model.save_weights(tmp)
         apply_umask(tmp)
@@ -316,31 +251,17 @@ class Run:
         return result
 
     def export(self, model=None):
-        import tensorflow as tf
-
-        from tensorflow_model_optimization.python.core.sparsity.keras import prune
+        from tf_awt.export import export_saved_model, gzip_size
 
         t0 = time.time()
-        ticket = None
         if model is None:
-            ticket, model = self.trained_model(distributed=False)
-        stripped = prune.strip_pruning(model)
-        shape = (None,) + tuple(self.split.input_shape)
-
-        @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32, name="images")])
-        def serving_default(images):
-            return {"logits": stripped(images, training=False)}
-
-        target = self.path("saved_model")
-        atomic_directory(target, lambda tmp: stripped.save(tmp, save_format="tf", include_optimizer=False,
-                                                           signatures={"serving_default": serving_default}))
-        sparse_weights = stripped.get_weights()
-        dense_weights = self.base_model().get_weights()
-        sizes = {"raw_bytes": int(sum(w.nbytes for w in sparse_weights)),
-                 "dense_gzip_bytes": _gzip_size(dense_weights), "sparse_gzip_bytes": _gzip_size(sparse_weights)}
+            _, model = self.trained_model(distributed=False)
+        result = export_saved_model(model, self.path("saved_model"), tuple(self.split.input_shape))
+        sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(self.base_model().get_weights()),
+                 "sparse_gzip_bytes": result.sparse_gzip_bytes}
         self.timings["export"] = time.time() - t0
-        self.log(f"export: {target} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B)")
-        return stripped, sizes
+        self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B)")
+        return result.model, sizes
 
     # ------------------------------------------------------------------ everything
     def _prepare(self) -> dict:
@@ -379,10 +300,6 @@ class Run:
 
     def all(self) -> dict:
         """Runs (or resumes) search → train → evaluate → export; returns the summary."""
-        from tf_awt import plots
-        from tf_awt.evaluation import EvaluationResult
-        from tf_awt.ticket import Ticket
-
         summary_path = self.path("summary.json")
         if os.path.exists(summary_path) and not self.force:
             self.log(f"{self.out} holds a finished run (summary.json): kept. Pass --force to run it again.")
@@ -397,68 +314,12 @@ class Run:
             state["mlflow_run_id"] = self.tracker.run_id
         self._save_state(state)
         try:
-            if os.path.exists(self.path("ticket.npz")):
-                ticket = Ticket.load(self.path("ticket.npz"))
-                self.log("search: ticket.npz exists, kept")
-            else:
-                ticket = self.search()
-                self._save_state(state)
-            if os.path.exists(self.path("trained.weights.h5")) and os.path.exists(self.path("history.json")):
-                _, model = self.trained_model()
-                with open(self.path("history.json"), encoding="utf-8") as fh:
-                    hist = json.load(fh)
-                self.log("train: trained.weights.h5 exists, kept")
-            else:
-                model, hist = self.train()
-                self._save_state(state)
-            if os.path.exists(self.path("evaluation.json")):
-                with open(self.path("evaluation.json"), encoding="utf-8") as fh:
-                    result = EvaluationResult.from_dict(json.load(fh))
-                self.log("evaluate: evaluation.json exists, kept")
-            else:
-                result = self.evaluate(model)
-                self._save_state(state)
-            s = self.split
-            n_eval = result.num_examples
-            shares = np.bincount(s.y_test[:n_eval], minlength=s.num_classes) / max(n_eval, 1)
-            reasons = collapse_reasons(hist, result.natural_accuracy, s.num_classes, n_eval, float(shares.max()),
-                                       result.zero_gradient_fraction)
-            if reasons:
-                self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
+            ticket, model, hist, result = self._phases(state)
+            reasons = self._collapse_reasons(hist, result)
             # a distributed model is exported from a one-device copy of its trained weights
             stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
-            plots.write_all(self.out, ticket, hist)
-            summary = {
-                "natural_accuracy": result.natural_accuracy,
-                "robust_accuracy": result.robust_accuracy,
-                "density": ticket.density,
-                "layer_density": ticket.layer_density,
-                "method": self.recipe.method,
-                "recipe": self.recipe_name,
-                "dataset": self.recipe.dataset,
-                "seed": self.recipe.seed,
-                "phase_seconds": dict(self.timings),
-                "model_size": sizes,
-                "sanity_warnings": result.warnings,
-                "collapsed": bool(reasons),
-                "collapse_reason": (f"{'; '.join(reasons)}. {advice(self.recipe.train)}" if reasons else None),
-                "saved_model": os.path.abspath(self.path("saved_model")),
-                "mlflow_run_id": None,
-                "model_uri": None,
-            }
-            if self.tracker:
-                summary["mlflow_run_id"] = self.tracker.run_id
-                summary["model_uri"] = self.tracker.log_model(stripped, self.split.x_test[:2])
-                self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": sizes["sparse_gzip_bytes"]})
-                self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
-                                       **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
-                for name in ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", *plots.NAMES):
-                    if os.path.exists(self.path(name)):
-                        self.tracker.log_artifact(self.path(name))
-            atomic_write_json(self.path("summary.json"), summary)
-            if self.tracker:
-                self.tracker.log_artifact(self.path("summary.json"))
-                self.tracker.end("FINISHED")
+            summary = self._summary(ticket, result, sizes, reasons)
+            self._finish(summary, ticket, hist, stripped, reasons)
             if reasons and self.recipe.train.fail_on_collapse:
                 raise TrainingCollapsed(f"training collapsed (train.fail_on_collapse): {summary['collapse_reason']}")
             return summary
@@ -466,3 +327,79 @@ class Run:
             if self.tracker:
                 self.tracker.end("FAILED")
             raise
+
+    def _phases(self, state: dict):
+        """(ticket, trained model, training history, evaluation): each read from DIR if there, else run."""
+        from tf_awt.evaluation import EvaluationResult
+        from tf_awt.ticket import Ticket
+
+        if os.path.exists(self.path("ticket.npz")):
+            ticket = Ticket.load(self.path("ticket.npz"))
+            self.log("search: ticket.npz exists, kept")
+        else:
+            ticket = self.search()
+            self._save_state(state)
+        if os.path.exists(self.path("trained.weights.h5")) and os.path.exists(self.path("history.json")):
+            _, model = self.trained_model()
+            with open(self.path("history.json"), encoding="utf-8") as fh:
+                hist = json.load(fh)
+            self.log("train: trained.weights.h5 exists, kept")
+        else:
+            model, hist = self.train()
+            self._save_state(state)
+        if os.path.exists(self.path("evaluation.json")):
+            with open(self.path("evaluation.json"), encoding="utf-8") as fh:
+                result = EvaluationResult.from_dict(json.load(fh))
+            self.log("evaluate: evaluation.json exists, kept")
+        else:
+            result = self.evaluate(model)
+            self._save_state(state)
+        return ticket, model, hist, result
+
+    def _collapse_reasons(self, hist, result):
+        s = self.split
+        n_eval = result.num_examples
+        shares = np.bincount(s.y_test[:n_eval], minlength=s.num_classes) / max(n_eval, 1)
+        reasons = collapse_reasons(hist, result.natural_accuracy, s.num_classes, n_eval, float(shares.max()),
+                                   result.zero_gradient_fraction)
+        if reasons:
+            self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
+        return reasons
+
+    def _summary(self, ticket, result, sizes, reasons) -> dict:
+        return {
+            "natural_accuracy": result.natural_accuracy,
+            "robust_accuracy": result.robust_accuracy,
+            "density": ticket.density,
+            "layer_density": ticket.layer_density,
+            "method": self.recipe.method,
+            "recipe": self.recipe_name,
+            "dataset": self.recipe.dataset,
+            "seed": self.recipe.seed,
+            "phase_seconds": dict(self.timings),
+            "model_size": sizes,
+            "sanity_warnings": result.warnings,
+            "collapsed": bool(reasons),
+            "collapse_reason": (f"{'; '.join(reasons)}. {advice(self.recipe.train)}" if reasons else None),
+            "saved_model": os.path.abspath(self.path("saved_model")),
+            "mlflow_run_id": self.tracker.run_id if self.tracker else None,
+            "model_uri": None,
+        }
+
+    def _finish(self, summary: dict, ticket, hist, stripped, reasons):
+        """Plots, MLflow model/metrics/tags/artifacts, then summary.json (written last)."""
+        from tf_awt import plots
+
+        plots.write_all(self.out, ticket, hist)
+        if self.tracker:
+            summary["model_uri"] = self.tracker.log_model(stripped, self.split.x_test[:2])
+            self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
+            self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
+                                   **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
+            for name in ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", *plots.NAMES):
+                if os.path.exists(self.path(name)):
+                    self.tracker.log_artifact(self.path(name))
+        atomic_write_json(self.path("summary.json"), summary)
+        if self.tracker:
+            self.tracker.log_artifact(self.path("summary.json"))
+            self.tracker.end("FINISHED")

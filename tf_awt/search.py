@@ -484,18 +484,6 @@ class TicketSearchCallback(tf_keras.callbacks.Callback):
             self.model.rewind(self.rewind)
 
 
-def _as_dataset(model, data, batch_size: int, attack: Attack, name: str = "data"):
-    """``data`` ((x, y) arrays or a dataset of batches) as a checked dataset (see :mod:`tf_awt._validate`)."""
-    shape, classes = _validate.model_contract(model)
-    bounds = dict(input_shape=shape, num_classes=classes, clip_min=attack.clip_min, clip_max=attack.clip_max)
-    if isinstance(data, tf.data.Dataset):
-        return _validate.checked_dataset(data, name, **bounds)
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = _validate.check_arrays(data[0], data[1], name, **bounds)
-        return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    raise ValueError(f"{name} must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
-
-
 def find_ticket(
     model,
     data,
@@ -506,6 +494,7 @@ def find_ticket(
     batch_size: int = 64,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
     verbose: int = 0,
+    checkpoint_dir: Optional[str] = None,
     **settings,
 ) -> Ticket:
     """Finds a ticket of ``model`` at its initialization.
@@ -521,6 +510,11 @@ def find_ticket(
       epochs: search epochs for awt/ntt (default 20; the paper's setting).
       callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
       verbose: ``fit`` verbosity (default 0).
+      checkpoint_dir: awt/ntt only: save the search after every epoch in this directory
+        (:mod:`tf_awt.checkpoint`) and, if it already holds a checkpoint of the same call, continue
+        after its last epoch (default None: no checkpoints). With (x, y) arrays the resumed search
+        ends with the ticket an uninterrupted one finds; the directory is left in place (a repeated
+        call returns at once), delete it once the ticket is saved. Other methods ignore it.
       **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
         learning_rate, update_every, weight_decay, kernel, scope, implementation, optimize,
         reference, rounds, prune_rate, seed).
@@ -539,15 +533,9 @@ def find_ticket(
                           **({"attack": attack} if attack is not None else {}), **settings)
     batch_size = _validate.integer(batch_size, "batch_size", low=1)
     prunable_layer_names(model)
-    dataset = _as_dataset(model, data, batch_size, config.attack)
     if method in SEARCH_METHODS:
-        steps = int(dataset.cardinality().numpy())
-        search = TicketSearch(model, config, steps_per_epoch=steps if steps > 0 else None)
-        search.compile(optimizer=search_optimizer(config))
-        recorder = TicketSearchCallback(rewind="init")
-        with _validate.reraise_data_errors():
-            search.fit(dataset, epochs=config.epochs, callbacks=[recorder, *callbacks], verbose=verbose)
-        return search.ticket(history=recorder.history)
+        return _search(model, data, config, batch_size, callbacks, verbose, checkpoint_dir)
+    dataset = _validate.batches(model, data, batch_size, config.attack)
     from tf_awt import baselines
 
     history = {}
@@ -565,6 +553,37 @@ def find_ticket(
             masks = baselines.one_shot_masks(model, dataset, config)
     return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
                   method=method, history=history, config=config.get_config())
+
+
+def _search(model, data, config: SearchConfig, batch_size: int, callbacks, verbose: int, checkpoint_dir: Optional[str]) -> Ticket:
+    """Algorithm 1 (or its score variant) as a Keras ``fit``; resumable from ``checkpoint_dir``."""
+    from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
+
+    batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs)
+    search = TicketSearch(model, config, steps_per_epoch=steps)
+    search.compile(optimizer=search_optimizer(config))
+    checkpoint = None
+    if checkpoint_dir is not None:
+        search.optimizer.build(search.optimized_variables)
+        scores = {"scores": list(search.scores)} if search.scores else {}
+        key = fingerprint("search", config=config.get_config(), batch_size=batch_size, steps=steps)
+        checkpoint = PhaseCheckpoint(checkpoint_dir, key, student=search.student, optimizer=search.optimizer,
+                                     mask_updates=search.mask_updates, **scores)
+    recorder = TicketSearchCallback(rewind="init")
+
+    def history(restored):
+        before = restored.get("history", {})
+        if not recorder.history:
+            return before
+        return {k: list(before.get(k, [])) + list(v) for k, v in recorder.history.items()}
+
+    with _validate.reraise_data_errors():
+        _, restored = resumable_fit(search, batches, config.epochs, checkpoint, callbacks=[recorder, *callbacks],
+                                    extra_fn=lambda restored: {"history": history(restored)},
+                                    steps_per_epoch=steps, verbose=verbose)
+    if not recorder.history:  # nothing left to run: the restored checkpoint is the final one
+        search.rewind("init")
+    return search.ticket(history=history(restored))
 
 
 def _reference_ticket(model, dataset, config: SearchConfig, batch_size, callbacks, verbose) -> Ticket:

@@ -148,47 +148,57 @@ class AdversarialTrainer(tf_keras.Model):
 
 def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: int = 100,
                     learning_rate: float = 1e-3, batch_size: int = 64, callbacks=(), verbose: int = 0, seed: int = 0,
-                    schedule: Optional[TrainingSchedule] = None):
+                    schedule: Optional[TrainingSchedule] = None, checkpoint_dir: Optional[str] = None):
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
       model: tf_keras model with logits (a ticket from ``Ticket.to_model`` or a dense model).
-      train: (x, y) arrays or a ``tf.data.Dataset`` of batches.
+      train: (x, y) arrays (epoch e shuffled by the stateless seed [seed, e]) or a
+        ``tf.data.Dataset`` of batches (used in its own order).
       validation: optional held-out (x, y) arrays or dataset.
       attack: training attack (default: the paper's MNIST setting).
       epochs, learning_rate, batch_size: paper defaults 100, 1e-3, 64.
+      callbacks: more Keras callbacks (default none), run after the epoch's checkpoint is saved.
+      verbose: ``fit`` verbosity (default 0).
       seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
       schedule: a :class:`~tf_awt.TrainingSchedule` (ε warm-up, learning-rate schedule with
         ``learning_rate`` as its peak, gradient clipping); default None: none of them.
+      checkpoint_dir: save model, optimizer and the epoch logs after every epoch in this directory
+        (:mod:`tf_awt.checkpoint`) and, if it holds a checkpoint of the same call, continue after
+        its last epoch (default None: no checkpoints). With array data the resumed training ends
+        with the weights and history an uninterrupted one gives (the schedule's position is the
+        optimizer's step counter, which is saved). The directory is left in place (a repeated
+        call returns at once); delete it once the model is saved.
+
+    Returns:
+      the ``History`` of the ``fit``; its ``history`` holds every epoch, restored ones included.
 
     Data are checked first (:mod:`tf_awt._validate`): finite inputs of the model's shape inside the
     attack's data range, integer labels in [0, number of model outputs); a ValueError names the
     first bad entry.
     """
+    from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
+
     epochs = _validate.integer(epochs, "epochs", low=0)
     learning_rate = _validate.real(learning_rate, "learning_rate", low=0, low_open=True)
     batch_size = _validate.integer(batch_size, "batch_size", low=1)
     seed = _validate.integer(seed, "seed")
     attack = attack if attack is not None else training_attack()
-    shape, classes = _validate.model_contract(model)
-    bounds = dict(input_shape=shape, num_classes=classes, clip_min=attack.clip_min, clip_max=attack.clip_max)
-
-    def as_ds(data, shuffle, name):
-        if data is None:
-            return None
-        if isinstance(data, tf.data.Dataset):
-            return _validate.checked_dataset(data, name, **bounds)
-        if not isinstance(data, (tuple, list)) or len(data) != 2:
-            raise ValueError(f"{name} must be (x, y) arrays or a tf.data.Dataset of (x, y) batches. You passed: {type(data).__name__}")
-        x, y = _validate.check_arrays(data[0], data[1], name, **bounds)
-        ds = tf.data.Dataset.from_tensor_slices((x, y))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        return ds.batch(batch_size)
-
-    train_ds, validation_ds = as_ds(train, True, "train"), as_ds(validation, False, "validation")
+    batches, steps = _validate.epoch_data(model, train, batch_size, attack, seed, epochs, "train")
+    validation_ds = None if validation is None else _validate.batches(model, validation, batch_size, attack, "validation")
     schedule = schedule or TrainingSchedule()
     trainer = AdversarialTrainer(model, attack, seed=seed, schedule=schedule)
     trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(learning_rate)))
+    checkpoint = None
+    if checkpoint_dir is not None:
+        trainer.optimizer.build(model.trainable_variables)
+        key = fingerprint("train", attack=attack.get_config(), epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
+                          seed=seed, schedule=schedule.get_config(), steps=steps)
+        checkpoint = PhaseCheckpoint(checkpoint_dir, key, model=model, optimizer=trainer.optimizer)
+    history = tf_keras.callbacks.History()
     with _validate.reraise_data_errors():
-        return trainer.fit(train_ds, validation_data=validation_ds, epochs=epochs, callbacks=list(callbacks), verbose=verbose)
+        logs, _ = resumable_fit(trainer, batches, epochs, checkpoint, callbacks=[*callbacks, history],
+                                validation_data=validation_ds, steps_per_epoch=steps, verbose=verbose)
+    history.epoch = list(range(len(logs)))
+    history.history = {k: [e[k] for e in logs] for k in (logs[0] if logs else {})}
+    return history

@@ -1,0 +1,40 @@
+"""tf_awt.export_saved_model: the function `tf-awt export` calls, through the public API."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras
+
+import tf_awt
+
+
+def _cnn():
+    tf_keras.utils.set_random_seed(0)
+    return tf_keras.Sequential([tf_keras.layers.Input((6, 6, 1)), tf_keras.layers.Conv2D(4, 3, activation="relu"),
+                                tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)])
+
+
+def test_export_writes_a_servable_sparse_model_and_replaces_an_old_one(tmp_path):
+    model = _cnn()
+    x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
+    ticket = tf_awt.find_ticket(model, (x, np.arange(5) % 3), density=0.25, method="magnitude")
+    pruned = ticket.to_model(model)
+    path = str(tmp_path / "saved")
+    os.makedirs(path)
+    open(os.path.join(path, "stale.txt"), "w").close()
+    result = tf_awt.export_saved_model(pruned, path)
+    assert result.path == path and not os.path.exists(os.path.join(path, "stale.txt"))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+    assert result.zeros == pytest.approx(1 - ticket.density, abs=1e-6)
+    assert result.raw_bytes == sum(w.nbytes for w in result.model.get_weights())
+    assert 0 < result.sparse_gzip_bytes < result.raw_bytes
+    served = tf.saved_model.load(path).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
+    np.testing.assert_allclose(served, pruned(x).numpy(), atol=1e-6)
+
+
+def test_export_names_a_bad_input_shape():
+    with pytest.raises(ValueError, match=r"input_shape must be positive integers. You passed: \(0, 6, 1\)"):
+        tf_awt.export_saved_model(_cnn(), "unused", input_shape=(0, 6, 1))
+    with pytest.raises(ValueError, match="needs a built model"):
+        tf_awt.export_saved_model(tf_keras.Sequential([tf_keras.layers.Dense(2)]), "unused")
