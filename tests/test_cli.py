@@ -210,8 +210,17 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     history = client.get_metric_history(run.info.run_id, "search_kernel_distance")
     assert len(history) >= 2
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"ticket.npz", "summary.json", "recipe.yaml", "distances.png"} <= artifacts
+    assert {"ticket.npz", "summary.json", "recipe.yaml", "distances.png", "model.tflite"} <= artifacts
     assert summary["model_uri"].startswith("models:/")
+    # the model registry: a version of tf_awt-<recipe>, the run's description and its training data
+    assert summary["registered_model"] == "models:/tf_awt-tiny/1"
+    version = client.get_model_version("tf_awt-tiny", "1")
+    assert version.run_id == run.info.run_id
+    note = run.data.tags["mlflow.note.content"]
+    assert note.startswith("tiny test recipe") and f"robust accuracy {summary['robust_accuracy']:.4f}" in note
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].tags[0].value == "training"
+    assert json.loads(inputs[0].dataset.profile)["features_shape"][0] == 96  # the tiny training split
 
 
 def test_unreachable_tracking_server_is_a_clear_error(tmp_path):
@@ -233,9 +242,14 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
     x = np.load(str(tmp / "tiny.npz"))["x"][:4]
     np.save(str(tmp / "x.npy"), x)
     expected = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
+    from tf_awt import tflite_predict  # the sparse TFLite file answers like the SavedModel, at any batch size
+
+    for batch in (1, 4):
+        np.testing.assert_allclose(tflite_predict(os.path.join(out, "model.tflite"), x[:batch]), expected[:batch], atol=1e-5)
+    assert summary["model_size"]["tflite_bytes"] == os.path.getsize(os.path.join(out, "model.tflite"))
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", summary["model_uri"], "--env-manager",
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tf_awt-tiny/latest", "--env-manager",
                                "local", "-h", "127.0.0.1", "-p", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env)
     try:

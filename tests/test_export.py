@@ -38,3 +38,25 @@ def test_export_names_a_bad_input_shape():
         tf_awt.export_saved_model(_cnn(), "unused", input_shape=(0, 6, 1))
     with pytest.raises(ValueError, match="needs a built model"):
         tf_awt.export_saved_model(tf_keras.Sequential([tf_keras.layers.Dense(2)]), "unused")
+
+
+def _wide_cnn():
+    tf_keras.utils.set_random_seed(0)
+    return tf_keras.Sequential([tf_keras.layers.Input((6, 6, 1)), tf_keras.layers.Conv2D(16, 3, activation="relu"),
+                                tf_keras.layers.Flatten(), tf_keras.layers.Dense(64, activation="relu"), tf_keras.layers.Dense(3)])
+
+
+def test_tflite_export_stores_the_ticket_sparse_and_predicts_like_it(tmp_path):
+    model = _wide_cnn()
+    x = np.random.default_rng(1).uniform(0, 1, (7, 6, 6, 1)).astype("float32")
+    pruned = tf_awt.find_ticket(model, (x, np.arange(7) % 3), density=0.1, method="magnitude").to_model(model)
+    sparse_path, dense_path = str(tmp_path / "sparse.tflite"), str(tmp_path / "dense.tflite")
+    sparse_bytes = tf_awt.export_tflite(pruned, sparse_path)
+    dense_bytes = tf_awt.export_tflite(pruned, dense_path, sparse=False)
+    assert sparse_bytes == os.path.getsize(sparse_path) and dense_bytes == os.path.getsize(dense_path)
+    assert sparse_bytes < 0.5 * dense_bytes  # 10% of the kernels kept: stored sparse, not as zeros
+    for batch in (1, 7):
+        expected = pruned(x[:batch]).numpy()
+        np.testing.assert_allclose(tf_awt.tflite_predict(sparse_path, x[:batch]), expected, atol=1e-5)
+        np.testing.assert_allclose(tf_awt.tflite_predict(dense_path, x[:batch]), expected, atol=1e-5)
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]

@@ -1,6 +1,6 @@
 """``tf-awt``: the command line.
 
-    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--force] [--debug]
+    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--register-as NAME | --no-register] [--force] [--debug]
     tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
     tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
                     --steps 100 --restarts 5] [--json OUT]
@@ -81,6 +81,9 @@ def _parser():
     run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
     recipe_args(run, out_required=False)
     run.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
+    run.add_argument("--register-as", metavar="NAME",
+                     help="register the model in MLflow's model registry under NAME (default: tf_awt-RECIPE)")
+    run.add_argument("--no-register", action="store_true", help="log the model in MLflow without registering it")
     for name, text in (("search", "find the ticket (writes ticket.npz)"), ("train", "adversarially train the ticket"),
                        ("export", "export the sparse SavedModel")):
         recipe_args(sub.add_parser(name, help=text), out_required=True)
@@ -154,6 +157,14 @@ def _evaluate_saved_model(args):
         atomic_write_json(args.json_out, out)
 
 
+def _registered_name(args) -> str:
+    """``--register-as NAME``, else ``tf_awt-<recipe stem>``; checked like MLflow's own names."""
+    name = args.register_as if args.register_as is not None else f"tf_awt-{_recipe_stem(args.recipe)}"
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"--register-as takes a model name of letters, digits, '-', '_' and '.'. You passed: {name!r}")
+    return name
+
+
 def _recipe_stem(recipe: str) -> str:
     """``quickstart`` -> ``quickstart``; ``path/to/my.yaml`` -> ``my``."""
     base = os.path.basename(recipe)
@@ -187,7 +198,7 @@ def _main(argv):
     if args.command == "run" and not args.no_mlflow and is_chief():  # multi-worker: the chief tracks
         from tf_awt.tracking import Tracker
 
-        tracker = Tracker()
+        tracker = Tracker(register=None if args.no_register else _registered_name(args))
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
               tracker=tracker, log=log, force=args.force)

@@ -9,6 +9,7 @@ leaves a complete-looking half-written file)::
     history.json            per-epoch natural/adversarial loss and accuracy
     evaluation.json         natural/robust accuracy, per class, sanity warnings (phase "evaluate")
     saved_model/            strip_pruning'd sparse model, serving_default(images) -> logits (phase "export")
+    model.tflite            the same model for TFLite, pruned kernels stored sparse (export.tflite: true)
     summary.json            the run's results; written last
     *.png                   distance curves, accuracy curves, per-layer density
     run.json                MLflow run id and phase timings (what a resumed run continues)
@@ -42,7 +43,7 @@ __all__ = ["Run", "PHASES"]
 
 PHASES = ("search", "train", "evaluate", "export")
 _OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
-            "checkpoints")
+            "model.tflite", "checkpoints")
 
 
 class Run:
@@ -251,16 +252,20 @@ class Run:
         return result
 
     def export(self, model=None):
-        from tf_awt.export import export_saved_model, gzip_size
+        from tf_awt.export import export_saved_model, export_tflite, gzip_size
 
         t0 = time.time()
         if model is None:
             _, model = self.trained_model(distributed=False)
-        result = export_saved_model(model, self.path("saved_model"), tuple(self.split.input_shape))
+        shape = tuple(self.split.input_shape)
+        result = export_saved_model(model, self.path("saved_model"), shape)
         sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(self.base_model().get_weights()),
                  "sparse_gzip_bytes": result.sparse_gzip_bytes}
+        if self.recipe.export.tflite:
+            sizes["tflite_bytes"] = export_tflite(model, self.path("model.tflite"), sparse=True, input_shape=shape)
         self.timings["export"] = time.time() - t0
-        self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B)")
+        tflite = f", model.tflite {sizes['tflite_bytes']:,} B" if "tflite_bytes" in sizes else ""
+        self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{tflite})")
         return result.model, sizes
 
     # ------------------------------------------------------------------ everything
@@ -310,8 +315,11 @@ class Run:
         self.timings.update(state.get("phase_seconds", {}))
         self.write_recipe()
         if self.tracker:
+            fresh = not state.get("mlflow_run_id")
             self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"))
             state["mlflow_run_id"] = self.tracker.run_id
+            if fresh:
+                self.tracker.log_training_data(self.split.x_train, self.split.y_train, self.recipe.dataset)
         self._save_state(state)
         try:
             ticket, model, hist, result = self._phases(state)
@@ -384,7 +392,18 @@ class Run:
             "saved_model": os.path.abspath(self.path("saved_model")),
             "mlflow_run_id": self.tracker.run_id if self.tracker else None,
             "model_uri": None,
+            "registered_model": None,
         }
+
+    def _description(self, summary: dict) -> str:
+        """The MLflow run description: the recipe's own, then the headline numbers."""
+        r = self.recipe
+        line = (f"{r.method} ticket of the {r.model} at density {summary['density']:.4f} on {r.dataset} "
+                f"({r.attack.norm} ε = {r.attack.eps:g}): natural accuracy {summary['natural_accuracy']:.4f}, robust "
+                f"accuracy {summary['robust_accuracy']:.4f} (PGD-{r.eval.steps} ×{r.eval.restarts}, {r.eval.split} split)")
+        if summary["collapsed"]:
+            line += f". Training collapsed: {summary['collapse_reason']}"
+        return f"{r.description.strip()}\n\n{line}." if r.description.strip() else line + "."
 
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):
         """Plots, MLflow model/metrics/tags/artifacts, then summary.json (written last)."""
@@ -393,10 +412,12 @@ class Run:
         plots.write_all(self.out, ticket, hist)
         if self.tracker:
             summary["model_uri"] = self.tracker.log_model(stripped, self.split.x_test[:2])
+            summary["registered_model"] = self.tracker.registered_uri
+            self.tracker.describe(self._description(summary))
             self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
             self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
                                    **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
-            for name in ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", *plots.NAMES):
+            for name in ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", "model.tflite", *plots.NAMES):
                 if os.path.exists(self.path(name)):
                     self.tracker.log_artifact(self.path(name))
         atomic_write_json(self.path("summary.json"), summary)

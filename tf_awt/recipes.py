@@ -18,6 +18,7 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
     # autoattack: + AutoAttack (ART); split: validation trains on 80% of the training data and
     # evaluates on the other 20% (stratified, fixed), for choosing hyper-parameters without the test split
+    export: {tflite: true}     # also write model.tflite, pruned kernels in TFLite's sparse format
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
 ``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainingSchedule`),
@@ -97,6 +98,11 @@ class EvalSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class ExportSection:
+    tflite: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
 class Recipe:
     """A whole run; see the module docstring for the keys."""
 
@@ -111,6 +117,7 @@ class Recipe:
     search: SearchSection = SearchSection()
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
+    export: ExportSection = ExportSection()
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -199,7 +206,8 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {"attack": AttackSection, "search": SearchSection, "train": TrainSection, "eval": EvalSection}
+_SECTIONS = {"attack": AttackSection, "search": SearchSection, "train": TrainSection, "eval": EvalSection,
+             "export": ExportSection}
 
 
 def _coerce(value, annotation, where):

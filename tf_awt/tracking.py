@@ -55,13 +55,22 @@ class Tracker:
       experiment: MLflow experiment name (default "tf_awt").
       tracking_uri: overrides ``MLFLOW_TRACKING_URI`` (default None: MLflow's choice).
       nested: start the run as a child of the active run (default False; sweeps use True).
+      register: register the logged model under this name in MLflow's model registry, one new
+        version per run (default None: log it without registering).
+
+    Attributes:
+      run_id: the MLflow run's id once started.
+      registered_uri: ``models:/NAME/VERSION`` of the registered model, once logged with ``register``.
     """
 
-    def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None, nested: bool = False):
+    def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None, nested: bool = False,
+                 register: Optional[str] = None):
         self.experiment = experiment
         self.tracking_uri = tracking_uri
         self.nested = nested
+        self.register = register
         self.run_id: Optional[str] = None
+        self.registered_uri: Optional[str] = None
 
     def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None) -> str:
         """Starts the run; with ``run_id`` (a resumed run) continues that MLflow run instead."""
@@ -108,15 +117,36 @@ class Tracker:
         mlflow.log_artifact(path)
 
     def log_model(self, model, input_example) -> str:
-        """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI."""
+        """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI.
+
+        With ``register``, the model also becomes a new version of that registered model
+        (:attr:`registered_uri`; ``mlflow models serve -m models:/NAME/latest`` serves it).
+        """
         import mlflow
         import numpy as np
 
         example = np.asarray(input_example, np.float32)
         logits = model(example, training=False).numpy()
         signature = mlflow.models.infer_signature(example, logits)
-        info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example)
+        info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
+                                           registered_model_name=self.register)
+        if self.register:
+            self.registered_uri = f"models:/{self.register}/{info.registered_model_version}"
         return info.model_uri
+
+    def log_training_data(self, x, y, name: str) -> None:
+        """Records the training split as the run's MLflow dataset input (name, digest, shape; not the data)."""
+        import mlflow
+        import numpy as np
+
+        dataset = mlflow.data.from_numpy(np.asarray(x), targets=np.asarray(y), name=name)
+        mlflow.log_input(dataset, context="training")
+
+    def describe(self, text: str) -> None:
+        """Sets the run's description (what the MLflow UI shows on the run page)."""
+        import mlflow
+
+        mlflow.set_tag("mlflow.note.content", text)
 
     def end(self, status: str = "FINISHED") -> None:
         import mlflow
