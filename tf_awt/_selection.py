@@ -1,19 +1,76 @@
-r"""Top-k mask selection: global, layer-wise or at Erdős–Rényi-Kernel layer densities (private).
+r"""Top-k mask selection: global, layer-wise or at Erdős–Rényi-Kernel layer densities, or N:M (private).
 
 Graph-friendly: works on tensors inside ``tf.function``. The number of kept weights is exact:
 ``round(density * total)`` globally (``scope="global"``, with a guard against layer collapse),
 ``round(density * n_l)`` in every layer (``scope="layer"``), or ``round(d_l * n_l)`` in layer
 :math:`l` at the ERK densities of :func:`erk_densities` (``scope="erk"``); ties are broken by
 ``tf.math.top_k``'s order, never by a threshold that could keep too many.
+
+An N:M ``pattern`` (e.g. "2:4", what sparse tensor cores run) replaces the budget: each output
+unit's input weights — a Dense kernel's column, a Conv2D kernel's (h, w, c_in) weights of one
+filter, flattened with c_in fastest — are split into consecutive groups of M and the N highest
+scores of every group are kept (:func:`nm_masks`); a trailing group of r < M weights keeps min(N, r).
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+import re
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 SCOPES = ("global", "layer", "erk")
+UNSTRUCTURED = "unstructured"
+
+
+def parse_pattern(pattern: str) -> Optional[Tuple[int, int]]:
+    """``"unstructured"`` -> None; ``"N:M"`` -> (N, M) with 1 <= N < M; anything else is a ValueError."""
+    if pattern == UNSTRUCTURED:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pattern) if isinstance(pattern, str) else None
+    if match is None or not 1 <= int(match.group(1)) < int(match.group(2)):
+        raise ValueError(f"pattern must be 'unstructured' or 'N:M' with 1 <= N < M (e.g. '2:4'). You passed: {pattern!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def nm_density(shapes: Sequence, n: int, m: int) -> float:
+    """The fraction of weights an N:M pattern keeps over layers of these shapes (N/M when M divides every fan-in)."""
+    kept = total = 0
+    for shape in shapes:
+        fan_in, units = int(np.prod(shape[:-1])), int(shape[-1])
+        kept += units * (fan_in // m * n + min(n, fan_in % m))
+        total += units * fan_in
+    return kept / total
+
+
+def nm_masks(scores: Sequence[tf.Tensor], n: int, m: int) -> List[tf.Tensor]:
+    """0/1 masks keeping the N highest scores of every group of M consecutive input weights (module docstring)."""
+    return [_nm_mask(s, n, m) for s in scores]
+
+
+def schedule_masks(scores: Sequence[tf.Tensor], density: float, scope: str, pattern: str) -> List[tf.Tensor]:
+    """:func:`top_k_masks` at an intermediate ``density`` of an iterative method (SynFlow, Cosentino et al.).
+
+    With an N:M pattern each step keeps max(N, round(density·M)) of every M (all M while that
+    reaches M), so the steps tighten towards the pattern and the last one (density N/M) is N:M.
+    """
+    nm = parse_pattern(pattern)
+    if nm is None:
+        return top_k_masks(scores, density, scope)
+    n, m = nm
+    return nm_masks(scores, min(m, max(n, int(round(density * m)))), m)
+
+
+def _nm_mask(score: tf.Tensor, n: int, m: int) -> tf.Tensor:
+    shape = score.shape
+    fan_in, units = int(np.prod(shape[:-1])), int(shape[-1])
+    pad = -fan_in % m
+    rows = tf.transpose(tf.reshape(tf.cast(score, tf.float32), [fan_in, units]))  # (units, fan_in)
+    rows = tf.pad(rows, [[0, 0], [0, pad]], constant_values=np.float32(-np.inf))
+    _, idx = tf.math.top_k(tf.reshape(rows, [units, (fan_in + pad) // m, m]), k=n, sorted=False)
+    keep = tf.reduce_sum(tf.one_hot(idx, m, dtype=tf.float32), axis=-2)  # (units, groups, m)
+    keep = tf.reshape(keep, [units, fan_in + pad])[:, :fan_in]  # padding picked in a short group is dropped
+    return tf.reshape(tf.transpose(keep), shape)
 
 
 def kept_count(size: int, density: float) -> int:
@@ -50,14 +107,19 @@ def erk_densities(shapes: Sequence, density: float) -> List[float]:
         dense.add(largest)
 
 
-def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global") -> List[tf.Tensor]:
+def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global",
+                pattern: str = UNSTRUCTURED) -> List[tf.Tensor]:
     """0/1 masks keeping the highest ``scores`` at ``density``.
 
     Global scope keeps ``round(density * total)`` weights over all layers, of which each layer's
     top ``reserved_per_layer`` (as many as its output units) are reserved first, so no layer
     collapses to zero weights, provided the budget covers the reserve (otherwise the reserve is
-    shrunk to one weight per layer).
+    shrunk to one weight per layer). An N:M ``pattern`` keeps N of every M instead (:func:`nm_masks`;
+    ``density`` and ``scope`` are then not used).
     """
+    nm = parse_pattern(pattern)
+    if nm is not None:
+        return nm_masks(scores, *nm)
     if scope not in SCOPES:
         raise ValueError(f"mask scope must be one of {SCOPES}. You passed: {scope!r}")
     shapes = [s.shape for s in scores]
@@ -92,7 +154,8 @@ def _keep_top(flat: tf.Tensor, k: int) -> tf.Tensor:
     return tf.scatter_nd(idx[:, None], tf.ones([k], flat.dtype), [n])
 
 
-def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global") -> List[tf.Tensor]:
+def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global",
+                           pattern: str = UNSTRUCTURED) -> List[tf.Tensor]:
     r""":func:`top_k_masks` of ``scores`` in the forward pass, the identity in the backward pass.
 
     :math:`m(s) = \mathrm{topk}(s) + s - \mathrm{sg}(s)`: the value is exactly the 0/1 top-k mask
@@ -100,5 +163,5 @@ def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: s
     in edge-popup and HYDRA), so a loss's gradient with respect to the mask reaches every score,
     kept or pruned.
     """
-    hard = top_k_masks(scores, density, scope)
+    hard = top_k_masks(scores, density, scope, pattern)
     return [tf.cast(h, s.dtype) + (s - tf.stop_gradient(s)) for h, s in zip(hard, scores)]

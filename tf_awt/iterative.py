@@ -70,7 +70,7 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
                    if _layers.unwrap(l)[0].name in masks}
         # the kept weights ranked by trained magnitude; pruned ones stay out (below every |w|)
         scores = [tf.constant(np.where(masks[n] > 0, np.abs(trained[n]), -1.0), tf.float32) for n in masks]
-        kept = _selection.top_k_masks(scores, density, config.scope)
+        kept = _selection.schedule_masks(scores, density, config.scope, config.pattern)
         masks = {n: m.numpy().astype(np.float32) * masks[n] for n, m in zip(masks, kept)}
         for key, value in (("round", r), ("round_density", sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values())),
                            ("adv_accuracy", (fit.history.get("adv_accuracy") or [float("nan")])[-1]),

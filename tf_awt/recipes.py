@@ -11,7 +11,8 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global,
-             optimize: weights, reference: awt, rounds: 5, prune_rate: null}
+             pattern: unstructured, optimize: weights, reference: awt, rounds: 5, prune_rate: null}
+    # pattern: N:M (e.g. 2:4) keeps N of every M consecutive input weights per unit; density must be N/M
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
@@ -66,6 +67,7 @@ class SearchSection:
     kernel_weight: Optional[float] = None
     normalization: str = "per_example"
     scope: str = "global"
+    pattern: str = "unstructured"
     batch_size: int = 64
     optimize: str = "weights"
     reference: str = "awt"
@@ -182,6 +184,7 @@ class Recipe:
             epochs=s.epochs,
             kernel=s.kernel,
             scope=s.scope,
+            pattern=s.pattern,
             optimize=s.optimize,
             reference=s.reference,
             rounds=s.rounds,

@@ -108,7 +108,10 @@ class SearchConfig:
       weight_decay: β, L2 penalty on the kept student weights (default 0).
       epochs: search epochs (default 20).
       kernel: "full" (default) or "diagonal" (S-AWT).
-      scope: "global" (default) or "layer" top-k.
+      scope: "global" (default), "layer" or "erk" (Erdős–Rényi-Kernel layer densities) top-k.
+      pattern: "unstructured" (default) or "N:M" (e.g. "2:4"): keep the N highest of every M
+        consecutive input weights of each unit, for every method but erk/random_layerwise;
+        ``density`` must then be N/M (and ``scope`` is not used).
       implementation: kernel implementation (default "auto").
       optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
         weights at θ0); see the module docstring. Used by awt/ntt only.
@@ -137,6 +140,7 @@ class SearchConfig:
     epochs: int = 20
     kernel: str = "full"
     scope: str = "global"
+    pattern: str = "unstructured"
     implementation: str = "auto"
     optimize: str = "weights"
     reference: str = "awt"
@@ -163,6 +167,7 @@ class SearchConfig:
             raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
         if self.scope not in _selection.SCOPES:
             raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
+        self._check_pattern()
         KernelImplementation.parse(self.implementation)
         if self.optimize not in OPTIMIZE:
             raise ValueError(f"optimize must be one of {OPTIMIZE}. You passed: {self.optimize!r}")
@@ -175,6 +180,18 @@ class SearchConfig:
             if self.prune_rate >= 1:
                 raise ValueError(f"prune_rate must be in (0, 1). You passed: {self.prune_rate!r}")
         _number(self, "seed", integer=True)
+
+    def _check_pattern(self):
+        nm = _selection.parse_pattern(self.pattern)
+        if nm is None:
+            return
+        n, m = nm
+        if abs(self.density - n / m) > 1e-9:
+            raise ValueError(f"pattern {self.pattern!r} keeps {n} of every {m} weights: density must be {n / m:g}. "
+                             f"You passed: density={self.density!r}")
+        if self.method in ("erk", "random_layerwise") or self.scope == "erk":
+            raise ValueError(f"pattern {self.pattern!r} fixes every layer's density at {n}/{m}; it cannot be combined with "
+                             f"ERK or reference layer densities. You passed: method={self.method!r}, scope={self.scope!r}")
 
     @property
     def effective_kernel_weight(self) -> float:
@@ -289,12 +306,13 @@ class TicketSearch(tf_keras.Model):
 
     def straight_through_masks(self) -> Dict[str, tf.Tensor]:
         """m(s) by wrapper name: the current top-k of the scores, with the identity gradient to s."""
-        masks = _selection.straight_through_masks(self._mask_scores(), self.config.density, self.config.scope)
+        c = self.config
+        masks = _selection.straight_through_masks(self._mask_scores(), c.density, c.scope, c.pattern)
         return {w.name: m for w, m in zip(self._wrappers, masks)}
 
     def update_masks(self):
         """m = top-k of the current scores: |w| (Algorithm 1) or s (``optimize="scores"``), by ``config.scope``."""
-        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope)
+        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope, self.config.pattern)
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             mask.assign(tf.cast(value, mask.dtype))
         self.mask_updates.assign_add(1)
@@ -302,7 +320,7 @@ class TicketSearch(tf_keras.Model):
 
     def _select_masks(self, should_update):
         """:meth:`update_masks` when ``should_update``, from replica context (no control flow)."""
-        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope)
+        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope, self.config.pattern)
         pairs = []
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             pairs.append((tf.where(should_update, tf.cast(value, mask.dtype), mask), mask))
@@ -320,66 +338,71 @@ class TicketSearch(tf_keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def train_step(self, data):
-        x, y = data[0], data[1]
+    def _adversarial_inputs(self, x, y):
+        """PGD inputs of the teacher and of the student, random starts stateless in (seed, step)."""
         attack = self.config.effective_attack
-        diagonal = self.config.kernel == "diagonal"
-        norm = self.config.normalization
-        x = tf.cast(x, self.student.trainable_variables[0].dtype)
-
-        def teacher_fn(z):
-            return self.teacher(z, training=False)
-
         step = tf.cast(self.optimizer.iterations, tf.int64)
         seed = 2 * int(self.config.seed)
-        x_adv_t = pgd(teacher_fn, x, y, attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
+        x_adv_t = pgd(self._teacher_fn, x, y, attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
         x_adv_s = pgd(self._student_fn, x, y, attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
+        return x_adv_t, x_adv_s
+
+    def _teacher_fn(self, z):
+        return self.teacher(z, training=False)
+
+    def _replica_share(self, x, x_adv_t, x_adv_s):
+        """(target scale, kernel scale, kernel columns X̃ of teacher and student) for this replica.
+
+        With several replicas each computes its rows of the global batch's kernels, Θ(X_r, X̃_all)
+        (or the diagonal Θ(X_r, X̃_r)); the distances are sums over rows, so partial sums scaled to
+        the global N add up (in the optimizer's gradient all-reduce) to the exact global loss.
+        """
+        one = tf.constant(1.0, x.dtype)
+        if self._replicas() == 1:
+            return one, one, x_adv_t, x_adv_s
+        _, total = replica_rows(tf.shape(x)[0])
+        fraction = tf.cast(tf.shape(x)[0], x.dtype) / tf.cast(total, x.dtype)
+        kernel_scale = fraction * fraction if self.config.normalization == "per_example" else fraction
+        if self.config.kernel == "diagonal":
+            return fraction, kernel_scale, x_adv_t, x_adv_s
+        return fraction, kernel_scale, all_gather_rows(x_adv_t), all_gather_rows(x_adv_s)
+
+    @staticmethod
+    def _replicas() -> int:
         context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync if context is not None else 1
-        target_scale = kernel_scale = tf.constant(1.0, x.dtype)
-        x_adv_t_all, x_adv_s_all = x_adv_t, x_adv_s
-        if replicas > 1:
-            # This replica's rows of the global batch's kernels: Θ(X_r, X̃_all) (or the diagonal
-            # Θ(X_r, X̃_r)); the distances are sums over rows, so partial sums scaled to the
-            # global N add up (in the optimizer's gradient all-reduce) to the exact global loss.
-            _, total = replica_rows(tf.shape(x)[0])
-            fraction = tf.cast(tf.shape(x)[0], x.dtype) / tf.cast(total, x.dtype)
-            target_scale = fraction
-            kernel_scale = fraction * fraction if norm == "per_example" else fraction
-            if not diagonal:
-                x_adv_t_all, x_adv_s_all = all_gather_rows(x_adv_t), all_gather_rows(x_adv_s)
-        f_t = tf.stop_gradient(teacher_fn(x_adv_t))
-        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_adv_t_all, diagonal=diagonal))
-        variables = self.optimized_variables
-        with tf.GradientTape() as tape:
-            if self.scores:  # f(m(s) ⊙ w): the straight-through masks carry the gradient to s
-                masks = self.straight_through_masks()
-                f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
-                theta_s = self._student_kernel(x, x_adv_s_all, masks=masks, diagonal=diagonal)
-            else:
-                f_s = self._student_fn(x_adv_s)
-                theta_s = self._student_kernel(x, x_adv_s_all, diagonal=diagonal)
-            td = target_distance(f_t, f_s, norm) * target_scale
-            kd = kernel_distance(theta_t, theta_s, norm) * kernel_scale
-            weighted = self.config.effective_kernel_weight * kd
-            loss = td + weighted
-            decay = tf.constant(0.0, x.dtype)
-            if self.config.weight_decay:
-                decay = self.config.weight_decay * tf.add_n(
-                    [tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
-            # The optimizer sums the replicas' gradients: the replicated decay term counts once.
-            scaled = loss + decay / replicas
-        grads = tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return context.num_replicas_in_sync if context is not None else 1
+
+    def _student_terms(self, x, x_adv_s, x_cols_s):
+        """The student's logits and kernel: f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
+        diagonal = self.config.kernel == "diagonal"
+        if self.scores:  # the straight-through masks carry the gradient to s
+            masks = self.straight_through_masks()
+            f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
+            return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal)
+        return self._student_fn(x_adv_s), self._student_kernel(x, x_cols_s, diagonal=diagonal)
+
+    def _weight_decay(self, dtype):
+        if not self.config.weight_decay:
+            return tf.constant(0.0, dtype)
+        return self.config.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
+
+    def _apply(self, grads, variables):
+        """One optimizer step; scores' gradient is the global one divided by its RMS (module docstring)."""
         aggregated = False
-        if self.scores:  # the global gradient, divided by its root mean square (module docstring)
+        if self.scores:
             if tf.distribute.has_strategy():
-                grads, aggregated = context.all_reduce(tf.distribute.ReduceOp.SUM, grads), True
+                grads = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                aggregated = True
             size = sum(int(np.prod(g.shape)) for g in grads)
             rms = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]) / size)
             grads = [g / (rms + 1e-12) for g in grads]
         self.optimizer.apply_gradients(zip(grads, variables), skip_gradients_aggregation=aggregated)
+
+    def _after_step(self):
+        """Re-derives the masks when the schedule says so (every step when optimizing scores)."""
         should_update, _ = self.schedule(self.optimizer.iterations)
-        if self.scores:  # the mask follows the scores at every step
+        if self.scores:
             should_update = tf.constant(True)
         if tf.distribute.has_strategy():
             # any strategy, even with one replica, writes mirrored variables through merge_call,
@@ -387,11 +410,34 @@ class TicketSearch(tf_keras.Model):
             self._select_masks(should_update)
         else:
             tf.cond(should_update, self.update_masks, lambda: tf.constant(False))
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        norm = self.config.normalization
+        x = tf.cast(x, self.student.trainable_variables[0].dtype)
+        x_adv_t, x_adv_s = self._adversarial_inputs(x, y)
+        target_scale, kernel_scale, x_cols_t, x_cols_s = self._replica_share(x, x_adv_t, x_adv_s)
+        f_t = tf.stop_gradient(self._teacher_fn(x_adv_t))
+        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_cols_t, diagonal=self.config.kernel == "diagonal"))
+        variables = self.optimized_variables
+        replicas = self._replicas()
+        with tf.GradientTape() as tape:
+            f_s, theta_s = self._student_terms(x, x_adv_s, x_cols_s)
+            td = target_distance(f_t, f_s, norm) * target_scale
+            kd = kernel_distance(theta_t, theta_s, norm) * kernel_scale
+            decay = self._weight_decay(x.dtype)
+            # The optimizer sums the replicas' gradients: the replicated decay term counts once.
+            scaled = td + self.config.effective_kernel_weight * kd + decay / replicas
+        self._apply(tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO), variables)
+        self._after_step()
         if replicas > 1:  # the global distances, for the logs
+            context = tf.distribute.get_replica_context()
             td, kd = (context.all_reduce(tf.distribute.ReduceOp.SUM, v) for v in (td, kd))
-            weighted = self.config.effective_kernel_weight * kd
-        loss = td + weighted + decay
-        values = {"loss": loss, "target_distance": td, "kernel_distance": kd, "weighted_kernel_distance": weighted}
+        weighted = self.config.effective_kernel_weight * kd
+        return self._log_step({"loss": td + weighted + decay, "target_distance": td, "kernel_distance": kd,
+                               "weighted_kernel_distance": weighted})
+
+    def _log_step(self, values):
         assign_in_replica([(tf.cast(value, tf.float32), self.step_values[name]) for name, value in values.items()])
         for name, value in values.items():
             self._trackers[name].update_state(value)
