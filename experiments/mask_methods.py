@@ -5,6 +5,7 @@
     python experiments/mask_methods.py final --densities 0.036,0.018 --seeds 3 [--families awt,magnitude,...]
     python experiments/mask_methods.py report --densities 0.036,0.018  # mean ± std of the finished final runs
     python experiments/mask_methods.py plot --densities 0.036,0.018    # docs/results/mask_methods.png
+    python experiments/mask_methods.py final --densities 0.5 --pattern 2:4 --families awt,magnitude,...  # N:M
 
 Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
@@ -119,12 +120,16 @@ def chosen(family: str, density: float):
     return dict(GRID[family])[name], name
 
 
-def final(densities, seeds: int, families, select_density: float) -> None:
+def _tag(density: float, pattern: str) -> str:
+    return f"d{density}" + (f"-p{pattern.replace(':', '-')}" if pattern else "")
+
+
+def final(densities, seeds: int, families, select_density: float, pattern: str = "") -> None:
     for density in densities:
         for seed in range(seeds):
             for family in families:
-                out = os.path.join(FINAL, f"{family}-d{density}-s{seed}")
-                common = [f"density={density}", f"seed={seed}"]
+                out = os.path.join(FINAL, f"{family}-{_tag(density, pattern)}-s{seed}")
+                common = [f"density={density}", f"seed={seed}", *([f"search.pattern={pattern}"] if pattern else [])]
                 if family in ("dense", "erk"):  # nothing to choose (erk: random positions at ERK layer densities)
                     run(out, [*common, f"method={family}"])
                 elif family == "random_layerwise":
@@ -132,6 +137,8 @@ def final(densities, seeds: int, families, select_density: float) -> None:
                     run(out, [*common, "method=random_layerwise", f"search.reference={ticket}"])
                 else:
                     overrides, _ = chosen(family, select_density)
+                    if pattern:
+                        overrides = [o for o in overrides if not o.startswith("search.scope=")]
                     run(out, [*common, f"method={method_of(family)}", *overrides])
 
 
@@ -194,14 +201,14 @@ def plot(densities, families, path: str = os.path.join("docs", "results", "mask_
     print(f"wrote {path}")
 
 
-def report(densities, families) -> str:
+def report(densities, families, pattern: str = "") -> str:
     import statistics
 
     lines = ["| method | density | seeds | natural | robust | collapsed | PGD / AutoAttack, first 200 test digits |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for family in families:
         for density in densities:
-            dirs = sorted(os.path.join(FINAL, d) for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s")) \
+            dirs = sorted(os.path.join(FINAL, d) for d in os.listdir(FINAL) if d.startswith(f"{family}-{_tag(density, pattern)}-s")) \
                 if os.path.isdir(FINAL) else []
             found = [json.load(open(os.path.join(d, "summary.json"))) for d in dirs if os.path.exists(os.path.join(d, "summary.json"))]
             attacked = [a for a in (_autoattack_of(d) for d in dirs) if a is not None]
@@ -215,7 +222,7 @@ def report(densities, families) -> str:
                 pgd_200, aa_200 = [a[0] for a in attacked], [a[1] for a in attacked]
                 aa = (f"{statistics.mean(pgd_200):.3f} ± {spread(pgd_200):.3f} / {statistics.mean(aa_200):.3f} ± "
                       f"{spread(aa_200):.3f} ({len(attacked)} seeds)")
-            lines.append(f"| {family} | {density} | {len(found)} | {statistics.mean(nat):.3f} ± {spread(nat):.3f} | "
+            lines.append(f"| {family} | {density}{' ' + pattern if pattern else ''} | {len(found)} | {statistics.mean(nat):.3f} ± {spread(nat):.3f} | "
                          f"{statistics.mean(rob):.3f} ± {spread(rob):.3f} | {sum(bool(s['collapsed']) for s in found)} | {aa} |")
     return "\n".join(lines)
 
@@ -226,6 +233,7 @@ def main(argv=None) -> None:
     parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
     parser.add_argument("--densities", default="0.036")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--pattern", default="", help="N:M for final/report (density must be N/M)")
     parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
                                                          "erk", "random_layerwise"]))
     args = parser.parse_args(argv)
@@ -236,14 +244,14 @@ def main(argv=None) -> None:
     elif args.phase == "table":
         print(table(args.density))
     elif args.phase == "final":
-        final(densities, args.seeds, families, args.density)
-        print(report(densities, families))
+        final(densities, args.seeds, families, args.density, args.pattern)
+        print(report(densities, families, args.pattern))
     elif args.phase == "autoattack":
         autoattack(densities, families)
     elif args.phase == "plot":
         plot(densities, families)
     else:
-        print(report(densities, families))
+        print(report(densities, families, args.pattern))
 
 
 if __name__ == "__main__":
