@@ -16,3 +16,15 @@ def test_readme_python_example_runs(capsys, tmp_path, monkeypatch):
     assert abs(float(printed[1].split()[0]) - 0.05) < 1e-3
     zeros = float(printed[-1].split()[0])
     assert abs(zeros - 0.95) < 1e-3 and os.path.exists(tmp_path / "exported" / "saved_model.pb")
+
+
+def test_readme_keras3_example_runs(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the example writes ticket.keras
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if "import keras" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    module, density = capsys.readouterr().out.split()[-2:]
+    assert module.startswith("keras.") and abs(float(density) - 0.05) < 1e-3
+    import keras
+
+    assert keras.models.load_model(str(tmp_path / "ticket.keras")).count_params() > 0

@@ -20,6 +20,8 @@ Public API (everything else is private):
   ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.autoattack`.
 * What can be pruned and how the kernel sees each layer: :class:`LayerRule`,
   :func:`register_layer_rule`, :func:`layer_rule` (:mod:`tf_awt.layer_rules`).
+* Keras 3 models at the edges: :mod:`tf_awt.keras3` (``to_tf_keras``, ``to_keras3``); every entry
+  point above accepts a Keras 3 model of convertible layers.
 * Data: :mod:`tf_awt.data`.
 * Architectures of the paper: :mod:`tf_awt.models`.
 
@@ -71,7 +73,7 @@ _EXPORTS = {
     "tflite_predict": "tf_awt.export",
     "ExportResult": "tf_awt.export",
 }
-_SUBMODULES = ("data", "models")
+_SUBMODULES = ("data", "models", "keras3")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

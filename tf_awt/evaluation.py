@@ -99,7 +99,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
-      model: tf_keras model (dense or pruned) with logit outputs.
+      model: tf_keras model (dense or pruned) with logit outputs, or a Keras 3 model (converted).
       data: (x, y) arrays, or a finite ``tf.data.Dataset`` of (x, y) batches (read once into
         memory); finite x in the attack's data range, integer labels in [0, model outputs), else
         a ValueError naming the first bad entry.
@@ -124,6 +124,9 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         example counts as robust only if it survives every adversarial set of every suite;
         ``result.suites`` has each suite's robust accuracy.
     """
+    from tf_awt.keras3 import as_tf_keras
+
+    model = as_tf_keras(model)
     attack = attack if attack is not None else evaluation_attack()
     restarts, square_queries, batch_size, check_subset, seed = _check_numbers(restarts, square_queries, batch_size, check_subset, seed)
     chosen = attack_suites(attacks if attacks is not None else ["pgd", *(["autoattack"] if autoattack else [])],

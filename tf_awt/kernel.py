@@ -269,7 +269,9 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
     The model is inspected once here (supported layers, trainable variables).
 
     Args:
-      model: a built tf_keras model whose single output is ``(batch, k)`` logits.
+      model: a built tf_keras model whose single output is ``(batch, k)`` logits, or a Keras 3
+        model (:mod:`tf_awt.keras3`: the kernel is its tf_keras twin's, with the Keras 3 model's
+        weights at each call; gradients reach the twin's variables, ``as_tf_keras(model)``).
       implementation: a :class:`KernelImplementation` or its value (``"auto"``, default;
         ``"structured"``; ``"jacobian"``).
       compiled: if True (default), a call from eager code runs a ``tf.function`` traced once per
@@ -283,6 +285,16 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
     Raises:
       ValueError: unknown ``implementation``; ``"structured"`` for a model it does not support.
     """
+    from tf_awt.keras3 import as_tf_keras, is_keras3
+
+    if is_keras3(model):  # computed on its tf_keras twin, with the Keras 3 model's weights at each call
+        twin_fn = mixed_tangent_kernel_fn(as_tf_keras(model), implementation, compiled, jit_compile)
+
+        def keras3_kernel_fn(x1, x2, masks=None, diagonal=False):
+            as_tf_keras(model)  # copies the current weights into the twin
+            return twin_fn(x1, x2, masks=masks, diagonal=diagonal)
+
+        return keras3_kernel_fn
     impl = KernelImplementation.parse(implementation)
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (call it on data once). You passed an unbuilt model.")
@@ -383,4 +395,6 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
     """
     if not getattr(model, "built", False):
         raise ValueError(f"model {getattr(model, 'name', model)!r} must be built (call it on data once). You passed an unbuilt model.")
-    return _cached_kernel_fn(model, implementation)(x1, x2, masks=masks, diagonal=diagonal)
+    from tf_awt.keras3 import as_tf_keras
+
+    return _cached_kernel_fn(as_tf_keras(model), implementation)(x1, x2, masks=masks, diagonal=diagonal)

@@ -226,10 +226,16 @@ def prunable_layer_names(model) -> List[str]:
 
 
 def _check_model(model):
+    """``model`` as a built tf_keras model (a Keras 3 model is converted: :mod:`tf_awt.keras3`)."""
+    from tf_awt.keras3 import as_tf_keras
+
+    model = as_tf_keras(model)
     if not isinstance(model, tf_keras.Model):
-        raise ValueError(f"model must be a tf_keras.Model (Keras 2, as tfmot needs). You passed: {type(model).__module__}.{type(model).__name__}")
+        raise ValueError("model must be a tf_keras.Model (Keras 2, as tfmot needs) or a Keras 3 model of convertible layers. "
+                         f"You passed: {type(model).__module__}.{type(model).__name__}")
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (give it an Input). You passed an unbuilt model.")
+    return model
 
 
 def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
@@ -261,7 +267,7 @@ class TicketSearch(tf_keras.Model):
 
     def __init__(self, model, config: SearchConfig, steps_per_epoch: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        _check_model(model)
+        model = _check_model(model)
         if config.method not in SEARCH_METHODS:
             raise ValueError(f"TicketSearch runs methods 'awt' and 'ntt'. You passed: {config.method!r}")
         self.config = config
@@ -574,7 +580,7 @@ def find_ticket(
         ticket = tf_awt.find_ticket(model, (x_train, y_train), density=0.05, epochs=1)
         sparse = ticket.to_model(model)          # θ0 ⊙ m in tfmot wrappers, ready for fit
     """
-    _check_model(model)
+    model = _check_model(model)
     config = SearchConfig(density=density, method=method, epochs=epochs,
                           **({"attack": attack} if attack is not None else {}), **settings)
     batch_size = _validate.integer(batch_size, "batch_size", low=1)

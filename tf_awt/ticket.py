@@ -61,7 +61,9 @@ class Ticket:
         r"""The ticket as a tfmot-pruned copy of ``model`` (an architecture like the searched one).
 
         Args:
-          model: a tf_keras model of the searched architecture (its weights are not used).
+          model: a tf_keras model of the searched architecture (its weights are not used), or a
+            Keras 3 one: the result is then its tf_keras twin in tfmot wrappers (tfmot has no Keras 3
+            wrappers); ``tf_awt.keras3.to_keras3(strip_pruning(trained))`` converts it back.
           rewind: "init" (default, the paper: train from θ0) or "learned" (start from the
             student's weights at the end of the search, as NTT's code does).
           rescale: "none" (default) or "fan_in": the kept weights of every output unit j of a
@@ -74,6 +76,10 @@ class Ticket:
         if rescale not in RESCALES:
             raise ValueError(f"rescale must be one of {RESCALES}. You passed: {rescale!r}")
         import tf_keras
+
+        from tf_awt.keras3 import as_tf_keras
+
+        model = as_tf_keras(model)  # a Keras 3 model: the ticket is its tf_keras twin in tfmot wrappers
 
         from tf_awt.schedule import AWTSchedule
 

@@ -152,7 +152,8 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
-      model: tf_keras model with logits (a ticket from ``Ticket.to_model`` or a dense model).
+      model: tf_keras model with logits (a ticket from ``Ticket.to_model`` or a dense model), or a
+        Keras 3 model (trained as its tf_keras twin, weights written back; :mod:`tf_awt.keras3`).
       train: (x, y) arrays (epoch e shuffled by the stateless seed [seed, e]) or a
         ``tf.data.Dataset`` of batches (used in its own order).
       validation: optional held-out (x, y) arrays or dataset.
@@ -178,7 +179,14 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     first bad entry.
     """
     from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
+    from tf_awt.keras3 import as_tf_keras, copy_weights, is_keras3
 
+    if is_keras3(model):  # trained as its tf_keras twin; the trained weights are written back
+        twin = as_tf_keras(model)
+        history = adversarial_fit(twin, train, validation, attack, epochs, learning_rate, batch_size, callbacks, verbose,
+                                  seed, schedule, checkpoint_dir)
+        copy_weights(twin, model)
+        return history
     epochs = _validate.integer(epochs, "epochs", low=0)
     learning_rate = _validate.real(learning_rate, "learning_rate", low=0, low_open=True)
     batch_size = _validate.integer(batch_size, "batch_size", low=1)
