@@ -84,13 +84,24 @@ def test_bad_patterns_are_named(changes, message):
 
 
 def test_pattern_from_the_cli_reaches_the_ticket_and_the_export(tmp_path, capsys):
-    recipe = tiny_recipe(tmp_path, density=0.5, search={"epochs": 1, "update_every": 2, "batch_size": 32, "pattern": "2:4"},
+    recipe = tiny_recipe(tmp_path, density=0.5, search={"epochs": 1, "update_every": 2, "batch_size": 32},
                          train={"epochs": 1, "batch_size": 32, "steps": 1, "step_size": 0.05})
     out = tmp_path / "run"
-    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0, capsys.readouterr().err[-2000:]
+    code = cli.main(["run", recipe, "--set", "search.pattern=2:4", "--out", str(out), "--quiet", "--no-mlflow"])
+    assert code == 0, capsys.readouterr().err[-2000:]
     ticket = Ticket.load(str(out / "ticket.npz"))
     assert tf_awt.SearchConfig.from_config(ticket.config).pattern == "2:4"
     model = tf_keras.models.load_model(str(out / "saved_model"))  # what the run exported
     for layer in tf_awt.layer_rules.prunable_layers(model):
         assert _groups_ok((layer.kernel.numpy() != 0).astype(np.float32), 2, 4), layer.name
     assert json.loads((out / "summary.json").read_text())["density"] == pytest.approx(0.5)
+
+
+def test_n_colon_m_in_a_recipe_file_is_a_pattern_not_a_base_60_number(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads 2:4 as 2 * 60 + 4 = 124; found when a sweep's --set search.pattern=2:4 failed.
+    from tf_awt.recipes import apply_overrides, load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("density: 0.5\nsearch: {pattern: 2:4}\n")
+    assert load_recipe(str(path)).search.pattern == "2:4"
+    assert apply_overrides({}, ["search.pattern=1:4", "seed=12", "search.lr=0x10"]) == {"search": {"pattern": "1:4", "lr": 16}, "seed": 12}

@@ -35,6 +35,8 @@ import os
 from importlib import resources
 from typing import Any, Dict, List, Optional
 
+import re
+
 import yaml
 
 __all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
@@ -213,6 +215,21 @@ _SECTIONS = {"attack": AttackSection, "search": SearchSection, "train": TrainSec
              "export": ExportSection}
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 integers: PyYAML's default (YAML 1.1) reads ``2:4`` as the base-60 integer 124,
+    which made ``search.pattern: 2:4`` mean 124; here it stays the string "2:4"."""
+
+
+_Loader.yaml_implicit_resolvers = {key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:int"]
+                                   for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+                              list("-+0123456789"))
+
+
+def _load_yaml(text):
+    return yaml.load(text, Loader=_Loader)
+
+
 def _coerce(value, annotation, where):
     text = str(annotation)
     if value is None:
@@ -260,7 +277,7 @@ def bundled_recipes() -> Dict[str, str]:
     out = {}
     for entry in sorted(resources.files("tf_awt").joinpath("recipes").iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".yaml"):
-            data = yaml.safe_load(entry.read_text())
+            data = _load_yaml(entry.read_text())
             out[entry.name[:-5]] = (data or {}).get("description", "")
     return out
 
@@ -273,7 +290,7 @@ def _read(name_or_path: str) -> (Dict[str, Any], str):
     if os.path.exists(name_or_path) or name_or_path.endswith((".yaml", ".yml")):
         try:
             with open(name_or_path, encoding="utf-8") as fh:
-                return _or_empty(yaml.safe_load(fh)), name_or_path
+                return _or_empty(_load_yaml(fh)), name_or_path
         except OSError as err:
             raise ValueError(f"cannot read recipe file {name_or_path}: {err.strerror}") from None
         except yaml.YAMLError as err:
@@ -281,7 +298,7 @@ def _read(name_or_path: str) -> (Dict[str, Any], str):
     path = resources.files("tf_awt").joinpath("recipes", f"{name_or_path}.yaml")
     if not path.is_file():
         raise ValueError(f"unknown recipe {name_or_path!r}: not a file, and bundled recipes are {sorted(bundled_recipes())}")
-    return _or_empty(yaml.safe_load(path.read_text())), name_or_path
+    return _or_empty(_load_yaml(path.read_text())), name_or_path
 
 
 def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any]:
@@ -292,7 +309,7 @@ def apply_overrides(data: Dict[str, Any], overrides: List[str]) -> Dict[str, Any
             raise ValueError(f"--set takes KEY=VALUE (e.g. attack.eps=0.1). You passed: {item!r}")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = _load_yaml(raw)
         except yaml.YAMLError:
             value = raw
         parts = key.strip().split(".")
