@@ -109,3 +109,24 @@ def test_layers_without_a_conversion_are_named():
     regularized = keras.Sequential([L.Input((4,)), L.Dense(2, name="d", kernel_regularizer="l2")])
     with pytest.raises(ValueError, match=r"layer 'd' has kernel_regularizer=.*would lose"):
         to_tf_keras(regularized)
+
+
+def test_a_run_can_export_a_keras3_file(tmp_path, capsys):
+    import json
+
+    from tf_awt import cli
+
+    from test_cli import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
+                         train={"epochs": 1, "batch_size": 32, "steps": 1, "step_size": 0.05}, export={"keras3": True})
+    out = tmp_path / "run"
+    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0, capsys.readouterr().err[-2000:]
+    loaded = keras.models.load_model(str(out / "model.keras"))
+    x = np.load(str(tmp_path / "tiny.npz"))["x"][:4]
+    expected = tf_keras.models.load_model(str(out / "saved_model"))(x).numpy()
+    np.testing.assert_allclose(np.asarray(loaded(x)), expected, rtol=1e-5, atol=1e-6)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["model_size"]["keras3_bytes"] == os.path.getsize(out / "model.keras")
+    with pytest.raises(ValueError, match=r"ends in '.keras'. You passed: 'model.h5'"):
+        tf_awt.export_keras3(loaded, "model.h5")

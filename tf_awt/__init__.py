@@ -13,7 +13,8 @@ Public API (everything else is private):
   :class:`CollapseMonitor`, :func:`collapse_reasons`, :class:`TrainingCollapsed`,
   :func:`evaluate`, :class:`EvaluationResult`.
 * Export: :func:`export_saved_model` (:class:`ExportResult`): a ticket as a servable SavedModel;
-  :func:`export_tflite` / :func:`tflite_predict`: as TFLite with sparse kernels (faster inference).
+  :func:`export_tflite` / :func:`tflite_predict`: as TFLite with sparse kernels (faster inference);
+  :func:`export_keras3`: as a Keras 3 ``.keras`` file.
 * Runs that resume and scale out: ``find_ticket(..., checkpoint_dir=)`` and
   ``adversarial_fit(..., checkpoint_dir=)``; :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
   checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
@@ -70,6 +71,7 @@ _EXPORTS = {
     "layer_rule": "tf_awt.layer_rules",
     "export_saved_model": "tf_awt.export",
     "export_tflite": "tf_awt.export",
+    "export_keras3": "tf_awt.export",
     "tflite_predict": "tf_awt.export",
     "ExportResult": "tf_awt.export",
 }

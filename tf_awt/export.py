@@ -18,11 +18,12 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import os
 from typing import Iterable, Optional
 
 import numpy as np
 
-__all__ = ["export_saved_model", "export_tflite", "ExportResult", "gzip_size", "tflite_predict"]
+__all__ = ["export_saved_model", "export_tflite", "export_keras3", "ExportResult", "gzip_size", "tflite_predict"]
 
 
 def gzip_size(arrays: Iterable[np.ndarray]) -> int:
@@ -148,3 +149,33 @@ def tflite_predict(path: str, x: np.ndarray, num_threads: int = 1) -> np.ndarray
     interpreter.set_tensor(index, x)
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def export_keras3(model, path: str) -> int:
+    """Writes ``model`` (tfmot wrappers are stripped) as a Keras 3 ``.keras`` file; returns its size in bytes.
+
+    The model is converted by :func:`tf_awt.keras3.to_keras3` (same layers, names and weights) and
+    saved to a temporary name beside ``path``, then renamed.
+    """
+    import tempfile
+
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+    from tf_awt._files import apply_umask
+    from tf_awt.keras3 import to_keras3
+
+    if not path.endswith(".keras"):
+        raise ValueError(f"a Keras 3 file name ends in '.keras'. You passed: {path!r}")
+    converted = to_keras3(prune.strip_pruning(model))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
+    os.close(handle)
+    try:
+        converted.save(tmp)
+        apply_umask(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return os.path.getsize(path)

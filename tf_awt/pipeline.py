@@ -10,6 +10,7 @@ leaves a complete-looking half-written file)::
     evaluation.json         natural/robust accuracy, per class, sanity warnings (phase "evaluate")
     saved_model/            strip_pruning'd sparse model, serving_default(images) -> logits (phase "export")
     model.tflite            the same model for TFLite, pruned kernels stored sparse (export.tflite: true)
+    model.keras             the same model as a Keras 3 file (export.keras3: true)
     summary.json            the run's results; written last
     *.png                   distance curves, accuracy curves, per-layer density
     run.json                MLflow run id and phase timings (what a resumed run continues)
@@ -43,7 +44,7 @@ __all__ = ["Run", "PHASES"]
 
 PHASES = ("search", "train", "evaluate", "export")
 _OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
-            "model.tflite", "checkpoints")
+            "model.tflite", "model.keras", "checkpoints")
 
 
 class Run:
@@ -252,7 +253,7 @@ class Run:
         return result
 
     def export(self, model=None):
-        from tf_awt.export import export_saved_model, export_tflite, gzip_size
+        from tf_awt.export import export_keras3, export_saved_model, export_tflite, gzip_size
 
         t0 = time.time()
         if model is None:
@@ -263,6 +264,8 @@ class Run:
                  "sparse_gzip_bytes": result.sparse_gzip_bytes}
         if self.recipe.export.tflite:
             sizes["tflite_bytes"] = export_tflite(model, self.path("model.tflite"), sparse=True, input_shape=shape)
+        if self.recipe.export.keras3:
+            sizes["keras3_bytes"] = export_keras3(result.model, self.path("model.keras"))
         self.timings["export"] = time.time() - t0
         tflite = f", model.tflite {sizes['tflite_bytes']:,} B" if "tflite_bytes" in sizes else ""
         self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{tflite})")

@@ -19,7 +19,8 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
     # autoattack: + AutoAttack (ART); split: validation trains on 80% of the training data and
     # evaluates on the other 20% (stratified, fixed), for choosing hyper-parameters without the test split
-    export: {tflite: true}     # also write model.tflite, pruned kernels in TFLite's sparse format
+    export: {tflite: true, keras3: false}   # also write model.tflite (pruned kernels stored sparse);
+                                            # keras3: also model.keras, the trained ticket as a Keras 3 model
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
 ``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainingSchedule`),
@@ -104,6 +105,7 @@ class EvalSection:
 @dataclasses.dataclass(frozen=True)
 class ExportSection:
     tflite: bool = True
+    keras3: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
