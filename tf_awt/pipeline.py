@@ -267,7 +267,8 @@ class Run:
         if self.recipe.export.keras3:
             sizes["keras3_bytes"] = export_keras3(result.model, self.path("model.keras"))
         self.timings["export"] = time.time() - t0
-        tflite = f", model.tflite {sizes['tflite_bytes']:,} B" if "tflite_bytes" in sizes else ""
+        tflite = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"), ("keras3_bytes", "model.keras"))
+                         if key in sizes)
         self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{tflite})")
         return result.model, sizes
 
