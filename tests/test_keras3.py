@@ -106,6 +106,12 @@ def test_layers_without_a_conversion_are_named():
     recurrent = keras.Sequential([L.Input((5, 3)), L.SimpleRNN(4, name="rnn"), L.Dense(2)])
     with pytest.raises(ValueError, match=r"layer 'rnn' \(SimpleRNN\) has no conversion to tf_keras"):
         tf_awt.find_ticket(recurrent, (np.zeros((4, 5, 3), "float32"), np.zeros(4, int)), density=0.5, method="magnitude")
+    class Custom(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match=r"subclassed model \(Custom\); only Sequential and functional"):
+        to_tf_keras(Custom())
     regularized = keras.Sequential([L.Input((4,)), L.Dense(2, name="d", kernel_regularizer="l2")])
     with pytest.raises(ValueError, match=r"layer 'd' has kernel_regularizer=.*would lose"):
         to_tf_keras(regularized)

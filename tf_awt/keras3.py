@@ -15,6 +15,7 @@ copy and writes the trained weights back into the Keras 3 model. :func:`to_keras
 """
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Dict
 
 __all__ = ["is_keras3", "to_tf_keras", "to_keras3", "as_tf_keras", "CONVERTIBLE"]
@@ -41,6 +42,8 @@ CONVERTIBLE: Dict[str, Callable[[dict], dict]] = {
     "ZeroPadding2D": _same, "Add": _same, "Concatenate": _same,
     "LeakyReLU": _rename({"negative_slope": "alpha"}),
 }
+
+
 def _bn_back(config: dict) -> dict:
     axis = list(config["axis"]) if not isinstance(config["axis"], int) else [config["axis"]]
     if len(axis) != 1:
@@ -53,16 +56,14 @@ _BACK: Dict[str, Callable[[dict], dict]] = {"LeakyReLU": _rename({"alpha": "nega
 
 def is_keras3(model) -> bool:
     """Whether ``model`` is a Keras 3 model (``keras.Model`` of the ``keras`` 3 package, not tf_keras)."""
-    cls = _keras3_model_class() if type(model).__module__.split(".")[0] == "keras" else None
+    cls = _keras3_model_class()
     return cls is not None and isinstance(model, cls)
 
 
 def _keras3_model_class():
-    try:
-        import keras
-    except ImportError:  # pragma: no cover - keras 3 ships with TensorFlow 2.21
-        return None
-    return keras.Model if keras.__version__.split(".")[0] == "3" else None
+    """``keras.Model`` if Keras 3 has been imported (a model of it cannot exist otherwise), else None."""
+    keras = sys.modules.get("keras")
+    return keras.Model if keras is not None and str(getattr(keras, "__version__", "")).startswith("3.") else None
 
 
 def _clean(layer, class_name: str, config: dict) -> dict:
@@ -86,6 +87,9 @@ def to_tf_keras(model):
     """
     import tf_keras
 
+    if type(model).__name__ not in ("Sequential", "Functional"):
+        raise ValueError(f"Keras 3 model {model.name!r} is a subclassed model ({type(model).__name__}); only Sequential and "
+                         "functional models can be converted to tf_keras. Build it with keras.Sequential or keras.Model(inputs, outputs).")
     if not model.built or not getattr(model, "inputs", None):
         raise ValueError(f"Keras 3 model {model.name!r} must be built with an Input to be converted. You passed an unbuilt model.")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
