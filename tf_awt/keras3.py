@@ -66,7 +66,7 @@ def _keras3_model_class():
     return keras.Model if keras is not None and str(getattr(keras, "__version__", "")).startswith("3.") else None
 
 
-def _clean(layer, class_name: str, config: dict) -> dict:
+def _clean(class_name: str, config: dict) -> dict:
     if class_name not in CONVERTIBLE:
         raise ValueError(f"layer {config.get('name')!r} ({class_name}) has no conversion to tf_keras; convertible layers: "
                          f"{sorted(CONVERTIBLE)}. Build the model with tf_keras, or with these layers.")
@@ -106,7 +106,7 @@ def to_tf_keras(model):
             raise ValueError(f"layer {layer.name!r} is a nested Keras 3 model; flatten it (or build the model with tf_keras, "
                              "where nested models are supported).")
         class_name = type(layer).__name__
-        config = _clean(layer, class_name, layer.get_config())
+        config = _clean(class_name, layer.get_config())
         converted[layer.name] = tf_keras.layers.deserialize({"class_name": class_name, "config": config})
         nodes = layer._inbound_nodes
         if len(nodes) != 1:

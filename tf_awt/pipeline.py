@@ -201,7 +201,7 @@ class Run:
 
         t0 = time.time()
         r, s = self.recipe, self.split
-        ticket, model = self.ticket_model()
+        _, model = self.ticket_model()
         tf_keras.utils.set_random_seed(r.seed)
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
