@@ -6,6 +6,8 @@
     python experiments/mask_methods.py report --densities 0.036,0.018  # mean ± std of the finished final runs
     python experiments/mask_methods.py plot --densities 0.036,0.018    # docs/results/mask_methods.png
     python experiments/mask_methods.py final --densities 0.5 --pattern 2:4 --families awt,magnitude,...  # N:M
+    python experiments/mask_methods.py final --recipe mnist5k-cnn --table-dir runs/mask-table-cnn \
+        --densities 0.01,0.03,0.05 --seeds 2 --families dense,magnitude,snip,random,random_layerwise  # the CNN
 
 Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
@@ -20,7 +22,7 @@ choose: it copies the layer counts of the best AWT setting.
 ``final`` runs every family with its chosen setting (the best validation robust accuracy at the
 selection density, used at every density) on the test split, into
 ``runs/mask-table/<family>-d<density>-s<seed>``; ``random_layerwise`` there copies the layer counts
-of the same density's and seed's final AWT ticket, ``erk`` (random positions at ERK layer
+of the same density's and seed's final AWT ticket (``<table-dir>/awt-d<density>-s<seed>/ticket.npz``), ``erk`` (random positions at ERK layer
 densities) has nothing to choose, ``dense`` is the unpruned network.
 """
 from __future__ import annotations
@@ -52,10 +54,13 @@ def method_of(family: str) -> str:
     return family.split("-")[0]
 
 
+RECIPE = "mnist5k-mlp"
+
+
 def run(out: str, overrides) -> dict:
     summary = os.path.join(out, "summary.json")
     if not os.path.exists(summary):
-        args = [sys.executable, "-m", "tf_awt.cli", "run", "mnist5k-mlp", "--out", out, "--quiet", "--no-mlflow"]
+        args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
         for item in overrides:
             args += ["--set", item]
         print(" ".join(args), flush=True)
@@ -234,9 +239,13 @@ def main(argv=None) -> None:
     parser.add_argument("--densities", default="0.036")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--pattern", default="", help="N:M for final/report (density must be N/M)")
+    parser.add_argument("--recipe", default=RECIPE, help="the recipe of final runs (selection always used mnist5k-mlp)")
+    parser.add_argument("--table-dir", default=FINAL, help="where final runs go (runs/mask-table-cnn for the CNN)")
     parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
                                                          "erk", "random_layerwise"]))
     args = parser.parse_args(argv)
+    global RECIPE, FINAL
+    RECIPE, FINAL = args.recipe, args.table_dir
     densities = [float(d) for d in args.densities.split(",")]
     families = args.families.split(",")
     if args.phase == "select":  # --families limits the grid (two processes can share it: disjoint families)
