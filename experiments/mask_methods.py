@@ -233,6 +233,7 @@ def report(densities, families, pattern: str = "") -> str:
 
 
 def main(argv=None) -> None:
+    global RECIPE, FINAL
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("select", "table", "final", "autoattack", "report", "plot"))
     parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
@@ -244,7 +245,6 @@ def main(argv=None) -> None:
     parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
                                                          "erk", "random_layerwise"]))
     args = parser.parse_args(argv)
-    global RECIPE, FINAL
     RECIPE, FINAL = args.recipe, args.table_dir
     densities = [float(d) for d in args.densities.split(",")]
     families = args.families.split(",")
