@@ -135,7 +135,9 @@ def final(densities, seeds: int, families, select_density: float, pattern: str =
             for family in families:
                 out = os.path.join(FINAL, f"{family}-{_tag(density, pattern)}-s{seed}")
                 common = [f"density={density}", f"seed={seed}", *([f"search.pattern={pattern}"] if pattern else [])]
-                if family in ("dense", "erk"):  # nothing to choose (erk: random positions at ERK layer densities)
+                if family == "dense":  # one run per seed, whatever the density
+                    run(os.path.join(FINAL, f"dense-d1-s{seed}"), [f"seed={seed}", "method=dense"])
+                elif family == "erk":  # nothing to choose (erk: random positions at ERK layer densities)
                     run(out, [*common, f"method={family}"])
                 elif family == "random_layerwise":
                     ticket = os.path.abspath(os.path.join(FINAL, f"awt-d{density}-s{seed}", "ticket.npz"))
