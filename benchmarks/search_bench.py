@@ -2,7 +2,7 @@
 the projected wall time of the paper's experiment on this machine.
 
     python benchmarks/search_bench.py [--model mlp|cnn] [--repeats 10] [--density 0.05] [--kernel full]
-                                      [--optimize weights|scores] [--no-epoch]
+                                      [--optimize weights|scores] [--precision float32|bfloat16] [--no-epoch]
 
 Times compiled functions on the same batch (median after warm-up): the two PGD attacks (teacher
 and student), the attacks plus both kernels and distances with the gradient, and the whole
@@ -39,6 +39,7 @@ def main(argv=None):
     parser.add_argument("--kernel", default="full", choices=["full", "diagonal"])
     parser.add_argument("--model", default="mlp", choices=["mlp", "cnn"])
     parser.add_argument("--optimize", default="weights", choices=["weights", "scores"])
+    parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--no-epoch", action="store_true", help="skip the real search epoch")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,7 +57,8 @@ def main(argv=None):
     build = tf_awt.models.mlp if args.model == "mlp" else tf_awt.models.paper_cnn
     model = build()
     attack = tf_awt.Attack(eps=0.3, steps=10, step_size=0.075)
-    config = tf_awt.SearchConfig(density=args.density, attack=attack, kernel=args.kernel, epochs=1, optimize=args.optimize)
+    config = tf_awt.SearchConfig(density=args.density, attack=attack, kernel=args.kernel, epochs=1, optimize=args.optimize,
+                                   precision=args.precision)
     search = TicketSearch(model, config, steps_per_epoch=63)
     search.compile(optimizer=search_optimizer(config))
     diagonal = args.kernel == "diagonal"
@@ -95,7 +97,7 @@ def main(argv=None):
     t_train = median_time(lambda: force(train_fn((x, y))), args.repeats)
     print(f"# search_bench: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}, model {args.model}, density {args.density}, kernel {args.kernel}, "
-          f"optimize {args.optimize}, B=64, PGD-10, repeats={args.repeats}")
+          f"optimize {args.optimize}, precision {args.precision}, B=64, PGD-10, repeats={args.repeats}")
     print("| part | median s/step | share |")
     print("| --- | --- | --- |")
     print(f"| attacks (teacher + student PGD-10) | {t_attack:.3f} | {t_attack / t_step:.0%} |")

@@ -190,6 +190,7 @@ def test_configs_round_trip():
         ({"density": 0.1, "update_every": 0}, r"update_every \(T_m\) must be an integer >= 1. You passed: 0"),
         ({"density": 0.1, "method": "grasp"}, r"method must be one of .*You passed: 'grasp'"),
         ({"density": 0.1, "kernel": "sampled"}, r"kernel must be one of .*You passed: 'sampled'"),
+        ({"density": 0.1, "precision": "float16"}, r"precision must be one of .*You passed: 'float16'"),
     ],
 )
 def test_bad_settings_are_value_errors(kwargs, message):

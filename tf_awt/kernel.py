@@ -63,7 +63,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import tensorflow as tf
 
-from tf_awt import _layers, layer_rules
+from tf_awt import _contract, _layers, layer_rules
 from tf_awt._masks import resolve_masks
 
 __all__ = [
@@ -151,7 +151,8 @@ def _layers_support(model, masks) -> Optional[str]:
 # --------------------------------------------------------------------------- structured path
 
 
-def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape) -> Tuple[tf.Tensor, List[layer_rules.Record]]:
+def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape,
+                        precision: str = "float32") -> Tuple[tf.Tensor, List[layer_rules.Record]]:
     records: List[layer_rules.Record] = []
 
     def apply(layer, args, kwargs):
@@ -166,48 +167,54 @@ def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape)
         second_tr = second is not None and id(second) in trainable
         if first_tr or second_tr:
             tape.watch(z)
-            records.append(layer_rules.Record(inner, rule, a, z, mask if first_tr else None, first_tr, second_tr))
+            records.append(layer_rules.Record(inner, rule, a, z, mask if first_tr else None, first_tr, second_tr, precision))
         return inner.activation(z) if rule.activation and inner.activation is not None else z
 
     f = _layers.run_graph(model, x, apply)
     return f, records
 
 
-def _side_factors(model, x, masks, trainable):
-    """Forward + sensitivities for one side: (outputs, factored records, per-example gradients).
+def _side_factors(model, x, masks, trainable, precision="float32"):
+    """Forward + sensitivities for one side: (outputs, factored records, per-example gradients, mask).
 
     ``factored`` is a list of ``(record, delta)`` whose rule computes its kernel block directly
     (a Dense layer on rank-2 inputs); ``g`` concatenates the per-example gradients (N, k, P') of
-    every other weight, or is None.
+    every other weight, or is None; ``mask`` is their (P',) 0/1 weight mask (ones for unmasked
+    weights), or None when no weight of ``g`` is masked.
     """
     with tf.GradientTape() as tape:
-        f, records = _structured_forward(model, x, masks, trainable, tape)
+        f, records = _structured_forward(model, x, masks, trainable, tape, precision)
         f_sum = tf.reduce_sum(f, axis=0)  # (k,): d f_sum[c] / d z_i = delta_ic, examples independent
     zs = [r.z for r in records]
     jac = tape.jacobian(f_sum, zs, unconnected_gradients=tf.UnconnectedGradients.ZERO) if zs else []
-    factored, per_example = [], []
+    factored, per_example, weight_masks, any_masked = [], [], [], False
     for rec, d in zip(records, jac):
         delta = tf.transpose(d, [1, 0] + list(range(2, d.shape.rank)))  # (N, k, ...)
         if rec.rule.factored is not None and rec.rule.factored(rec):
             factored.append((rec, delta))
-        else:
-            per_example.extend(rec.rule.gradients(rec, delta))
-    g = tf.concat(per_example, axis=-1) if per_example else None
-    return f, factored, g
+            continue
+        for position, g in enumerate(rec.rule.gradients(rec, delta)):
+            masked = position == 0 and rec.first and rec.mask is not None
+            any_masked = any_masked or masked
+            per_example.append(g)
+            weight_masks.append(tf.reshape(tf.cast(rec.mask, g.dtype), [-1]) if masked else tf.ones([g.shape[-1]], g.dtype))
+    if not per_example:
+        return f, factored, None, None
+    return f, factored, tf.concat(per_example, axis=-1), (tf.concat(weight_masks, axis=0) if any_masked else None)
 
 
-def _structured_kernel(model, x1, x2, masks, trainable, diagonal):
-    _, factored1, g1 = _side_factors(model, x1, masks, trainable)
+def _structured_kernel(model, x1, x2, masks, trainable, diagonal, precision="float32"):
+    _, factored1, g1, mask = _side_factors(model, x1, masks, trainable, precision)
     if x2 is x1:
         factored2, g2 = factored1, g1
     else:
-        _, factored2, g2 = _side_factors(model, x2, masks, trainable)
+        _, factored2, g2, _ = _side_factors(model, x2, masks, trainable, precision)
     theta = None
     for (r1, d1), (r2, d2) in zip(factored1, factored2):
         block = r1.rule.block(r1, d1, r2, d2, diagonal)
         theta = block if theta is None else theta + block
     if g1 is not None:
-        block = tf.einsum("icp,idp->icd" if diagonal else "icp,jdp->ijcd", g1, g2)
+        block = _contract.contract(g1, g2, mask, diagonal, precision)
         theta = block if theta is None else theta + block
     return theta
 
@@ -224,10 +231,10 @@ def _jacobian(model, x, masks, variables):
     return tf.concat([tf.reshape(tf.cast(j, f.dtype), [n, k, -1]) for j in jac], axis=-1)
 
 
-def _jacobian_kernel(model, x1, x2, masks, variables, diagonal):
+def _jacobian_kernel(model, x1, x2, masks, variables, diagonal, precision="float32"):
     j1 = _jacobian(model, x1, masks, variables)
     j2 = j1 if x2 is x1 else _jacobian(model, x2, masks, variables)
-    return tf.einsum("icp,idp->icd" if diagonal else "icp,jdp->ijcd", j1, j2)
+    return _contract.contract(j1, j2, None, diagonal, precision)
 
 
 # --------------------------------------------------------------------------- public API
@@ -263,7 +270,8 @@ def _variables_and_inputs(model, x1, x2):
     return variables, x1, (x1 if same else _check_inputs(model, x2, "x2", dtype)), same
 
 
-def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True, jit_compile: bool = False) -> Callable:
+def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True, jit_compile: bool = False,
+                            precision: str = "float32") -> Callable:
     """Returns ``kernel_fn(x1, x2, masks=None, diagonal=False)`` computing the MTK of ``model``.
 
     The model is inspected once here (supported layers, trainable variables).
@@ -281,6 +289,10 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
         into the caller's graph. False: plain eager TensorFlow (slow, for debugging).
       jit_compile: compile the traced function with XLA (default False; see
         docs/performance.md for when it is faster).
+      precision: ``"float32"`` (default) or ``"bfloat16"``: the large contractions (Gram products of
+        per-example gradients, Conv2D per-example gradients, masked Dense blocks) on bfloat16
+        operands with float32 sums (:mod:`tf_awt._contract`); faster on CPUs with AVX512-BF16/AMX,
+        relative error about 1e-3 (docs/performance.md). A float64 model ignores it.
 
     Raises:
       ValueError: unknown ``implementation``; ``"structured"`` for a model it does not support.
@@ -288,7 +300,7 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
     from tf_awt.keras3 import as_tf_keras, is_keras3
 
     if is_keras3(model):  # computed on its tf_keras twin, with the Keras 3 model's weights at each call
-        twin_fn = mixed_tangent_kernel_fn(as_tf_keras(model), implementation, compiled, jit_compile)
+        twin_fn = mixed_tangent_kernel_fn(as_tf_keras(model), implementation, compiled, jit_compile, precision)
 
         def keras3_kernel_fn(x1, x2, masks=None, diagonal=False):
             as_tf_keras(model)  # copies the current weights into the twin
@@ -296,6 +308,7 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
 
         return keras3_kernel_fn
     impl = KernelImplementation.parse(implementation)
+    precision = _contract.check_precision(precision)
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (call it on data once). You passed an unbuilt model.")
     reason = structured_support(model)
@@ -322,8 +335,8 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
                 if masked_reason:
                     raise ValueError(f"implementation='structured' does not support this model: {masked_reason}.")
             trainable = {id(v) for v in variables}
-            return _structured_kernel(model, x1, x2, resolved, trainable, diagonal)
-        return _jacobian_kernel(model, x1, x2, resolved, variables, diagonal)
+            return _structured_kernel(model, x1, x2, resolved, trainable, diagonal, _precision(precision, x1))
+        return _jacobian_kernel(model, x1, x2, resolved, variables, diagonal, _precision(precision, x1))
 
     kernel_fn.implementation = impl
     if not compiled:
@@ -358,7 +371,12 @@ def _compiled(kernel_fn, model, impl, jit_compile: bool):
     return compiled_kernel_fn
 
 
-def _cached_kernel_fn(model, implementation):
+def _precision(precision: str, x) -> str:
+    """bfloat16 only speeds up float32 models; a float64 model keeps its precision."""
+    return precision if x.dtype == tf.float32 else "float32"
+
+
+def _cached_kernel_fn(model, implementation, precision="float32"):
     """The compiled kernel function of ``model``, kept on the model itself (no module-level cache:
     it is collected with the model): one trace per input signature across calls of
     :func:`mixed_tangent_kernel`."""
@@ -366,13 +384,13 @@ def _cached_kernel_fn(model, implementation):
     if cache is None:
         cache = {}
         object.__setattr__(model, "_tf_awt_kernel_fns", cache)  # not a tracked Keras attribute
-    impl = KernelImplementation.parse(implementation)
-    if impl not in cache:
-        cache[impl] = mixed_tangent_kernel_fn(model, impl)
-    return cache[impl]
+    key = (KernelImplementation.parse(implementation), _contract.check_precision(precision))
+    if key not in cache:
+        cache[key] = mixed_tangent_kernel_fn(model, key[0], precision=key[1])
+    return cache[key]
 
 
-def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementation="auto"):
+def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementation="auto", precision="float32"):
     """The Mixed Tangent Kernel Θ(x1, x2) = J(x1) J(x2)^T of ``model``.
 
     Args:
@@ -385,6 +403,7 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
       diagonal: if True (needs ``N1 == N2``) return only ``Θ[i, i]`` as ``(N, k, k)`` (S-AWT).
       implementation: ``"auto"`` (default), ``"structured"`` or ``"jacobian"``; see
         :class:`KernelImplementation`.
+      precision: ``"float32"`` (default) or ``"bfloat16"`` (see :func:`mixed_tangent_kernel_fn`).
 
     Returns:
       ``(N1, N2, k, k)`` tensor with ``Θ[i, j, c, d] = Σ_p ∂f_c(x1_i)/∂θ_p ∂f_d(x2_j)/∂θ_p``
@@ -397,4 +416,4 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
         raise ValueError(f"model {getattr(model, 'name', model)!r} must be built (call it on data once). You passed an unbuilt model.")
     from tf_awt.keras3 import as_tf_keras
 
-    return _cached_kernel_fn(as_tf_keras(model), implementation)(x1, x2, masks=masks, diagonal=diagonal)
+    return _cached_kernel_fn(as_tf_keras(model), implementation, precision)(x1, x2, masks=masks, diagonal=diagonal)

@@ -9,8 +9,12 @@ One :class:`LayerRule` per supported layer class (looked up by the exact class, 
   weight ``w``, returning the recorded input and the pre-activation :math:`z`; the layer's
   ``activation`` follows when ``activation`` is True;
 * ``gradients(record, delta)``: the per-example weight gradients :math:`\partial f_c(x_i)/\partial
-  \theta`, shape (N, k, P), from the recorded input and the sensitivities
-  :math:`\delta_{ic} = \partial f_c(x_i)/\partial z` (masked where the record has a mask);
+  \theta`, a list of (N, k, P) tensors (the first weight's, flattened in the weight's own order,
+  if ``record.first``; the second's if ``record.second``), from the recorded input and the
+  sensitivities :math:`\delta_{ic} = \partial f_c(x_i)/\partial z`. They are the gradients w.r.t.
+  the *effective* (masked) weight and are **not** masked: the engine applies ``record.mask`` once,
+  in the contraction (:mod:`tf_awt._contract`); ``record.precision`` says whether large products
+  may run in bfloat16;
 * optionally ``factored(record)`` and ``block(rec1, d1, rec2, d2, diagonal)``: a kernel block
   computed without per-example gradients (a Dense layer on rank-2 inputs:
   :math:`(a^1_i \cdot a^2_j + 1)(\delta^1_{ic} \cdot \delta^2_{jd})`, see :mod:`tf_awt.kernel`);
@@ -30,6 +34,8 @@ from typing import Callable, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
+
+from tf_awt import _contract
 
 __all__ = ["LayerRule", "register_layer_rule", "layer_rule", "prunable_layers", "DENSE_RULE", "CONV2D_RULE",
            "BATCHNORM_RULE"]
@@ -60,6 +66,7 @@ class Record:
     mask: Optional[tf.Tensor]
     first: bool  # the first weight (kernel, γ) is a trainable variable of the model
     second: bool  # the second weight (bias, β) is
+    precision: str = "float32"  # "bfloat16": the rule may run its large products in bfloat16
 
 
 # --------------------------------------------------------------------------- Dense
@@ -81,8 +88,6 @@ def _dense_gradients(rec: Record, delta) -> List[tf.Tensor]:
     out = []
     if rec.first:
         g = tf.einsum("ntp,nctq->ncpq", a, dl)
-        if rec.mask is not None:
-            g = g * rec.mask
         out.append(tf.reshape(g, [n, k, -1]))
     if rec.second:
         out.append(tf.reduce_sum(dl, axis=2))
@@ -114,7 +119,7 @@ def _dense_block(rec1: Record, d1, rec2: Record, d2, diagonal: bool):
         return tf.einsum("icq,iq,idq->icd", d1, h, d2)
     n1, n2 = tf.shape(a1)[0], tf.shape(a2)[0]
     pairs = tf.reshape(a1[:, None, :] * a2[None, :, :], [n1 * n2, a1.shape[-1]])
-    h = tf.reshape(tf.matmul(pairs, m), [n1, n2, m.shape[-1]])  # H_ijq = Σ_p a1_ip a2_jp m_pq
+    h = tf.reshape(_contract.matmul(pairs, m, rec1.precision), [n1, n2, m.shape[-1]])  # H_ijq = Σ_p a1_ip a2_jp m_pq
     if rec1.second:
         h = h + 1
     return tf.einsum("ijcq,jdq->ijcd", tf.einsum("icq,ijq->ijcq", d1, h), d2)
@@ -138,13 +143,15 @@ def _conv_gradients(rec: Record, delta) -> List[tf.Tensor]:
     out = []
     if rec.first:
         layer = rec.layer
-        kh, kw, cin, cout = layer.kernel.shape
+        kh, kw = layer.kernel.shape[:2]
         patches = tf.image.extract_patches(rec.a, sizes=[1, kh, kw, 1], strides=[1, *layer.strides, 1],
                                            rates=[1, *layer.dilation_rate, 1], padding=layer.padding.upper())
-        g = tf.einsum("nhwr,nchwo->ncro", patches, delta)  # patches ordered like kernel.reshape(kh*kw*cin, cout)
-        if rec.mask is not None:
-            g = g * tf.reshape(rec.mask, [kh * kw * cin, cout])
-        out.append(tf.reshape(g, [n, k, -1]))
+        if rec.precision == "bfloat16":
+            patches, delta_ = tf.cast(patches, tf.bfloat16), tf.cast(delta, tf.bfloat16)
+        else:
+            delta_ = delta
+        g = tf.einsum("nhwr,nchwo->ncro", patches, delta_)  # patches ordered like kernel.reshape(kh*kw*cin, cout)
+        out.append(tf.reshape(tf.cast(g, delta.dtype), [n, k, -1]))
     if rec.second:
         out.append(tf.reduce_sum(delta, axis=[2, 3]))
     return out

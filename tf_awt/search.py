@@ -67,6 +67,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _layers, _selection, _validate, layer_rules
+from tf_awt._contract import check_precision
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt._masks import resolve_masks, sparse_forward
 from tf_awt.attacks import Attack, pgd
@@ -113,6 +114,9 @@ class SearchConfig:
         consecutive input weights of each unit, for every method but erk/random_layerwise;
         ``density`` must then be N/M (and ``scope`` is not used).
       implementation: kernel implementation (default "auto").
+      precision: "float32" (default) or "bfloat16": the kernels' large contractions on bfloat16
+        operands with float32 sums (:func:`tf_awt.mixed_tangent_kernel_fn`; relative error about
+        1e-4 on the paper's models, faster where the CPU has AVX512-BF16/AMX: docs/performance.md).
       optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
         weights at θ0); see the module docstring. Used by awt/ntt only.
       rounds: for ``method="cosentino"``: pruning rounds, each an adversarial training of
@@ -142,6 +146,7 @@ class SearchConfig:
     scope: str = "global"
     pattern: str = "unstructured"
     implementation: str = "auto"
+    precision: str = "float32"
     optimize: str = "weights"
     reference: str = "awt"
     rounds: int = 5
@@ -169,6 +174,7 @@ class SearchConfig:
             raise ValueError(f"scope must be one of {_selection.SCOPES}. You passed: {self.scope!r}")
         self._check_pattern()
         KernelImplementation.parse(self.implementation)
+        check_precision(self.precision)
         if self.optimize not in OPTIMIZE:
             raise ValueError(f"optimize must be one of {OPTIMIZE}. You passed: {self.optimize!r}")
         if not isinstance(self.reference, str) or not self.reference or self.reference == "random_layerwise":
@@ -282,8 +288,8 @@ class TicketSearch(tf_keras.Model):
         # optimize="scores": one real score per prunable weight, s = |θ0| (so m_0 is Algorithm 1's)
         self.scores = [] if config.optimize == "weights" else [
             tf.Variable(tf.abs(w.layer.kernel), trainable=True, name=f"{w.layer.name}_score") for w in self._wrappers]
-        self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation)
-        self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation)
+        self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation, precision=config.precision)
+        self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation, precision=config.precision)
         self.step_values = {
             name: tf.Variable(0.0, trainable=False, name=f"last_{name}")
             for name in ("loss", "target_distance", "kernel_distance", "weighted_kernel_distance")
@@ -568,7 +574,7 @@ def find_ticket(
         ends with the ticket an uninterrupted one finds; the directory is left in place (a repeated
         call returns at once), delete it once the ticket is saved. Other methods ignore it.
       **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
-        learning_rate, update_every, weight_decay, kernel, scope, implementation, optimize,
+        learning_rate, update_every, weight_decay, kernel, scope, implementation, precision, optimize,
         reference, rounds, prune_rate, seed).
 
     Returns:
