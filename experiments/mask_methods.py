@@ -8,6 +8,9 @@
     python experiments/mask_methods.py final --densities 0.5 --pattern 2:4 --families awt,magnitude,...  # N:M
     python experiments/mask_methods.py final --recipe mnist5k-cnn --table-dir runs/mask-table-cnn \
         --densities 0.01,0.03,0.05 --seeds 2 --families dense,magnitude,snip,random,random_layerwise  # the CNN
+    python experiments/mask_methods.py final --table-dir runs/mask-table-eps0.3 --densities 0.036 --seeds 2 \
+        --set attack.eps=0.3 --set attack.step_size=0.075 --set train.step_size=0.075 --set train.epochs=100 \
+        --set train.eps_warmup_epochs=10 --families snip,cosentino,...   # ε = 0.3 (section 5's settings)
 
 Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
@@ -55,13 +58,14 @@ def method_of(family: str) -> str:
 
 
 RECIPE = "mnist5k-mlp"
+EXTRA: list = []  # --set overrides applied to every run (e.g. the ε = 0.3 settings)
 
 
 def run(out: str, overrides) -> dict:
     summary = os.path.join(out, "summary.json")
     if not os.path.exists(summary):
         args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
-        for item in overrides:
+        for item in [*EXTRA, *overrides]:
             args += ["--set", item]
         print(" ".join(args), flush=True)
         code = subprocess.call(args)
@@ -235,7 +239,7 @@ def report(densities, families, pattern: str = "") -> str:
 
 
 def main(argv=None) -> None:
-    global RECIPE, FINAL
+    global RECIPE, FINAL, EXTRA
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("phase", choices=("select", "table", "final", "autoattack", "report", "plot"))
     parser.add_argument("--density", type=float, default=0.036, help="the selection's density")
@@ -244,10 +248,11 @@ def main(argv=None) -> None:
     parser.add_argument("--pattern", default="", help="N:M for final/report (density must be N/M)")
     parser.add_argument("--recipe", default=RECIPE, help="the recipe of final runs (selection always used mnist5k-mlp)")
     parser.add_argument("--table-dir", default=FINAL, help="where final runs go (runs/mask-table-cnn for the CNN)")
+    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE override for every run (repeatable)")
     parser.add_argument("--families", default=",".join(["dense", "awt", "awt-scores", *[f for f in GRID if not f.startswith("awt")],
                                                          "erk", "random_layerwise"]))
     args = parser.parse_args(argv)
-    RECIPE, FINAL = args.recipe, args.table_dir
+    RECIPE, FINAL, EXTRA = args.recipe, args.table_dir, list(args.set)
     densities = [float(d) for d in args.densities.split(",")]
     families = args.families.split(",")
     if args.phase == "select":  # --families limits the grid (two processes can share it: disjoint families)
