@@ -130,7 +130,7 @@ def chosen(family: str, density: float):
 
 
 def _tag(density: float, pattern: str) -> str:
-    return f"d{density}" + (f"-p{pattern.replace(':', '-')}" if pattern else "")
+    return f"d{density:g}" + (f"-p{pattern.replace(':', '-')}" if pattern else "")
 
 
 def final(densities, seeds: int, families, select_density: float, pattern: str = "") -> None:
@@ -158,7 +158,7 @@ def autoattack(densities, families, examples: int = 200) -> None:
     finished final run, into ``<run>/autoattack-<examples>.json``."""
     for density in densities:
         for family in families:
-            for name in sorted(d for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density}-s")):
+            for name in sorted(d for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density:g}-s")):
                 out = os.path.join(FINAL, name)
                 target = os.path.join(out, f"autoattack-{examples}.json")
                 if os.path.exists(target) or not os.path.exists(os.path.join(out, "summary.json")):
@@ -194,7 +194,7 @@ def plot(densities, families, path: str = os.path.join("docs", "results", "mask_
     for family in families:
         for density in densities:
             found = [json.load(open(os.path.join(FINAL, d, "summary.json"))) for d in sorted(os.listdir(FINAL))
-                     if d.startswith(f"{family}-d{density}-s") and os.path.exists(os.path.join(FINAL, d, "summary.json"))]
+                     if d.startswith(f"{family}-d{density:g}-s") and os.path.exists(os.path.join(FINAL, d, "summary.json"))]
             if not found:
                 continue
             nat = np.array([f["natural_accuracy"] for f in found])
