@@ -197,7 +197,7 @@ def _side_factors(model, x, masks, trainable, precision="float32"):
             masked = position == 0 and rec.first and rec.mask is not None
             any_masked = any_masked or masked
             per_example.append(g)
-            weight_masks.append(tf.reshape(tf.cast(rec.mask, g.dtype), [-1]) if masked else tf.ones([g.shape[-1]], g.dtype))
+            weight_masks.append(tf.reshape(tf.cast(rec.mask, g.dtype), [-1]) if masked else tf.ones(tf.shape(g)[-1:], g.dtype))
     if not per_example:
         return f, factored, None, None
     return f, factored, tf.concat(per_example, axis=-1), (tf.concat(weight_masks, axis=0) if any_masked else None)
