@@ -8,19 +8,25 @@ import numpy as np
 import tensorflow as tf
 
 
-def explicit_jacobian(model, x, masks=None):
-    """(N, k, P) Jacobian of model(x) w.r.t. model.trainable_variables, one gradient per entry."""
-    masks = masks or {}
+def leaf_layers(model):
+    """{name: layer} of every leaf layer, nested models walked."""
     layers = {}
 
     def walk(m):
         for layer in m.layers:
-            if isinstance(layer, tf.keras.Model) or hasattr(layer, "layers"):
+            if hasattr(layer, "layers"):
                 walk(layer)
             else:
                 layers[layer.name] = layer
 
     walk(model)
+    return layers
+
+
+def explicit_jacobian(model, x, masks=None):
+    """(N, k, P) Jacobian of model(x) w.r.t. model.trainable_variables, one gradient per entry."""
+    masks = masks or {}
+    layers = leaf_layers(model)
     rows = []
     n = int(x.shape[0])
     for i in range(n):
@@ -58,16 +64,7 @@ def relative_error(a, b):
 def effective_jacobian(model, x, masks):
     """(N, k, P) Jacobian w.r.t. the *effective* weights: a masked kernel's columns are the
     derivatives w.r.t. m ⊙ W (no factor m); differentiable w.r.t. W and the mask tensors."""
-    layers = {}
-
-    def walk(m):
-        for layer in m.layers:
-            if hasattr(layer, "layers"):
-                walk(layer)
-            else:
-                layers[layer.name] = layer
-
-    walk(model)
+    layers = leaf_layers(model)
     rows, n = [], int(x.shape[0])
     for i in range(n):
         with tf.GradientTape(persistent=True) as tape:
@@ -104,16 +101,7 @@ def single_mask_kernel(model, x1, x2, masks):
     """The documented student kernel Σ_p m_p ∂_p f(x1) ∂_p f(x2) (∂ w.r.t. the effective weight),
     the mask entering once: its derivative w.r.t. a pruned m_p is not zero."""
     j1, j2 = effective_jacobian(model, x1, masks), effective_jacobian(model, x2, masks)
-    named = {}
-
-    def walk(m):
-        for layer in m.layers:
-            if hasattr(layer, "layers"):
-                walk(layer)
-            else:
-                named[layer.name] = layer
-
-    walk(model)
+    named = leaf_layers(model)
     weight_mask = []
     for v in model.trainable_variables:
         name = _owner(named, v)
