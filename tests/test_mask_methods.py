@@ -127,6 +127,39 @@ def test_cosentino_rounds_reach_the_density_and_prune_only_kept_weights(scope):
     assert any(not np.array_equal(ticket.masks[k], magnitude.masks[k]) for k in ticket.masks)  # training moved it
 
 
+def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
+    """search.eps_warmup_epochs reaches every round's adversarial training as a TrainingSchedule
+    (arrays and datasets), through find_ticket and `tf-awt run`'s recipe key."""
+    from tf_awt import training
+
+    seen = []
+    original = training.adversarial_fit
+
+    def spy(model, data, **kwargs):
+        seen.append(kwargs.get("schedule"))
+        return original(model, data, **kwargs)
+
+    monkeypatch.setattr(training, "adversarial_fit", spy)
+    model = tiny_model()
+    x, y = tiny_data()
+    tf_awt.find_ticket(model, (x, y), density=0.3, method="cosentino", attack=ATTACK, epochs=2, rounds=2, batch_size=16,
+                       eps_warmup_epochs=1.5)
+    steps = -(-len(x) // 16)
+    assert [s.eps_warmup_steps for s in seen] == [round(1.5 * steps)] * 2
+    seen.clear()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    tf_awt.find_ticket(model, dataset, density=0.3, method="cosentino", attack=ATTACK, epochs=1, rounds=2, eps_warmup_epochs=1)
+    assert [s.eps_warmup_steps for s in seen] == [steps] * 2
+    seen.clear()
+    tf_awt.find_ticket(model, (x, y), density=0.3, method="cosentino", attack=ATTACK, epochs=1, rounds=1, batch_size=16)
+    assert seen == [None]
+    with pytest.raises(ValueError, match=r"eps_warmup_epochs must be a number >= 0\. You passed: -1"):
+        tf_awt.SearchConfig(density=0.2, method="cosentino", eps_warmup_epochs=-1)
+    from tf_awt.recipes import load_recipe
+
+    assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search_config().eps_warmup_epochs == 2
+
+
 # ---------------------------------------------------------------------------- score search
 def test_optimize_is_validated():
     with pytest.raises(ValueError, match=r"optimize must be one of \('weights', 'scores'\)\. You passed: 'mask'"):

@@ -11,7 +11,8 @@ from test_cli import tiny_recipe
 
 SEARCH = {"epochs": 2, "lr": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
           "kernel_weight": 0.5, "normalization": "per_entry", "scope": "layer", "batch_size": 16, "optimize": "scores",
-          "reference": "snip", "precision": "bfloat16"}
+          "reference": "snip", "precision": "bfloat16",
+          "eps_warmup_epochs": 1.5}
 TRAIN = {"epochs": 2, "lr": 5e-4, "batch_size": 16, "steps": 3, "step_size": 0.02, "eps_warmup_epochs": 1,
          "lr_schedule": "cosine", "lr_warmup_epochs": 0.5, "clip_norm": 2.0, "rescale": "fan_in", "fail_on_collapse": True}
 
@@ -56,7 +57,8 @@ def test_every_search_and_train_key_reaches_the_library(tmp_path, spies, capsys)
     config = spies["search"]
     assert (config.epochs, config.learning_rate, config.gamma, config.update_every, config.weight_decay, config.kernel,
             config.kernel_weight, config.normalization, config.scope, config.seed, config.optimize, config.reference,
-            config.precision) == (2, 1e-3, 2e-3, 3, 1e-4, "diagonal", 0.5, "per_entry", "layer", 7, "scores", "snip", "bfloat16")
+            config.precision, config.eps_warmup_epochs) == \
+        (2, 1e-3, 2e-3, 3, 1e-4, "diagonal", 0.5, "per_entry", "layer", 7, "scores", "snip", "bfloat16", 1.5)
     assert spies["steps"] == 6  # 96 training examples in batches of search.batch_size = 16
     assert (config.attack.eps, config.attack.steps, config.attack.step_size) == (0.1, 2, 0.05)
     attack, schedule = spies["attack"], spies["schedule"]

@@ -5,7 +5,7 @@ networks with the lottery-ticket procedure run adversarially: starting from the 
 :math:`m = \mathbf 1`, each round
 
 1. adversarially trains :math:`f(m \odot \theta)` from :math:`m \odot \theta_0` (PGD, the search's
-   attack, ``epochs`` epochs, Adam at ``learning_rate``);
+   attack, ``epochs`` epochs, Adam at ``learning_rate``, ε ramped up over ``eps_warmup_epochs``);
 2. keeps the largest trained magnitudes :math:`|\theta|` among the kept weights, down to the round's
    density (same ``scope`` and collapse guard as every method);
 3. resets the kept weights to θ0.
@@ -41,6 +41,21 @@ def round_densities(density: float, rounds: int = 5, prune_rate: Optional[float]
     return [density ** (r / rounds) for r in range(1, rounds + 1)]
 
 
+def _round_schedule(data, config, batch_size: int):
+    """The ε warm-up of every round (None without one), in steps of ``data``'s epochs."""
+    if not config.eps_warmup_epochs:
+        return None
+    from tf_awt.training_schedule import TrainingSchedule
+
+    if isinstance(data, (tuple, list)):
+        steps = math.ceil(len(data[0]) / batch_size)
+    else:
+        steps = int(data.cardinality())
+        if steps < 1:  # unknown or infinite: count the batches once
+            steps = sum(1 for _ in data)
+    return TrainingSchedule.from_epochs(max(steps, 1), config.epochs, eps_warmup_epochs=config.eps_warmup_epochs)
+
+
 def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str, np.ndarray], Dict[str, List[float]]]:
     """Masks of ``config.density`` by adversarial iterative magnitude pruning with reset to θ0.
 
@@ -48,7 +63,7 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
       model: the built tf_keras model at θ0 (not modified).
       data: (x, y) arrays (shuffled each epoch) or a dataset of batches.
       config: a :class:`tf_awt.SearchConfig` (``density``, ``attack``, ``epochs`` per round,
-        ``learning_rate``, ``rounds``, ``prune_rate``, ``scope``, ``seed``).
+        ``learning_rate``, ``rounds``, ``prune_rate``, ``eps_warmup_epochs``, ``scope``, ``seed``).
 
     Returns:
       (masks by layer name, history with one entry per round: "round", "round_density",
@@ -61,11 +76,12 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
     masks = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in layers}
     theta0 = [np.array(w, copy=True) for w in model.get_weights()]
     history: Dict[str, List[float]] = {k: [] for k in ("round", "round_density", "adv_accuracy", "nat_accuracy", "round_seconds")}
+    schedule = _round_schedule(data, config, batch_size)
     for r, density in enumerate(round_densities(config.density, config.rounds, config.prune_rate), start=1):
         t0 = time.time()
         sparse = Ticket(masks=masks, initial_weights=theta0, method="cosentino").to_model(model)
         fit = adversarial_fit(sparse, data, attack=config.attack, epochs=config.epochs, learning_rate=config.learning_rate,
-                              batch_size=batch_size, seed=config.seed + r)
+                              batch_size=batch_size, seed=config.seed + r, schedule=schedule)
         trained = {_layers.unwrap(l)[0].name: _layers.unwrap(l)[0].kernel.numpy() for l in _layers.iter_layers(sparse)
                    if _layers.unwrap(l)[0].name in masks}
         # the kept weights ranked by trained magnitude; pruned ones stay out (below every |w|)

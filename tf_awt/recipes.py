@@ -12,7 +12,8 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global,
              pattern: unstructured, optimize: weights, reference: awt, rounds: 5, prune_rate: null,
-             precision: float32}
+             precision: float32, eps_warmup_epochs: 0}
+    # eps_warmup_epochs: method cosentino: each round's ε warm-up (epochs)
     # precision: bfloat16 runs the kernels' large products in bfloat16 (float32 sums; faster on AMX CPUs)
     # pattern: N:M (e.g. 2:4) keeps N of every M consecutive input weights per unit; density must be N/M
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
@@ -79,6 +80,7 @@ class SearchSection:
     rounds: int = 5
     prune_rate: Optional[float] = None
     precision: str = "float32"
+    eps_warmup_epochs: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,6 +199,7 @@ class Recipe:
             rounds=s.rounds,
             prune_rate=s.prune_rate,
             precision=s.precision,
+            eps_warmup_epochs=s.eps_warmup_epochs,
             seed=self.seed,
         )
 

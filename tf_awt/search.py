@@ -123,6 +123,10 @@ class SearchConfig:
         ``epochs`` epochs (default 5; :mod:`tf_awt.iterative`).
       prune_rate: for ``method="cosentino"``: fraction of the kept weights pruned per round;
         None (default) derives it from ``rounds``, a value sets the number of rounds instead.
+      eps_warmup_epochs: for ``method="cosentino"``: every round's adversarial training ramps ε
+        (and the PGD step) up over this many epochs (:class:`tf_awt.TrainingSchedule`; default 0:
+        full ε from the first step). At large ε (0.3 on MNIST) rounds without it collapse, and
+        magnitudes of a collapsed network choose nothing (docs/results.md section 7).
       reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
         masks reproduce: a method name (default "awt", searched with these same settings) or the
         path of a saved ticket (.npz). Ignored by other methods.
@@ -151,6 +155,7 @@ class SearchConfig:
     reference: str = "awt"
     rounds: int = 5
     prune_rate: Optional[float] = None
+    eps_warmup_epochs: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
@@ -185,6 +190,7 @@ class SearchConfig:
             _number(self, "prune_rate", low=0, high=1, low_open=True)
             if self.prune_rate >= 1:
                 raise ValueError(f"prune_rate must be in (0, 1). You passed: {self.prune_rate!r}")
+        _number(self, "eps_warmup_epochs", low=0)
         _number(self, "seed", integer=True)
 
     def _check_pattern(self):
@@ -575,7 +581,7 @@ def find_ticket(
         call returns at once), delete it once the ticket is saved. Other methods ignore it.
       **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
         learning_rate, update_every, weight_decay, kernel, scope, implementation, precision, optimize,
-        reference, rounds, prune_rate, seed).
+        reference, rounds, prune_rate, eps_warmup_epochs, seed).
 
     Returns:
       a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
