@@ -23,31 +23,37 @@ def leaf_layers(model):
     return layers
 
 
-def explicit_jacobian(model, x, masks=None):
-    """(N, k, P) Jacobian of model(x) w.r.t. model.trainable_variables, one gradient per entry."""
+def explicit_jacobian(model, x, masks=None, effective=False):
+    """(N, k, P) Jacobian of model(x) w.r.t. model.trainable_variables, one gradient per entry.
+
+    Masked kernels are the tensor m ⊙ W for the call; ``effective=True`` differentiates w.r.t.
+    that tensor (the columns carry no factor m; differentiable w.r.t. W and the mask tensors)."""
     masks = masks or {}
     layers = leaf_layers(model)
     rows = []
     n = int(x.shape[0])
     for i in range(n):
         with tf.GradientTape(persistent=True) as tape:
-            saved = {}
+            saved, products = {}, {}
             for name, m in masks.items():
                 layer = layers[name]
                 saved[name] = layer.kernel
-                object.__setattr__(layer, "kernel", layer.kernel * tf.constant(m, layer.kernel.dtype))
+                products[name] = layer.kernel * tf.cast(m, layer.kernel.dtype)
+                tape.watch(products[name])
+                object.__setattr__(layer, "kernel", products[name])
             try:
                 out = model(x[i : i + 1], training=False)[0]
             finally:
                 for name, var in saved.items():
                     object.__setattr__(layers[name], "kernel", var)
             outs = [out[c] for c in range(out.shape[0])]
-        for c, fc in enumerate(outs):
-            grads = tape.gradient(fc, model.trainable_variables, unconnected_gradients="zero")
+        sources = [products.get(_owner(layers, v), v) for v in model.trainable_variables] if effective \
+            else model.trainable_variables
+        for fc in outs:
+            grads = tape.gradient(fc, sources, unconnected_gradients="zero")
             rows.append(tf.concat([tf.reshape(g, [-1]) for g in grads], 0))
         del tape
-    k = len(rows) // n
-    return tf.reshape(tf.stack(rows), [n, k, -1])
+    return tf.reshape(tf.stack(rows), [n, len(rows) // n, -1])
 
 
 def reference_kernel(model, x1, x2, masks=None, diagonal=False):
@@ -61,34 +67,6 @@ def relative_error(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
 
 
-def effective_jacobian(model, x, masks):
-    """(N, k, P) Jacobian w.r.t. the *effective* weights: a masked kernel's columns are the
-    derivatives w.r.t. m ⊙ W (no factor m); differentiable w.r.t. W and the mask tensors."""
-    layers = leaf_layers(model)
-    rows, n = [], int(x.shape[0])
-    for i in range(n):
-        with tf.GradientTape(persistent=True) as tape:
-            saved, effective = {}, {}
-            for name, m in masks.items():
-                layer = layers[name]
-                saved[name] = layer.kernel
-                effective[name] = layer.kernel * m
-                tape.watch(effective[name])
-                object.__setattr__(layer, "kernel", effective[name])
-            try:
-                out = model(x[i : i + 1], training=False)[0]
-            finally:
-                for name, var in saved.items():
-                    object.__setattr__(layers[name], "kernel", var)
-            outs = [out[c] for c in range(out.shape[0])]
-        sources = [effective.get(_owner(layers, v), v) for v in model.trainable_variables]
-        for fc in outs:
-            grads = tape.gradient(fc, sources, unconnected_gradients="zero")
-            rows.append(tf.concat([tf.reshape(g, [-1]) for g in grads], 0))
-        del tape
-    return tf.reshape(tf.stack(rows), [n, len(rows) // n, -1])
-
-
 def _owner(layers, variable):
     """The name of the layer whose kernel is ``variable`` (None for any other weight)."""
     for name, layer in layers.items():
@@ -100,7 +78,7 @@ def _owner(layers, variable):
 def single_mask_kernel(model, x1, x2, masks):
     """The documented student kernel Σ_p m_p ∂_p f(x1) ∂_p f(x2) (∂ w.r.t. the effective weight),
     the mask entering once: its derivative w.r.t. a pruned m_p is not zero."""
-    j1, j2 = effective_jacobian(model, x1, masks), effective_jacobian(model, x2, masks)
+    j1, j2 = (explicit_jacobian(model, x, masks, effective=True) for x in (x1, x2))
     named = leaf_layers(model)
     weight_mask = []
     for v in model.trainable_variables:
