@@ -8,6 +8,13 @@ call was before) and ``mixed_tangent_kernel_fn(model, jit_compile=True)`` (XLA),
 (784-300-100-10) at B = 64: the dense kernel, and a 5%-masked kernel with the gradient of a kernel
 distance with respect to the weights. Median of ``--repeats`` calls after one warm-up call (which
 traces), new input values at every call. Prints a markdown table and the speed-ups.
+
+    python benchmarks/kernel_api_bench.py --baseline DIR [--rounds 5] [--repeats 100]
+
+compares the dense-MLP kernel, wrapped in ``tf.function`` as the issue measured it
+(``tf.function(mixed_tangent_kernel_fn(model))``), of this tree against the tf_awt tree in DIR (a
+``git worktree`` of an older commit): ``--rounds`` alternating subprocesses per tree, each timing
+``--repeats`` calls after a warm-up; prints min and median over all calls of each tree.
 """
 from __future__ import annotations
 
@@ -21,7 +28,14 @@ import time
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--baseline", help="a tf_awt source tree to compare the dense MLP kernel against")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--time-dense", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.time_dense:
+        return _time_dense(args.repeats)
+    if args.baseline:
+        return _against(args.baseline, args.rounds, args.repeats)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
@@ -70,6 +84,54 @@ def main(argv=None):
     for case in cases:
         row = [results[(case, name)] for name in paths]
         print(f"| {case} | " + " | ".join(f"{t:.4f} s" for t in row) + f" | {row[1] / row[0]:.1f}× | {row[1] / row[2]:.1f}× |")
+
+
+def _time_dense(repeats: int) -> None:
+    """Prints, as JSON, the seconds of ``repeats`` calls of the compiled dense MLP kernel (B = 64)."""
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras
+
+    import tf_awt
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_awt.models.mlp()
+    x = tf.constant(np.random.default_rng(0).uniform(0, 1, (64, 28, 28, 1)), tf.float32)
+    x_adv = tf.clip_by_value(x + 0.1, 0, 1)
+    fn = tf.function(tf_awt.mixed_tangent_kernel_fn(model))
+    fn(x, x_adv).numpy()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(x, x_adv).numpy()
+        times.append(time.perf_counter() - t0)
+    print(json.dumps(times))
+
+
+def _against(baseline: str, rounds: int, repeats: int) -> None:
+    import json
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    trees = {"baseline": os.path.abspath(baseline), "this tree": here}
+    times = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            env = {**os.environ, "PYTHONPATH": tree, "TF_CPP_MIN_LOG_LEVEL": "2"}
+            out = subprocess.run([sys.executable, os.path.abspath(__file__), "--time-dense", "--repeats", str(repeats)],
+                                 env=env, capture_output=True, text=True, check=True, cwd=tree)
+            times[name] += json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"# kernel_api_bench --baseline: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"{rounds} alternating rounds of {repeats} calls per tree")
+    print("| tree | min s | median s |")
+    print("| --- | --- | --- |")
+    for name, tree in trees.items():
+        print(f"| {name} ({tree}) | {min(times[name]):.4f} | {statistics.median(times[name]):.4f} |")
+    b, t = (statistics.median(times[n]) for n in trees)
+    print(f"speed-up (median): {b / t:.2f}×")
 
 
 def _call(kernel_fn):
