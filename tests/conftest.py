@@ -3,9 +3,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-import pytest
-import tensorflow as tf
+from tf_awt.cli import _import_tensorflow  # noqa: E402
+
+_import_tensorflow(verbose=False)  # without TensorFlow's load-time lines (xdist workers print them otherwise)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
 import tf_keras
 
 L = tf_keras.layers

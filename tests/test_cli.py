@@ -193,6 +193,7 @@ def tracked_run(mlflow_server, tmp_path_factory):
     return out, json.load(open(os.path.join(out, "summary.json"))), tmp
 
 
+@pytest.mark.xdist_group("mlflow_server")
 def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     import mlflow
 
@@ -212,6 +213,13 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"ticket.npz", "summary.json", "recipe.yaml", "distances.png", "model.tflite"} <= artifacts
     assert summary["model_uri"].startswith("models:/")
+    logged = client.get_logged_model(summary["model_uri"].rsplit("/", 1)[-1])
+    path = mlflow.artifacts.download_artifacts(artifact_uri=logged.artifact_location + "/requirements.txt",
+                                               tracking_uri=mlflow_server, dst_path=str(tracked_run[2] / "requirements"))
+    requirements = open(path).read().split()
+    import tensorflow as tf  # pinned by tf_awt (not inferred by MLflow in a subprocess)
+
+    assert f"tensorflow=={tf.__version__}" in requirements and any(r.startswith("mlflow==") for r in requirements)
     # the model registry: a version of tf_awt-<recipe>, the run's description and its training data
     assert summary["registered_model"] == "models:/tf_awt-tiny/1"
     version = client.get_model_version("tf_awt-tiny", "1")
@@ -231,6 +239,7 @@ def test_unreachable_tracking_server_is_a_clear_error(tmp_path):
     assert "unreachable" in proc.stderr and time.time() - start < 90
 
 
+@pytest.mark.xdist_group("mlflow_server")
 def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_run):
     import tensorflow as tf
 

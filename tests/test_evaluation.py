@@ -107,14 +107,20 @@ def _image_model(masked_gradient=False):
 
 def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
     pytest.importorskip("art")
+    from tf_awt.attack_suites import AutoAttackSuite
     from tf_awt.autoattack import autoattack
 
+    for bad in ("apgd_iterations", "apgd_restarts", "square_queries"):
+        with pytest.raises(ValueError, match=f"{bad}.*You passed: 0"):
+            AutoAttackSuite(**{bad: 0})
     model = _image_model()
-    x, y = _image_task(96, seed=1)
+    x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.08, steps=10)
-    adv = autoattack(lambda z: model(z, training=False), x, y, attack, 3, square_queries=50)
+    adv = autoattack(lambda z: model(z, training=False), x, y, attack, 3, square_queries=50, apgd_iterations=20,
+                     apgd_restarts=1)
     assert np.abs(adv - x).max() <= 0.08 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
-    result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=50)
+    suite = AutoAttackSuite(square_queries=50, apgd_iterations=20, apgd_restarts=1)
+    result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, attacks=["pgd", suite])
     assert set(result.suites) == {"pgd", "autoattack"}
     assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
     assert result.suites["autoattack"] <= result.natural_accuracy

@@ -77,15 +77,23 @@ class PGDSuite(AttackSuite):
 
 class AutoAttackSuite(AttackSuite):
     """AutoAttack (APGD-CE, APGD-DLR, Square; through ART, :mod:`tf_awt.autoattack`) at
-    ``context.attack``'s norm and ε; ``square_queries`` Square iterations (default 1000)."""
+    ``context.attack``'s norm and ε.
+
+    Args:
+      square_queries: Square attack iterations (default 1000).
+      apgd_iterations: iterations of each APGD attack (default 100).
+      apgd_restarts: random restarts of each APGD attack (default 5).
+    """
 
     name = "autoattack"
     label = "AutoAttack"
 
-    def __init__(self, square_queries: int = 1000):
+    def __init__(self, square_queries: int = 1000, apgd_iterations: int = 100, apgd_restarts: int = 5):
         from tf_awt import _validate
 
         self.square_queries = _validate.integer(square_queries, "square_queries", low=1)
+        self.apgd_iterations = _validate.integer(apgd_iterations, "apgd_iterations", low=1)
+        self.apgd_restarts = _validate.integer(apgd_restarts, "apgd_restarts", low=1)
 
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
         if context.attack.eps <= 0:
@@ -93,7 +101,8 @@ class AutoAttackSuite(AttackSuite):
         from tf_awt.autoattack import autoattack
 
         yield autoattack(context.forward, context.x, context.y, context.attack, context.num_classes,
-                         batch_size=context.batch_size, square_queries=self.square_queries)
+                         batch_size=context.batch_size, square_queries=self.square_queries,
+                         apgd_iterations=self.apgd_iterations, apgd_restarts=self.apgd_restarts)
 
 
 _BY_NAME = {"pgd": PGDSuite, "autoattack": AutoAttackSuite}

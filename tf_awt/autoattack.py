@@ -2,8 +2,8 @@
 
 Needs the ``adversarial-robustness-toolbox`` package (``pip install "tf_awt[autoattack]"``);
 tf_awt imports it only when this suite is asked for. The suite run is ART's ``AutoAttack`` with
-an explicit attack list: APGD with cross-entropy loss and APGD with the DLR loss (100 iterations,
-5 random restarts each; DLR needs at least 3 classes) and the black-box Square attack
+an explicit attack list: APGD with cross-entropy loss and APGD with the DLR loss (``apgd_iterations``
+iterations, default 100, and ``apgd_restarts`` random restarts, default 5, each; DLR needs at least 3 classes) and the black-box Square attack
 (``square_queries`` queries, default 1,000; image inputs only), each run on the examples that
 are still robust. A
 gradient-free attack in the suite is what exposes gradient masking that fools every PGD variant.
@@ -19,7 +19,8 @@ import numpy as np
 __all__ = ["autoattack"]
 
 
-def autoattack(forward, x, y, attack, num_classes: int, batch_size: int = 256, square_queries: int = 1000) -> np.ndarray:
+def autoattack(forward, x, y, attack, num_classes: int, batch_size: int = 256, square_queries: int = 1000,
+               apgd_iterations: int = 100, apgd_restarts: int = 5) -> np.ndarray:
     """AutoAttack adversarial inputs for ``x`` (labels ``y``) against ``forward`` (inputs -> logits).
 
     Args:
@@ -29,6 +30,8 @@ def autoattack(forward, x, y, attack, num_classes: int, batch_size: int = 256, s
       num_classes: number of logits.
       batch_size: attack batch size (default 256).
       square_queries: Square attack iterations (default 1000).
+      apgd_iterations: iterations of each APGD attack (default 100).
+      apgd_restarts: random restarts of each APGD attack (default 5).
     """
     try:
         from art.attacks.evasion import AutoAttack, AutoProjectedGradientDescent, SquareAttack
@@ -56,8 +59,9 @@ def autoattack(forward, x, y, attack, num_classes: int, batch_size: int = 256, s
                                         clip_values=clip)
     step = 2 * attack.eps / 10  # APGD adapts its step; this is its initial value (2ε, halved as needed, per Croce & Hein)
     losses = ["cross_entropy"] + (["difference_logits_ratio"] if num_classes >= 3 else [])
-    attacks = [AutoProjectedGradientDescent(estimator=classifier, norm=norm, eps=attack.eps, eps_step=step, max_iter=100,
-                                            targeted=False, nb_random_init=5, batch_size=batch_size, loss_type=loss,
+    attacks = [AutoProjectedGradientDescent(estimator=classifier, norm=norm, eps=attack.eps, eps_step=step,
+                                            max_iter=int(apgd_iterations), targeted=False,
+                                            nb_random_init=int(apgd_restarts), batch_size=batch_size, loss_type=loss,
                                             verbose=False)
                for loss in losses]
     if np.ndim(x) == 4:  # ART's Square attack runs on images (N, H, W, C) only

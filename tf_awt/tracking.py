@@ -129,7 +129,7 @@ class Tracker:
         logits = model(example, training=False).numpy()
         signature = mlflow.models.infer_signature(example, logits)
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                           registered_model_name=self.register)
+                                           registered_model_name=self.register, pip_requirements=_serving_requirements())
         if self.register:
             self.registered_uri = f"models:/{self.register}/{info.registered_model_version}"
         return info.model_uri
@@ -154,3 +154,19 @@ class Tracker:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             mlflow.end_run(status=status)
+
+
+def _serving_requirements():
+    """What serving the logged SavedModel imports, pinned to this environment's versions. Given
+    explicitly: MLflow's inference of them loads the model in a subprocess (about 10 s per run)."""
+    from importlib import metadata
+
+    import tensorflow as tf
+
+    pins = [f"tensorflow=={tf.__version__}"]
+    for name in ("numpy", "cloudpickle"):
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:  # pragma: no cover - both come with MLflow
+            pins.append(name)
+    return pins
