@@ -2,10 +2,10 @@
 
 Needs the ``adversarial-robustness-toolbox`` package (``pip install "tf_awt[autoattack]"``);
 tf_awt imports it only when this suite is asked for. The suite run is ART's ``AutoAttack`` with
-an explicit attack list: APGD with cross-entropy loss and APGD with the DLR loss (``apgd_iterations``
-iterations, default 100, and ``apgd_restarts`` random restarts, default 5, each; DLR needs at least 3 classes) and the black-box Square attack
-(``square_queries`` queries, default 1,000; image inputs only), each run on the examples that
-are still robust. A
+an explicit attack list: APGD with cross-entropy loss and APGD with the DLR loss
+(``apgd_iterations`` iterations, default 100, and ``apgd_restarts`` random restarts, default 5,
+each; DLR needs at least 3 classes) and the black-box Square attack (``square_queries`` queries,
+default 1,000; image inputs only), each run on the examples that are still robust. A
 gradient-free attack in the suite is what exposes gradient masking that fools every PGD variant.
 ART's DeepFool (in ART's default list) is left out: it is not ε-bounded.
 

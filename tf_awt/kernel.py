@@ -293,7 +293,8 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
       precision: ``"float32"`` (default) or ``"bfloat16"``: the large contractions (Gram products of
         per-example gradients, Conv2D per-example gradients, masked Dense blocks) on bfloat16
         operands with float32 sums (:mod:`tf_awt._contract`); faster on CPUs with AVX512-BF16/AMX,
-        relative error below 1e-3 (measured 1e-4 to 3e-4 on the paper's CNN: docs/performance.md). A float64 model ignores it.
+        relative error below 1e-3 (measured 1e-4 to 3e-4 on the paper's CNN: docs/performance.md).
+        A float64 model ignores it.
 
     Raises:
       ValueError: unknown ``implementation``; ``"structured"`` for a model it does not support.
