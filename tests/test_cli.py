@@ -45,8 +45,21 @@ def tiny_recipe(tmp_path, **changes):
 
 
 def tf_awt_cli(*args, env=None, timeout=600):
+    """``python -m tf_awt.cli ARGS`` in a new process: for what needs one (the console module, logs
+    on file descriptor 2, umask, signals, locks held by other processes)."""
     return subprocess.run([sys.executable, "-m", "tf_awt.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def tf_awt_main(capsys, *args, env=None, monkeypatch=None):
+    """``tf_awt.cli.main(ARGS)`` in this process (what the ``tf-awt`` script calls, without paying
+    a new process's TensorFlow import): a CompletedProcess with the exit code and what it printed."""
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
 
 
 def test_every_bundled_recipe_loads():
@@ -80,20 +93,25 @@ def test_recipe_overrides_and_errors():
         load_recipe("quickstart", ["eval.autoattack=maybe"])
 
 
-def test_cli_errors_are_one_line_without_traceback(tmp_path):
+def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
     for args, needle in (
         (["run", "--set", "attack.epz=0.1", "--out", str(tmp_path / "o")], "unknown key attack.'epz'"),
         (["run", "nope", "--out", str(tmp_path / "o")], "unknown recipe 'nope'"),
         (["train", "--out", str(tmp_path / "empty")], "run the 'search' phase first"),
         (["evaluate", "--model", str(tmp_path / "missing"), "--dataset", "mnist-5k"], "is not a SavedModel directory"),
     ):
-        proc = tf_awt_cli(*args)
+        proc = tf_awt_main(capsys, *args)
         assert proc.returncode == 2, (args, proc.stderr)
         lines = [l for l in proc.stderr.splitlines() if l.startswith("tf-awt")]
         assert len(lines) == 1 and needle in lines[0], proc.stderr
         assert "Traceback" not in proc.stderr
-    debug = tf_awt_cli("--debug", "run", "nope", "--out", str(tmp_path / "o"))
+    debug = tf_awt_main(capsys, "--debug", "run", "nope", "--out", str(tmp_path / "o"))
     assert "Traceback" in debug.stderr
+    # The console module itself (``python -m tf_awt.cli``): exit status 2, one line, no traceback.
+    proc = tf_awt_cli("run", "nope", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("tf-awt")]
+    assert len(lines) == 1 and "unknown recipe 'nope'" in lines[0], proc.stderr
 
 
 def test_recipes_command_lists_recipes():
@@ -102,19 +120,19 @@ def test_recipes_command_lists_recipes():
     assert "quickstart" in proc.stdout and "toy-gaussian" in proc.stdout
 
 
-def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path):
+def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     out = str(tmp_path / "run")
     for phase in ("search", "train", "evaluate", "export"):
-        proc = tf_awt_cli(phase, recipe, "--out", out, "--quiet")
+        proc = tf_awt_main(capsys, phase, recipe, "--out", out, "--quiet")
         assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "saved_model", "recipe.yaml"} <= set(os.listdir(out))
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
     ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))
     assert abs(ticket.density - 0.2) < 1e-3
     result_json = str(tmp_path / "eval.json")
-    proc = tf_awt_cli("evaluate", "--model", os.path.join(out, "saved_model"), "--data", str(tmp_path / "tiny.npz"),
-                      "--eps", "0.1", "--steps", "3", "--restarts", "1", "--json", result_json)
+    proc = tf_awt_main(capsys, "evaluate", "--model", os.path.join(out, "saved_model"), "--data", str(tmp_path / "tiny.npz"),
+                       "--eps", "0.1", "--steps", "3", "--restarts", "1", "--json", result_json)
     assert proc.returncode == 0, proc.stderr[-2000:]
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     saved = json.load(open(result_json))
@@ -231,10 +249,10 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     assert json.loads(inputs[0].dataset.profile)["features_shape"][0] == 96  # the tiny training split
 
 
-def test_unreachable_tracking_server_is_a_clear_error(tmp_path):
+def test_unreachable_tracking_server_is_a_clear_error(tmp_path, capsys, monkeypatch):
     start = time.time()
-    proc = tf_awt_cli("run", tiny_recipe(tmp_path), "--out", str(tmp_path / "o"),
-                      env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}, timeout=120)
+    proc = tf_awt_main(capsys, "run", tiny_recipe(tmp_path), "--out", str(tmp_path / "o"),
+                       env={"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{_free_port()}"}, monkeypatch=monkeypatch)
     assert proc.returncode == 2
     assert "unreachable" in proc.stderr and time.time() - start < 90
 
@@ -336,9 +354,9 @@ def test_mnist_5k_split_is_fixed_and_real():
     assert 0.0 <= a.x_train.min() and a.x_train.max() <= 1.0
 
 
-def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path):
+def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path, capsys):
     out = str(tmp_path / "toy")
-    proc = tf_awt_cli("run", "toy-gaussian", "--set", "search.epochs=1", "--set", "train.epochs=2", "--set", "eval.steps=10",
+    proc = tf_awt_main(capsys, "run", "toy-gaussian", "--set", "search.epochs=1", "--set", "train.epochs=2", "--set", "eval.steps=10",
                       "--set", "eval.restarts=1", "--out", out, "--quiet", "--no-mlflow")
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.load(open(os.path.join(out, "summary.json")))

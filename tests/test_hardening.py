@@ -20,7 +20,7 @@ import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import from_dict, load_recipe
 
-from test_cli import tf_awt_cli, tiny_npz, tiny_recipe
+from test_cli import tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
 
 L = tf_keras.layers
 
@@ -285,12 +285,12 @@ def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
     assert "oneDNN" in loud.stderr or "I0000" in loud.stderr
 
 
-def test_mirrored_cli_run_on_one_device_matches_one_device(tmp_path):
+def test_mirrored_cli_run_on_one_device_matches_one_device(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, search={"epochs": 2, "update_every": 2, "batch_size": 32})
     results = {}
     for mode in ("none", "mirrored"):
         out = tmp_path / mode
-        proc = tf_awt_cli("run", recipe, "--set", f"distribute={mode}", "--out", str(out), "--quiet", "--no-mlflow")
+        proc = tf_awt_main(capsys, "run", recipe, "--set", f"distribute={mode}", "--out", str(out), "--quiet", "--no-mlflow")
         assert proc.returncode == 0, proc.stderr[-3000:]
         results[mode] = json.loads((out / "summary.json").read_text())
     assert abs(results["none"]["robust_accuracy"] - results["mirrored"]["robust_accuracy"]) <= 0.02
@@ -302,21 +302,21 @@ def test_mirrored_cli_run_on_one_device_matches_one_device(tmp_path):
         np.testing.assert_array_equal(a.masks[name], b.masks[name])
 
 
-def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path):
+def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     out = tmp_path / "run"
     out.mkdir()
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         (out / ".tf-awt.lock").write_text(f"{holder.pid}\n")
-        proc = tf_awt_cli("run", recipe, "--out", str(out), "--quiet", "--no-mlflow")
+        proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--quiet", "--no-mlflow")
         assert proc.returncode == 2
         assert f"is in use by another tf-awt process (pid {holder.pid}" in proc.stderr
         assert sorted(os.listdir(out)) == [".tf-awt.lock"]  # nothing written beside the owner's lock
     finally:
         holder.kill()
         holder.wait()
-    proc = tf_awt_cli("run", recipe, "--out", str(out), "--quiet", "--no-mlflow")  # the owner is gone: stale
+    proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--quiet", "--no-mlflow")  # the owner is gone: stale
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"took over the lock of a process that no longer runs (pid {holder.pid})" in proc.stderr
     assert (out / "summary.json").exists() and not (out / ".tf-awt.lock").exists()
