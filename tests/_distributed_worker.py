@@ -1,25 +1,32 @@
-"""Runs one recipe through tf_awt.pipeline.Run in this process; used by test_distributed.py.
+"""Runs recipes through tf_awt.pipeline.Run in this process; used by test_distributed.py.
 
-    python _distributed_worker.py RECIPE.yaml OUT DISTRIBUTE [LOGICAL_CPUS [KEY=VALUE ...]]
+    python _distributed_worker.py SPEC.json
 
-With LOGICAL_CPUS > 1 the process's CPU is split into that many logical devices first (what
+SPEC: {"recipe": PATH, "distribute": "mirrored" | "multi_worker", "cpus": N,
+       "runs": [{"out": DIR, "overrides": ["KEY=VALUE", ...]}, ...]}
+
+With cpus > 1 the process's CPU is split into that many logical devices first (what
 MirroredStrategy then mirrors over). For multi_worker, TF_CONFIG comes from the environment.
+The runs share one process (one TensorFlow import); one JSON line is printed per run.
 """
 import json
 import sys
 
 import tensorflow as tf
 
-recipe_path, out, distribute = sys.argv[1:4]
-cpus = int(sys.argv[4]) if len(sys.argv) > 4 else 1
-if cpus > 1:
+with open(sys.argv[1], encoding="utf-8") as fh:
+    spec = json.load(fh)
+if spec.get("cpus", 1) > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["cpus"])
 
 from tf_awt.pipeline import Run  # noqa: E402
 from tf_awt.recipes import load_recipe  # noqa: E402
 
-run = Run(load_recipe(recipe_path, [f"distribute={distribute}", *sys.argv[5:]]), out, log=lambda m: print(m, file=sys.stderr))
-summary = run.all()
-print(json.dumps({"replicas": run.strategy.num_replicas_in_sync, "natural_accuracy": summary["natural_accuracy"],
-                  "robust_accuracy": summary["robust_accuracy"]}))
+for item in spec["runs"]:
+    recipe = load_recipe(spec["recipe"], [f"distribute={spec['distribute']}", *item.get("overrides", [])])
+    run = Run(recipe, item["out"], log=lambda m: print(m, file=sys.stderr))
+    summary = run.all()
+    print(json.dumps({"out": item["out"], "replicas": run.strategy.num_replicas_in_sync,
+                      "natural_accuracy": summary["natural_accuracy"], "robust_accuracy": summary["robust_accuracy"]}),
+          flush=True)

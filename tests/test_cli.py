@@ -37,6 +37,8 @@ def tiny_recipe(tmp_path, **changes):
         "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
         "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
         "eval": {"steps": 3, "restarts": 1},
+        # The TFLite file (0.6 s a run) only where a test looks at it: export={} gives the default (written).
+        "export": {"tflite": False},
     }
     data.update(changes)
     path = tmp_path / "tiny.yaml"
@@ -204,7 +206,7 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracked_run(mlflow_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
-    recipe = tiny_recipe(tmp)
+    recipe = tiny_recipe(tmp, export={})  # the recipe's default export: SavedModel and model.tflite
     out = str(tmp / "run")
     proc = tf_awt_cli("run", recipe, "--out", out, "--quiet", env={"MLFLOW_TRACKING_URI": mlflow_server})
     assert proc.returncode == 0, proc.stderr[-3000:]

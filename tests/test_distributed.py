@@ -13,7 +13,7 @@ from tf_awt._distribute import is_chief, strategy_for
 from tf_awt.pipeline import Run
 from tf_awt.recipes import load_recipe
 from tf_awt.ticket import Ticket
-from test_cli import tiny_recipe, tf_awt_cli
+from test_cli import tf_awt_main, tiny_recipe
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")
 
@@ -42,27 +42,68 @@ def _assert_same_run(one_dir, other_dir):
         assert sa[key] == sb[key], key
 
 
-def _worker(recipe, out, distribute, cpus=1, env=None, overrides=()):
-    return subprocess.Popen([sys.executable, WORKER, recipe, out, distribute, str(cpus), *overrides], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+def _worker(spec_path, recipe, distribute, runs, cpus=1, env=None):
+    """One worker process running ``runs`` ([(out, overrides)]) of ``recipe`` under ``distribute``."""
+    with open(spec_path, "w", encoding="utf-8") as fh:
+        json.dump({"recipe": recipe, "distribute": distribute, "cpus": cpus,
+                   "runs": [{"out": out, "overrides": list(overrides)} for out, overrides in runs]}, fh)
+    return subprocess.Popen([sys.executable, WORKER, spec_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
 
 
 def _finish(proc, timeout=600):
+    """The worker's per-run results, by output directory."""
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
-    return json.loads(out.strip().splitlines()[-1])
+    results = [json.loads(line) for line in out.strip().splitlines() if line.startswith("{")]
+    return {r["out"]: r for r in results}
 
 
-@pytest.mark.parametrize("overrides", [(), ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry"),
-                                       ("search.optimize=scores", "search.lr=0.01")],
-                         ids=["full-kernel", "diagonal-decay-per-entry", "scores"])
-def test_mirrored_over_two_logical_cpus_equals_one_device(tmp_path, overrides):
-    recipe = _recipe(tmp_path)
-    one = str(tmp_path / "one")
-    Run(load_recipe(recipe, list(overrides)), one, log=lambda m: None).all()
-    result = _finish(_worker(recipe, str(tmp_path / "mirrored"), "mirrored", cpus=2, overrides=overrides))
+VARIANTS = {"full-kernel": (),
+            "diagonal-decay-per-entry": ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry"),
+            "scores": ("search.optimize=scores", "search.lr=0.01")}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """The tiny recipe, its one-device runs (made on first use) and one MirroredStrategy worker process
+    (two logical CPUs) that runs every variant: one TensorFlow start instead of three, and the case
+    of a sweep (several runs in one process), whose second run died with "Shape mismatch in the
+    collective instance" until ``strategy_for`` reused the process's strategy."""
+    tmp = tmp_path_factory.mktemp("distributed")
+    recipe = _recipe(tmp)
+    runs = [(str(tmp / f"mirrored-{name}"), overrides) for name, overrides in VARIANTS.items()]
+    mirrored = _worker(str(tmp / "mirrored.json"), recipe, "mirrored", runs, cpus=2)
+    one_device = {}
+
+    def one(variant):
+        if variant not in one_device:
+            one_device[variant] = str(tmp / f"one-{variant}")
+            Run(load_recipe(recipe, list(VARIANTS[variant])), one_device[variant], log=lambda m: None).all()
+        return one_device[variant]
+
+    results = {}
+
+    def mirrored_result(variant):
+        if not results:
+            results.update(_finish(mirrored))
+        return results[str(tmp / f"mirrored-{variant}")]
+
+    try:
+        yield {"recipe": recipe, "tmp": tmp, "one": one, "mirrored": mirrored_result}
+    finally:
+        if mirrored.poll() is None:
+            mirrored.kill()
+            mirrored.wait()
+
+
+@pytest.mark.xdist_group("distributed")
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_mirrored_over_two_logical_cpus_equals_one_device(shared, variant):
+    one = shared["one"](variant)
+    result = shared["mirrored"](variant)
     assert result["replicas"] == 2
-    _assert_same_run(one, str(tmp_path / "mirrored"))
+    _assert_same_run(one, result["out"])
 
 
 def _free_port():
@@ -71,28 +112,29 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_multi_worker_over_two_processes_equals_one_device(tmp_path):
-    recipe = _recipe(tmp_path)
-    one = str(tmp_path / "one")
-    Run(load_recipe(recipe), one, log=lambda m: None).all()
+@pytest.mark.xdist_group("distributed")
+def test_multi_worker_over_two_processes_equals_one_device(shared):
+    tmp = shared["tmp"]
     cluster = {"worker": [f"localhost:{_free_port()}", f"localhost:{_free_port()}"]}
-    procs = [_worker(recipe, str(tmp_path / f"worker{i}"), "multi_worker",
+    procs = [_worker(str(tmp / f"worker{i}.json"), shared["recipe"], "multi_worker", [(str(tmp / f"worker{i}"), ())],
                      env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})})
              for i in range(2)]
     try:
-        results = [_finish(p) for p in procs]
+        one = shared["one"]("full-kernel")  # while the workers run
+        results = [_finish(p)[str(tmp / f"worker{i}")] for i, p in enumerate(procs)]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
     assert [r["replicas"] for r in results] == [2, 2]
     for i in range(2):
-        _assert_same_run(one, str(tmp_path / f"worker{i}"))
+        _assert_same_run(one, str(tmp / f"worker{i}"))
 
 
-def test_strategy_choice_and_clear_errors(tmp_path, monkeypatch):
+def test_strategy_choice_and_clear_errors(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert strategy_for("none").num_replicas_in_sync == 1
+    assert strategy_for("mirrored") is strategy_for("mirrored")  # one per process: collectives are per process
     with pytest.raises(ValueError, match=r"distribute must be one of .*You passed: 'tpu'"):
         strategy_for("tpu")
     with pytest.raises(ValueError, match=r"multi_worker needs TF_CONFIG"):
@@ -106,6 +148,6 @@ def test_strategy_choice_and_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}))
     assert is_chief()
     monkeypatch.delenv("TF_CONFIG")
-    proc = tf_awt_cli("run", _recipe(tmp_path), "--set", "distribute=multi_worker", "--out", str(tmp_path / "o"),
-                      "--no-mlflow", env={"TF_CONFIG": ""})
+    proc = tf_awt_main(capsys, "run", _recipe(tmp_path), "--set", "distribute=multi_worker", "--out", str(tmp_path / "o"),
+                       "--no-mlflow", env={"TF_CONFIG": ""}, monkeypatch=monkeypatch)
     assert proc.returncode == 2 and "multi_worker needs TF_CONFIG" in proc.stderr and "Traceback" not in proc.stderr

@@ -129,7 +129,7 @@ def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
 def test_autoattack_exposes_gradient_masking_that_fools_pgd():
     pytest.importorskip("art")
     model = _image_model(masked_gradient=True)
-    x, y = _image_task(96, seed=1)
+    x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.3, steps=10)
     with pytest.warns(UserWarning, match="all-zero input gradient"):
         result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=200)

@@ -125,7 +125,8 @@ def test_a_run_can_export_a_keras3_file(tmp_path, capsys):
     from test_cli import tiny_recipe
 
     recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
-                         train={"epochs": 1, "batch_size": 32, "steps": 1, "step_size": 0.05}, export={"keras3": True})
+                         train={"epochs": 1, "batch_size": 32, "steps": 1, "step_size": 0.05},
+                         export={"keras3": True, "tflite": False})
     out = tmp_path / "run"
     assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0, capsys.readouterr().err[-2000:]
     loaded = keras.models.load_model(str(out / "model.keras"))

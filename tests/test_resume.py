@@ -18,7 +18,7 @@ from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
 from tf_awt.pipeline import Run
 from tf_awt.recipes import load_recipe
 from tf_awt.ticket import Ticket
-from test_cli import tiny_recipe
+from test_cli import tf_awt_main, tiny_recipe
 
 
 def _model(seed=0):
@@ -223,14 +223,16 @@ def _wait_for(path, proc, timeout=300):
     return False
 
 
-def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path):
+def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path, capsys, monkeypatch):
     import mlflow
 
     recipe_path = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
                               train={"epochs": 40, "batch_size": 32, "steps": 2, "step_size": 0.05})  # killed after epoch 1
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     cmd = [sys.executable, "-m", "tf_awt.cli", "run", recipe_path, "--quiet"]
-    whole = subprocess.run(cmd + ["--out", str(tmp_path / "a")], env=env, capture_output=True, text=True, timeout=600)
+    # Only the run that is killed needs a process of its own; the others call the CLI's main here.
+    tracked = {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]}
+    whole = tf_awt_main(capsys, "run", recipe_path, "--quiet", "--out", tmp_path / "a", env=tracked, monkeypatch=monkeypatch)
     assert whole.returncode == 0, whole.stderr[-2000:]
 
     out = tmp_path / "b"
@@ -246,7 +248,7 @@ def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path)
     killed_at = json.load(open(out / "checkpoints" / "train" / "state.json"))["epoch"]
     assert 1 <= killed_at < 40
 
-    resumed = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    resumed = tf_awt_main(capsys, "run", recipe_path, "--quiet", "--out", out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "search: ticket.npz exists, kept" in resumed.stderr
     assert "train: resuming after epoch" in resumed.stderr
@@ -259,5 +261,5 @@ def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.data.metrics["robust_accuracy"] == pytest.approx(b["robust_accuracy"])
 
-    again = subprocess.run(cmd + ["--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    again = tf_awt_main(capsys, "run", recipe_path, "--quiet", "--out", out)
     assert again.returncode == 0 and "finished run" in again.stderr

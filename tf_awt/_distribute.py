@@ -8,6 +8,13 @@ import tensorflow as tf
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 
+# TensorFlow's collective runtime is per process: a second MirroredStrategy over the same devices
+# numbers its all-reduces from the same instance keys as the first and the two collide ("Shape
+# mismatch in the collective instance"), and a second MultiWorkerMirroredStrategy is refused. So a
+# process makes one strategy per (kind, devices) and every later run (a sweep's cells, a search
+# then a training) reuses it.
+_STRATEGIES_MADE: dict = {}
+
 
 def strategy_for(name: str) -> tf.distribute.Strategy:
     """The strategy a recipe's ``distribute`` names.
@@ -17,6 +24,9 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
       device (one replica unless the process split its CPU with
       ``tf.config.set_logical_device_configuration``).
     * ``multi_worker``: ``MultiWorkerMirroredStrategy``; the cluster comes from ``TF_CONFIG``.
+
+    A process gets one strategy object per kind and device list, however many runs ask for it
+    (TensorFlow's collectives are per process; see ``_STRATEGIES_MADE``).
     """
     if name not in STRATEGIES:
         raise ValueError(f"distribute must be one of {STRATEGIES}. You passed: {name!r}")
@@ -24,7 +34,10 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices)
+        key = ("mirrored", tuple(devices))
+        if key not in _STRATEGIES_MADE:
+            _STRATEGIES_MADE[key] = tf.distribute.MirroredStrategy(devices)
+        return _STRATEGIES_MADE[key]
     config = os.environ.get("TF_CONFIG")
     try:
         cluster = json.loads(config)["cluster"] if config else None
@@ -33,7 +46,10 @@ def strategy_for(name: str) -> tf.distribute.Strategy:
     if not cluster:
         raise ValueError("distribute: multi_worker needs TF_CONFIG describing the cluster and this worker's task "
                          "(see docs/distributed.md).")
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    key = ("multi_worker", json.dumps(cluster, sort_keys=True))
+    if key not in _STRATEGIES_MADE:
+        _STRATEGIES_MADE[key] = tf.distribute.MultiWorkerMirroredStrategy()
+    return _STRATEGIES_MADE[key]
 
 
 def is_chief() -> bool:
