@@ -626,9 +626,10 @@ def _search(model, data, config: SearchConfig, batch_size: int, callbacks, verbo
     batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs)
     search = TicketSearch(model, config, steps_per_epoch=steps)
     search.compile(optimizer=search_optimizer(config))
+    # The slots now, not in the first step: a tf.function that creates variables is traced twice.
+    search.optimizer.build(search.optimized_variables)
     checkpoint = None
     if checkpoint_dir is not None:
-        search.optimizer.build(search.optimized_variables)
         scores = {"scores": list(search.scores)} if search.scores else {}
         key = fingerprint("search", config=config.get_config(), batch_size=batch_size, steps=steps)
         checkpoint = PhaseCheckpoint(checkpoint_dir, key, student=search.student, optimizer=search.optimizer,

@@ -197,9 +197,10 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     schedule = schedule or TrainingSchedule()
     trainer = AdversarialTrainer(model, attack, seed=seed, schedule=schedule)
     trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(learning_rate)))
+    # The slots now, not in the first step: a tf.function that creates variables is traced twice.
+    trainer.optimizer.build(model.trainable_variables)
     checkpoint = None
     if checkpoint_dir is not None:
-        trainer.optimizer.build(model.trainable_variables)
         key = fingerprint("train", attack=attack.get_config(), epochs=epochs, learning_rate=learning_rate, batch_size=batch_size,
                           seed=seed, schedule=schedule.get_config(), steps=steps)
         checkpoint = PhaseCheckpoint(checkpoint_dir, key, model=model, optimizer=trainer.optimizer)
