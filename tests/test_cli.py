@@ -208,8 +208,9 @@ def tracked_run(mlflow_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
     recipe = tiny_recipe(tmp, export={})  # the recipe's default export: SavedModel and model.tflite
     out = str(tmp / "run")
-    proc = tf_awt_cli("run", recipe, "--out", out, "--quiet", env={"MLFLOW_TRACKING_URI": mlflow_server})
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with pytest.MonkeyPatch.context() as env:  # `MLFLOW_TRACKING_URI=... tf-awt run`, in this process
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        assert cli.main(["run", recipe, "--out", out, "--quiet"]) == 0
     return out, json.load(open(os.path.join(out, "summary.json"))), tmp
 
 

@@ -173,13 +173,28 @@ def _same_run(a_dir, b_dir, a, b):
     assert ta.history == tb.history
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """optimize -> (recipe, the uninterrupted run's directory and summary), made on first use."""
+    made = {}
+
+    def get(optimize):
+        if optimize not in made:
+            tmp = tmp_path_factory.mktemp(f"uninterrupted-{optimize}")
+            recipe = _recipe(tmp)
+            if optimize == "scores":  # the scores and their optimizer's momentum are in the checkpoint
+                recipe = dataclasses.replace(recipe, search=dataclasses.replace(recipe.search, optimize="scores", lr=0.01))
+            made[optimize] = (recipe, str(tmp / "a"), Run(recipe, str(tmp / "a"), log=lambda m: None).all())
+        return made[optimize]
+
+    return get
+
+
+@pytest.mark.xdist_group("resume")  # the two "weights" cases share one uninterrupted run
 @pytest.mark.parametrize("phase,optimize", [("search", "weights"), ("search", "scores"), ("train", "weights")])
-def test_interrupted_phase_resumes_to_the_uninterrupted_result(tmp_path, phase, optimize):
-    recipe = _recipe(tmp_path)
-    if optimize == "scores":  # the scores and their optimizer's momentum are in the checkpoint
-        recipe = dataclasses.replace(recipe, search=dataclasses.replace(recipe.search, optimize="scores", lr=0.01))
-    a_dir, b_dir = str(tmp_path / "a"), str(tmp_path / "b")
-    a = Run(recipe, a_dir, log=lambda m: None).all()
+def test_interrupted_phase_resumes_to_the_uninterrupted_result(tmp_path, uninterrupted, phase, optimize):
+    recipe, a_dir, a = uninterrupted(optimize)
+    b_dir = str(tmp_path / "b")
 
     def progress(name, steps):
         return _StopAfterSecondEpoch() if name == phase else cli._Progress(True)(name, steps)
