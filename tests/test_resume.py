@@ -34,7 +34,7 @@ def test_seeded_pgd_is_cleverhans_iteration_with_a_stateless_start(norm, eps):
     x = tf.random.stateless_uniform((6, 8), [0, 1])
     y = tf.constant([0, 1, 2, 0, 1, 2])
     plain = Attack(norm=norm, eps=eps, steps=5, step_size=eps / 4, random_start=False)
-    # Without a random start both paths are the same iteration (cleverhans' PGD: tests/test_attacks.py).
+    # Without a random start both paths are the same iteration: cleverhans' PGD and ours.
     np.testing.assert_allclose(pgd(model, x, y, plain).numpy(), pgd(model, x, y, plain, seed=[3, 4]).numpy(), atol=1e-7)
     attack = plain.replace(random_start=True)
     first = pgd(model, x, y, attack, seed=tf.constant([3, 4])).numpy()

@@ -1,4 +1,4 @@
-"""PGD attacks (Madry et al.): cleverhans 4's ``projected_gradient_descent``, step for step, as a loop.
+"""PGD attacks (Madry et al.), through cleverhans 4's ``projected_gradient_descent``.
 
 An :class:`Attack` is a frozen, validated configuration; :func:`pgd` runs it. Both L∞ and L2 are
 supported, with a random start in the ε-ball and clipping to the data range. ``eps == 0`` returns
@@ -6,8 +6,8 @@ the clean inputs unchanged (natural training; AWT then reduces to Neural Tangent
 
 Random starts come in two kinds (:func:`pgd`'s ``seed``):
 
-* ``seed=None``: cleverhans' ``projected_gradient_descent`` with its stateful random start
-  (``random_lp_vector``; reproducible for a fixed ``tf.random.set_seed`` within one process).
+* ``seed=None``: cleverhans' own ``projected_gradient_descent`` with its stateful random start
+  (``tf.random.uniform``; reproducible for a fixed ``tf.random.set_seed`` within one process).
 * ``seed=[a, b]`` (a shape-(2,) integer tensor): a *stateless* random start
   (``tf.random.stateless_*``), a pure function of the seed, followed by the same iteration
   (cleverhans' ``fast_gradient_method`` steps and ``clip_eta`` projections). Training and search
@@ -124,43 +124,30 @@ def _replica_slice_of_random_start(x, attack: Attack, seed, eps) -> tf.Tensor:
 
 
 def _seeded_pgd(model_fn, x, y, attack: Attack, step, seed, eps=None) -> tf.Tensor:
-    from cleverhans.tf2.utils import clip_eta
-
-    eps = attack.eps if eps is None else eps
-    if attack.random_start:
-        eta = _replica_slice_of_random_start(x, attack, seed, eps)
-    else:
-        eta = tf.zeros_like(x)
-    return _iterate(model_fn, x, y, attack, step, eps, clip_eta(eta, _NORMS[attack.norm], eps))
-
-
-def _clip_to_range(adv, attack: Attack):
-    if attack.clip_min is None and attack.clip_max is None:
-        return adv
-    lo = -np.inf if attack.clip_min is None else attack.clip_min
-    hi = np.inf if attack.clip_max is None else attack.clip_max
-    return tf.clip_by_value(adv, tf.cast(lo, adv.dtype), tf.cast(hi, adv.dtype))
-
-
-def _iterate(model_fn, x, y, attack: Attack, step, eps, eta) -> tf.Tensor:
-    """cleverhans' PGD iteration from the start ``x + eta``: ``attack.steps`` times a
-    ``fast_gradient_method`` step, the projection onto the ε-ball (``clip_eta``) and the clip to
-    the data range, as one ``tf.while_loop``. (cleverhans' own loop is a Python ``while`` that a
-    ``tf.function`` unrolls: a PGD-100 evaluation traced 100 copies of the model's gradient.)
-    """
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
     from cleverhans.tf2.utils import clip_eta
 
     norm = _NORMS[attack.norm]
-    adv = _clip_to_range(x + eta, attack)
-    if y is None:  # the model's predictions: no label leaking
+    eps = attack.eps if eps is None else eps
+    clip = attack.clip_min is not None or attack.clip_max is not None
+    lo = -np.inf if attack.clip_min is None else attack.clip_min
+    hi = np.inf if attack.clip_max is None else attack.clip_max
+    if attack.random_start:
+        eta = _replica_slice_of_random_start(x, attack, seed, eps)
+    else:
+        eta = tf.zeros_like(x)
+    eta = clip_eta(eta, norm, eps)
+    adv = x + eta
+    if clip:
+        adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
+    if y is None:
         y = tf.argmax(model_fn(x), 1)
-
-    def one_step(i, adv):
+    for _ in range(attack.steps):
         adv = fast_gradient_method(model_fn, adv, step, norm, clip_min=attack.clip_min, clip_max=attack.clip_max, y=y)
-        return i + 1, _clip_to_range(x + clip_eta(adv - x, norm, eps), attack)
-
-    _, adv = tf.while_loop(lambda i, _: i < attack.steps, one_step, (tf.constant(0), adv), maximum_iterations=attack.steps)
+        eta = clip_eta(adv - x, norm, eps)
+        adv = x + eta
+        if clip:
+            adv = tf.clip_by_value(adv, tf.cast(lo, x.dtype), tf.cast(hi, x.dtype))
     return adv
 
 
@@ -185,7 +172,7 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
     x = tf.convert_to_tensor(x)
     if attack.eps == 0 or attack.steps == 0:
         return tf.identity(x)
-    from cleverhans.tf2.utils import clip_eta, random_lp_vector
+    from cleverhans.tf2.attacks.projected_gradient_descent import projected_gradient_descent
 
     step = min(attack.effective_step_size, attack.eps)  # cleverhans requires eps_iter <= eps
 
@@ -204,11 +191,17 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
     if seed is not None:
         labels = None if y is None else tf.cast(y, tf.int64)
         return tf.stop_gradient(_seeded_pgd(connected_fn, x, labels, attack, step, seed))
-    # cleverhans' projected_gradient_descent, step for step (its stateful random start, then _iterate).
-    if attack.random_start:
-        eta = random_lp_vector(tf.shape(x), _NORMS[attack.norm], tf.cast(attack.eps, x.dtype), dtype=x.dtype)
-    else:
-        eta = tf.zeros_like(x)
-    eta = clip_eta(eta, _NORMS[attack.norm], attack.eps)
-    labels = None if y is None else tf.cast(y, tf.int64)
-    return tf.stop_gradient(_iterate(connected_fn, x, labels, attack, step, attack.eps, eta))
+    adv = projected_gradient_descent(
+        connected_fn,
+        x,
+        eps=attack.eps,
+        eps_iter=step,
+        nb_iter=attack.steps,
+        norm=_NORMS[attack.norm],
+        clip_min=attack.clip_min,
+        clip_max=attack.clip_max,
+        y=None if y is None else tf.cast(y, tf.int64),
+        rand_init=attack.random_start,
+        sanity_checks=False,
+    )
+    return tf.stop_gradient(adv)
