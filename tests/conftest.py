@@ -110,3 +110,14 @@ def inputs_for(model, n, seed=2, dtype="float64"):
 def _fresh_keras_session():
     yield
     tf_keras.backend.clear_session()
+
+
+# Modules of whole runs (subprocesses, tf.distribute workers, MLflow): collected first, so that
+# under pytest-xdist (one worker per core) the long tests start early and the short ones fill the
+# end, instead of one worker finishing a 30 s run while the other waits.
+_WHOLE_RUN_MODULES = ("test_distributed.py", "test_resume.py", "test_hardening.py", "test_cli.py", "test_mask_methods.py",
+                      "test_training_schedule.py", "test_sweep.py", "test_keras3.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: item.path.name not in _WHOLE_RUN_MODULES)  # stable: file order otherwise kept
