@@ -116,6 +116,18 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
     assert len(lines) == 1 and "unknown recipe 'nope'" in lines[0], proc.stderr
 
 
+def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
+    # Recipes are checked by the library's own config classes (SearchConfig, Attack, TrainingSchedule),
+    # which load without TensorFlow: a one-line error takes a tenth of a second, not a TensorFlow start.
+    script = ("import sys\nfrom tf_awt.cli import main\nfrom tf_awt.recipes import load_recipe\n"
+              "recipe = load_recipe('quickstart')\nrecipe.search_config(); recipe.training_schedule(5); recipe.eval_attack()\n"
+              "code = main(['run', '--set', 'attack.epz=1', '--out', sys.argv[1]])\n"
+              "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+    assert "unknown key attack.'epz'" in proc.stderr and not (tmp_path / "o").exists()
+
+
 def test_recipes_command_lists_recipes():
     proc = tf_awt_cli("recipes")
     assert proc.returncode == 0

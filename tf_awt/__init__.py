@@ -56,7 +56,7 @@ _EXPORTS = {
     "kernel_distance": "tf_awt.distances",
     "target_distance": "tf_awt.distances",
     "METHODS": "tf_awt.search",
-    "SearchConfig": "tf_awt.search",
+    "SearchConfig": "tf_awt.search_config",
     "TicketSearch": "tf_awt.search",
     "TicketSearchCallback": "tf_awt.search",
     "find_ticket": "tf_awt.search",

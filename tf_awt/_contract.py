@@ -27,14 +27,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-PRECISIONS = ("float32", "bfloat16")
 _CHUNKS = 16
-
-
-def check_precision(value) -> str:
-    if value not in PRECISIONS:
-        raise ValueError(f"precision must be one of {list(PRECISIONS)}. You passed: {value!r}")
-    return value
 
 
 def _chunked(t, axis_size_multiple: int):

@@ -13,24 +13,12 @@ scores of every group are kept (:func:`nm_masks`); a trailing group of r < M wei
 """
 from __future__ import annotations
 
-import re
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-SCOPES = ("global", "layer", "erk")
-UNSTRUCTURED = "unstructured"
-
-
-def parse_pattern(pattern: str) -> Optional[Tuple[int, int]]:
-    """``"unstructured"`` -> None; ``"N:M"`` -> (N, M) with 1 <= N < M; anything else is a ValueError."""
-    if pattern == UNSTRUCTURED:
-        return None
-    match = re.fullmatch(r"\s*(\d+)\s*:\s*(\d+)\s*", pattern) if isinstance(pattern, str) else None
-    if match is None or not 1 <= int(match.group(1)) < int(match.group(2)):
-        raise ValueError(f"pattern must be 'unstructured' or 'N:M' with 1 <= N < M (e.g. '2:4'). You passed: {pattern!r}")
-    return int(match.group(1)), int(match.group(2))
+from tf_awt._options import SCOPES, UNSTRUCTURED, parse_pattern  # noqa: E402,F401  (defined without TensorFlow)
 
 
 def nm_density(shapes: Sequence, n: int, m: int) -> float:

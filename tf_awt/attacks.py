@@ -17,12 +17,17 @@ Random starts come in two kinds (:func:`pgd`'s ``seed``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from tf_awt.paper import attack_numbers
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# TensorFlow is imported inside the functions that run attacks: an Attack (a recipe's settings) is
+# validated without it.
 
 __all__ = ["Attack", "pgd", "random_start"]
 
@@ -89,12 +94,14 @@ class Attack:
         return cls(**config)
 
 
-def random_start(shape, norm: str, eps, seed, dtype=tf.float32) -> tf.Tensor:
+def random_start(shape, norm: str, eps, seed, dtype="float32") -> tf.Tensor:
     """A uniform random point of the ``norm`` ε-ball per example, from a stateless ``seed``.
 
     L∞: uniform in [-ε, ε]^d. L2: a uniform direction (normalized Gaussian) scaled by ε·u^(1/d),
     u ~ U[0, 1] (Calafiore et al. 1998), the same distributions as cleverhans' ``random_lp_vector``.
     """
+    import tensorflow as tf
+
     seed = tf.cast(seed, tf.int64)
     eps = tf.cast(eps, dtype)
     if norm == "linf":
@@ -110,6 +117,8 @@ def random_start(shape, norm: str, eps, seed, dtype=tf.float32) -> tf.Tensor:
 
 def _replica_slice_of_random_start(x, attack: Attack, seed, eps) -> tf.Tensor:
     """The random start of this replica's rows of the global batch (see :func:`pgd`)."""
+    import tensorflow as tf
+
     ctx = tf.distribute.get_replica_context()
     replicas = ctx.num_replicas_in_sync if ctx is not None else 1
     shape = tf.shape(x)
@@ -124,6 +133,8 @@ def _replica_slice_of_random_start(x, attack: Attack, seed, eps) -> tf.Tensor:
 
 
 def _seeded_pgd(model_fn, x, y, attack: Attack, step, seed, eps=None) -> tf.Tensor:
+    import tensorflow as tf
+
     from cleverhans.tf2.attacks.fast_gradient_method import fast_gradient_method
     from cleverhans.tf2.utils import clip_eta
 
@@ -169,6 +180,8 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
 
     Graph-friendly: under ``tf.function`` the ``attack.steps`` iterations are traced once.
     """
+    import tensorflow as tf
+
     x = tf.convert_to_tensor(x)
     if attack.eps == 0 or attack.steps == 0:
         return tf.identity(x)

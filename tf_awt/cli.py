@@ -180,18 +180,20 @@ def _main(argv):
         for name, text in bundled_recipes().items():
             print(f"{name:16s} {text}")
         return 0
-    _import_tensorflow(args.verbose)
     if args.command == "evaluate" and args.model:
+        _import_tensorflow(args.verbose)
         _evaluate_saved_model(args)
         return 0
-    from tf_awt.pipeline import Run
     from tf_awt.recipes import load_recipe
 
-    recipe = load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)  # checked before TensorFlow loads: a bad recipe fails at once
     if args.command == "run" and not args.out:
         args.out = os.path.join("runs", _recipe_stem(args.recipe))
     if args.command == "evaluate" and not args.out:
         raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
+    _import_tensorflow(args.verbose)
+    from tf_awt.pipeline import Run
+
     tracker = None
     from tf_awt._distribute import is_chief
 

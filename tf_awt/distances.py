@@ -17,7 +17,7 @@ import tensorflow as tf
 
 __all__ = ["target_distance", "kernel_distance", "NORMALIZATIONS"]
 
-NORMALIZATIONS = ("per_example", "per_entry")
+from tf_awt._options import NORMALIZATIONS  # noqa: E402  (defined without TensorFlow)
 
 
 def _check(a, b, what, ranks, normalization):

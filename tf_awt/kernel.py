@@ -58,7 +58,6 @@ gradients through the recorded backward pass), and both can be used inside ``tf.
 """
 from __future__ import annotations
 
-import enum
 import warnings
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -66,6 +65,7 @@ import tensorflow as tf
 
 from tf_awt import _contract, _layers, layer_rules
 from tf_awt._masks import resolve_masks
+from tf_awt._options import KernelImplementation, check_precision  # defined without TensorFlow
 
 __all__ = [
     "KernelImplementation",
@@ -73,37 +73,6 @@ __all__ = [
     "mixed_tangent_kernel_fn",
     "structured_support",
 ]
-
-
-class KernelImplementation(str, enum.Enum):
-    """How :func:`mixed_tangent_kernel` computes Θ.
-
-    Attributes:
-      AUTO: STRUCTURED when every layer of the model is supported, else JACOBIAN (with a warning,
-        once per model, naming the layer that is not supported).
-      STRUCTURED: per-layer factorization from layer inputs and back-propagated output
-        sensitivities; never materializes the Jacobian. Fast and memory-light; supports Dense,
-        Conv2D, BatchNormalization (inference) and any parameter-free layer, in Sequential and
-        Functional models, with or without tfmot ``PruneLowMagnitude`` wrappers.
-      JACOBIAN: batched ``tf.GradientTape.jacobian`` of the outputs w.r.t. every trainable
-        variable, contracted as ``J(x1) J(x2)^T``. Works for any differentiable model;
-        memory ``O((N1 + N2) * k * P)``.
-    """
-
-    AUTO = "auto"
-    STRUCTURED = "structured"
-    JACOBIAN = "jacobian"
-
-    @classmethod
-    def parse(cls, value) -> "KernelImplementation":
-        if isinstance(value, cls):
-            return value
-        try:
-            return cls(str(value).lower())
-        except ValueError:
-            raise ValueError(
-                f"implementation must be one of {[m.value for m in cls]}. You passed: {value!r}"
-            ) from None
 
 
 def _has_trainable(layer) -> bool:
@@ -310,7 +279,7 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
 
         return keras3_kernel_fn
     impl = KernelImplementation.parse(implementation)
-    precision = _contract.check_precision(precision)
+    precision = check_precision(precision)
     if not model.built:
         raise ValueError(f"model {model.name!r} must be built (call it on data once). You passed an unbuilt model.")
     reason = structured_support(model)
@@ -386,7 +355,7 @@ def _cached_kernel_fn(model, implementation, precision="float32"):
     if cache is None:
         cache = {}
         object.__setattr__(model, "_tf_awt_kernel_fns", cache)  # not a tracked Keras attribute
-    key = (KernelImplementation.parse(implementation), _contract.check_precision(precision))
+    key = (KernelImplementation.parse(implementation), check_precision(precision))
     if key not in cache:
         cache[key] = mixed_tangent_kernel_fn(model, key[0], precision=key[1])
     return cache[key]

@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import tf_keras
-
 __all__ = ["mlp", "paper_cnn", "linear", "vgg16", "build_model", "MODELS"]
 
-L = tf_keras.layers
+
+
+def _keras():
+    """tf_keras and its layers, imported on first build: ``MODELS`` (the names a recipe may use) loads
+    without TensorFlow."""
+    import tf_keras
+
+    return tf_keras, tf_keras.layers
 
 
 def mlp(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, hidden: Sequence[int] = (300, 100), name="mlp"):
     """Fully connected ReLU network; the paper's MNIST MLP is ``hidden=(300, 100)``."""
+    tf_keras, L = _keras()
     layers = [L.Input(tuple(input_shape)), L.Flatten()]
     layers += [L.Dense(h, activation="relu", name=f"dense_{i}") for i, h in enumerate(hidden)]
     layers.append(L.Dense(num_classes, name="logits"))
@@ -26,6 +32,7 @@ def mlp(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, hidden:
 
 def paper_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, name="paper_cnn"):
     """The paper's CNN: conv32-pool-conv64-pool-fc1024-fc10 (5x5 kernels, 'same' padding)."""
+    tf_keras, L = _keras()
     return tf_keras.Sequential(
         [
             L.Input(tuple(input_shape)),
@@ -43,11 +50,13 @@ def paper_cnn(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, n
 
 def linear(input_shape: Sequence[int] = (100,), num_classes: int = 2, name="linear"):
     """A linear classifier (logits = x W + b)."""
+    tf_keras, L = _keras()
     return tf_keras.Sequential([L.Input(tuple(input_shape)), L.Flatten(), L.Dense(num_classes, name="logits")], name=name)
 
 
 def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, name="vgg16"):
     """VGG16 for 32x32 inputs: 13 3x3 conv layers (64-64-M-128-128-M-256x3-M-512x3-M-512x3-M), fc512, fc."""
+    tf_keras, L = _keras()
     layers = [L.Input(tuple(input_shape))]
     plan = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
     i = 0

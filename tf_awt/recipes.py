@@ -177,7 +177,7 @@ class Recipe:
         return self.attack_config().replace(steps=self.eval.steps, step_size=None)
 
     def search_config(self):
-        from tf_awt.search import SearchConfig
+        from tf_awt.search_config import SearchConfig
 
         s = self.search
         return SearchConfig(

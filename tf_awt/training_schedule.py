@@ -19,62 +19,13 @@ round-trips); :class:`~tf_awt.AdversarialTrainer` and :func:`~tf_awt.adversarial
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional
-
-import tensorflow as tf
-import tf_keras
 
 from tf_awt import _validate
 
 __all__ = ["TrainingSchedule", "WarmupDecay", "LR_SCHEDULES"]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
-
-
-@tf_keras.saving.register_keras_serializable(package="tf_awt")
-class WarmupDecay(tf_keras.optimizers.schedules.LearningRateSchedule):
-    """η(t): linear warm-up over ``warmup_steps``, then constant, cosine or step decay.
-
-    Args:
-      learning_rate: the peak rate η, > 0.
-      decay: "constant" (default), "cosine" (η → ``final_fraction``·η at ``total_steps``) or
-        "step" (× 0.1 at 50% and at 75% of ``total_steps``).
-      total_steps: the training length T in steps (needed by cosine and step), >= 1.
-      warmup_steps: W_η (default 0): η(t) = η · (t + 1) / W_η for t < W_η.
-      final_fraction: cosine's last rate as a fraction of η (default 0).
-    """
-
-    def __init__(self, learning_rate: float, decay: str = "constant", total_steps: int = 1, warmup_steps: int = 0,
-                 final_fraction: float = 0.0):
-        super().__init__()
-        self.learning_rate = _validate.real(learning_rate, "learning_rate", low=0, low_open=True)
-        if decay not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}. You passed: {decay!r}")
-        self.decay = decay
-        self.total_steps = _validate.integer(total_steps, "total_steps", low=1)
-        self.warmup_steps = _validate.integer(warmup_steps, "lr_warmup_steps", low=0)
-        self.final_fraction = _validate.real(final_fraction, "final_fraction", 0, 1)
-
-    def __call__(self, step):
-        t = tf.cast(step, tf.float32)
-        peak = tf.constant(self.learning_rate, tf.float32)
-        if self.decay == "cosine":
-            span = max(self.total_steps - self.warmup_steps, 1)
-            progress = tf.clip_by_value((t - self.warmup_steps) / span, 0.0, 1.0)
-            f = self.final_fraction
-            rate = peak * (f + (1 - f) * 0.5 * (1 + tf.cos(math.pi * progress)))
-        elif self.decay == "step":
-            rate = peak * tf.where(t >= 0.75 * self.total_steps, 0.01, tf.where(t >= 0.5 * self.total_steps, 0.1, 1.0))
-        else:
-            rate = peak
-        if self.warmup_steps:
-            rate = tf.minimum(rate, peak * (t + 1) / self.warmup_steps)
-        return rate
-
-    def get_config(self) -> dict:
-        return {"learning_rate": self.learning_rate, "decay": self.decay, "total_steps": self.total_steps,
-                "warmup_steps": self.warmup_steps, "final_fraction": self.final_fraction}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +76,8 @@ class TrainingSchedule:
 
     def eps_scale(self, step):
         """ε(t)/ε at optimizer step t (a float32 tensor in (0, 1])."""
+        import tensorflow as tf
+
         if not self.eps_warmup_steps:
             return tf.constant(1.0, tf.float32)
         t = tf.cast(step, tf.float32)
@@ -134,6 +87,8 @@ class TrainingSchedule:
         """η(t) for the optimizer: a float when constant with no warm-up, else a :class:`WarmupDecay`."""
         if self.lr_schedule == "constant" and not self.lr_warmup_steps:
             return _validate.real(peak, "learning_rate", low=0, low_open=True)
+        from tf_awt._lr_schedule import WarmupDecay
+
         return WarmupDecay(peak, self.lr_schedule, self.total_steps or 1, self.lr_warmup_steps)
 
     @property
@@ -146,3 +101,12 @@ class TrainingSchedule:
     @classmethod
     def from_config(cls, config: dict) -> "TrainingSchedule":
         return cls(**config)
+
+
+def __getattr__(name):
+    """``WarmupDecay`` on first use (:mod:`tf_awt._lr_schedule`): this module loads without TensorFlow."""
+    if name == "WarmupDecay":
+        from tf_awt._lr_schedule import WarmupDecay
+
+        return WarmupDecay
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

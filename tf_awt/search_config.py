@@ -1,0 +1,159 @@
+"""The settings of a ticket search (:class:`SearchConfig`), validated without importing TensorFlow.
+
+:mod:`tf_awt.search` runs them; a recipe (and every ``tf-awt`` command) checks them before
+TensorFlow loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from tf_awt import _options, _validate
+from tf_awt._options import NORMALIZATIONS, KernelImplementation, check_precision
+from tf_awt.attacks import Attack
+from tf_awt.paper import METHODS, OPTIMIZE, attack_numbers
+
+__all__ = ["SearchConfig", "KERNELS"]
+
+KERNELS = ("full", "diagonal")
+
+
+def _number(config, field, name=None, low=None, high=None, low_open=False, integer=False):
+    """Checks ``config.<field>`` (Python or NumPy number) and stores it as a Python int/float."""
+    value = getattr(config, field)
+    name = name or field
+    checked = (_validate.integer(value, name, low) if integer
+               else _validate.real(value, name, low, high, low_open=low_open))
+    object.__setattr__(config, field, checked)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """Settings of a ticket search; validated on construction.
+
+    Attributes:
+      density: fraction of prunable weights kept, in (0, 1].
+      method: one of ``METHODS`` (default "awt"); "ntt" is AWT with ε = 0.
+      attack: the PGD attack of the search (default: L∞, ε = 0.3, 10 steps of 0.075).
+      gamma: γ of eq. (13) (default 1e-3), >= 0.
+      kernel_weight: weight of the kernel distance; None (default) means γ².
+      normalization: "per_example" (default, eq. 13) or "per_entry" (NTT's code).
+      learning_rate: Adam learning rate (default 5e-4).
+      update_every: T_m, steps between mask updates (default 100), >= 1.
+      weight_decay: β, L2 penalty on the kept student weights (default 0).
+      epochs: search epochs (default 20).
+      kernel: "full" (default) or "diagonal" (S-AWT).
+      scope: "global" (default), "layer" or "erk" (Erdős–Rényi-Kernel layer densities) top-k.
+      pattern: "unstructured" (default) or "N:M" (e.g. "2:4"): keep the N highest of every M
+        consecutive input weights of each unit, for every method but erk/random_layerwise;
+        ``density`` must then be N/M (and ``scope`` is not used).
+      implementation: kernel implementation (default "auto").
+      precision: "float32" (default) or "bfloat16": the kernels' large contractions on bfloat16
+        operands with float32 sums (:func:`tf_awt.mixed_tangent_kernel_fn`; relative error about
+        1e-4 on the paper's models, faster where the CPU has AVX512-BF16/AMX: docs/performance.md).
+      optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
+        weights at θ0); see the module docstring. Used by awt/ntt only.
+      rounds: for ``method="cosentino"``: pruning rounds, each an adversarial training of
+        ``epochs`` epochs (default 5; :mod:`tf_awt.iterative`).
+      prune_rate: for ``method="cosentino"``: fraction of the kept weights pruned per round;
+        None (default) derives it from ``rounds``, a value sets the number of rounds instead.
+      eps_warmup_epochs: for ``method="cosentino"``: every round's adversarial training ramps ε
+        (and the PGD step) up over this many epochs (:class:`tf_awt.TrainingSchedule`; default 0:
+        full ε from the first step). At large ε (0.3 on MNIST) rounds without it collapse, and
+        magnitudes of a collapsed network choose nothing (docs/results.md section 7).
+      reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
+        masks reproduce: a method name (default "awt", searched with these same settings) or the
+        path of a saved ticket (.npz). Ignored by other methods.
+      seed: seed of the search's randomness (default 0): the PGD random starts of step t are
+        drawn from the stateless seeds [2·seed, t] (teacher) and [2·seed + 1, t] (student), so a
+        search resumed from a checkpoint repeats the uninterrupted one; also the one-shot
+        baselines' seed.
+    """
+
+    density: float
+    method: str = "awt"
+    attack: Attack = Attack(**dict(zip(("eps", "steps", "step_size"), attack_numbers("search"))))
+    gamma: float = 1e-3
+    kernel_weight: Optional[float] = None
+    normalization: str = "per_example"
+    learning_rate: float = 5e-4
+    update_every: int = 100
+    weight_decay: float = 0.0
+    epochs: int = 20
+    kernel: str = "full"
+    scope: str = "global"
+    pattern: str = "unstructured"
+    implementation: str = "auto"
+    precision: str = "float32"
+    optimize: str = "weights"
+    reference: str = "awt"
+    rounds: int = 5
+    prune_rate: Optional[float] = None
+    eps_warmup_epochs: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self):
+        _number(self, "density", low=0, high=1, low_open=True)
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
+        if not isinstance(self.attack, Attack):
+            raise ValueError(f"attack must be a tf_awt.Attack. You passed: {self.attack!r}")
+        _number(self, "gamma", low=0)
+        if self.kernel_weight is not None:
+            _number(self, "kernel_weight", low=0)
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}. You passed: {self.normalization!r}")
+        _number(self, "learning_rate", low=0, low_open=True)
+        _number(self, "update_every", "update_every (T_m)", low=1, integer=True)
+        _number(self, "weight_decay", low=0)
+        _number(self, "epochs", low=0, integer=True)
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
+        if self.scope not in _options.SCOPES:
+            raise ValueError(f"scope must be one of {_options.SCOPES}. You passed: {self.scope!r}")
+        self._check_pattern()
+        KernelImplementation.parse(self.implementation)
+        check_precision(self.precision)
+        if self.optimize not in OPTIMIZE:
+            raise ValueError(f"optimize must be one of {OPTIMIZE}. You passed: {self.optimize!r}")
+        if not isinstance(self.reference, str) or not self.reference or self.reference == "random_layerwise":
+            raise ValueError("reference must be a ticket method other than 'random_layerwise' or the path of a saved "
+                             f"ticket (.npz). You passed: {self.reference!r}")
+        _number(self, "rounds", low=1, integer=True)
+        if self.prune_rate is not None:
+            _number(self, "prune_rate", low=0, high=1, low_open=True)
+            if self.prune_rate >= 1:
+                raise ValueError(f"prune_rate must be in (0, 1). You passed: {self.prune_rate!r}")
+        _number(self, "eps_warmup_epochs", low=0)
+        _number(self, "seed", integer=True)
+
+    def _check_pattern(self):
+        nm = _options.parse_pattern(self.pattern)
+        if nm is None:
+            return
+        n, m = nm
+        if abs(self.density - n / m) > 1e-9:
+            raise ValueError(f"pattern {self.pattern!r} keeps {n} of every {m} weights: density must be {n / m:g}. "
+                             f"You passed: density={self.density!r}")
+        if self.method in ("erk", "random_layerwise") or self.scope == "erk":
+            raise ValueError(f"pattern {self.pattern!r} fixes every layer's density at {n}/{m}; it cannot be combined with "
+                             f"ERK or reference layer densities. You passed: method={self.method!r}, scope={self.scope!r}")
+
+    @property
+    def effective_kernel_weight(self) -> float:
+        return self.gamma**2 if self.kernel_weight is None else float(self.kernel_weight)
+
+    @property
+    def effective_attack(self) -> Attack:
+        return self.attack.replace(eps=0.0) if self.method == "ntt" else self.attack
+
+    def get_config(self) -> dict:
+        config = dataclasses.asdict(self)
+        config["attack"] = self.attack.get_config()
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "SearchConfig":
+        config = dict(config)
+        config["attack"] = Attack.from_config(config["attack"])
+        return cls(**config)
