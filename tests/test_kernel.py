@@ -285,7 +285,7 @@ def test_one_call_api_is_compiled_once_per_signature_and_checks_inputs_eagerly()
     eager = tf_awt.mixed_tangent_kernel_fn(model, compiled=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # TensorFlow's retracing warning would be an error here
-        for i in range(6):  # new values of the same shapes: no retracing
+        for i in range(20):  # 20 calls with new values of the same shapes: no retracing (the check)
             theta = tf_awt.mixed_tangent_kernel(model, x1 + 0.01 * i, x2)
             np.testing.assert_allclose(theta.numpy(), eager(x1 + 0.01 * i, x2).numpy(), rtol=1e-5, atol=1e-6)
     traced = model._tf_awt_kernel_fns[(tf_awt.KernelImplementation.AUTO, "float32")].traced
