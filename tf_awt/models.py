@@ -12,7 +12,6 @@ from typing import Sequence
 __all__ = ["mlp", "paper_cnn", "linear", "vgg16", "build_model", "MODELS"]
 
 
-
 def _keras():
     """tf_keras and its layers, imported on first build: ``MODELS`` (the names a recipe may use) loads
     without TensorFlow."""
