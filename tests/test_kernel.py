@@ -381,3 +381,50 @@ def test_bfloat16_precision_is_within_a_thousandth_of_the_float64_reference(kind
     assert np.linalg.norm(g16 - g32) / np.linalg.norm(g32) < 1e-2
     with pytest.raises(ValueError, match="precision must be one of"):
         tf_awt.mixed_tangent_kernel_fn(model32, precision="float16")
+
+
+def _full_reference(model, x1, x2, masks):
+    """NTT's student kernel, brute force: every weight's Jacobian column at θ = m ⊙ w, float64."""
+    from _reference import explicit_jacobian
+
+    j1 = explicit_jacobian(model, x1, masks, effective=True)
+    j2 = explicit_jacobian(model, x2, masks, effective=True)
+    return tf.einsum("icp,jdp->ijcd", j1, j2)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "functional"])
+@pytest.mark.parametrize("implementation", PATHS)
+def test_full_student_kernel_and_its_gradient_match_the_float64_reference(kind, implementation):
+    """``student_kernel="full"`` = Σ_p ∂_p f ∂_p f′ over every weight at m ⊙ w (pruned columns kept),
+    and the gradient of a distance to it reaches w through m ⊙ w only (pruned weights get none)."""
+    model = make_model(kind)
+    masks = random_masks(model, seed=3)
+    x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 2, seed=3)
+    ref = _full_reference(model, x1, x2, masks)
+    masked = reference_kernel(model, x1, x2, masks)
+    assert relative_error(masked, ref) > 1e-2  # the two conventions differ on this case
+    teacher = reference_kernel(model, x1, x2)
+
+    def grads(kernel):
+        with tf.GradientTape() as tape:
+            loss = tf_awt.kernel_distance(teacher, kernel())
+        return tape.gradient(loss, model.trainable_variables, unconnected_gradients="zero")
+
+    flat_ref = np.concatenate([g.numpy().ravel() for g in grads(lambda: _full_reference(model, x1, x2, masks))])
+    theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation=implementation, student_kernel="full")
+    assert relative_error(theta, ref) < 1e-6
+    got = grads(lambda: tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation=implementation,
+                                                    student_kernel="full"))
+    assert relative_error(np.concatenate([g.numpy().ravel() for g in got]), flat_ref) < 1e-6
+    layers = {layer.name: layer for layer in model.layers}
+    for name, mask in masks.items():  # no gradient on a pruned weight
+        if name in layers:
+            index = [id(v) for v in model.trainable_variables].index(id(layers[name].kernel))
+            assert np.all(got[index].numpy()[mask == 0] == 0)
+
+
+def test_student_kernel_must_be_a_known_convention():
+    model = make_model("mlp")
+    x = inputs_for(model, 2)
+    with pytest.raises(ValueError, match=r"student_kernel must be one of \['masked', 'full'\]. You passed: 'dense'"):
+        tf_awt.mixed_tangent_kernel(model, x, x, student_kernel="dense")

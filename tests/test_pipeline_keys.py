@@ -80,3 +80,39 @@ def test_every_search_and_train_key_reaches_the_library(tmp_path, spies, capsys)
     config = spies["one_shot"]
     assert config.scope == "layer" and config.seed == 7 and spies["batch"] == 16
     assert all(abs(d - 0.3) < 0.02 for d in summary["layer_density"].values())  # layer scope: every layer at 30%
+
+
+def test_the_papers_conventions_reach_the_library_from_the_cli(tmp_path, spies, monkeypatch, capsys):
+    """Issue 25's keys through ``tf-awt run --set``: student kernel, decay form, allocation, init."""
+    from tf_awt import models
+
+    built = {}
+    original = models.build_model
+
+    def build(*args, **kwargs):
+        built["model"] = original(*args, **kwargs)
+        return built["model"]
+
+    monkeypatch.setattr(models, "build_model", build)
+    recipe = tiny_recipe(tmp_path, density=0.3)
+    out = tmp_path / "conventions"
+    code = cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow", "--set", "search.student_kernel=full",
+                     "--set", "search.weight_decay=1.0e-4", "--set", "search.weight_decay_form=l2_per_density",
+                     "--set", "search.layer_densities={dense_0: 0.2911, dense_1: 0.4, logits: 0.5}", "--set", "density=0.3584",
+                     "--set", "init=glorot_normal"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    config = spies["search"]
+    assert (config.student_kernel, config.weight_decay, config.weight_decay_form) == ("full", 1e-4, "l2_per_density")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["layer_density"]["dense_1"] == pytest.approx(0.4, abs=0.01)
+    assert summary["layer_density"]["logits"] == pytest.approx(0.5, abs=0.02)
+    assert 0.005 < built["model"].get_layer("dense_0").get_weights()[1].std() < 0.02  # N(0, 0.01²) biases
+    out = tmp_path / "fc"
+    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow", "--set", "method=magnitude",
+                     "--set", "search.scope=frankle_carbin"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    hidden = summary["layer_density"]["dense_0"]
+    assert summary["layer_density"]["logits"] > hidden and summary["layer_density"]["dense_1"] == pytest.approx(hidden, abs=0.01)
+    assert cli.main(["run", recipe, "--out", str(tmp_path / "bad"), "--quiet", "--no-mlflow",
+                     "--set", "search.student_kernel=ntk"]) == 2
+    assert "student_kernel must be one of ['masked', 'full']. You passed: 'ntk'" in capsys.readouterr().err

@@ -54,9 +54,10 @@ def test_density_is_exactly_met(method, scope):
     model = tiny_model()
     ticket = tf_awt.find_ticket(model, tiny_data(), density=0.25, method=method, attack=ATTACK, epochs=1,
                                 batch_size=16, update_every=1, scope=scope)
-    if method == "erk" or scope == "erk":  # Erdős–Rényi-Kernel counts in every layer, whatever the scope
+    if method == "erk" or scope in ("erk", "frankle_carbin"):  # ERK counts in every layer for method erk, whatever the scope
         layers = [l for l in model.layers if hasattr(l, "kernel")]
-        densities = _selection.erk_densities([l.kernel.shape for l in layers], 0.25)
+        allocate = _selection.erk_densities if method == "erk" or scope == "erk" else _selection.frankle_carbin_densities
+        densities = allocate([l.kernel.shape for l in layers], 0.25)
         assert [ticket.masks[l.name].sum() for l in layers] == \
             [_selection.kept_count(l.kernel.shape.num_elements(), d) for l, d in zip(layers, densities)]
     elif scope == "global":
@@ -247,3 +248,104 @@ def test_tfmot_callbacks_and_strip_pruning_work_with_the_search(tmp_path):
             kernel = layer.kernel.numpy()
             assert np.all(kernel[ticket.masks[layer.name] == 0] == 0)
             assert np.count_nonzero(kernel) == int(ticket.masks[layer.name].sum())
+
+
+# --------------------------------------------------------------------------- issue 25: the paper's conventions
+def _decay_of_first_step(form, weight_decay, density=0.3):
+    """The decay term of step 1 as logged (loss − target − weighted kernel) and ‖m0 ⊙ θ0‖²."""
+    model = tiny_model()
+    search, cb = run_search(model, density=density, epochs=1, update_every=100, weight_decay=weight_decay,
+                            weight_decay_form=form)
+    h = cb.history
+    logged = h["loss"][0] - h["target_distance"][0] - h["weighted_kernel_distance"][0]
+    masks = _selection.top_k_masks([tf.abs(l.kernel) for l in model.layers if hasattr(l, "kernel")], density)
+    norm = sum(float(tf.reduce_sum(tf.square(l.kernel * m))) for l, m in
+               zip([l for l in model.layers if hasattr(l, "kernel")], masks))
+    return search, logged, norm
+
+
+@pytest.mark.parametrize("form,scale", [("l2", 1.0), ("l2_per_density", 1 / 0.3)])
+def test_weight_decay_in_the_loss_is_beta_or_ntts_lambda_over_density(form, scale):
+    _, logged, norm = _decay_of_first_step(form, 0.05)
+    assert norm > 0
+    assert logged == pytest.approx(0.05 * scale * norm, rel=1e-4)
+
+
+def test_decoupled_weight_decay_is_algorithm_1_line_5():
+    """w ← w − η∇L − β·m⊙w: with η → 0 every kept weight shrinks by (1 − β) per step, pruned ones stay."""
+    model = tiny_model()
+    theta0 = [l.kernel.numpy().copy() for l in model.layers if hasattr(l, "kernel")]
+    search, cb = run_search(model, density=0.3, epochs=1, update_every=100, weight_decay=0.1,
+                            weight_decay_form="decoupled", learning_rate=1e-9)
+    h = cb.history
+    assert h["loss"][0] == pytest.approx(h["target_distance"][0] + h["weighted_kernel_distance"][0], rel=1e-6)
+    masks = search.current_masks()
+    for w0, wrapper, learned in zip(theta0, search._wrappers, search.learned_weights[0::2]):  # kernels, biases
+        mask = masks[wrapper.layer.name] > 0
+        np.testing.assert_allclose(learned[mask], w0[mask] * 0.9 ** 3, rtol=1e-5, atol=1e-7)  # 3 steps
+        np.testing.assert_allclose(learned[~mask], w0[~mask], rtol=1e-5, atol=1e-7)
+
+
+def test_frankle_carbin_allocation_gives_the_papers_density_grid():
+    """LeNet-300-100 after n = 3, 8, 11, 15, 18 rounds (hidden ×0.8, output ×0.9 per round): the
+    paper's 51.3 / 16.9 / 8.7 / 3.6 / 1.8% (the last is 1.85%, which the paper truncates)."""
+    shapes = [(784, 300), (300, 100), (100, 10)]
+    sizes = np.array([np.prod(s) for s in shapes], float)
+    for rounds, paper in ((3, 51.3), (8, 16.9), (11, 8.7), (15, 3.6), (18, 1.8)):
+        overall = 100 * float(np.dot(_selection.frankle_carbin_round_densities(shapes, rounds), sizes) / sizes.sum())
+        assert abs(overall - paper) < 0.06, (rounds, overall)
+    densities = _selection.frankle_carbin_densities(shapes, 0.036)
+    assert float(np.dot(densities, sizes) / sizes.sum()) == pytest.approx(0.036, rel=1e-9)
+    assert densities[0] == densities[1] == pytest.approx(0.0354, abs=1e-4) and densities[2] == pytest.approx(0.206, abs=1e-3)
+    assert _selection.frankle_carbin_rounds(shapes, 0.036) == pytest.approx(15, abs=0.05)
+
+
+@pytest.mark.parametrize("method", ["awt", "ntt", "magnitude", "snip", "random", "synflow", "cosentino"])
+def test_every_method_keeps_the_same_explicit_allocation(method):
+    model = tiny_model()
+    x, y = tiny_data()
+    wanted = {"dense_0": 0.25, "dense_1": 0.5, "logits": 0.75}
+    sizes = {l.name: l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel")}
+    density = sum(wanted[n] * s for n, s in sizes.items()) / sum(sizes.values())
+    ticket = tf_awt.find_ticket(model, (x, y), density=density, method=method, attack=ATTACK, epochs=1, batch_size=16,
+                                update_every=2, layer_densities=wanted, rounds=2)
+    for name, d in wanted.items():
+        assert ticket.layer_density[name] == pytest.approx(round(d * sizes[name]) / sizes[name])
+    fc = tf_awt.find_ticket(model, (x, y), density=0.3, method=method, attack=ATTACK, epochs=1, batch_size=16,
+                            update_every=2, scope="frankle_carbin", rounds=2)
+    expected = _selection.frankle_carbin_densities([sizes_shape for sizes_shape in
+                                                    (l.kernel.shape for l in model.layers if hasattr(l, "kernel"))], 0.3)
+    for (name, size), d in zip(sizes.items(), expected):
+        assert fc.layer_density[name] == pytest.approx(round(d * size) / size)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(student_kernel="dense"), r"student_kernel must be one of \['masked', 'full'\]. You passed: 'dense'"),
+    (dict(weight_decay_form="adamw"), r"weight_decay_form must be one of \['l2', 'l2_per_density', 'decoupled'\]. You passed: 'adamw'"),
+    (dict(layer_densities=[0.5, 0.0]), r"layer_densities\[1\] must be .*You passed: 0.0"),
+    (dict(layer_densities="layer"), r"layer_densities must be a list of densities in \(0, 1\]"),
+    (dict(scope="frankle"), r"scope must be one of .*'frankle_carbin'.*You passed: 'frankle'"),
+])
+def test_bad_convention_settings_are_value_errors(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tf_awt.SearchConfig(density=0.3, **kwargs)
+
+
+def test_layer_densities_must_fit_the_model_and_the_density():
+    model = tiny_model()
+    x, y = tiny_data()
+    with pytest.raises(ValueError, match=r"one density per prunable layer \['dense_0', 'dense_1', 'logits'\].*missing: \['logits'\]"):
+        tf_awt.find_ticket(model, (x, y), density=0.3, method="magnitude", layer_densities={"dense_0": 0.3, "dense_1": 0.3})
+    with pytest.raises(ValueError, match=r"keep 0.5000 of the .* but density is 0.3: they must agree"):
+        tf_awt.find_ticket(model, (x, y), density=0.3, method="magnitude", layer_densities=[0.5, 0.5, 0.5])
+
+
+def test_glorot_normal_init_is_ntts():
+    tf_keras.utils.set_random_seed(0)
+    model = tf_awt.models.mlp(init="glorot_normal")
+    kernel, bias = model.get_layer("dense_0").get_weights()
+    assert abs(kernel.std() - np.sqrt(2 / (784 + 300))) < 0.1 * np.sqrt(2 / (784 + 300))  # truncated normal: ≈ 0.88·σ
+    assert np.abs(kernel).max() <= 2 * np.sqrt(2 / (784 + 300)) / 0.87962566 + 1e-6
+    assert 0.008 < bias.std() < 0.012
+    with pytest.raises(ValueError, match=r"init must be one of \['glorot_uniform', 'glorot_normal'\]. You passed: 'he'"):
+        tf_awt.models.mlp(init="he")

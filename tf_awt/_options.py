@@ -21,7 +21,25 @@ def check_precision(value) -> str:
     return value
 
 
-SCOPES = ("global", "layer", "erk")
+STUDENT_KERNELS = ("masked", "full")
+"""The student's kernel: Σ_p m_p ∂_p f ∂_p f′ ("masked") or Σ_p ∂_p f ∂_p f′ at θ = m ⊙ w ("full", NTT)."""
+
+
+def check_student_kernel(value) -> str:
+    if value not in STUDENT_KERNELS:
+        raise ValueError(f"student_kernel must be one of {list(STUDENT_KERNELS)}. You passed: {value!r}")
+    return value
+
+
+WEIGHT_DECAY_FORMS = ("l2", "l2_per_density", "decoupled")
+"""How ``weight_decay`` enters the search: β·‖m⊙w‖² in the loss ("l2"), NTT's (λ/density)·‖m⊙w‖²
+("l2_per_density"), or Algorithm 1 line 5's w ← w − η∇L − β·m⊙w after each step ("decoupled")."""
+
+INITIALIZERS = ("glorot_uniform", "glorot_normal")
+"""The bundled models' initialization: Keras' default (glorot_uniform weights, zero biases) or
+NTT's / stax's (glorot_normal weights, N(0, 0.01²) biases)."""
+
+SCOPES = ("global", "layer", "erk", "frankle_carbin")
 UNSTRUCTURED = "unstructured"
 
 

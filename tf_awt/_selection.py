@@ -13,7 +13,7 @@ scores of every group are kept (:func:`nm_masks`); a trailing group of r < M wei
 """
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,14 +36,22 @@ def nm_masks(scores: Sequence[tf.Tensor], n: int, m: int) -> List[tf.Tensor]:
     return [_nm_mask(s, n, m) for s in scores]
 
 
-def schedule_masks(scores: Sequence[tf.Tensor], density: float, scope: str, pattern: str) -> List[tf.Tensor]:
+def schedule_masks(scores: Sequence[tf.Tensor], density: float, scope: str, pattern: str,
+                   layer_densities: Optional[Sequence[float]] = None, final_density: float = 1.0) -> List[tf.Tensor]:
     """:func:`top_k_masks` at an intermediate ``density`` of an iterative method (SynFlow, Cosentino et al.).
 
     With an N:M pattern each step keeps max(N, round(density·M)) of every M (all M while that
     reaches M), so the steps tighten towards the pattern and the last one (density N/M) is N:M.
+    With explicit final ``layer_densities`` d_l (at overall ``final_density`` d) the step keeps
+    :math:`d_l^{t}` in layer l, t = log(density)/log(d): every layer shrinks geometrically at its
+    own rate and reaches d_l at the last step (the Frankle–Carbin rates per round when the steps
+    are its rounds).
     """
     nm = parse_pattern(pattern)
     if nm is None:
+        if layer_densities is not None:
+            t = 1.0 if final_density >= 1.0 else float(np.log(density) / np.log(final_density))
+            return top_k_masks(scores, density, scope, layer_densities=[d ** t for d in layer_densities])
         return top_k_masks(scores, density, scope)
     n, m = nm
     return nm_masks(scores, min(m, max(n, int(round(density * m)))), m)
@@ -95,15 +103,73 @@ def erk_densities(shapes: Sequence, density: float) -> List[float]:
         dense.add(largest)
 
 
+FRANKLE_CARBIN_KEEP = {"hidden": 0.8, "conv": 0.9, "output": 0.9}
+"""Fraction of a layer's weights kept per pruning round in Frankle & Carbin (2019): fully connected
+layers 20% pruned per round, convolutions and the output layer 10% (LeNet-300-100, Conv-2/4/6)."""
+
+
+def _frankle_carbin_keep(shapes: Sequence) -> List[float]:
+    last = len(shapes) - 1
+    return [FRANKLE_CARBIN_KEEP["output" if i == last else "conv" if len(s) == 4 else "hidden"]
+            for i, s in enumerate(shapes)]
+
+
+def frankle_carbin_round_densities(shapes: Sequence, rounds: float) -> List[float]:
+    """Layer densities after ``rounds`` rounds of Frankle & Carbin's iterative pruning:
+    :math:`k_l^{n}` with :math:`k_l` from :data:`FRANKLE_CARBIN_KEEP` (the last layer is the output)."""
+    return [k ** float(rounds) for k in _frankle_carbin_keep(shapes)]
+
+
+def frankle_carbin_rounds(shapes: Sequence, density: float) -> float:
+    r"""The (real) number of Frankle–Carbin rounds n with :math:`\sum_l n_l k_l^n = \text{density} \sum_l n_l`
+    (bisection: the left side falls with n); 0 at density 1."""
+    sizes = [float(np.prod(s)) for s in shapes]
+    keep = _frankle_carbin_keep(shapes)
+    total = sum(sizes)
+
+    def overall(n):
+        return sum(size * k ** n for size, k in zip(sizes, keep)) / total
+
+    if density >= 1.0:
+        return 0.0
+    low, high = 0.0, 1.0
+    while overall(high) > density:
+        high *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if overall(mid) > density else (low, mid)
+    return high
+
+
+def frankle_carbin_densities(shapes: Sequence, density: float) -> List[float]:
+    """Layer densities of the Frankle–Carbin allocation at overall ``density``: after
+    :func:`frankle_carbin_rounds` rounds of :func:`frankle_carbin_round_densities`. The paper's
+    density grid {51.3, 16.9, 8.7, 3.6, 1.8}% is LeNet-300-100 after n = 3, 8, 11, 15, 18 rounds."""
+    return frankle_carbin_round_densities(shapes, frankle_carbin_rounds(shapes, density))
+
+
+def layer_allocation(config, shapes, names) -> Optional[List[float]]:
+    """The per-layer densities every method keeps (``config.layer_densities``, or the
+    Frankle–Carbin allocation for ``scope="frankle_carbin"``), or None for global/layer/ERK top-k."""
+    explicit = config.resolved_layer_densities(names, shapes)
+    if explicit is not None:
+        return explicit
+    if config.scope == "frankle_carbin":
+        return frankle_carbin_densities(shapes, config.density)
+    return None
+
+
 def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global",
-                pattern: str = UNSTRUCTURED) -> List[tf.Tensor]:
+                pattern: str = UNSTRUCTURED, layer_densities: Optional[Sequence[float]] = None) -> List[tf.Tensor]:
     """0/1 masks keeping the highest ``scores`` at ``density``.
 
     Global scope keeps ``round(density * total)`` weights over all layers, of which each layer's
     top ``reserved_per_layer`` (as many as its output units) are reserved first, so no layer
     collapses to zero weights, provided the budget covers the reserve (otherwise the reserve is
-    shrunk to one weight per layer). An N:M ``pattern`` keeps N of every M instead (:func:`nm_masks`;
-    ``density`` and ``scope`` are then not used).
+    shrunk to one weight per layer). ``layer_densities`` (one per score tensor) keeps
+    ``round(d_l * n_l)`` in layer l whatever ``scope`` says; ``scope="frankle_carbin"`` computes
+    them (:func:`frankle_carbin_densities`). An N:M ``pattern`` keeps N of every M instead
+    (:func:`nm_masks`; ``density``, ``scope`` and ``layer_densities`` are then not used).
     """
     nm = parse_pattern(pattern)
     if nm is not None:
@@ -113,8 +179,11 @@ def top_k_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "globa
     shapes = [s.shape for s in scores]
     sizes = [int(np.prod(s)) for s in shapes]
     flat = [tf.reshape(tf.cast(s, tf.float32), [-1]) for s in scores]
-    if scope in ("layer", "erk"):
-        densities = erk_densities(shapes, density) if scope == "erk" else [density] * len(sizes)
+    if layer_densities is None and scope == "frankle_carbin":
+        layer_densities = frankle_carbin_densities(shapes, density)
+    if layer_densities is not None or scope in ("layer", "erk"):
+        densities = (list(layer_densities) if layer_densities is not None
+                     else erk_densities(shapes, density) if scope == "erk" else [density] * len(sizes))
         return [
             tf.reshape(_keep_top(f, kept_count(n, d)), shape)
             for f, n, d, shape in zip(flat, sizes, densities, shapes)
@@ -143,7 +212,7 @@ def _keep_top(flat: tf.Tensor, k: int) -> tf.Tensor:
 
 
 def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: str = "global",
-                           pattern: str = UNSTRUCTURED) -> List[tf.Tensor]:
+                           pattern: str = UNSTRUCTURED, layer_densities: Optional[Sequence[float]] = None) -> List[tf.Tensor]:
     r""":func:`top_k_masks` of ``scores`` in the forward pass, the identity in the backward pass.
 
     :math:`m(s) = \mathrm{topk}(s) + s - \mathrm{sg}(s)`: the value is exactly the 0/1 top-k mask
@@ -151,5 +220,5 @@ def straight_through_masks(scores: Sequence[tf.Tensor], density: float, scope: s
     in edge-popup and HYDRA), so a loss's gradient with respect to the mask reaches every score,
     kept or pruned.
     """
-    hard = top_k_masks(scores, density, scope, pattern)
+    hard = top_k_masks(scores, density, scope, pattern, layer_densities)
     return [tf.cast(h, s.dtype) + (s - tf.stop_gradient(s)) for h, s in zip(hard, scores)]

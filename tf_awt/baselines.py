@@ -42,10 +42,12 @@ def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
     names = [layer.name for layer in layers]
     kernels = [l.kernel for l in layers]
     scope = config.scope
+    allocation = _selection.layer_allocation(config, [k.shape for k in kernels], names)
     if config.method in ("random", "erk"):
         rng = np.random.default_rng(config.seed)
         scores = [tf.constant(rng.random(k.shape), tf.float32) for k in kernels]
-        scope = "erk" if config.method == "erk" else scope
+        if config.method == "erk":
+            scope, allocation = "erk", None
     elif config.method == "magnitude":
         scores = [tf.abs(k) for k in kernels]
     elif config.method == "snip":
@@ -56,14 +58,14 @@ def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
         grads = tape.gradient(loss, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         scores = [tf.abs(g * k) for g, k in zip(grads, kernels)]
     elif config.method == "synflow":
-        return _synflow(model, names, config.density, config.scope, config.pattern)
+        return _synflow(model, names, config.density, config.scope, config.pattern, allocation)
     else:
         raise ValueError(f"one-shot methods are random, magnitude, snip, synflow, erk. You passed: {config.method!r}")
-    masks = _selection.top_k_masks(scores, config.density, scope, config.pattern)
+    masks = _selection.top_k_masks(scores, config.density, scope, config.pattern, allocation)
     return {n: m.numpy().astype(np.float32) for n, m in zip(names, masks)}
 
 
-def _synflow(model, names, density, scope, pattern, iterations: int = 100) -> Dict[str, np.ndarray]:
+def _synflow(model, names, density, scope, pattern, allocation=None, iterations: int = 100) -> Dict[str, np.ndarray]:
     clone = tf_keras.models.clone_model(model)
     clone.set_weights([np.abs(w) for w in model.get_weights()])  # linearize: |θ|
     layers = _kernel_layers(clone, names)
@@ -77,7 +79,7 @@ def _synflow(model, names, density, scope, pattern, iterations: int = 100) -> Di
             r = tf.reduce_sum(tf.cast(clone(ones, training=False), tf.float64))
         grads = tape.gradient(r, [l.kernel for l in layers], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         scores = [tf.abs(g * l.kernel) for g, l in zip(grads, layers)]
-        masks = _selection.schedule_masks(scores, density ** (t / iterations), scope, pattern)
+        masks = _selection.schedule_masks(scores, density ** (t / iterations), scope, pattern, allocation, density)
         masks = [tf.cast(m, k.dtype) for m, k in zip(masks, abs_kernels)]
     return {n: m.numpy().astype(np.float32) for n, m in zip(names, masks)}
 

@@ -19,6 +19,7 @@ Functional core, in the style of neural-tangents' ``empirical.py``::
     kernel_fn = mixed_tangent_kernel_fn(model)          # checks the model once
     theta = kernel_fn(x_clean, x_adv, masks=masks)      # (N1, N2, k, k)
     theta_diag = kernel_fn(x_clean, x_adv, diagonal=True)  # (N, k, k): Θ[i, i]
+    theta_all = kernel_fn(x_clean, x_adv, masks=masks, student_kernel="full")  # every weight's column, at m ⊙ w
 
 How the kernel is computed is a :class:`KernelImplementation`.
 
@@ -65,7 +66,7 @@ import tensorflow as tf
 
 from tf_awt import _contract, _layers, layer_rules
 from tf_awt._masks import resolve_masks
-from tf_awt._options import KernelImplementation, check_precision  # defined without TensorFlow
+from tf_awt._options import KernelImplementation, check_precision, check_student_kernel  # defined without TensorFlow
 
 __all__ = [
     "KernelImplementation",
@@ -122,8 +123,9 @@ def _layers_support(model, masks) -> Optional[str]:
 
 
 def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape,
-                        precision: str = "float32") -> Tuple[tf.Tensor, List[layer_rules.Record]]:
+                        precision: str = "float32", student_kernel: str = "masked") -> Tuple[tf.Tensor, List[layer_rules.Record]]:
     records: List[layer_rules.Record] = []
+    count_pruned = student_kernel == "full"  # every Jacobian column, evaluated at m ⊙ w
 
     def apply(layer, args, kwargs):
         inner, _ = _layers.unwrap(layer)
@@ -137,14 +139,15 @@ def _structured_forward(model, x, masks: Dict[int, tuple], trainable: set, tape,
         second_tr = second is not None and id(second) in trainable
         if first_tr or second_tr:
             tape.watch(z)
-            records.append(layer_rules.Record(inner, rule, a, z, mask if first_tr else None, first_tr, second_tr, precision))
+            kept = mask if first_tr and not count_pruned else None
+            records.append(layer_rules.Record(inner, rule, a, z, kept, first_tr, second_tr, precision))
         return inner.activation(z) if rule.activation and inner.activation is not None else z
 
     f = _layers.run_graph(model, x, apply)
     return f, records
 
 
-def _side_factors(model, x, masks, trainable, precision="float32"):
+def _side_factors(model, x, masks, trainable, precision="float32", student_kernel="masked"):
     """Forward + sensitivities for one side: (outputs, factored records, per-example gradients, mask).
 
     ``factored`` is a list of ``(record, delta)`` whose rule computes its kernel block directly
@@ -153,7 +156,7 @@ def _side_factors(model, x, masks, trainable, precision="float32"):
     weights), or None when no weight of ``g`` is masked.
     """
     with tf.GradientTape() as tape:
-        f, records = _structured_forward(model, x, masks, trainable, tape, precision)
+        f, records = _structured_forward(model, x, masks, trainable, tape, precision, student_kernel)
         f_sum = tf.reduce_sum(f, axis=0)  # (k,): d f_sum[c] / d z_i = delta_ic, examples independent
     zs = [r.z for r in records]
     jac = tape.jacobian(f_sum, zs, unconnected_gradients=tf.UnconnectedGradients.ZERO) if zs else []
@@ -173,12 +176,12 @@ def _side_factors(model, x, masks, trainable, precision="float32"):
     return f, factored, tf.concat(per_example, axis=-1), (tf.concat(weight_masks, axis=0) if any_masked else None)
 
 
-def _structured_kernel(model, x1, x2, masks, trainable, diagonal, precision="float32"):
-    _, factored1, g1, mask = _side_factors(model, x1, masks, trainable, precision)
+def _structured_kernel(model, x1, x2, masks, trainable, diagonal, precision="float32", student_kernel="masked"):
+    _, factored1, g1, mask = _side_factors(model, x1, masks, trainable, precision, student_kernel)
     if x2 is x1:
         factored2, g2 = factored1, g1
     else:
-        _, factored2, g2, _ = _side_factors(model, x2, masks, trainable, precision)
+        _, factored2, g2, _ = _side_factors(model, x2, masks, trainable, precision, student_kernel)
     theta = None
     for (r1, d1), (r2, d2) in zip(factored1, factored2):
         block = r1.rule.block(r1, d1, r2, d2, diagonal)
@@ -192,8 +195,21 @@ def _structured_kernel(model, x1, x2, masks, trainable, diagonal, precision="flo
 # --------------------------------------------------------------------------- jacobian path
 
 
-def _jacobian(model, x, masks, variables):
-    """J(x) as (N, k, P): every trainable variable, masked kernels carry the factor m."""
+def _jacobian(model, x, masks, variables, student_kernel="masked"):
+    """J(x) as (N, k, P): every trainable variable; masked kernels carry the factor m, or, for the
+    ``"full"`` student kernel, the columns are ∂f/∂θ at θ = m ⊙ w (taken w.r.t. m ⊙ w itself)."""
+    if student_kernel == "full" and masks:
+        effective = {key: (layer, layer.kernel * mask) for key, (layer, mask) in masks.items()}
+        by_variable = {id(layer.kernel): key for key, (layer, _) in masks.items()}
+        with tf.GradientTape() as tape:
+            for _, value in effective.values():
+                tape.watch(value)
+            with _layers.substituted_kernels(effective):
+                f = _layers.masked_forward(model, x, {})
+        targets = [effective[by_variable[id(v)]][1] if id(v) in by_variable else v for v in variables]
+        jac = tape.jacobian(f, targets, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        n, k = tf.shape(f)[0], f.shape[-1]
+        return tf.concat([tf.reshape(tf.cast(j, f.dtype), [n, k, -1]) for j in jac], axis=-1)
     with tf.GradientTape() as tape:
         f = _layers.masked_forward(model, x, masks)
     jac = tape.jacobian(f, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
@@ -201,9 +217,9 @@ def _jacobian(model, x, masks, variables):
     return tf.concat([tf.reshape(tf.cast(j, f.dtype), [n, k, -1]) for j in jac], axis=-1)
 
 
-def _jacobian_kernel(model, x1, x2, masks, variables, diagonal, precision="float32"):
-    j1 = _jacobian(model, x1, masks, variables)
-    j2 = j1 if x2 is x1 else _jacobian(model, x2, masks, variables)
+def _jacobian_kernel(model, x1, x2, masks, variables, diagonal, precision="float32", student_kernel="masked"):
+    j1 = _jacobian(model, x1, masks, variables, student_kernel)
+    j2 = j1 if x2 is x1 else _jacobian(model, x2, masks, variables, student_kernel)
     return _contract.contract(j1, j2, None, diagonal, precision)
 
 
@@ -242,7 +258,7 @@ def _variables_and_inputs(model, x1, x2):
 
 def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True, jit_compile: bool = False,
                             precision: str = "float32") -> Callable:
-    """Returns ``kernel_fn(x1, x2, masks=None, diagonal=False)`` computing the MTK of ``model``.
+    """Returns ``kernel_fn(x1, x2, masks=None, diagonal=False, student_kernel="masked")`` computing the MTK of ``model``
 
     The model is inspected once here (supported layers, trainable variables).
 
@@ -273,9 +289,9 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
     if is_keras3(model):  # computed on its tf_keras twin, with the Keras 3 model's weights at each call
         twin_fn = mixed_tangent_kernel_fn(as_tf_keras(model), implementation, compiled, jit_compile, precision)
 
-        def keras3_kernel_fn(x1, x2, masks=None, diagonal=False):
+        def keras3_kernel_fn(x1, x2, masks=None, diagonal=False, student_kernel="masked"):
             as_tf_keras(model)  # copies the current weights into the twin
-            return twin_fn(x1, x2, masks=masks, diagonal=diagonal)
+            return twin_fn(x1, x2, masks=masks, diagonal=diagonal, student_kernel=student_kernel)
 
         return keras3_kernel_fn
     impl = KernelImplementation.parse(implementation)
@@ -291,8 +307,9 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
             _WARNED.add((id(model), reason))
             warnings.warn(f"mixed_tangent_kernel falls back to the jacobian path: {reason}.", stacklevel=2)
 
-    def kernel_fn(x1, x2, masks=None, diagonal=False):
+    def kernel_fn(x1, x2, masks=None, diagonal=False, student_kernel="masked"):
         """Θ(x1, x2) of shape (N1, N2, k, k), or (N, k, k) holding Θ[i, i] when ``diagonal``."""
+        check_student_kernel(student_kernel)
         variables, x1, x2, _ = _variables_and_inputs(model, x1, x2)
         if diagonal and x1.shape[0] is not None and x2.shape[0] is not None and x1.shape[0] != x2.shape[0]:
             raise ValueError(
@@ -306,8 +323,8 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
                 if masked_reason:
                     raise ValueError(f"implementation='structured' does not support this model: {masked_reason}.")
             trainable = {id(v) for v in variables}
-            return _structured_kernel(model, x1, x2, resolved, trainable, diagonal, _precision(precision, x1))
-        return _jacobian_kernel(model, x1, x2, resolved, variables, diagonal, _precision(precision, x1))
+            return _structured_kernel(model, x1, x2, resolved, trainable, diagonal, _precision(precision, x1), student_kernel)
+        return _jacobian_kernel(model, x1, x2, resolved, variables, diagonal, _precision(precision, x1), student_kernel)
 
     kernel_fn.implementation = impl
     if not compiled:
@@ -318,16 +335,17 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
 def _compiled(kernel_fn, model, impl, jit_compile: bool):
     """``kernel_fn`` behind a ``tf.function``, with the eager checks done before the call."""
 
-    def traced_body(x1, x2, masks, diagonal, variables_key):
+    def traced_body(x1, x2, masks, diagonal, student_kernel, variables_key):
         del variables_key  # only a trace key: a model whose trainable variables changed retraces
-        return kernel_fn(x1, x1 if x2 is None else x2, masks=masks, diagonal=diagonal)
+        return kernel_fn(x1, x1 if x2 is None else x2, masks=masks, diagonal=diagonal, student_kernel=student_kernel)
 
     traced = tf.function(traced_body, jit_compile=bool(jit_compile))
 
-    def compiled_kernel_fn(x1, x2, masks=None, diagonal=False):
+    def compiled_kernel_fn(x1, x2, masks=None, diagonal=False, student_kernel="masked"):
         """Θ(x1, x2) of shape (N1, N2, k, k), or (N, k, k) holding Θ[i, i] when ``diagonal``."""
+        check_student_kernel(student_kernel)
         if tf.inside_function():
-            return kernel_fn(x1, x2, masks=masks, diagonal=diagonal)
+            return kernel_fn(x1, x2, masks=masks, diagonal=diagonal, student_kernel=student_kernel)
         variables, x1, x2, same = _variables_and_inputs(model, x1, x2)
         dtype = variables[0].dtype
         x2 = None if same else x2
@@ -335,7 +353,7 @@ def _compiled(kernel_fn, model, impl, jit_compile: bool):
             resolve_masks(model, masks)  # names, shapes and 0/1 values, checked on concrete values
             masks = {name: tf.cast(tf.convert_to_tensor(m), dtype) for name, m in masks.items()}
         key = tuple((id(v), tuple(v.shape)) for v in variables)
-        return traced(x1, x2, masks or None, bool(diagonal), key)
+        return traced(x1, x2, masks or None, bool(diagonal), student_kernel, key)
 
     compiled_kernel_fn.implementation = impl
     compiled_kernel_fn.traced = traced
@@ -361,7 +379,8 @@ def _cached_kernel_fn(model, implementation, precision="float32"):
     return cache[key]
 
 
-def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementation="auto", precision="float32"):
+def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementation="auto", precision="float32",
+                         student_kernel="masked"):
     """The Mixed Tangent Kernel Θ(x1, x2) = J(x1) J(x2)^T of ``model``.
 
     Args:
@@ -375,6 +394,12 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
       implementation: ``"auto"`` (default), ``"structured"`` or ``"jacobian"``; see
         :class:`KernelImplementation`.
       precision: ``"float32"`` (default) or ``"bfloat16"`` (see :func:`mixed_tangent_kernel_fn`).
+      student_kernel: how a masked model's kernel counts the pruned weights: ``"masked"``
+        (default) Σ_p m_p ∂_p f ∂_p f′ (the sparse net's own tangent kernel), or ``"full"``:
+        Σ_p ∂_p f ∂_p f′ over **every** weight,
+        the derivatives taken at θ = m ⊙ w (Neural Tangent Transfer's ``emp_ntk_fn(x1, x2,
+        masked_params)``, the convention of the code the paper builds on). Both are exact and
+        differentiable; the gradient of ``"full"`` reaches w through m ⊙ w only.
 
     Returns:
       ``(N1, N2, k, k)`` tensor with ``Θ[i, j, c, d] = Σ_p ∂f_c(x1_i)/∂θ_p ∂f_d(x2_j)/∂θ_p``
@@ -387,4 +412,5 @@ def mixed_tangent_kernel(model, x1, x2, masks=None, diagonal=False, implementati
         raise ValueError(f"model {getattr(model, 'name', model)!r} must be built (call it on data once). You passed an unbuilt model.")
     from tf_awt.keras3 import as_tf_keras
 
-    return _cached_kernel_fn(as_tf_keras(model), implementation, precision)(x1, x2, masks=masks, diagonal=diagonal)
+    return _cached_kernel_fn(as_tf_keras(model), implementation, precision)(x1, x2, masks=masks, diagonal=diagonal,
+                                                                            student_kernel=student_kernel)

@@ -126,7 +126,7 @@ class Run:
         from tf_awt.models import build_model
 
         tf_keras.utils.set_random_seed(self.recipe.seed)
-        return build_model(self.recipe.model, self.split.input_shape, self.split.num_classes)
+        return build_model(self.recipe.model, self.split.input_shape, self.split.num_classes, self.recipe.init)
 
     def _in_range(self, attack):
         """The attack clipped to this data set's range (unbounded for Gaussian toy data)."""

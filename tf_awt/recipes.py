@@ -3,17 +3,22 @@
 A recipe fixes a whole run (search → adversarial training → evaluation → export)::
 
     dataset: mnist-5k          # a tf_awt.data name or an .npz path
-    model: mlp                 # mlp | cnn | linear
+    model: mlp                 # mlp | cnn | linear | vgg16
+    init: glorot_uniform       # glorot_uniform (Keras) | glorot_normal (NTT/stax: + N(0, 0.01²) biases)
     method: awt                # awt | ntt | random | magnitude | snip | synflow | erk | random_layerwise | cosentino | dense
     density: 0.05
     seed: 0
     distribute: none           # none | mirrored | multi_worker
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
     search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
+             weight_decay_form: l2, student_kernel: masked, layer_densities: null,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global,
              pattern: unstructured, optimize: weights, reference: awt, rounds: 5, prune_rate: null,
              precision: float32, eps_warmup_epochs: 0}
     # eps_warmup_epochs: method cosentino: each round's ε warm-up (epochs)
+    # weight_decay_form: l2 (β‖m⊙w‖² in the loss) | l2_per_density (NTT: λ/density) | decoupled (Algorithm 1 line 5)
+    # student_kernel: masked (Σ m_p ∂f∂f′) | full (NTT: every weight's column at m⊙w)
+    # scope: global | layer | erk | frankle_carbin; layer_densities: [d_1, ...] or {layer: d} overrides it
     # precision: bfloat16 runs the kernels' large products in bfloat16 (float32 sums; faster on AMX CPUs)
     # pattern: N:M (e.g. 2:4) keeps N of every M consecutive input weights per unit; density must be N/M
     train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
@@ -69,6 +74,9 @@ class SearchSection:
     gamma: float = 1e-3
     update_every: int = 100
     weight_decay: float = 0.0
+    weight_decay_form: str = "l2"
+    student_kernel: str = "masked"
+    layer_densities: Optional[Any] = None
     kernel: str = "full"
     kernel_weight: Optional[float] = None
     normalization: str = "per_example"
@@ -119,6 +127,7 @@ class Recipe:
 
     dataset: str = "mnist-5k"
     model: str = "mlp"
+    init: str = "glorot_uniform"
     method: str = "awt"
     density: float = 0.05
     seed: int = 0
@@ -139,6 +148,10 @@ class Recipe:
 
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}. You passed: {self.model!r}")
+        from tf_awt._options import INITIALIZERS
+
+        if self.init not in INITIALIZERS:
+            raise ValueError(f"init must be one of {list(INITIALIZERS)}. You passed: {self.init!r}")
         for section, key, low in (("train", "epochs", 0), ("train", "batch_size", 1), ("search", "batch_size", 1),
                                   ("eval", "steps", 0), ("eval", "restarts", 1), ("search", "epochs", 0)):
             value = getattr(getattr(self, section), key)
@@ -190,6 +203,9 @@ class Recipe:
             learning_rate=s.lr,
             update_every=s.update_every,
             weight_decay=s.weight_decay,
+            weight_decay_form=s.weight_decay_form,
+            student_kernel=s.student_kernel,
+            layer_densities=s.layer_densities,
             epochs=s.epochs,
             kernel=s.kernel,
             scope=s.scope,

@@ -149,6 +149,7 @@ class TicketSearch(tf_keras.Model):
         self.teacher.set_weights(self.initial_weights)
         self.student = _student_from(model, self.schedule, self.names)
         self._wrappers = [l for l in _layers.iter_layers(self.student) if _layers.is_prune_wrapper(l)]
+        self.layer_densities = _selection.layer_allocation(config, [w.layer.kernel.shape for w in self._wrappers], self.names)
         # optimize="scores": one real score per prunable weight, s = |θ0| (so m_0 is Algorithm 1's)
         self.scores = [] if config.optimize == "weights" else [
             tf.Variable(tf.abs(w.layer.kernel), trainable=True, name=f"{w.layer.name}_score") for w in self._wrappers]
@@ -183,12 +184,16 @@ class TicketSearch(tf_keras.Model):
     def straight_through_masks(self) -> Dict[str, tf.Tensor]:
         """m(s) by wrapper name: the current top-k of the scores, with the identity gradient to s."""
         c = self.config
-        masks = _selection.straight_through_masks(self._mask_scores(), c.density, c.scope, c.pattern)
+        masks = _selection.straight_through_masks(self._mask_scores(), c.density, c.scope, c.pattern, self.layer_densities)
         return {w.name: m for w, m in zip(self._wrappers, masks)}
+
+    def _top_k(self):
+        c = self.config
+        return _selection.top_k_masks(self._mask_scores(), c.density, c.scope, c.pattern, self.layer_densities)
 
     def update_masks(self):
         """m = top-k of the current scores: |w| (Algorithm 1) or s (``optimize="scores"``), by ``config.scope``."""
-        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope, self.config.pattern)
+        new = self._top_k()
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             mask.assign(tf.cast(value, mask.dtype))
         self.mask_updates.assign_add(1)
@@ -196,7 +201,7 @@ class TicketSearch(tf_keras.Model):
 
     def _select_masks(self, should_update):
         """:meth:`update_masks` when ``should_update``, from replica context (no control flow)."""
-        new = _selection.top_k_masks(self._mask_scores(), self.config.density, self.config.scope, self.config.pattern)
+        new = self._top_k()
         pairs = []
         for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
             pairs.append((tf.where(should_update, tf.cast(value, mask.dtype), mask), mask))
@@ -251,17 +256,30 @@ class TicketSearch(tf_keras.Model):
     def _student_terms(self, x, x_adv_s, x_cols_s):
         """The student's logits and kernel: f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
         diagonal = self.config.kernel == "diagonal"
+        convention = self.config.student_kernel
         if self.scores:  # the straight-through masks carry the gradient to s
             masks = self.straight_through_masks()
             f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
-            return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal)
-        return self._student_fn(x_adv_s), self._student_kernel(x, x_cols_s, diagonal=diagonal)
+            return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal, student_kernel=convention)
+        return self._student_fn(x_adv_s), self._student_kernel(x, x_cols_s, diagonal=diagonal, student_kernel=convention)
 
     def _weight_decay(self, dtype):
-        if not self.config.weight_decay:
+        """The decay term of the loss: β·‖m⊙w‖² ("l2") or (λ/density)·‖m⊙w‖² ("l2_per_density")."""
+        c = self.config
+        if not c.weight_decay or c.weight_decay_form == "decoupled":
             return tf.constant(0.0, dtype)
-        return self.config.weight_decay * tf.add_n(
+        scale = c.weight_decay / c.density if c.weight_decay_form == "l2_per_density" else c.weight_decay
+        return scale * tf.add_n(
             [tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
+
+    def _decoupled_decay(self):
+        """Algorithm 1 line 5's −β·m⊙w, applied after the optimizer step (``weight_decay_form="decoupled"``)."""
+        c = self.config
+        if not c.weight_decay or c.weight_decay_form != "decoupled" or self.scores:
+            return
+        pairs = [(w.layer.kernel - c.weight_decay * w.layer.kernel * w.pruning_vars[0][1], w.layer.kernel)
+                 for w in self._wrappers]
+        assign_in_replica(pairs)
 
     def _apply(self, grads, variables):
         """One optimizer step; scores' gradient is the global one divided by its RMS (module docstring)."""
@@ -305,6 +323,7 @@ class TicketSearch(tf_keras.Model):
             # The optimizer sums the replicas' gradients: the replicated decay term counts once.
             scaled = td + self.config.effective_kernel_weight * kd + decay / replicas
         self._apply(tape.gradient(scaled, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO), variables)
+        self._decoupled_decay()
         self._after_step()
         if replicas > 1:  # the global distances, for the logs
             context = tf.distribute.get_replica_context()

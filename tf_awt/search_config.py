@@ -8,8 +8,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+import numpy as np
+
 from tf_awt import _options, _validate
-from tf_awt._options import NORMALIZATIONS, KernelImplementation, check_precision
+from tf_awt._options import (NORMALIZATIONS, WEIGHT_DECAY_FORMS, KernelImplementation, check_precision,
+                             check_student_kernel)
 from tf_awt.attacks import Attack
 from tf_awt.paper import METHODS, OPTIMIZE, attack_numbers
 
@@ -40,10 +43,24 @@ class SearchConfig:
       normalization: "per_example" (default, eq. 13) or "per_entry" (NTT's code).
       learning_rate: Adam learning rate (default 5e-4).
       update_every: T_m, steps between mask updates (default 100), >= 1.
-      weight_decay: β, L2 penalty on the kept student weights (default 0).
+      weight_decay: β (or NTT's λ), the decay of the kept student weights (default 0); how it
+        enters is ``weight_decay_form``.
+      weight_decay_form: "l2" (default): β·‖m⊙w‖² added to the loss (so Adam rescales it);
+        "l2_per_density": NTT's (λ/density)·‖m⊙w‖² (``LAMBDA_L2_REG`` = 1e-4 in
+        ``nt_transfer/ntt.py``; λ = 1e-4 at density 0.036 is "l2" with β = 0.0028);
+        "decoupled": Algorithm 1 line 5, w ← w − η∇L − β·m⊙w (β per step, outside the optimizer).
+      student_kernel: "masked" (default): the student's kernel Σ_p m_p ∂_p f ∂_p f′ (the sparse net's
+        own tangent kernel); "full": NTT's ``emp_ntk_fn(x1, x2, masked_student_net_params)``, the
+        NTK of every weight at θ = m⊙w (:func:`tf_awt.mixed_tangent_kernel`).
       epochs: search epochs (default 20).
       kernel: "full" (default) or "diagonal" (S-AWT).
-      scope: "global" (default), "layer" or "erk" (Erdős–Rényi-Kernel layer densities) top-k.
+      scope: "global" (default), "layer", "erk" (Erdős–Rényi-Kernel layer densities) or
+        "frankle_carbin" (Frankle & Carbin's per-round rates, 20% fully connected, 10% conv and
+        output, at the number of rounds that gives ``density``: at 3.6% on the MLP 3.5% per hidden
+        layer and 20.6% at the output) top-k, for every method.
+      layer_densities: explicit density per prunable layer, a list in layer order or a
+        {layer name: density} mapping (default None); overrides ``scope`` for every method, and
+        must add up to ``density`` over the model's prunable weights (checked with the model).
       pattern: "unstructured" (default) or "N:M" (e.g. "2:4"): keep the N highest of every M
         consecutive input weights of each unit, for every method but erk/random_layerwise;
         ``density`` must then be N/M (and ``scope`` is not used).
@@ -79,9 +96,12 @@ class SearchConfig:
     learning_rate: float = 5e-4
     update_every: int = 100
     weight_decay: float = 0.0
+    weight_decay_form: str = "l2"
+    student_kernel: str = "masked"
     epochs: int = 20
     kernel: str = "full"
     scope: str = "global"
+    layer_densities: Optional[object] = None
     pattern: str = "unstructured"
     implementation: str = "auto"
     precision: str = "float32"
@@ -106,6 +126,10 @@ class SearchConfig:
         _number(self, "learning_rate", low=0, low_open=True)
         _number(self, "update_every", "update_every (T_m)", low=1, integer=True)
         _number(self, "weight_decay", low=0)
+        if self.weight_decay_form not in WEIGHT_DECAY_FORMS:
+            raise ValueError(f"weight_decay_form must be one of {list(WEIGHT_DECAY_FORMS)}. You passed: {self.weight_decay_form!r}")
+        check_student_kernel(self.student_kernel)
+        self._check_layer_densities()
         _number(self, "epochs", low=0, integer=True)
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
@@ -127,6 +151,49 @@ class SearchConfig:
         _number(self, "eps_warmup_epochs", low=0)
         _number(self, "seed", integer=True)
 
+    def _check_layer_densities(self):
+        value = self.layer_densities
+        if value is None:
+            return
+        allowed = "a list of densities in (0, 1], one per prunable layer, or a {layer name: density} mapping"
+        if isinstance(value, dict):
+            items = list(value.items())
+        elif isinstance(value, (list, tuple)):
+            items = list(enumerate(value))
+        else:
+            raise ValueError(f"layer_densities must be {allowed}. You passed: {value!r}")
+        if not items:
+            raise ValueError(f"layer_densities must be {allowed}. You passed an empty {type(value).__name__}")
+        checked = {key: _validate.real(d, f"layer_densities[{key!r}]", 0, 1, low_open=True) for key, d in items}
+        if any(not isinstance(key, str) for key in checked) and isinstance(value, dict):
+            raise ValueError(f"layer_densities' keys must be layer names. You passed: {value!r}")
+        object.__setattr__(self, "layer_densities", checked if isinstance(value, dict) else list(checked.values()))
+
+    def resolved_layer_densities(self, names, shapes):
+        """``layer_densities`` as a list aligned with the prunable layers ``names`` (None if not set),
+        checked against the model: every name known, one density per layer, adding up to ``density``."""
+        value = self.layer_densities
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(names))
+            missing = [n for n in names if n not in value]
+            if unknown or missing:
+                raise ValueError(f"layer_densities must give one density per prunable layer {list(names)}. "
+                                 f"You passed: {value!r} (unknown: {unknown}, missing: {missing})")
+            densities = [value[n] for n in names]
+        else:
+            if len(value) != len(names):
+                raise ValueError(f"layer_densities must give one density per prunable layer {list(names)} "
+                                 f"({len(names)} values). You passed {len(value)}: {value!r}")
+            densities = list(value)
+        sizes = [float(np.prod(s)) for s in shapes]
+        overall = sum(d * n for d, n in zip(densities, sizes)) / sum(sizes)
+        if abs(overall - self.density) > max(1e-3, 0.01 * self.density):
+            raise ValueError(f"layer_densities {densities} keep {overall:.4f} of the {int(sum(sizes))} prunable weights, "
+                             f"but density is {self.density}: they must agree (within 1%)")
+        return densities
+
     def _check_pattern(self):
         nm = _options.parse_pattern(self.pattern)
         if nm is None:
@@ -135,7 +202,7 @@ class SearchConfig:
         if abs(self.density - n / m) > 1e-9:
             raise ValueError(f"pattern {self.pattern!r} keeps {n} of every {m} weights: density must be {n / m:g}. "
                              f"You passed: density={self.density!r}")
-        if self.method in ("erk", "random_layerwise") or self.scope == "erk":
+        if self.method in ("erk", "random_layerwise") or self.scope in ("erk", "frankle_carbin") or self.layer_densities:
             raise ValueError(f"pattern {self.pattern!r} fixes every layer's density at {n}/{m}; it cannot be combined with "
                              f"ERK or reference layer densities. You passed: method={self.method!r}, scope={self.scope!r}")
 
@@ -150,6 +217,8 @@ class SearchConfig:
     def get_config(self) -> dict:
         config = dataclasses.asdict(self)
         config["attack"] = self.attack.get_config()
+        if isinstance(self.layer_densities, tuple):
+            config["layer_densities"] = list(self.layer_densities)
         return config
 
     @classmethod
