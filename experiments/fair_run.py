@@ -1,0 +1,259 @@
+"""Issue 25: a fair run of Algorithm 1 — search length, the paper's conventions, an equal tuning budget.
+
+    python experiments/fair_run.py lengths  [--queue 0/1]   # AWT at 2-40 search epochs × decay × student kernel
+    python experiments/fair_run.py select   [--queue 0/1]   # 6 tries per method, 2 seeds, validation split
+    python experiments/fair_run.py report                   # markdown tables of what has finished
+    python experiments/fair_run.py plot                     # docs/results/search_length.png
+
+Every cell is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10 at 3.6%, L∞ ε = 0.1, PGD-10
+training 10 epochs, PGD-100 × 5 evaluation) with ``eval.split=validation``: it trains on 80% of
+mnist-5k's 4,000 training digits (3,200: 50 search steps per epoch at batch 64) and evaluates on
+the other 800; the test split is not read. A finished cell (its ``summary.json``) is kept, so an
+interrupted grid resumes where it stopped. ``--queue i/n`` runs every n-th cell (two queues pinned
+to the two cores with ``taskset`` share a grid without running a cell twice).
+
+"Decay" is NTT's: (λ/density)·‖m⊙w‖² with λ = 1e-4 (``search.weight_decay_form=l2_per_density``).
+T_m = 100 steps (NTT's) unless a try says otherwise.
+
+The selection's tries were written down before any cell of either grid ran (commit of this file):
+every method gets six, over the knobs that matter for it; the best by validation robust accuracy
+(mean of seeds 0 and 1; ties → natural) is the method's setting on the test split.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+RECIPE = "mnist5k-mlp"
+ROOT = os.path.join("runs", "fair")
+DENSITY = 0.036
+DECAY = ["search.weight_decay=1.0e-4", "search.weight_decay_form=l2_per_density"]
+TM100 = ["search.update_every=100"]
+FULL = ["search.student_kernel=full"]
+FC = ["search.scope=frankle_carbin"]
+NORMAL = ["init=glorot_normal"]
+PER_ENTRY = ["search.normalization=per_entry", "search.kernel_weight=0.001"]
+
+LENGTHS = (2, 5, 10, 20, 40)
+
+
+def length_cells():
+    """(name, overrides): AWT, seed 0, at every length × decay on/off × student kernel."""
+    for epochs in LENGTHS:
+        for decay in (False, True):
+            for student in ("masked", "full"):
+                name = f"e{epochs}-{'decay' if decay else 'nodecay'}-{student}"
+                yield name, [f"search.epochs={epochs}", *TM100, f"search.student_kernel={student}", *(DECAY if decay else [])]
+
+
+def _search_tries():
+    """AWT's (and NTT's) six tries: length, decay, student kernel, allocation, init, weighting."""
+    e20 = ["search.epochs=20", *TM100, *DECAY]
+    return [
+        ("e2-tm20-decay", ["search.epochs=2", "search.update_every=20", *DECAY]),  # the shipped search + decay
+        ("e20-decay-masked-global", e20),
+        ("e20-decay-full-global", [*e20, *FULL]),
+        ("e20-decay-masked-fc", [*e20, *FC]),
+        ("e20-decay-full-fc-normal", [*e20, *FULL, *FC, *NORMAL]),
+        ("e20-ntt-code", [*e20, *FULL, "search.scope=layer", *NORMAL, *PER_ENTRY]),  # NTT's code as it is
+    ]
+
+
+def _allocation_tries():
+    """A one-shot method's six tries: allocation × init."""
+    return [(f"{scope}-{init}", [f"search.scope={scope}", f"init={init}"])
+            for scope in ("global", "erk", "frankle_carbin") for init in ("glorot_uniform", "glorot_normal")]
+
+
+TRIES = {
+    "awt": _search_tries(),
+    "ntt": _search_tries(),
+    "cosentino": [
+        ("global-r5-e5", ["search.rounds=5", "search.epochs=5"]),  # section 7's choice
+        ("global-r3-e5", ["search.rounds=3", "search.epochs=5"]),
+        ("fc-r15-e2", [*FC, "search.rounds=15", "search.epochs=2"]),  # Cosentino et al.'s own rates, 20% / 10%
+        ("fc-r15-e1", [*FC, "search.rounds=15", "search.epochs=1"]),
+        ("fc-r5-e5", [*FC, "search.rounds=5", "search.epochs=5"]),
+        ("fc-r15-e2-normal", [*FC, "search.rounds=15", "search.epochs=2", *NORMAL]),
+    ],
+    "snip": _allocation_tries(),
+    "magnitude": _allocation_tries(),
+    "random": _allocation_tries(),
+}
+SELECT_SEEDS = (0, 1)
+
+
+def run(out: str, overrides) -> dict:
+    summary = os.path.join(out, "summary.json")
+    if not os.path.exists(summary):
+        args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
+        for item in ["eval.split=validation", f"density={DENSITY}", *overrides]:
+            args += ["--set", item]
+        print(" ".join(args), flush=True)
+        code = subprocess.call(args)
+        if code not in (0, 3):
+            raise SystemExit(f"{out}: tf-awt exited with {code}")
+    return json.load(open(summary))
+
+
+def _queue(cells, queue: str):
+    index, count = (int(v) for v in queue.split("/"))
+    return [cell for i, cell in enumerate(cells) if i % count == index]
+
+
+def lengths(queue: str) -> None:
+    cells = [(os.path.join(ROOT, "lengths", name), overrides) for name, overrides in length_cells()]
+    cells.append((os.path.join(ROOT, "lengths", "magnitude"), ["method=magnitude"]))  # the overlap's reference
+    for out, overrides in _queue(cells, queue):
+        run(out, overrides)
+
+
+def selection_cells():
+    for seed in SELECT_SEEDS:
+        for family, tries in TRIES.items():
+            for name, overrides in tries:
+                yield os.path.join(ROOT, "select", f"{family}-{name}-s{seed}"), [f"method={family}", f"seed={seed}", *overrides]
+
+
+def select(queue: str) -> None:
+    for out, overrides in _queue(list(selection_cells()), queue):
+        run(out, overrides)
+
+
+# --------------------------------------------------------------------------- report
+def _load(out):
+    path = os.path.join(out, "summary.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def _masks(out):
+    with np.load(os.path.join(out, "ticket.npz")) as z:
+        return {k[5:]: z[k] for k in z.files if k.startswith("mask/")}
+
+
+def _distances(out):
+    """The search's last-epoch mean target and kernel distances (from the ticket's history)."""
+    with np.load(os.path.join(out, "ticket.npz")) as z:
+        meta = json.loads(bytes(z["meta"]).decode())
+    history = meta.get("history", {})
+    steps = 50
+    return tuple(float(np.mean(history[k][-steps:])) if history.get(k) else float("nan")
+                 for k in ("target_distance", "kernel_distance"))
+
+
+def lengths_table() -> str:
+    reference = os.path.join(ROOT, "lengths", "magnitude")
+    ref = _masks(reference) if _load(reference) else None
+    lines = ["| search epochs | decay | student kernel | mask updates | overlap with magnitude (dense_0 / dense_1 / logits) | "
+             "layer density % | target dist. | kernel dist. | natural | robust | search s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, _ in length_cells():
+        out = os.path.join(ROOT, "lengths", name)
+        s = _load(out)
+        if s is None:
+            continue
+        epochs, decay, student = name.split("-")
+        masks = _masks(out)
+        overlap = " / ".join(f"{(masks[k] * ref[k]).sum() / ref[k].sum():.2f}" for k in masks) if ref else "—"
+        td, kd = _distances(out)
+        dens = " / ".join(f"{100 * v:.2f}" for v in s["layer_density"].values())
+        lines.append(f"| {epochs[1:]} | {'λ=1e-4' if decay == 'decay' else '0'} | {student} | {int(epochs[1:]) * 50 // 100} | "
+                     f"{overlap} | {dens} | {td:.3g} | {kd:.3g} | {s['natural_accuracy']:.3f} | {s['robust_accuracy']:.3f} | "
+                     f"{s['phase_seconds'].get('search', 0):.0f} |")
+    if ref:
+        s = _load(reference)
+        dens = " / ".join(f"{100 * v:.2f}" for v in s["layer_density"].values())
+        lines.append(f"| magnitude at θ0 | — | — | — | 1 / 1 / 1 | {dens} | — | — | {s['natural_accuracy']:.3f} | "
+                     f"{s['robust_accuracy']:.3f} | 0 |")
+    return "\n".join(lines)
+
+
+def selection_rows():
+    for family, tries in TRIES.items():
+        for name, _ in tries:
+            found = [_load(os.path.join(ROOT, "select", f"{family}-{name}-s{seed}")) for seed in SELECT_SEEDS]
+            if all(found):
+                yield family, name, found
+
+
+def chosen(family):
+    rows = [(np.mean([s["robust_accuracy"] for s in found]), np.mean([s["natural_accuracy"] for s in found]), name)
+            for f, name, found in selection_rows() if f == family]
+    complete = len(rows) == len(TRIES[family])
+    return (max(rows)[2] if rows else None), complete
+
+
+def selection_table() -> str:
+    lines = ["| method | try | natural (s0, s1) | robust (s0, s1) | mean robust | layer density % (s0) | search s (s0) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for family, name, found in selection_rows():
+        best, complete = chosen(family)
+        mark = (" **(chosen)**" if complete else " (best so far)") if name == best else ""
+        nat = ", ".join(f"{s['natural_accuracy']:.3f}" for s in found)
+        rob = ", ".join(f"{s['robust_accuracy']:.3f}" for s in found)
+        dens = " / ".join(f"{100 * v:.2f}" for v in found[0]["layer_density"].values())
+        lines.append(f"| {family} | {name}{mark} | {nat} | {rob} | {np.mean([s['robust_accuracy'] for s in found]):.3f} | "
+                     f"{dens} | {found[0]['phase_seconds'].get('search', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def plot(path=os.path.join("docs", "results", "search_length.png")) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reference = os.path.join(ROOT, "lengths", "magnitude")
+    ref = _masks(reference)
+    fig, (ax_overlap, ax_robust) = plt.subplots(1, 2, figsize=(10, 4))
+    for decay in ("nodecay", "decay"):
+        for student in ("masked", "full"):
+            xs, overlap, robust = [], [], []
+            for epochs in LENGTHS:
+                out = os.path.join(ROOT, "lengths", f"e{epochs}-{decay}-{student}")
+                s = _load(out)
+                if s is None:
+                    continue
+                masks = _masks(out)
+                xs.append(epochs)
+                overlap.append((masks["dense_0"] * ref["dense_0"]).sum() / ref["dense_0"].sum())
+                robust.append(s["robust_accuracy"])
+            label = f"{'decay λ=1e-4' if decay == 'decay' else 'no decay'}, {student}"
+            style = "-" if decay == "decay" else "--"
+            ax_overlap.plot(xs, overlap, style, marker="o", label=label)
+            ax_robust.plot(xs, robust, style, marker="o", label=label)
+    ax_robust.axhline(_load(reference)["robust_accuracy"], color="grey", lw=1, label="magnitude at θ0")
+    for ax, title in ((ax_overlap, "dense_0 kept weights shared with magnitude's mask"),
+                      (ax_robust, "validation robust accuracy (PGD-100×5, ε=0.1)")):
+        ax.set_xscale("log")
+        ax.set_xticks(LENGTHS, [str(e) for e in LENGTHS])
+        ax.set_xlabel("search epochs (T_m = 100 steps)")
+        ax.set_title(title, fontsize=9)
+    ax_robust.legend(fontsize=7)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=("lengths", "select", "report", "plot"))
+    parser.add_argument("--queue", default="0/1", help="i/n: run every n-th cell starting at i (default 0/1: all)")
+    args = parser.parse_args(argv)
+    if args.command == "lengths":
+        lengths(args.queue)
+    elif args.command == "select":
+        select(args.queue)
+    elif args.command == "report":
+        print("## Search length\n\n" + lengths_table() + "\n\n## Selection\n\n" + selection_table())
+    else:
+        plot()
+
+
+if __name__ == "__main__":
+    main()
