@@ -72,7 +72,6 @@ def _allocation_tries():
 
 TRIES = {
     "awt": _search_tries(),
-    "ntt": _search_tries(),
     "cosentino": [
         ("global-r5-e5", ["search.rounds=5", "search.epochs=5"]),  # section 7's choice
         ("global-r3-e5", ["search.rounds=3", "search.epochs=5"]),
@@ -84,6 +83,7 @@ TRIES = {
     "snip": _allocation_tries(),
     "magnitude": _allocation_tries(),
     "random": _allocation_tries(),
+    "ntt": _search_tries(),
 }
 SELECT_SEEDS = (0, 1)
 
@@ -114,9 +114,10 @@ def lengths(queue: str) -> None:
 
 
 def selection_cells():
-    for seed in SELECT_SEEDS:
-        for family, tries in TRIES.items():
-            for name, overrides in tries:
+    """Method by method, both seeds of a try one after the other (a try is complete as soon as possible)."""
+    for family, tries in TRIES.items():
+        for name, overrides in tries:
+            for seed in SELECT_SEEDS:
                 yield os.path.join(ROOT, "select", f"{family}-{name}-s{seed}"), [f"method={family}", f"seed={seed}", *overrides]
 
 
