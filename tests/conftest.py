@@ -101,6 +101,37 @@ def random_masks(model, density=0.5, seed=1, names=None):
     return masks
 
 
+def alive_masks(model, x, density=0.5, seeds=range(1, 200)):
+    """``random_masks`` whose every masked layer contributes non-zero Jacobian columns on ``x``
+    (the first seed that works), so a masked-kernel test checks the mask of every layer: with an
+    unlucky mask a layer's ReLUs are all dead and the expected kernel ignores its mask."""
+    for seed in seeds:
+        masks = random_masks(model, density=density, seed=seed)
+        if not dead_masked_layers(model, x, masks):
+            return masks
+    raise AssertionError(f"no mask seed keeps every layer of {model.name} alive")
+
+
+def dead_masked_layers(model, x, masks):
+    """Names of masked layers whose kept kernel weights have an all-zero Jacobian on ``x``."""
+    from _reference import explicit_jacobian, leaf_layers
+
+    jac = explicit_jacobian(model, x, masks).numpy()
+    layers = leaf_layers(model)
+    offsets, start = {}, 0
+    for v in model.trainable_variables:
+        size = int(np.prod(v.shape))
+        offsets[id(v)] = (start, start + size)
+        start += size
+    dead = []
+    for name, mask in masks.items():
+        a, b = offsets[id(layers[name].kernel)]
+        columns = jac[..., a:b][..., np.asarray(mask).ravel() > 0]
+        if not np.any(columns):
+            dead.append(name)
+    return dead
+
+
 def inputs_for(model, n, seed=2, dtype="float64"):
     rng = np.random.default_rng(seed)
     return tf.constant(rng.uniform(0, 1, (n,) + tuple(model.inputs[0].shape[1:])), dtype)

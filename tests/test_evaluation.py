@@ -107,6 +107,7 @@ def _image_model(masked_gradient=False):
 
 def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
     pytest.importorskip("art")
+    pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
     from tf_awt.attack_suites import AutoAttackSuite
     from tf_awt.autoattack import autoattack
 
@@ -128,6 +129,7 @@ def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
 
 def test_autoattack_exposes_gradient_masking_that_fools_pgd():
     pytest.importorskip("art")
+    pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.3, steps=10)
@@ -163,3 +165,87 @@ def test_evaluation_takes_a_list_of_attack_suites():
                          ("pgd", "non-empty list")):
         with pytest.raises(ValueError, match=message):
             tf_awt.evaluate(model, (x, y), attack=attack, attacks=bad)
+
+
+# --------------------------------------------------------------------------- exact aggregation (issue 29)
+def _sign_model():
+    """logits = (x0 − x1, x1 − x0): class 0 iff x0 > x1; known outcome for any input."""
+    inp = tf_keras.Input((2,))
+    out = tf_keras.layers.Dense(2, use_bias=False, kernel_initializer=tf_keras.initializers.Constant([[1., -1.], [-1., 1.]]))(inp)
+    return tf_keras.Model(inp, out)
+
+
+def _flip(x, which):
+    """x with the examples ``which`` moved 0.2 across the decision line (inside an L∞ ball of 0.25)."""
+    adv = x.copy()
+    for i in which:
+        adv[i] = x[i] + (np.array([-0.2, 0.2]) if x[i, 0] > x[i, 1] else np.array([0.2, -0.2]))
+    return adv
+
+
+def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
+    from tf_awt.attack_suites import AttackSuite
+
+    x = np.array([[0.6, 0.45], [0.45, 0.6], [0.7, 0.55], [0.3, 0.42], [0.58, 0.5], [0.5, 0.6], [0.62, 0.5], [0.45, 0.55]],
+                 "float32")
+    y = np.array([0, 1, 0, 1, 0, 1, 1, 1])  # example 6 is misclassified clean
+
+    class Sets(AttackSuite):
+        def __init__(self, name, flips):
+            self.name = self.label = name
+            self.flips = flips
+
+        def adversarial_sets(self, context):
+            for which in self.flips:
+                yield _flip(context.x, which)
+
+    first = Sets("first", [[0], [1, 2], []])           # restarts of one suite: worst over its sets
+    second = Sets("second", [[3], [0, 4]])
+    attack = tf_awt.evaluation_attack(0.25, steps=1)
+    result = tf_awt.evaluate(_sign_model(), (x, y), attack=attack, attacks=[first, second], check_subset=8)
+    assert result.natural_accuracy == 7 / 8
+    assert result.suites == {"first": 4 / 8, "second": 4 / 8}  # clean-wrong 6 never counts as robust
+    assert result.robust_accuracy == 2 / 8                     # survivors: 5 and 7 only
+    assert result.per_class[0]["robust_accuracy"] == 0.0 and result.per_class[1]["robust_accuracy"] == 2 / 5
+
+
+@pytest.mark.parametrize("restarts", [1, 3])
+def test_pgd_runs_as_many_starts_as_restarts_says(monkeypatch, restarts):
+    from tf_awt import attack_suites
+
+    calls = []
+    original = attack_suites.PGDSuite.adversarial_sets
+
+    def counting(self, context):
+        for adv in original(self, context):
+            calls.append(1)
+            yield adv
+
+    monkeypatch.setattr(attack_suites.PGDSuite, "adversarial_sets", counting)
+    result = tf_awt.evaluate(trained_model(), tiny_data(16, seed=3), attack=ATTACK, restarts=restarts)
+    assert len(calls) == restarts and result.restarts == restarts
+
+
+def test_cli_evaluate_equals_the_library_at_a_non_default_attack(tmp_path):
+    """``tf-awt evaluate --model`` on an exported model = ``tf_awt.evaluate`` of the same model, data
+    and attack (L2, ε = 0.7, 4 steps, 2 restarts, 40 examples); the JSON echoes the attack."""
+    import json
+
+    from tf_awt import cli
+
+    model = trained_model()
+    x, y = tiny_data(60, seed=11)
+    np.savez(tmp_path / "data.npz", x=x[:30], y=y[:30], x_test=x[30:], y_test=y[30:])
+    tf_awt.export_saved_model(model, str(tmp_path / "saved"))
+    out = tmp_path / "eval.json"
+    assert cli.main(["evaluate", "--model", str(tmp_path / "saved"), "--data", str(tmp_path / "data.npz"), "--norm", "l2",
+                     "--eps", "0.7", "--steps", "4", "--restarts", "2", "--max-examples", "40", "--json", str(out),
+                     "--quiet"]) == 0
+    got = json.loads(out.read_text())
+    attack = tf_awt.evaluation_attack(0.7, norm="l2", steps=4)
+    want = tf_awt.evaluate(model, (x[:40], y[:40]), attack=attack, restarts=2)
+    assert got["num_examples"] == 40
+    assert (got["attack"]["norm"], got["attack"]["eps"], got["attack"]["steps"]) == ("l2", 0.7, 4)
+    assert got["natural_accuracy"] == want.natural_accuracy
+    assert abs(got["robust_accuracy"] - want.robust_accuracy) <= 1 / 40  # the SavedModel's float order may flip one tie
+    assert want.robust_accuracy < want.natural_accuracy  # the attack does something at this ε

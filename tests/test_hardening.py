@@ -37,8 +37,9 @@ def good_data(n=16, seed=0, classes=3):
 
 def _bad(kind):
     x, y = good_data()
-    if kind == "label_high":
-        y[5] = 23
+    if kind == "label_high":  # the boundary (label = k, 1-indexed labels), and a later bad entry
+        y[5] = 3
+        y[9] = 23
     elif kind == "label_negative":
         y[2] = -1
     elif kind == "label_fraction":
@@ -46,10 +47,12 @@ def _bad(kind):
         y[3] = 1.5
     elif kind == "nan":
         x[4, 1, 2, 0] = np.nan
+        x[9, 0, 0, 0] = np.nan
     elif kind == "inf":
         x[0, 0, 0, 0] = np.inf
-    elif kind == "range":
-        x[7, 3, 3, 0] = 255.0
+    elif kind == "range":  # just above clip_max, then a later far one
+        x[7, 3, 3, 0] = np.nextafter(np.float32(1.0), np.float32(2.0))
+        x[9, 3, 3, 0] = 255.0
     elif kind == "lengths":
         y = y[:-1]
     elif kind == "empty":
@@ -63,12 +66,12 @@ def _bad(kind):
 
 # (case, message expected from the API and from the CLI)
 BAD_DATA = [
-    ("label_high", r"y\[5\] = 23, labels must be in \[0, 3\)"),
+    ("label_high", r"y\[5\] = 3, labels must be in \[0, 3\)"),
     ("label_negative", r"y\[2\] = -1, labels must be in \[0, (3|k)\)"),
     ("label_fraction", r"y\[3\] = .*1.5.*labels must be integers"),
-    ("nan", r"x\[4, 1, 2, 0\] = nan; inputs must be finite"),
+    ("nan", r"x\[4, 1, 2, 0\] = nan; inputs must be finite numbers \(2 non-finite values in all\)"),
     ("inf", r"x\[0, 0, 0, 0\] = inf; inputs must be finite"),
-    ("range", r"x\[7, 3, 3, 0\] = 255 lies above the data range \[0.0, 1.0\]"),
+    ("range", r"x\[7, 3, 3, 0\] = 1.0000001 lies above the data range \[0.0, 1.0\]"),
     ("lengths", r"16 inputs and 15 labels"),
     ("empty", r"is empty"),
     ("shape", r"each input has shape \(5, 8, 1\), the model expects \(8, 8, 1\)"),
@@ -156,7 +159,13 @@ def test_ticket_on_another_architecture_says_what_differs(tmp_path):
     deeper = tf_keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(6, name="h"), L.Dense(6, name="mid"), L.Dense(3, name="out")])
     with pytest.raises(ValueError, match=r"holds 4 initial weight arrays, model .* has 6"):
         ticket.to_model(deeper)
-    assert ticket.to_model(small_mlp(seed=1)) is not None  # same architecture: fine
+    same = ticket.to_model(small_mlp(seed=1))  # same architecture: θ0 ⊙ m of the ticket, in tfmot wrappers
+    from tf_awt._layers import iter_layers, unwrap
+
+    wrapped = {unwrap(l)[0].name: l for l in iter_layers(same)}
+    for name, mask in ticket.masks.items():
+        np.testing.assert_array_equal(unwrap(wrapped[name])[1].numpy(), mask)
+        np.testing.assert_array_equal(unwrap(wrapped[name])[0].kernel.numpy(), model.get_layer(name).kernel.numpy() * mask)
     for payload, name in ((b"PK\x03\x04 truncated", "trunc.npz"), (b"", "empty.npz")):
         (tmp_path / name).write_bytes(payload)
         with pytest.raises(ValueError, match=f"{name} is not a tf_awt ticket file"):
@@ -376,9 +385,16 @@ def test_any_recipe_file_gives_a_valid_recipe_or_a_one_line_error(tmp_path, docu
     path = tmp_path / "r.yaml"
     path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
     try:
-        load_recipe(str(path))
+        recipe = load_recipe(str(path))
     except ValueError as err:
         assert str(err).strip() and "\n" not in str(err).strip(), err
+        return
+    # it loaded: every key it gave is what the recipe holds, the rest are defaults, and it round-trips
+    given = document if isinstance(document, dict) else {}
+    for key, value in given.items():
+        if key in ("dataset", "model", "method", "density", "seed", "distribute", "description", "init"):
+            assert getattr(recipe, key) == (float(value) if key == "density" else value), key
+    assert from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -7,7 +7,7 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from conftest import BUILDERS, inputs_for, make_model, random_masks
+from conftest import BUILDERS, alive_masks, inputs_for, make_model, random_masks
 from _reference import reference_kernel, relative_error
 
 PATHS = ["structured", "jacobian"]
@@ -18,8 +18,8 @@ PATHS = ["structured", "jacobian"]
 @pytest.mark.parametrize("implementation", PATHS)
 def test_kernel_matches_reference_float64(kind, masked, implementation):
     model = make_model(kind)
-    masks = random_masks(model) if masked else None
     x1, x2 = inputs_for(model, 4, seed=2), inputs_for(model, 3, seed=3)
+    masks = _live_masks(model, x1, x2) if masked else None
     theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation=implementation)
     k = model.outputs[0].shape[-1]
     assert theta.shape == (4, 3, k, k)
@@ -27,12 +27,26 @@ def test_kernel_matches_reference_float64(kind, masked, implementation):
     assert relative_error(theta, reference_kernel(model, x1, x2, masks)) < 1e-5
 
 
+def _live_masks(model, x1, x2):
+    """Masks of every kernel layer (Dense, Conv2D, Dense on rank-4 inputs, the nested head) under
+    which each masked layer contributes non-zero columns on both inputs, and whose masked kernel
+    differs from the unmasked one in every layer's share: a path that ignores one layer's mask fails."""
+    masks = alive_masks(model, tf.concat([x1, x2], 0))
+    full = reference_kernel(model, x1, x2)
+    masked = reference_kernel(model, x1, x2, masks)
+    for name in masks:  # unmasking any one layer changes the kernel
+        others = {n: m for n, m in masks.items() if n != name}
+        assert relative_error(reference_kernel(model, x1, x2, others), masked) > 1e-3, name
+    assert relative_error(masked, full) > 1e-3
+    return masks
+
+
 @pytest.mark.parametrize("kind", sorted(BUILDERS))
 @pytest.mark.parametrize("implementation", PATHS)
 def test_diagonal_is_the_diagonal_of_the_full_kernel(kind, implementation):
     model = make_model(kind)
-    masks = random_masks(model)
     x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 3, seed=3)
+    masks = _live_masks(model, x1, x2)
     diag = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, diagonal=True, implementation=implementation)
     ref = reference_kernel(model, x1, x2, masks, diagonal=True)
     assert diag.shape == ref.shape == (3, 3, 3)
@@ -45,8 +59,8 @@ def test_float32_kernel_matches_float64_reference(kind, implementation):
     model64 = make_model(kind, "float64")
     model32 = make_model(kind, "float32")
     model32.set_weights([w.astype(np.float32) for w in model64.get_weights()])
-    masks = random_masks(model64)
     x1, x2 = inputs_for(model64, 4, seed=5), inputs_for(model64, 4, seed=6)
+    masks = _live_masks(model64, x1, x2)
     ref = reference_kernel(model64, x1, x2, masks)
     theta = tf_awt.mixed_tangent_kernel(
         model32, tf.cast(x1, tf.float32), tf.cast(x2, tf.float32), masks=masks, implementation=implementation
@@ -100,8 +114,8 @@ def test_tfmot_wrapper_masks_are_applied(kind):
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
 def test_gradient_of_kernel_distance_matches_reference(kind):
     model = make_model(kind)
-    masks = random_masks(model)
     x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 3, seed=3)
+    masks = _live_masks(model, x1, x2)
     theta_dense = reference_kernel(model, x1, x2)
 
     def grads(kernel):
@@ -199,17 +213,21 @@ def test_auto_uses_structured_and_falls_back_with_one_warning():
         tf_awt.mixed_tangent_kernel(unsupported, x, x, implementation="structured")
 
 
+class _Subclassed(tf_keras.Model):
+    """At module level: a class defined inside the test is a new code object each run, and
+    AutoGraph's conversion cache (keyed by object ids) once served it another function's conversion."""
+
+    def __init__(self):
+        super().__init__()
+        self.d1 = tf_keras.layers.Dense(3, activation="tanh", dtype="float64")
+        self.d2 = tf_keras.layers.Dense(2, dtype="float64")
+
+    def call(self, x, training=False):
+        return self.d2(self.d1(x))
+
+
 def test_subclassed_model_uses_jacobian_path():
-    class Tiny(tf_keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.d1 = tf_keras.layers.Dense(3, activation="tanh", dtype="float64")
-            self.d2 = tf_keras.layers.Dense(2, dtype="float64")
-
-        def call(self, x, training=False):
-            return self.d2(self.d1(x))
-
-    model = Tiny()
+    model = _Subclassed()
     x = inputs_for(make_model("mlp"), 3)
     model(x)
     with pytest.warns(UserWarning, match="falls back"):
@@ -360,8 +378,8 @@ def test_bfloat16_precision_is_within_a_thousandth_of_the_float64_reference(kind
     model64 = make_model(kind, "float64")
     model32 = make_model(kind, "float32")
     model32.set_weights([w.astype(np.float32) for w in model64.get_weights()])
-    masks = random_masks(model64)
     x1, x2 = inputs_for(model64, 4, seed=5), inputs_for(model64, 4, seed=6)
+    masks = _live_masks(model64, x1, x2)
     ref = reference_kernel(model64, x1, x2, masks, diagonal=diagonal).numpy()
     theta = tf_awt.mixed_tangent_kernel(model32, tf.cast(x1, tf.float32), tf.cast(x2, tf.float32), masks=masks,
                                         diagonal=diagonal, precision="bfloat16")
@@ -398,8 +416,8 @@ def test_full_student_kernel_and_its_gradient_match_the_float64_reference(kind, 
     """``student_kernel="full"`` = Σ_p ∂_p f ∂_p f′ over every weight at m ⊙ w (pruned columns kept),
     and the gradient of a distance to it reaches w through m ⊙ w only (pruned weights get none)."""
     model = make_model(kind)
-    masks = random_masks(model, seed=3)
     x1, x2 = inputs_for(model, 3, seed=2), inputs_for(model, 2, seed=3)
+    masks = _live_masks(model, x1, x2)
     ref = _full_reference(model, x1, x2, masks)
     masked = reference_kernel(model, x1, x2, masks)
     assert relative_error(masked, ref) > 1e-2  # the two conventions differ on this case

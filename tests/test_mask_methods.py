@@ -34,7 +34,9 @@ def test_straight_through_top_k_keeps_exactly_k_and_passes_gradients(scope):
     if scope == "global":
         assert sum(kept) == round(0.1 * sum(sizes))
     else:
-        densities = _selection.erk_densities([s.shape for s in scores], 0.1) if scope == "erk" else [0.1] * 3
+        allocate = {"erk": _selection.erk_densities, "frankle_carbin": _selection.frankle_carbin_densities}.get(
+            scope, lambda shapes, d: [d] * len(shapes))
+        densities = allocate([s.shape for s in scores], 0.1)
         assert kept == [_selection.kept_count(n, d) for n, d in zip(sizes, densities)]
     for g, w in zip(tape.gradient(loss, scores), weights):  # d loss / d s = d loss / d m, kept or pruned
         np.testing.assert_allclose(g.numpy(), w.numpy())

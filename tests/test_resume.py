@@ -107,9 +107,18 @@ def _data(n=48, seed=0):
 
 
 @pytest.mark.parametrize("optimize", ["weights", "scores"])
-def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize):
+def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize, monkeypatch):
     from tf_awt import find_ticket
+    from tf_awt.search import TicketSearch
 
+    finals = []  # what a ticket does not hold: the scores and every optimizer slot at the end of the search
+    original = TicketSearch.ticket
+
+    def recording(self, history=None):
+        finals.append([v.numpy().copy() for v in [*self.scores, *self.optimizer.variables()]])
+        return original(self, history)
+
+    monkeypatch.setattr(TicketSearch, "ticket", recording)
     x, y = _data()
     settings = dict(density=0.3, epochs=3, batch_size=16, update_every=2, optimize=optimize, seed=5,
                     attack=Attack(eps=0.1, steps=2, step_size=0.05))
@@ -122,6 +131,9 @@ def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(t
     same = lambda s, t: all(np.array_equal(m, n) for m, n in zip(s.masks.values(), t.masks.values()))  # noqa: E731
     assert same(a, b)  # (layer names differ between the models; the order does not)
     assert a.history == b.history and len(b.history["step"]) == 9
+    assert len(finals) == 2 and len(finals[0]) == len(finals[1]) > (4 if optimize == "scores" else 0)  # scores, momenta, iterations
+    for u, v in zip(*finals):
+        np.testing.assert_array_equal(u, v)
     again = find_ticket(_model(), (x, y), checkpoint_dir=directory, **settings)  # finished: returns the same ticket at once
     assert same(a, again) and again.history == a.history
     with pytest.raises(ValueError, match="belongs to another run"):

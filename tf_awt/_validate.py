@@ -111,7 +111,7 @@ def check_arrays(x, y, name: str = "data", input_shape: Optional[Sequence[Option
         outside = test(x, bound)
         if outside.any():
             bad = np.argwhere(outside)[0]
-            raise ValueError(f"{name}: x{_where(bad)} = {x[tuple(bad)]:g} lies {side} the data range "
+            raise ValueError(f"{name}: x{_where(bad)} = {np.format_float_positional(x[tuple(bad)], trim='-')} lies {side} the data range "
                              f"[{clip_min}, {clip_max}] the attacks use; rescale the inputs (e.g. images / 255)")
     if y.dtype == bool or not np.issubdtype(y.dtype, np.number):
         raise ValueError(f"{name}: y must hold integer class labels. You passed dtype {y.dtype}")
