@@ -393,3 +393,57 @@ def test_unbounded_attack_leaves_the_unit_box():
     attack = tf_awt.Attack(norm="l2", eps=1.0, steps=3, step_size=0.5, clip_min=None, clip_max=None)
     adv = tf_awt.pgd(model, x, np.zeros(4, np.int64), attack).numpy()
     assert adv.min() < -5.0 + 1e-3 and np.all(np.linalg.norm(adv - x, axis=1) <= 1.0 + 1e-5)
+
+
+# --------------------------------------------------------------------------- flags through the entry point (issue 29)
+def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    recipe = tiny_recipe(tmp_path, method="magnitude")
+    out = str(tmp_path / "run")
+    assert cli.main(["run", recipe, "--out", out, "--quiet", "--register-as", "my-ticket"]) == 0
+    first = json.load(open(os.path.join(out, "summary.json")))
+    client = mlflow.tracking.MlflowClient(uri)
+    assert first["registered_model"] == "models:/my-ticket/1"
+    assert client.get_model_version("my-ticket", "1").run_id == first["mlflow_run_id"]
+    # an existing finished run is kept unless --force; --force starts over (a new MLflow run)
+    assert cli.main(["run", recipe, "--out", out, "--quiet", "--no-register"]) == 0
+    assert json.load(open(os.path.join(out, "summary.json")))["mlflow_run_id"] == first["mlflow_run_id"]
+    assert cli.main(["run", recipe, "--out", out, "--quiet", "--no-register", "--force"]) == 0
+    forced = json.load(open(os.path.join(out, "summary.json")))
+    assert forced["mlflow_run_id"] != first["mlflow_run_id"] and forced["registered_model"] is None
+    assert [str(v.version) for v in client.search_model_versions("name='my-ticket'")] == ["1"]  # --no-register added none
+    assert not client.search_registered_models(filter_string="name='tf_awt-tiny'")
+
+
+def test_sweep_command_runs_a_tiny_grid(tmp_path, capsys):
+    out = tmp_path / "sw"
+    assert cli.main(["sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random,dense", "--seeds", "1",
+                     "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    assert {"sweep.csv", "sweep.md", "accuracy_vs_density.png"} <= set(os.listdir(out))
+    table = (out / "sweep.md").read_text()
+    assert "| random | 0.3 | 1 |" in table and "| dense | 1 | 1 |" in table
+    assert "| random | 0.3 | 1 |" in capsys.readouterr().out
+    assert cli.main(["sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "grasp", "--out", str(out),
+                     "--quiet", "--no-mlflow"]) == 2
+
+
+def test_evaluate_with_autoattack_through_the_cli(tmp_path):
+    pytest.importorskip("art")
+    pytest.importorskip("multiprocess")
+    import tf_awt
+
+    from test_evaluation import tiny_data, trained_model
+
+    x, y = tiny_data(40, seed=4)
+    np.savez(tmp_path / "d.npz", x=x[:20], y=y[:20], x_test=x[20:], y_test=y[20:])
+    tf_awt.export_saved_model(trained_model(), str(tmp_path / "m"))
+    target = tmp_path / "aa.json"
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attack", "autoattack",
+                     "--eps", "0.1", "--steps", "5", "--restarts", "1", "--max-examples", "8", "--json", str(target),
+                     "--quiet"]) == 0
+    result = json.loads(target.read_text())
+    assert set(result["suites"]) == {"pgd", "autoattack"} and result["num_examples"] == 8
+    assert result["robust_accuracy"] <= min(result["suites"].values()) + 1e-12

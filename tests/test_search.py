@@ -349,3 +349,38 @@ def test_glorot_normal_init_is_ntts():
     assert 0.008 < bias.std() < 0.012
     with pytest.raises(ValueError, match=r"init must be one of \['glorot_uniform', 'glorot_normal'\]. You passed: 'he'"):
         tf_awt.models.mlp(init="he")
+
+
+def test_first_step_distances_equal_an_independent_computation():
+    """Step 1's logged distances from first principles: the teacher θ0 attacked with the stateless
+    seed [2·seed, 0], the student m0 ⊙ θ0 (m0 = top-k |θ0|) attacked with [2·seed + 1, 0], the
+    student's kernel masked, the kernel term weighted by γ². Catches a student attacked with the
+    teacher's inputs, a teacher that is the student, and a wrong weighting."""
+    from tf_awt.attacks import pgd
+
+    model = tiny_model()
+    x, y = tiny_data(16)
+    attack = tf_awt.Attack(eps=0.2, steps=3, step_size=0.1)
+    config = tf_awt.SearchConfig(density=0.3, attack=attack, epochs=1, update_every=100, gamma=0.05, seed=3)
+    search = TicketSearch(model, config, steps_per_epoch=1)
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    callback = TicketSearchCallback()
+    search.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, callbacks=[callback], verbose=0)
+    layers = [l for l in model.layers if hasattr(l, "kernel")]
+    masks = {l.name: m.numpy() for l, m in zip(layers, _selection.top_k_masks([tf.abs(l.kernel) for l in layers], 0.3))}
+    student = tf_keras.models.clone_model(model)
+    student.set_weights(model.get_weights())
+    for layer in student.layers:
+        if layer.name in masks:
+            layer.kernel.assign(layer.kernel * masks[layer.name])
+    x = tf.constant(x)
+    x_t = pgd(lambda z: model(z, training=False), x, y, attack, seed=tf.constant([6, 0], tf.int64))
+    x_s = pgd(lambda z: student(z, training=False), x, y, attack, seed=tf.constant([7, 0], tf.int64))
+    assert float(tf.reduce_max(tf.abs(x_t - x_s))) > 1e-3  # the two attacks differ
+    target = tf_awt.target_distance(model(x_t), student(x_s))
+    kernel = tf_awt.kernel_distance(tf_awt.mixed_tangent_kernel(model, x, x_t),
+                                    tf_awt.mixed_tangent_kernel(student, x, x_s, masks=masks))
+    h = callback.history
+    assert h["target_distance"][0] == pytest.approx(float(target), rel=1e-4)
+    assert h["kernel_distance"][0] == pytest.approx(float(kernel), rel=1e-4)
+    assert h["weighted_kernel_distance"][0] == pytest.approx(0.05 ** 2 * float(kernel), rel=1e-4)

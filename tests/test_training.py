@@ -65,3 +65,23 @@ def test_adversarial_training_buys_robustness_on_real_mnist():
         assert result.natural_accuracy > 0.75
         robust[eps] = result.robust_accuracy
     assert robust[0.1] > robust[0.0] + 0.2, robust
+
+
+def test_one_training_step_descends_the_loss_on_the_seeded_pgd_inputs():
+    """The trainer's step = one SGD step on the cross-entropy of PGD inputs drawn with the stateless
+    seed [seed, step] against the current model (not the clean inputs)."""
+    model = tiny_model()
+    reference = tf_keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    attack = ATTACK.replace(eps=0.3, steps=3, step_size=0.1)
+    x, y = tiny_data(16)
+    trainer = tf_awt.AdversarialTrainer(model, attack, seed=4)
+    trainer.compile(optimizer=tf_keras.optimizers.SGD(0.5))
+    trainer.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    x_adv = tf_awt.pgd(lambda z: reference(z, training=False), tf.constant(x), y, attack, seed=tf.constant([4, 0], tf.int64))
+    assert float(tf.reduce_max(tf.abs(x_adv - x))) > 0.1
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, reference(x_adv, training=True)))
+    grads = tape.gradient(loss, reference.trainable_variables)
+    for variable, grad, trained in zip(reference.trainable_variables, grads, model.trainable_variables):
+        np.testing.assert_allclose(trained.numpy(), (variable - 0.5 * grad).numpy(), rtol=1e-4, atol=1e-6)
