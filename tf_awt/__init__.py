@@ -5,7 +5,9 @@ Public API (everything else is private):
 * Kernel engine: :func:`mixed_tangent_kernel`, :func:`mixed_tangent_kernel_fn`,
   :class:`KernelImplementation`, :func:`target_distance`, :func:`kernel_distance`.
 * Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
-  :class:`SearchConfig`, :func:`search_optimizer`, :class:`AWTSchedule`, :class:`Ticket`, ``METHODS``.
+  :class:`SearchConfig`, :func:`search_optimizer`, :class:`AWTSchedule`, :class:`Ticket`; the method
+  registry (:mod:`tf_awt.methods`): :func:`register_method`, :func:`get_method`, :func:`method_names`,
+  :class:`TicketMethod`, :class:`FindOptions`, ``METHODS`` (the built-in pruning methods).
 * Attacks: :class:`Attack`, :func:`pgd`; the suites an evaluation runs, :class:`AttackSuite`,
   :class:`PGDSuite`, :class:`AutoAttackSuite` (:mod:`tf_awt.attack_suites`).
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
@@ -55,7 +57,12 @@ _EXPORTS = {
     "mixed_tangent_kernel_fn": "tf_awt.kernel",
     "kernel_distance": "tf_awt.distances",
     "target_distance": "tf_awt.distances",
-    "METHODS": "tf_awt.search",
+    "METHODS": "tf_awt.methods",
+    "TicketMethod": "tf_awt.methods",
+    "FindOptions": "tf_awt.methods",
+    "register_method": "tf_awt.methods",
+    "get_method": "tf_awt.methods",
+    "method_names": "tf_awt.methods",
     "SearchConfig": "tf_awt.search_config",
     "TicketSearch": "tf_awt.search",
     "TicketSearchCallback": "tf_awt.search",

@@ -65,49 +65,6 @@ def kernel_layers(model) -> Dict[str, tf_keras.layers.Layer]:
     return out
 
 
-def clone_wrapping(model, names, schedule):
-    """A clone of ``model`` whose layers named in ``names`` sit in tfmot ``PruneLowMagnitude`` wrappers.
-
-    Nested Sequential/functional models are cloned recursively (as tfmot's own
-    ``prune_low_magnitude`` does), so a prunable layer inside a nested block is wrapped too. The
-    clone shares its unwrapped layers' objects with ``model`` (copy weights before use); every
-    name in ``names`` must be wrapped, else a ValueError names the ones that could not be.
-    """
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
-    wanted = set(names)
-    wrapped = set()
-
-    def clone(layer):
-        if is_model(layer) and (isinstance(layer, tf_keras.Sequential) or getattr(layer, "_is_graph_network", False)):
-            return tf_keras.models.clone_model(layer, clone_function=clone)
-        if layer.name in wanted:
-            wrapped.add(layer.name)
-            _make_prunable(layer)
-            return prune.prune_low_magnitude(layer, pruning_schedule=schedule)
-        return layer
-
-    out = tf_keras.models.clone_model(model, clone_function=clone)
-    missing = sorted(wanted - wrapped)
-    if missing:
-        raise ValueError(f"layers {missing} of model {model.name!r} could not be wrapped for pruning (inside a subclassed "
-                         "model, whose layers cannot be cloned); build the model as Sequential or functional")
-    return out
-
-
-def _make_prunable(layer) -> None:
-    """Lets tfmot wrap a layer it does not know whose tf_awt layer rule prunes weights (as tfmot's
-    own ``PruneRegistry.make_prunable`` does for built-in layers: a ``get_prunable_weights``)."""
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
-
-    from tf_awt.layer_rules import layer_rule
-
-    rule = layer_rule(layer)
-    if rule is None or hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer):
-        return
-    layer.get_prunable_weights = lambda: [getattr(layer, name) for name in rule.prunable]
-
-
 def is_graph_network(model) -> bool:
     return bool(getattr(model, "_is_graph_network", False)) and len(model.inputs) == 1
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _validate
-from tf_awt.training_schedule import LR_SCHEDULES
+from tf_awt._options import LR_SCHEDULES
 
 __all__ = ["WarmupDecay"]
 

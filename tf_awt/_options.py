@@ -40,6 +40,8 @@ INITIALIZERS = ("glorot_uniform", "glorot_normal")
 NTT's / stax's (glorot_normal weights, N(0, 0.01²) biases)."""
 
 SCOPES = ("global", "layer", "erk", "frankle_carbin")
+LR_SCHEDULES = ("constant", "cosine", "step")
+"""Adversarial training's learning-rate schedules (:class:`tf_awt.TrainingSchedule`)."""
 UNSTRUCTURED = "unstructured"
 
 

@@ -105,7 +105,9 @@ class AutoAttackSuite(AttackSuite):
                          apgd_iterations=self.apgd_iterations, apgd_restarts=self.apgd_restarts)
 
 
-_BY_NAME = {"pgd": PGDSuite, "autoattack": AutoAttackSuite}
+_BY_NAME = {"pgd": lambda restarts, square_queries: PGDSuite(restarts),
+            "autoattack": lambda restarts, square_queries: AutoAttackSuite(square_queries)}
+"""A suite's name -> how :func:`attack_suites` builds it from ``restarts`` and ``square_queries``."""
 
 
 def attack_suites(attacks: Sequence[Union[str, AttackSuite]], restarts: int = 5, square_queries: int = 1000):
@@ -117,10 +119,8 @@ def attack_suites(attacks: Sequence[Union[str, AttackSuite]], restarts: int = 5,
     for item in attacks:
         if isinstance(item, AttackSuite):
             suites.append(item)
-        elif item == "pgd":
-            suites.append(PGDSuite(restarts))
-        elif item == "autoattack":
-            suites.append(AutoAttackSuite(square_queries))
+        elif isinstance(item, str) and item in _BY_NAME:
+            suites.append(_BY_NAME[item](restarts, square_queries))
         else:
             raise ValueError(f"attacks must name {sorted(_BY_NAME)} or be AttackSuite objects. You passed: {item!r}")
     names = [s.name for s in suites]

@@ -29,7 +29,7 @@ import tf_keras
 
 from tf_awt import _layers, _selection, layer_rules
 
-__all__ = ["one_shot_masks", "layerwise_shuffle"]
+__all__ = ["one_shot_masks", "layerwise_shuffle", "find_one_shot", "find_layerwise_shuffle"]
 
 
 def _kernel_layers(model, names):
@@ -89,3 +89,21 @@ def layerwise_shuffle(masks: Dict[str, np.ndarray], seed: int) -> Dict[str, np.n
     each layer's entries, seeded)."""
     rng = np.random.default_rng(seed)
     return {name: rng.permutation(np.asarray(m, np.float32).ravel()).reshape(np.shape(m)) for name, m in masks.items()}
+
+
+def find_one_shot(model, data, config, options) -> Dict[str, np.ndarray]:
+    """The ``find`` of methods random, magnitude, snip, synflow and erk (:mod:`tf_awt.methods`)."""
+    from tf_awt import _validate
+
+    dataset = _validate.batches(model, data, options.batch_size, config.attack)
+    with _validate.reraise_data_errors():
+        return one_shot_masks(model, dataset, config)
+
+
+def find_layerwise_shuffle(model, data, config, options) -> Dict[str, np.ndarray]:
+    """The ``find`` of ``random_layerwise``: the reference ticket's layer counts, shuffled (seeded)."""
+    from tf_awt import _validate
+    from tf_awt.search import reference_ticket
+
+    _validate.batches(model, data, options.batch_size, config.attack)  # the data is checked even for a saved reference
+    return layerwise_shuffle(reference_ticket(model, data, config, options).masks, config.seed)

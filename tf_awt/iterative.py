@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tf_awt import _layers, _selection, layer_rules
 
-__all__ = ["round_densities", "iterative_masks"]
+__all__ = ["round_densities", "iterative_masks", "find_iterative"]
 
 
 def round_densities(density: float, rounds: int = 5, prune_rate: Optional[float] = None) -> List[float]:
@@ -102,3 +102,13 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
                            ("round_seconds", time.time() - t0)):
             history[key].append(float(value))
     return masks, history
+
+
+def find_iterative(model, data, config, options):
+    """The ``find`` of ``cosentino`` (:mod:`tf_awt.methods`): (masks, history)."""
+    from tf_awt import _validate
+
+    dataset = _validate.batches(model, data, options.batch_size, config.attack)  # checks the data too
+    with _validate.reraise_data_errors():  # arrays are reshuffled every epoch of every round
+        return iterative_masks(model, data if isinstance(data, (tuple, list)) else dataset, config,
+                               batch_size=options.batch_size)

@@ -35,7 +35,7 @@ from typing import Callable, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _contract
+from tf_awt import _contract, _layers
 
 __all__ = ["LayerRule", "register_layer_rule", "layer_rule", "prunable_layers", "DENSE_RULE", "CONV2D_RULE",
            "BATCHNORM_RULE"]
@@ -234,8 +234,6 @@ def prunable_layers(model) -> List[tf_keras.layers.Layer]:
     Trainable layers with a ``kernel`` weight but no rule are left dense; each is named once in a
     warning.
     """
-    from tf_awt import _layers
-
     out = []
     for layer in _layers.iter_layers(model):
         inner, _ = _layers.unwrap(layer)
@@ -250,3 +248,44 @@ def prunable_layers(model) -> List[tf_keras.layers.Layer]:
                 warnings.warn(f"layer {inner.name!r} ({type(inner).__name__}) has no tf_awt layer rule: it is left dense. "
                               "Register one with tf_awt.register_layer_rule to prune it.", stacklevel=3)
     return out
+
+
+def clone_wrapping(model, names, schedule):
+    """A clone of ``model`` whose layers named in ``names`` sit in tfmot ``PruneLowMagnitude`` wrappers.
+
+    Nested Sequential/functional models are cloned recursively (as tfmot's own
+    ``prune_low_magnitude`` does), so a prunable layer inside a nested block is wrapped too. The
+    clone shares its unwrapped layers' objects with ``model`` (copy weights before use); every
+    name in ``names`` must be wrapped, else a ValueError names the ones that could not be.
+    """
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+    wanted = set(names)
+    wrapped = set()
+
+    def clone(layer):
+        if _layers.is_model(layer) and (isinstance(layer, tf_keras.Sequential) or getattr(layer, "_is_graph_network", False)):
+            return tf_keras.models.clone_model(layer, clone_function=clone)
+        if layer.name in wanted:
+            wrapped.add(layer.name)
+            make_prunable(layer)
+            return prune.prune_low_magnitude(layer, pruning_schedule=schedule)
+        return layer
+
+    out = tf_keras.models.clone_model(model, clone_function=clone)
+    missing = sorted(wanted - wrapped)
+    if missing:
+        raise ValueError(f"layers {missing} of model {model.name!r} could not be wrapped for pruning (inside a subclassed "
+                         "model, whose layers cannot be cloned); build the model as Sequential or functional")
+    return out
+
+
+def make_prunable(layer) -> None:
+    """Lets tfmot wrap a layer it does not know whose tf_awt layer rule prunes weights (as tfmot's
+    own ``PruneRegistry.make_prunable`` does for built-in layers: a ``get_prunable_weights``)."""
+    from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
+
+    rule = layer_rule(layer)
+    if rule is None or hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer):
+        return
+    layer.get_prunable_weights = lambda: [getattr(layer, name) for name in rule.prunable]

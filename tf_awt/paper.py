@@ -3,23 +3,16 @@
 Every default that reproduces the paper reads from here: the attacks of the search, of adversarial
 training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`,
 :func:`tf_awt.training_attack`, :func:`tf_awt.evaluation_attack`, the recipes' defaults), and the
-list of ticket methods shared by :func:`tf_awt.find_ticket`, recipes, sweeps and the CLI.
+names of the paper's search methods (every method is registered in :mod:`tf_awt.methods`).
 """
 
-__all__ = ["SEARCH_METHODS", "ONE_SHOT_METHODS", "ITERATIVE_METHODS", "OPTIMIZE", "METHODS", "RUN_METHODS", "ATTACKS"]
+__all__ = ["SEARCH_METHODS", "OPTIMIZE", "ATTACKS"]
 
 SEARCH_METHODS = ("awt", "ntt")
 """Methods that search the mask by training a student (:class:`tf_awt.TicketSearch`)."""
-ONE_SHOT_METHODS = ("random", "magnitude", "snip", "synflow", "erk", "random_layerwise")
-"""Pruning-at-initialization baselines scored once at θ0 (:mod:`tf_awt.baselines`)."""
 OPTIMIZE = ("weights", "scores")
 """What an AWT/NTT search optimizes: the weights w (Algorithm 1, the mask is top-k |w| every T_m
 steps) or the scores s of a straight-through top-k mask, with w fixed at θ0."""
-ITERATIVE_METHODS = ("cosentino",)
-"""Methods that train to prune: adversarial iterative magnitude pruning (:mod:`tf_awt.iterative`)."""
-METHODS = SEARCH_METHODS + ONE_SHOT_METHODS + ITERATIVE_METHODS
-RUN_METHODS = METHODS + ("dense",)
-"""What a recipe's ``method`` may be: a ticket method, or ``dense`` (no pruning)."""
 
 ATTACKS = {
     # phase -> data-set family -> (eps, steps, step size; None = 2.5·eps/steps)

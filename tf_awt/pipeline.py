@@ -37,7 +37,7 @@ import numpy as np
 
 from tf_awt._files import apply_umask, atomic_write_bytes, atomic_write_json
 from tf_awt.collapse import TrainingCollapsed, advice, collapse_reasons
-from tf_awt.paper import SEARCH_METHODS
+from tf_awt.methods import get_method
 from tf_awt.recipes import Recipe
 
 __all__ = ["Run", "PHASES"]
@@ -150,15 +150,13 @@ class Run:
         r = self.recipe
         with self.strategy.scope():
             model = self.base_model()
-            if r.method == "dense":
-                ticket = self._dense_ticket(model)
-            else:  # every search.* key reaches find_ticket through the same SearchConfig fields
-                config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
-                settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-                epochs = config.epochs if r.method in SEARCH_METHODS else 0  # the one-shot methods have no epochs
-                directory, progress = self._resuming("search", epochs, r.search.batch_size)
-                ticket = find_ticket(model, (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size,
-                                     callbacks=progress, checkpoint_dir=directory, **settings)
+            # every search.* key reaches find_ticket through the same SearchConfig fields
+            config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
+            settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
+            directory, progress = self._resuming("search", epochs, r.search.batch_size)
+            ticket = find_ticket(model, (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size,
+                                 callbacks=progress, checkpoint_dir=directory, **settings)
         ticket.save(self.path("ticket.npz"))
         self._drop_checkpoint("search")
         if self.tracker:
@@ -168,14 +166,6 @@ class Run:
         self.timings["search"] = time.time() - t0
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
-
-    def _dense_ticket(self, model):
-        from tf_awt.layer_rules import prunable_layers
-        from tf_awt.ticket import Ticket
-
-        masks = {l.name: np.ones(l.kernel.shape, np.float32) for l in prunable_layers(model)}
-        return Ticket(masks=masks, initial_weights=model.get_weights(), method="dense",
-                      config=dataclasses.replace(self.recipe.search_config(), density=1.0).get_config())
 
     def ticket_model(self, distributed: bool = True):
         """The ticket (θ0 ⊙ m in tfmot wrappers); in the recipe's strategy scope unless ``distributed=False``."""
@@ -188,7 +178,7 @@ class Run:
         strategy = self.strategy if distributed else tf.distribute.get_strategy()
         with strategy.scope():
             base = self.base_model()
-            model = base if self.recipe.method == "dense" else ticket.to_model(base, rescale=self.recipe.train.rescale)
+            model = ticket.to_model(base, rescale=self.recipe.train.rescale)
         return ticket, model
 
     def train(self):

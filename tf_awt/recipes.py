@@ -50,7 +50,8 @@ import yaml
 
 __all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
 
-from tf_awt.paper import RUN_METHODS as METHODS, attack_numbers  # noqa: E402  (the one method list)
+from tf_awt.methods import get_method  # noqa: E402  (the one method registry)
+from tf_awt.paper import attack_numbers  # noqa: E402
 
 _SEARCH_EPS, _SEARCH_STEPS, _SEARCH_STEP_SIZE = attack_numbers("search")
 _TRAIN_EPS, _TRAIN_STEPS, _TRAIN_STEP_SIZE = attack_numbers("train")
@@ -140,8 +141,7 @@ class Recipe:
     export: ExportSection = ExportSection()
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
+        get_method(self.method)
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"distribute must be one of {DISTRIBUTE}. You passed: {self.distribute!r}")
         from tf_awt.models import MODELS
@@ -195,7 +195,7 @@ class Recipe:
         s = self.search
         return SearchConfig(
             density=self.density,
-            method="magnitude" if self.method == "dense" else self.method,
+            method=self.method,
             attack=self.attack_config(),
             gamma=s.gamma,
             kernel_weight=s.kernel_weight,

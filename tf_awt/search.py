@@ -78,7 +78,8 @@ from tf_awt.ticket import Ticket
 __all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "METHODS",
            "prunable_layer_names"]
 
-from tf_awt.paper import METHODS, SEARCH_METHODS  # noqa: E402  (one method list for all)
+from tf_awt.methods import METHODS  # noqa: E402,F401  (the built-in methods, for compatibility)
+from tf_awt.paper import SEARCH_METHODS  # noqa: E402
 from tf_awt.search_config import KERNELS, SearchConfig  # noqa: E402,F401  (validated without TensorFlow)
 REWINDS = ("init", "learned")
 
@@ -111,7 +112,7 @@ def _check_model(model):
 def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
     plain = tf_keras.models.clone_model(model)
     plain.set_weights(model.get_weights())
-    return _layers.clone_wrapping(plain, names, schedule)
+    return layer_rules.clone_wrapping(plain, names, schedule)
 
 
 def search_optimizer(config: SearchConfig):
@@ -469,35 +470,30 @@ def find_ticket(
         ticket = tf_awt.find_ticket(model, (x_train, y_train), density=0.05, epochs=1)
         sparse = ticket.to_model(model)          # θ0 ⊙ m in tfmot wrappers, ready for fit
     """
+    from tf_awt.methods import FindOptions, get_method
+
     model = _check_model(model)
     config = SearchConfig(density=density, method=method, epochs=epochs,
                           **({"attack": attack} if attack is not None else {}), **settings)
-    batch_size = _validate.integer(batch_size, "batch_size", low=1)
+    options = FindOptions(_validate.integer(batch_size, "batch_size", low=1), tuple(callbacks), verbose, checkpoint_dir)
     prunable_layer_names(model)
-    if method in SEARCH_METHODS:
-        return _search(model, data, config, batch_size, callbacks, verbose, checkpoint_dir)
-    dataset = _validate.batches(model, data, batch_size, config.attack)
-    from tf_awt import baselines
+    found = get_method(config.method).find(model, data, config, options)
+    return _as_ticket(found, model, config)
 
-    history = {}
-    if method == "random_layerwise":
-        reference = _reference_ticket(model, dataset, config, batch_size, callbacks, verbose)
-        masks = baselines.layerwise_shuffle(reference.masks, config.seed)
-    elif method == "cosentino":
-        from tf_awt.iterative import iterative_masks
 
-        arrays = isinstance(data, (tuple, list)) and not isinstance(data, tf.data.Dataset)
-        with _validate.reraise_data_errors():
-            masks, history = iterative_masks(model, data if arrays else dataset, config, batch_size=batch_size)
-    else:
-        with _validate.reraise_data_errors():
-            masks = baselines.one_shot_masks(model, dataset, config)
+def _as_ticket(found, model, config: SearchConfig) -> Ticket:
+    """A method's result (a Ticket, masks, or (masks, history)) as a Ticket of ``model``."""
+    if isinstance(found, Ticket):
+        return found
+    masks, history = found if isinstance(found, tuple) else (found, {})
     return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
-                  method=method, history=history, config=config.get_config())
+                  method=config.method, history=history, config=config.get_config())
 
 
-def _search(model, data, config: SearchConfig, batch_size: int, callbacks, verbose: int, checkpoint_dir: Optional[str]) -> Ticket:
-    """Algorithm 1 (or its score variant) as a Keras ``fit``; resumable from ``checkpoint_dir``."""
+def run_search(model, data, config: SearchConfig, options) -> Ticket:
+    """Algorithm 1 (or its score variant) as a Keras ``fit``; resumable from ``options.checkpoint_dir``
+    (the ``find`` of methods awt and ntt, :mod:`tf_awt.methods`)."""
+    batch_size, callbacks, verbose, checkpoint_dir = options.batch_size, options.callbacks, options.verbose, options.checkpoint_dir
     from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
 
     batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs)
@@ -528,14 +524,17 @@ def _search(model, data, config: SearchConfig, batch_size: int, callbacks, verbo
     return search.ticket(history=history(restored))
 
 
-def _reference_ticket(model, dataset, config: SearchConfig, batch_size, callbacks, verbose) -> Ticket:
+def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
     """The ticket whose layer densities ``random_layerwise`` reproduces (``config.reference``)."""
-    if config.reference in METHODS:
+    from tf_awt.methods import method_names
+
+    if config.reference in method_names():
         settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
         settings.update(method=config.reference, reference="awt")
-        return find_ticket(model, dataset, batch_size=batch_size, callbacks=callbacks, verbose=verbose, **settings)
+        return find_ticket(model, data, batch_size=options.batch_size, callbacks=options.callbacks,
+                           verbose=options.verbose, **settings)
     if not os.path.isfile(config.reference):
-        raise ValueError(f"reference must be one of {tuple(m for m in METHODS if m != 'random_layerwise')} or the path "
+        raise ValueError(f"reference must be a method of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
                          f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")
     reference = Ticket.load(config.reference, model=model)
     if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):

@@ -14,7 +14,8 @@ from tf_awt import _options, _validate
 from tf_awt._options import (NORMALIZATIONS, WEIGHT_DECAY_FORMS, KernelImplementation, check_precision,
                              check_student_kernel)
 from tf_awt.attacks import Attack
-from tf_awt.paper import METHODS, OPTIMIZE, attack_numbers
+from tf_awt.methods import get_method
+from tf_awt.paper import OPTIMIZE, attack_numbers
 
 __all__ = ["SearchConfig", "KERNELS"]
 
@@ -36,7 +37,7 @@ class SearchConfig:
 
     Attributes:
       density: fraction of prunable weights kept, in (0, 1].
-      method: one of ``METHODS`` (default "awt"); "ntt" is AWT with ε = 0.
+      method: a registered method (:mod:`tf_awt.methods`; default "awt"); "ntt" is AWT with ε = 0.
       attack: the PGD attack of the search (default: L∞, ε = 0.3, 10 steps of 0.075).
       gamma: γ of eq. (13) (default 1e-3), >= 0.
       kernel_weight: weight of the kernel distance; None (default) means γ².
@@ -114,8 +115,7 @@ class SearchConfig:
 
     def __post_init__(self):
         _number(self, "density", low=0, high=1, low_open=True)
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}. You passed: {self.method!r}")
+        get_method(self.method)  # a ValueError naming the registered methods
         if not isinstance(self.attack, Attack):
             raise ValueError(f"attack must be a tf_awt.Attack. You passed: {self.attack!r}")
         _number(self, "gamma", low=0)

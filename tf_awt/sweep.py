@@ -22,8 +22,8 @@ import numpy as np
 
 from tf_awt._files import atomic_write_bytes, atomic_write_json
 from tf_awt.pipeline import Run
-from tf_awt.paper import SEARCH_METHODS
-from tf_awt.recipes import METHODS, Recipe
+from tf_awt.methods import get_method, method_names
+from tf_awt.recipes import Recipe
 
 __all__ = ["sweep", "cell_name"]
 
@@ -36,7 +36,7 @@ def cell_name(method: str, density: float, seed: int) -> str:
 
 def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
     for method in methods:
-        for density in ([1.0] if method == "dense" else densities):
+        for density in (densities if get_method(method).prunes else [1.0]):
             for seed in range(seeds):
                 yield method, float(density), seed
 
@@ -47,9 +47,9 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     """Runs (or resumes) the grid; returns one row per cell (``force``: rerun finished cells too)."""
     import dataclasses
 
-    bad = [m for m in methods if m not in METHODS]
+    bad = [m for m in methods if m not in method_names()]
     if bad or not methods:
-        raise ValueError(f"methods must be a non-empty list from {METHODS}. You passed: {list(methods)}")
+        raise ValueError(f"methods must be a non-empty list from {method_names()}. You passed: {list(methods)}")
     from tf_awt import _validate
 
     if not densities or any(not (_validate.is_real(d) and 0 < d <= 1) for d in densities):
@@ -167,7 +167,7 @@ def _plots(out: str, rows: List[dict]) -> None:
     _save(fig, os.path.join(out, "accuracy_vs_density.png"))
     plt.close(fig)
 
-    searched = [r for r in rows if r["method"] in SEARCH_METHODS and r["seed"] == 0]
+    searched = [r for r in rows if get_method(r["method"]).trains and r["seed"] == 0]
     if searched:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
         for r in sorted(searched, key=lambda r: r["density"]):

@@ -89,7 +89,7 @@ class Ticket:
         if weights is None:
             raise ValueError("rewind='learned' needs a ticket that kept its learned weights (learned_weights is None).")
         self.check_fits(model)
-        from tf_awt._layers import clone_wrapping
+        from tf_awt.layer_rules import clone_wrapping
 
         plain = tf_keras.models.clone_model(model)
         plain.set_weights(weights)
@@ -227,3 +227,12 @@ def _jsonable(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return value
+
+
+def find_dense(model, data, config, options) -> Ticket:
+    """The ``find`` of method ``dense`` (:mod:`tf_awt.methods`): every weight kept, at density 1."""
+    from tf_awt.layer_rules import prunable_layers
+
+    masks = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in prunable_layers(model)}
+    return Ticket(masks=masks, initial_weights=model.get_weights(), method="dense",
+                  config=dataclasses.replace(config, density=1.0).get_config())

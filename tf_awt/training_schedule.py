@@ -25,7 +25,7 @@ from tf_awt import _validate
 
 __all__ = ["TrainingSchedule", "WarmupDecay", "LR_SCHEDULES"]
 
-LR_SCHEDULES = ("constant", "cosine", "step")
+from tf_awt._options import LR_SCHEDULES  # noqa: E402  (the allowed names live in one place)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,65 @@
+"""The method registry: a user's method through find_ticket and `tf-awt run`; dense is a method like any other."""
+import json
+
+import numpy as np
+import pytest
+
+import tf_awt
+from tf_awt import cli, methods
+from test_cli import tiny_recipe
+
+
+@pytest.fixture
+def mine():
+    seen = {}
+
+    def keep_first_inputs(model, data, config, options):
+        """Keeps the first round(density·n) weights of every layer, in memory order."""
+        seen.update(config=config, options=options)
+        from tf_awt.layer_rules import prunable_layers
+
+        masks = {}
+        for layer in prunable_layers(model):
+            n = layer.kernel.shape.num_elements()
+            flat = np.zeros(n, np.float32)
+            flat[: max(1, round(config.density * n))] = 1
+            masks[layer.name] = flat.reshape(layer.kernel.shape)
+        return masks, {"note": [1.0]}
+
+    tf_awt.register_method("first_inputs", keep_first_inputs, description="a test method")
+    yield seen
+    methods._REGISTRY.pop("first_inputs")
+
+
+def test_a_registered_method_runs_through_find_ticket_and_the_cli(tmp_path, mine, capsys):
+    from test_search import tiny_data, tiny_model
+
+    ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.25, method="first_inputs", batch_size=8)
+    assert ticket.method == "first_inputs" and ticket.history == {"note": [1.0]}
+    assert mine["options"].batch_size == 8 and mine["config"].density == 0.25
+    assert all(m.ravel()[: int(m.sum())].all() for m in ticket.masks.values())
+    out = tmp_path / "run"
+    assert cli.main(["run", tiny_recipe(tmp_path, method="first_inputs", density=0.25), "--out", str(out), "--quiet",
+                     "--no-mlflow"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "first_inputs" and abs(summary["density"] - 0.25) < 0.01
+
+
+def test_dense_is_a_method_that_keeps_every_weight(tmp_path, capsys):
+    from test_search import tiny_data, tiny_model
+
+    assert not tf_awt.get_method("dense").prunes and "dense" not in tf_awt.METHODS
+    ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.3, method="dense")
+    assert ticket.density == 1.0 and all(m.all() for m in ticket.masks.values())
+    out = tmp_path / "dense"
+    assert cli.main(["run", tiny_recipe(tmp_path, method="dense"), "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    assert json.loads((out / "summary.json").read_text())["density"] == 1.0
+
+
+def test_unknown_and_bad_methods_are_refused():
+    with pytest.raises(ValueError, match=r"method must be one of \('awt', .*'dense'\) .*You passed: 'grasp'"):
+        tf_awt.SearchConfig(density=0.1, method="grasp")
+    with pytest.raises(ValueError, match=r"a method name is letters, digits.*You passed: 'a b'"):
+        tf_awt.register_method("a b", lambda *a: {})
+    with pytest.raises(ValueError, match=r"find must be a callable"):
+        tf_awt.register_method("ok", "not callable")

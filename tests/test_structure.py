@@ -1,0 +1,85 @@
+"""The package's structure, checked statically: no import cycle (function-level imports included),
+and no method special-cased outside the method registry."""
+import ast
+import os
+
+import tf_awt
+
+PACKAGE = os.path.dirname(tf_awt.__file__)
+
+
+def _modules():
+    found = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                dotted = "tf_awt." + os.path.relpath(path, PACKAGE)[:-3].replace(os.sep, ".")
+                found[dotted[:-9] if dotted.endswith(".__init__") else dotted] = path
+    return found
+
+
+def import_graph():
+    """{module: modules of tf_awt it imports anywhere in its source (top level or in a function)}."""
+    modules = _modules()
+    graph = {}
+    for module, path in modules.items():
+        edges = set()
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.Import):
+                edges |= {a.name for a in node.names if a.name in modules}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                edges |= {node.module} & set(modules)
+                edges |= {f"{node.module}.{a.name}" for a in node.names} & set(modules)
+        graph[module] = edges - {"tf_awt", module}
+    graph.pop("tf_awt")  # the package's lazy exports (PEP 562) are not a dependency of its modules
+    return graph
+
+
+def cycles(graph):
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert len(graph) > 30 and "tf_awt.search" in graph["tf_awt.pipeline"]  # the graph is read, not empty
+    assert cycles(graph) == []
+
+
+def test_the_checker_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_method_is_special_cased_outside_the_registry():
+    for name in ("pipeline.py", "sweep.py", "recipes.py", "cli.py", "search.py"):
+        source = open(os.path.join(PACKAGE, name), encoding="utf-8").read()
+        for literal in ('== "dense"', "== 'dense'", 'method == "', 'method in ("'):
+            assert literal not in source, (name, literal)
