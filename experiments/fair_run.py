@@ -2,7 +2,8 @@
 
     python experiments/fair_run.py lengths  [--queue 0/1]   # AWT at 2-40 search epochs × decay × student kernel
     python experiments/fair_run.py select   [--queue 0/1]   # 6 tries per method, 2 seeds, validation split
-    python experiments/fair_run.py report                   # markdown tables of what has finished
+    python experiments/fair_run.py digest                   # docs/results/fair_run/*.json of the finished cells
+    python experiments/fair_run.py report                   # markdown tables from the digests
     python experiments/fair_run.py plot                     # docs/results/search_length.png
 
 Every cell is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10 at 3.6%, L∞ ε = 0.1, PGD-10
@@ -88,8 +89,19 @@ TRIES = {
 SELECT_SEEDS = (0, 1)
 
 
+DIGESTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results", "fair_run")
+"""One JSON per finished cell (summary + mask overlaps + search distances), committed: run
+directories do not survive a session, digests do, and a cell with a digest is not run again."""
+
+
+def _digest_path(out):
+    return os.path.join(DIGESTS, os.path.relpath(out, ROOT) + ".json")
+
+
 def run(out: str, overrides) -> dict:
     summary = os.path.join(out, "summary.json")
+    if os.path.exists(_digest_path(out)) and not os.path.exists(summary):
+        return json.load(open(_digest_path(out)))
     if not os.path.exists(summary):
         args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
         for item in ["eval.split=validation", f"density={DENSITY}", *overrides]:
@@ -128,8 +140,30 @@ def select(queue: str) -> None:
 
 # --------------------------------------------------------------------------- report
 def _load(out):
-    path = os.path.join(out, "summary.json")
+    """A finished cell: its digest (written by ``digest`` from the run directory)."""
+    path = _digest_path(out)
     return json.load(open(path)) if os.path.exists(path) else None
+
+
+def digest() -> None:
+    """Writes the digest of every finished cell that has none (run from the directory holding runs/)."""
+    cells = [os.path.join(ROOT, "lengths", name) for name, _ in length_cells()] + [os.path.join(ROOT, "lengths", "magnitude")]
+    cells += [out for out, _ in selection_cells()]
+    for out in cells:
+        summary = os.path.join(out, "summary.json")
+        if os.path.exists(_digest_path(out)) or not os.path.exists(summary):
+            continue
+        data = json.load(open(summary))
+        masks, ref = _masks(out), magnitude_masks(out)
+        same = same_count_magnitude(out, masks)
+        data["overlap_magnitude"] = {k: float((masks[k] * ref[k]).sum() / masks[k].sum()) for k in masks}
+        data["overlap_same_count"] = {k: float((masks[k] * same[k]).sum() / masks[k].sum()) for k in masks}
+        data["target_distance"], data["kernel_distance"], data["mask_updates"] = _distances(out)
+        data["library_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                                text=True).stdout.strip()
+        os.makedirs(os.path.dirname(_digest_path(out)), exist_ok=True)
+        with open(_digest_path(out), "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
 
 
 def _masks(out):
@@ -137,39 +171,68 @@ def _masks(out):
         return {k[5:]: z[k] for k in z.files if k.startswith("mask/")}
 
 
-def _distances(out):
-    """The search's last-epoch mean target and kernel distances (from the ticket's history)."""
+def _history(out):
     with np.load(os.path.join(out, "ticket.npz")) as z:
-        meta = json.loads(bytes(z["meta"]).decode())
-    history = meta.get("history", {})
-    steps = 50
-    return tuple(float(np.mean(history[k][-steps:])) if history.get(k) else float("nan")
+        return json.loads(bytes(z["meta"]).decode()).get("history", {})
+
+
+def _distances(out):
+    """The search's last-epoch (50 steps) mean target and kernel distances, and its mask updates."""
+    history = _history(out)
+    last = tuple(float(np.mean(history[k][-50:])) if history.get(k) else float("nan")
                  for k in ("target_distance", "kernel_distance"))
+    return (*last, int(max(history.get("mask_updates") or [0])))
+
+
+def magnitude_masks(out):
+    """Magnitude pruning's masks at the cell's own θ0 (global top-k |θ0| with the collapse guard, what
+    ``method: magnitude`` keeps at this density and seed), from the ticket's initial weights."""
+    import tensorflow as tf
+
+    from tf_awt import _selection
+
+    with np.load(os.path.join(out, "ticket.npz")) as z:
+        names = [k[5:] for k in z.files if k.startswith("mask/")]
+        kernels = [z[k] for k in sorted(k for k in z.files if k.startswith("init/"))][0::2]
+    masks = _selection.top_k_masks([tf.abs(tf.constant(k)) for k in kernels], DENSITY)
+    return {n: m.numpy() for n, m in zip(names, masks)}
+
+
+def same_count_magnitude(out, masks):
+    """Per layer, the top-|θ0| weights at the ticket's own layer counts: the selection without the allocation."""
+    with np.load(os.path.join(out, "ticket.npz")) as z:
+        kernels = [z[k] for k in sorted(k for k in z.files if k.startswith("init/"))][0::2]
+    result = {}
+    for (name, mask), kernel in zip(masks.items(), kernels):
+        flat = np.abs(kernel).ravel()
+        keep = np.zeros(flat.size, np.float32)
+        keep[np.argsort(-flat, kind="stable")[: int(mask.sum())]] = 1
+        result[name] = keep.reshape(kernel.shape)
+    return result
 
 
 def lengths_table() -> str:
     reference = os.path.join(ROOT, "lengths", "magnitude")
-    ref = _masks(reference) if _load(reference) else None
-    lines = ["| search epochs | decay | student kernel | mask updates | overlap with magnitude (dense_0 / dense_1 / logits) | "
-             "layer density % | target dist. | kernel dist. | natural | robust | search s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| search epochs | decay | student kernel | mask updates | kept weights also in magnitude's mask (dense_0 / dense_1 / logits) | "
+             "… in the top-|θ0| at the ticket's own layer counts | layer density % | target dist. | kernel dist. | natural | robust | search s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, _ in length_cells():
         out = os.path.join(ROOT, "lengths", name)
         s = _load(out)
         if s is None:
             continue
         epochs, decay, student = name.split("-")
-        masks = _masks(out)
-        overlap = " / ".join(f"{(masks[k] * ref[k]).sum() / ref[k].sum():.2f}" for k in masks) if ref else "—"
-        td, kd = _distances(out)
+        overlap = " / ".join(f"{v:.2f}" for v in s["overlap_magnitude"].values())
+        overlap += " | " + " / ".join(f"{v:.2f}" for v in s["overlap_same_count"].values())
+        td, kd, updates = s["target_distance"], s["kernel_distance"], s["mask_updates"]
         dens = " / ".join(f"{100 * v:.2f}" for v in s["layer_density"].values())
-        lines.append(f"| {epochs[1:]} | {'λ=1e-4' if decay == 'decay' else '0'} | {student} | {int(epochs[1:]) * 50 // 100} | "
+        lines.append(f"| {epochs[1:]} | {'λ=1e-4' if decay == 'decay' else '0'} | {student} | {updates} | "
                      f"{overlap} | {dens} | {td:.3g} | {kd:.3g} | {s['natural_accuracy']:.3f} | {s['robust_accuracy']:.3f} | "
                      f"{s['phase_seconds'].get('search', 0):.0f} |")
-    if ref:
+    if _load(reference):
         s = _load(reference)
         dens = " / ".join(f"{100 * v:.2f}" for v in s["layer_density"].values())
-        lines.append(f"| magnitude at θ0 | — | — | — | 1 / 1 / 1 | {dens} | — | — | {s['natural_accuracy']:.3f} | "
+        lines.append(f"| magnitude at θ0 | — | — | — | 1 / 1 / 1 | 1 / 1 / 1 | {dens} | — | — | {s['natural_accuracy']:.3f} | "
                      f"{s['robust_accuracy']:.3f} | 0 |")
     return "\n".join(lines)
 
@@ -203,14 +266,13 @@ def selection_table() -> str:
     return "\n".join(lines)
 
 
-def plot(path=os.path.join("docs", "results", "search_length.png")) -> None:
+def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     reference = os.path.join(ROOT, "lengths", "magnitude")
-    ref = _masks(reference)
     fig, (ax_overlap, ax_robust) = plt.subplots(1, 2, figsize=(10, 4))
     for decay in ("nodecay", "decay"):
         for student in ("masked", "full"):
@@ -220,16 +282,16 @@ def plot(path=os.path.join("docs", "results", "search_length.png")) -> None:
                 s = _load(out)
                 if s is None:
                     continue
-                masks = _masks(out)
                 xs.append(epochs)
-                overlap.append((masks["dense_0"] * ref["dense_0"]).sum() / ref["dense_0"].sum())
+                overlap.append(s["overlap_same_count"]["dense_1"])
                 robust.append(s["robust_accuracy"])
             label = f"{'decay λ=1e-4' if decay == 'decay' else 'no decay'}, {student}"
             style = "-" if decay == "decay" else "--"
             ax_overlap.plot(xs, overlap, style, marker="o", label=label)
             ax_robust.plot(xs, robust, style, marker="o", label=label)
-    ax_robust.axhline(_load(reference)["robust_accuracy"], color="grey", lw=1, label="magnitude at θ0")
-    for ax, title in ((ax_overlap, "dense_0 kept weights shared with magnitude's mask"),
+    if _load(reference):
+        ax_robust.axhline(_load(reference)["robust_accuracy"], color="grey", lw=1, label="magnitude at θ0")
+    for ax, title in ((ax_overlap, "dense_1: kept weights among the top-|θ0| of the same count"),
                       (ax_robust, "validation robust accuracy (PGD-100×5, ε=0.1)")):
         ax.set_xscale("log")
         ax.set_xticks(LENGTHS, [str(e) for e in LENGTHS])
@@ -243,13 +305,15 @@ def plot(path=os.path.join("docs", "results", "search_length.png")) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("lengths", "select", "report", "plot"))
+    parser.add_argument("command", choices=("lengths", "select", "digest", "report", "plot"))
     parser.add_argument("--queue", default="0/1", help="i/n: run every n-th cell starting at i (default 0/1: all)")
     args = parser.parse_args(argv)
     if args.command == "lengths":
         lengths(args.queue)
     elif args.command == "select":
         select(args.queue)
+    elif args.command == "digest":
+        digest()
     elif args.command == "report":
         print("## Search length\n\n" + lengths_table() + "\n\n## Selection\n\n" + selection_table())
     else:
