@@ -214,7 +214,7 @@ def same_count_magnitude(out, masks):
 def lengths_table() -> str:
     reference = os.path.join(ROOT, "lengths", "magnitude")
     lines = ["| search epochs | decay | student kernel | mask updates | kept weights also in magnitude's mask (dense_0 / dense_1 / logits) | "
-             "… in the top-|θ0| at the ticket's own layer counts | layer density % | target dist. | kernel dist. | natural | robust | search s |",
+             "… in the top-\\|θ0\\| at the ticket's own layer counts | layer density % | target dist. | kernel dist. | natural | robust | search s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, _ in length_cells():
         out = os.path.join(ROOT, "lengths", name)

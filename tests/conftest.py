@@ -143,6 +143,24 @@ def _fresh_keras_session():
     tf_keras.backend.clear_session()
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_mlflow_tracking_uri():
+    """A test that calls ``mlflow.set_tracking_uri`` leaves a process-wide URI that would override the
+    ``MLFLOW_TRACKING_URI`` of every later test in the same process: reset it (and the variable)."""
+    import sys
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 # Modules of whole runs (subprocesses, tf.distribute workers, MLflow): collected first, so that
 # under pytest-xdist (one worker per core) the long tests start early and the short ones fill the
 # end, instead of one worker finishing a 30 s run while the other waits.

@@ -7,7 +7,8 @@ import os
 NAMES = ("distances.png", "accuracy.png", "density.png")
 
 
-def _save(fig, path):
+def save(fig, path):
+    """Writes ``fig`` as a PNG to ``path`` atomically."""
     from tf_awt._files import atomic_write_bytes
 
     buf = io.BytesIO()
@@ -31,7 +32,7 @@ def write_all(out: str, ticket, history: dict) -> None:
             ax.text(0.5, 0.5, f"no search ({ticket.method})", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(key.replace("_", " "))
         ax.set_xlabel("search step")
-    _save(fig, os.path.join(out, NAMES[0]))
+    save(fig, os.path.join(out, NAMES[0]))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -44,7 +45,7 @@ def write_all(out: str, ticket, history: dict) -> None:
         ax.legend(fontsize=7)
     else:
         ax.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=ax.transAxes)
-    _save(fig, os.path.join(out, NAMES[1]))
+    save(fig, os.path.join(out, NAMES[1]))
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
@@ -54,5 +55,5 @@ def write_all(out: str, ticket, history: dict) -> None:
     ax.set_xticklabels(names, rotation=30, fontsize=7)
     ax.set_ylabel("density")
     ax.set_title(f"overall density {ticket.density:.4f}")
-    _save(fig, os.path.join(out, NAMES[2]))
+    save(fig, os.path.join(out, NAMES[2]))
     plt.close(fig)

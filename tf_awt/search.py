@@ -534,7 +534,7 @@ def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
         return find_ticket(model, data, batch_size=options.batch_size, callbacks=options.callbacks,
                            verbose=options.verbose, **settings)
     if not os.path.isfile(config.reference):
-        raise ValueError(f"reference must be a method of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
+        raise ValueError(f"reference must be one of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
                          f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")
     reference = Ticket.load(config.reference, model=model)
     if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):

@@ -24,6 +24,7 @@ from tf_awt._files import atomic_write_bytes, atomic_write_json
 from tf_awt.pipeline import Run
 from tf_awt.methods import get_method, method_names
 from tf_awt.recipes import Recipe
+from tf_awt.tracking import NullTracker, Tracker
 
 __all__ = ["sweep", "cell_name"]
 
@@ -59,21 +60,10 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
-    parent = None
-    if track:
-        import mlflow
-
-        from tf_awt.tracking import check_server
-
-        check_server(mlflow.get_tracking_uri())
-        mlflow.set_experiment("tf_awt")
-        if state.get("parent_run_id"):
-            parent = mlflow.start_run(run_id=state["parent_run_id"])
-        else:
-            parent = mlflow.start_run(run_name=f"sweep-{recipe_name or 'recipe'}")
-            mlflow.log_params({"sweep.methods": ",".join(methods), "sweep.densities": ",".join(map(str, densities)),
-                               "sweep.seeds": seeds})
-        state["parent_run_id"] = parent.info.run_id
+    parent = Tracker() if track else NullTracker()
+    state["parent_run_id"] = parent.start_parent(
+        f"sweep-{recipe_name or 'recipe'}", {"sweep.methods": ",".join(methods), "sweep.densities": ",".join(map(str, densities)),
+                                             "sweep.seeds": seeds}, run_id=state.get("parent_run_id"))
     state.update({"recipe": recipe.to_dict(), "methods": list(methods), "densities": list(densities), "seeds": seeds})
     atomic_write_json(state_path, state)
     rows = []
@@ -87,32 +77,20 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             else:
                 log(f"sweep: running {name}")
                 cell_recipe = dataclasses.replace(recipe, method=method, density=density, seed=seed)
-                tracker = None
-                if track:
-                    from tf_awt.tracking import Tracker
-
-                    tracker = Tracker(nested=True)
                 Run(cell_recipe, cell_dir, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
-                    tracker=tracker, log=log, force=force).all()
+                    tracker=Tracker(nested=True) if track else None, log=log, force=force).all()
             s = json.load(open(summary_path))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
                          "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,
                          "collapsed": bool(s.get("collapsed", False))})
         _write_outputs(out, rows)
-        if parent is not None:
-            import mlflow
-
-            for name in ("sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"):
-                if os.path.exists(os.path.join(out, name)):
-                    mlflow.log_artifact(os.path.join(out, name))
+        for name in ("sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"):
+            if os.path.exists(os.path.join(out, name)):
+                parent.log_artifact(os.path.join(out, name))
         return rows
     finally:
-        if parent is not None:
-            import mlflow
-
-            while mlflow.active_run() is not None:
-                mlflow.end_run()
+        parent.end_all()
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -150,7 +128,7 @@ def _plots(out: str, rows: List[dict]) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from tf_awt.plots import _save
+    from tf_awt.plots import save
     from tf_awt.ticket import Ticket
 
     stats = summarize(rows)
@@ -164,7 +142,7 @@ def _plots(out: str, rows: List[dict]) -> None:
         ax.set_xlabel("density")
         ax.set_title(f"{key} accuracy")
     axes[0].legend(fontsize=7)
-    _save(fig, os.path.join(out, "accuracy_vs_density.png"))
+    save(fig, os.path.join(out, "accuracy_vs_density.png"))
     plt.close(fig)
 
     searched = [r for r in rows if get_method(r["method"]).trains and r["seed"] == 0]
@@ -179,5 +157,5 @@ def _plots(out: str, rows: List[dict]) -> None:
             ax.set_xlabel("search step")
             ax.set_title(key)
         axes[0].legend(fontsize=7)
-        _save(fig, os.path.join(out, "search_distances.png"))
+        save(fig, os.path.join(out, "search_distances.png"))
         plt.close(fig)

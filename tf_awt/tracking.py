@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Optional
 
-__all__ = ["Tracker", "check_server"]
+__all__ = ["Tracker", "NullTracker", "check_server"]
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -101,6 +101,28 @@ class Tracker:
         mlflow.set_tags({"tf_awt.recipe": recipe_name, "tf_awt.method": recipe.method})
         return self.run_id
 
+    def start_parent(self, name: str, params: Dict[str, object], run_id: Optional[str] = None) -> str:
+        """Starts (or, with ``run_id``, continues) a parent run — a sweep's — whose children are
+        nested :class:`Tracker` runs; ``params`` are logged on a new run only."""
+        import mlflow
+
+        if self.tracking_uri:
+            mlflow.set_tracking_uri(self.tracking_uri)
+        check_server(mlflow.get_tracking_uri())
+        mlflow.set_experiment(self.experiment)
+        run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=name)
+        if not run_id:
+            mlflow.log_params(params)
+        self.run_id = run.info.run_id
+        return self.run_id
+
+    def end_all(self) -> None:
+        """Ends every active run (a parent and any child an interruption left open)."""
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+
     def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
         import mlflow
 
@@ -154,6 +176,44 @@ class Tracker:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             mlflow.end_run(status=status)
+
+
+class NullTracker:
+    """A :class:`Tracker` that records nothing (runs without MLflow): the same methods, doing nothing,
+    so a caller never asks whether it tracks. ``run_id`` and ``registered_uri`` stay None."""
+
+    run_id: Optional[str] = None
+    registered_uri: Optional[str] = None
+
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None) -> None:
+        return None
+
+    def start_parent(self, name: str, params: Dict[str, object], run_id: Optional[str] = None) -> None:
+        return None
+
+    def end_all(self) -> None:
+        pass
+
+    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
+        pass
+
+    def set_tags(self, tags: Dict[str, str]) -> None:
+        pass
+
+    def log_artifact(self, path: str) -> None:
+        pass
+
+    def log_model(self, model, input_example) -> None:
+        return None
+
+    def log_training_data(self, x, y, name: str) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
+        pass
+
+    def end(self, status: str = "FINISHED") -> None:
+        pass
 
 
 def _serving_requirements():
