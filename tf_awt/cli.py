@@ -18,7 +18,10 @@ import re
 import sys
 import traceback
 
-from tf_awt.errors import EXIT_COLLAPSED, TrainingCollapsed
+from tf_awt.errors import TrainingCollapsed
+
+EXIT_COLLAPSED = 3
+"""``tf-awt run``'s exit code when training collapsed and the recipe sets ``train.fail_on_collapse``."""
 
 EXIT_USAGE = 2
 

@@ -11,7 +11,7 @@ The failure modes seen in docs/results.md, each checked here:
 :func:`collapse_reasons` combines the training history and the evaluation into a list of
 symptoms (empty: healthy); :func:`advice` says the first thing to try. ``tf-awt run`` writes both
 into summary.json (``collapsed``, ``collapse_reason``) and MLflow (tag ``collapsed``) and, with
-``train.fail_on_collapse: true``, exits with :data:`EXIT_COLLAPSED`.
+``train.fail_on_collapse: true``, raises :class:`TrainingCollapsed` (``tf-awt run`` exits with code 3).
 """
 from __future__ import annotations
 
@@ -20,9 +20,9 @@ from typing import Callable, List, Mapping, Optional, Sequence
 
 import tf_keras
 
-__all__ = ["CollapseMonitor", "collapse_reasons", "advice", "TrainingCollapsed", "EXIT_COLLAPSED"]
+__all__ = ["CollapseMonitor", "collapse_reasons", "advice", "TrainingCollapsed"]
 
-from tf_awt.errors import EXIT_COLLAPSED, TrainingCollapsed  # noqa: F401  (re-exported)
+from tf_awt.errors import TrainingCollapsed  # noqa: F401  (re-exported)
 
 
 def _stuck(losses: Sequence[float], num_classes: int, margin: float) -> List[bool]:
@@ -120,7 +120,7 @@ def advice(recipe_train) -> str:
     warmup = getattr(recipe_train, "eps_warmup_epochs", 0) if recipe_train is not None else 0
     rescale = getattr(recipe_train, "rescale", "none") if recipe_train is not None else "none"
     if not warmup:
-        return "First try an epsilon warm-up: --set train.eps_warmup_epochs=10 (epsilon ramped up from 0 over 10 epochs)."
+        return "First try an epsilon warm-up: train.eps_warmup_epochs=10 (epsilon ramped up from 0 over 10 epochs)."
     if rescale == "none":
         return ("First try train.rescale=fan_in (kept weights rescaled to the dense layer's output variance) or a "
                 "longer train.eps_warmup_epochs.")

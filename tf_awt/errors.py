@@ -1,9 +1,6 @@
 """Exceptions of tf_awt that callers may want to catch (importing this module does not import TensorFlow)."""
 
-__all__ = ["TrainingCollapsed", "EXIT_COLLAPSED"]
-
-EXIT_COLLAPSED = 3
-"""``tf-awt run``'s exit code when training collapsed and the recipe sets ``train.fail_on_collapse``."""
+__all__ = ["TrainingCollapsed"]
 
 
 class TrainingCollapsed(RuntimeError):
