@@ -300,7 +300,7 @@ def test_frankle_carbin_allocation_gives_the_papers_density_grid():
     assert _selection.frankle_carbin_rounds(shapes, 0.036) == pytest.approx(15, abs=0.05)
 
 
-@pytest.mark.parametrize("method", ["awt", "ntt", "magnitude", "snip", "random", "synflow", "cosentino"])
+@pytest.mark.parametrize("method", ["awt", "snip", "synflow", "cosentino"])  # each way a method selects masks
 def test_every_method_keeps_the_same_explicit_allocation(method):
     model = tiny_model()
     x, y = tiny_data()
@@ -311,6 +311,8 @@ def test_every_method_keeps_the_same_explicit_allocation(method):
                                 update_every=2, layer_densities=wanted, rounds=2)
     for name, d in wanted.items():
         assert ticket.layer_density[name] == pytest.approx(round(d * sizes[name]) / sizes[name])
+    if method not in ("awt", "cosentino"):  # the allocation is computed once for every method: two suffice
+        return
     fc = tf_awt.find_ticket(model, (x, y), density=0.3, method=method, attack=ATTACK, epochs=1, batch_size=16,
                             update_every=2, scope="frankle_carbin", rounds=2)
     expected = _selection.frankle_carbin_densities([sizes_shape for sizes_shape in
