@@ -80,9 +80,9 @@ def test_every_bundled_recipe_loads():
 def test_recipe_overrides_and_errors():
     recipe = load_recipe("quickstart", ["attack.eps=0.2", "density=0.1", "search.kernel=diagonal"])
     assert recipe.attack.eps == 0.2 and recipe.density == 0.1 and recipe.search.kernel == "diagonal"
-    with pytest.raises(ValueError, match=r"unknown key attack.'epz'.*Allowed keys under attack"):
+    with pytest.raises(ValueError, match=r"unknown key 'attack.epz' \(did you mean 'attack.eps'\?\).*Allowed keys under attack"):
         load_recipe("quickstart", ["attack.epz=0.1"])
-    with pytest.raises(ValueError, match=r"unknown key 'densty'"):
+    with pytest.raises(ValueError, match=r"unknown key 'densty' \(did you mean 'density'\?\)"):
         load_recipe("quickstart", ["densty=0.1"])
     with pytest.raises(ValueError, match=r"density must be in \(0, 1\]. You passed: 2"):
         load_recipe("quickstart", ["density=2"])
@@ -97,7 +97,7 @@ def test_recipe_overrides_and_errors():
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
     for args, needle in (
-        (["run", "--set", "attack.epz=0.1", "--out", str(tmp_path / "o")], "unknown key attack.'epz'"),
+        (["run", "--set", "attack.epz=0.1", "--out", str(tmp_path / "o")], "unknown key 'attack.epz' (did you mean 'attack.eps'?)"),
         (["run", "nope", "--out", str(tmp_path / "o")], "unknown recipe 'nope'"),
         (["train", "--out", str(tmp_path / "empty")], "run the 'search' phase first"),
         (["evaluate", "--model", str(tmp_path / "missing"), "--dataset", "mnist-5k"], "is not a SavedModel directory"),
@@ -125,7 +125,7 @@ def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
               "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
     assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
-    assert "unknown key attack.'epz'" in proc.stderr and not (tmp_path / "o").exists()
+    assert "unknown key 'attack.epz'" in proc.stderr and not (tmp_path / "o").exists()
 
 
 def test_recipes_command_lists_recipes():
@@ -447,3 +447,21 @@ def test_evaluate_with_autoattack_through_the_cli(tmp_path):
     result = json.loads(target.read_text())
     assert set(result["suites"]) == {"pgd", "autoattack"} and result["num_examples"] == 8
     assert result["robust_accuracy"] <= min(result["suites"].values()) + 1e-12
+
+
+def test_evaluate_defaults_to_the_runs_own_attack_and_says_which(tmp_path, capsys):
+    """`tf-awt evaluate --model <run>/saved_model` attacks at the run's recipe ε and norm (not 0.3),
+    says so in a human line and in the JSON; an ε beyond the data range is refused."""
+    recipe = tiny_recipe(tmp_path, method="magnitude")
+    out = tmp_path / "run"
+    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    data = yaml.safe_load(open(recipe))["dataset"]
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--model", str(out / "saved_model"), "--data", data, "--steps", "3", "--restarts", "1",
+                     "--max-examples", "16", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    assert result["attack"] == {"norm": "linf", "eps": 0.1, "steps": 3, "restarts": 1, "attack": "pgd"}
+    assert "linf ε = 0.1" in captured.err and str(out / "recipe.yaml") in captured.err
+    assert cli.main(["evaluate", "--model", str(out / "saved_model"), "--data", data, "--eps", "3", "--quiet"]) == 2
+    assert "--eps must be in [0, 1] for an L∞ attack on data in [0, 1]. You passed: 3" in capsys.readouterr().err

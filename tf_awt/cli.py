@@ -97,11 +97,14 @@ def _parser():
     ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
     ev.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
                     help="pgd (default), or autoattack: PGD plus the AutoAttack suite (needs adversarial-robustness-toolbox)")
-    ev.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    ev.add_argument("--eps", type=float, default=0.3)
-    ev.add_argument("--steps", type=int, default=100)
-    ev.add_argument("--restarts", type=int, default=5)
-    ev.add_argument("--max-examples", type=int, default=None)
+    ev.add_argument("--norm", default=None, choices=["linf", "l2"],
+                    help="the attack's norm (default: the run's recipe's attack.norm when --model is a run's saved_model, else linf)")
+    ev.add_argument("--eps", type=float, default=None,
+                    help="the attack's budget ε (default: the run's recipe's attack.eps when --model is a run's saved_model, "
+                         "else 0.3); L∞: at most the data range")
+    ev.add_argument("--steps", type=int, default=100, help="PGD steps (default 100; step size 2.5·ε/steps)")
+    ev.add_argument("--restarts", type=int, default=5, help="PGD random restarts, worst case counted (default 5)")
+    ev.add_argument("--max-examples", type=int, default=None, help="evaluate the first N test examples only")
     ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
     sw = sub.add_parser("sweep", help="a resumable grid of runs: methods x densities x seeds")
     recipe_args(sw, out_required=False)
@@ -127,7 +130,12 @@ def _evaluate_saved_model(args):
         raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
     if not os.path.isdir(args.model):
         raise ValueError(f"--model {args.model} is not a SavedModel directory")
+    _attack_defaults(args)
     split = data_mod.load(args.data or args.dataset, getattr(args, "data_dir", None))
+    high = split.clip_max - split.clip_min if split.clip_max is not None and split.clip_min is not None else None
+    if args.eps < 0 or (args.norm == "linf" and high is not None and args.eps > high):
+        raise ValueError(f"--eps must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, {split.clip_max:g}]. "
+                         f"You passed: {args.eps:g}" if high is not None else f"--eps must be >= 0. You passed: {args.eps:g}")
     x = np.concatenate([split.x_train, split.x_test]) if args.data else split.x_test
     y = np.concatenate([split.y_train, split.y_test]) if args.data else split.y_test
     if args.max_examples:
@@ -154,10 +162,32 @@ def _evaluate_saved_model(args):
     attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
     result = evaluate(model, (x, y), attack=attack, restarts=args.restarts, autoattack=args.attack == "autoattack")
     out = result.to_dict()
+    echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts, "attack": args.attack}
+    print(f"natural accuracy {out['natural_accuracy']:.4f}, robust accuracy {out['robust_accuracy']:.4f} "
+          f"({'PGD' if args.attack == 'pgd' else 'PGD + AutoAttack'}-{args.steps} ×{args.restarts}, {args.norm} ε = {args.eps:g}, "
+          f"{out['num_examples']} examples{'; ε and norm from ' + args.attack_source if args.attack_source else ''})",
+          file=sys.stderr)
     print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
-                      "suites": out["suites"], "num_examples": out["num_examples"], "warnings": out["warnings"]}))
+                      "suites": out["suites"], "num_examples": out["num_examples"], "attack": echo,
+                      "warnings": out["warnings"]}))
     if args.json_out:
         atomic_write_json(args.json_out, out)
+
+
+def _attack_defaults(args) -> None:
+    """``--eps``/``--norm`` not given: the run's own attack when ``--model`` is ``<run>/saved_model``
+    (its ``recipe.yaml`` beside it), else L∞ ε = 0.3. Sets ``args.attack_source`` (the recipe's path or "")."""
+    args.attack_source = ""
+    recipe_path = os.path.join(os.path.dirname(os.path.normpath(args.model)), "recipe.yaml")
+    if (args.eps is None or args.norm is None) and os.path.isfile(recipe_path):
+        from tf_awt.recipes import load_recipe
+
+        attack = load_recipe(recipe_path).attack
+        args.eps = attack.eps if args.eps is None else args.eps
+        args.norm = attack.norm if args.norm is None else args.norm
+        args.attack_source = recipe_path
+    args.eps = 0.3 if args.eps is None else args.eps
+    args.norm = "linf" if args.norm is None else args.norm
 
 
 def _registered_name(args) -> str:

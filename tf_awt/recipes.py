@@ -275,6 +275,14 @@ def _coerce(value, annotation, where):
     return value
 
 
+def _did_you_mean(key, allowed, prefix: str = "") -> str:
+    """`` (did you mean 'lr'?)`` for the closest allowed key, or ""."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
 def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a recipe is a YAML mapping of keys. It holds: {type(data).__name__}")
@@ -282,7 +290,7 @@ def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
     kwargs = {}
     for key, value in data.items():
         if key not in top:
-            raise ValueError(f"{source}: unknown key {key!r}. Allowed keys: {sorted(top)}")
+            raise ValueError(f"{source}: unknown key {key!r}{_did_you_mean(key, top)}. Allowed keys: {sorted(top)}")
         if key in _SECTIONS:
             cls = _SECTIONS[key]
             fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -290,7 +298,8 @@ def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
                 raise ValueError(f"{source}: {key} must be a mapping with keys {sorted(fields)}. You passed: {value!r}")
             for sub in value:
                 if sub not in fields:
-                    raise ValueError(f"{source}: unknown key {key}.{sub!r}. Allowed keys under {key}: {sorted(fields)}")
+                    raise ValueError(f"{source}: unknown key '{key}.{sub}'{_did_you_mean(sub, fields, key + '.')}. "
+                                     f"Allowed keys under {key}: {sorted(fields)}")
             kwargs[key] = cls(**{k: _coerce(v, fields[k].type, f"{key}.{k}") for k, v in value.items()})
         else:
             kwargs[key] = _coerce(value, top[key].type, key)
