@@ -2,6 +2,8 @@
 
     python experiments/fair_run.py lengths  [--queue 0/1]   # AWT at 2-40 search epochs × decay × student kernel
     python experiments/fair_run.py select   [--queue 0/1]   # 6 tries per method, 2 seeds, validation split
+    python experiments/fair_run.py final    [--queue 0/1]   # the chosen tries on the TEST split: 3.6% and 1.8%,
+                                                            # ε 0.1 and 0.3, seeds 0-2, + AutoAttack on 200 digits
     python experiments/fair_run.py digest                   # docs/results/fair_run/*.json of the finished cells
     python experiments/fair_run.py report                   # markdown tables from the digests
     python experiments/fair_run.py plot                     # docs/results/search_length.png
@@ -149,6 +151,10 @@ def digest() -> None:
     """Writes the digest of every finished cell that has none (run from the directory holding runs/)."""
     cells = [os.path.join(ROOT, "lengths", name) for name, _ in length_cells()] + [os.path.join(ROOT, "lengths", "magnitude")]
     cells += [out for out, _ in selection_cells()]
+    if os.path.isdir(os.path.join(ROOT, "final")):
+        cells += [os.path.join(ROOT, "final", eps, name) for eps in os.listdir(os.path.join(ROOT, "final"))
+                  for name in os.listdir(os.path.join(ROOT, "final", eps))
+                  if os.path.exists(os.path.join(ROOT, "final", eps, name, "autoattack-200.json"))]
     for out in cells:
         summary = os.path.join(out, "summary.json")
         if os.path.exists(_digest_path(out)) or not os.path.exists(summary):
@@ -159,6 +165,11 @@ def digest() -> None:
         data["overlap_magnitude"] = {k: float((masks[k] * ref[k]).sum() / masks[k].sum()) for k in masks}
         data["overlap_same_count"] = {k: float((masks[k] * same[k]).sum() / masks[k].sum()) for k in masks}
         data["target_distance"], data["kernel_distance"], data["mask_updates"] = _distances(out)
+        autoattack = os.path.join(out, "autoattack-200.json")
+        if os.path.exists(autoattack):
+            aa = json.load(open(autoattack))
+            data["first_200"] = {"pgd": aa["suites"].get("pgd"), "autoattack": aa["suites"].get("autoattack"),
+                                 "robust": aa["robust_accuracy"]}
         data["library_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                                 text=True).stdout.strip()
         os.makedirs(os.path.dirname(_digest_path(out)), exist_ok=True)
@@ -266,6 +277,91 @@ def selection_table() -> str:
     return "\n".join(lines)
 
 
+# --------------------------------------------------------------------------- the test split, once
+FINAL_DENSITIES = (0.036, 0.018)
+FINAL_SEEDS = (0, 1, 2)
+EPS = {
+    "eps0.1": [],  # the recipe's ε = 0.1
+    # section 5's ε = 0.3 settings: the paper's ε, with the ε warm-up that keeps training from collapsing
+    "eps0.3": ["attack.eps=0.3", "attack.step_size=0.075", "train.step_size=0.075", "train.epochs=100",
+               "train.eps_warmup_epochs=10"],
+}
+FIXED = {  # rows with nothing to choose
+    "dense": ["method=dense"],
+    "random-erk": ["method=random", "search.scope=erk"],
+    "random-fc": ["method=random", "search.scope=frankle_carbin"],
+}
+
+
+def final_cells(families=None):
+    """(out, overrides, family): every family with its chosen try (validation, 3.6%, ε = 0.1), on the
+    test split, at both densities and both ε, seeds 0-2; random_layerwise shuffles the final AWT ticket."""
+    for eps, eps_overrides in EPS.items():
+        for density in FINAL_DENSITIES:
+            for seed in FINAL_SEEDS:
+                rows = [(name, overrides) for name, overrides in FIXED.items()]
+                for family in TRIES:
+                    name, complete = chosen(family)
+                    if name is None or not complete:
+                        raise SystemExit(f"the selection of {family} is not complete: run 'select' first")
+                    rows.append((family, [f"method={family}", *dict(TRIES[family])[name]]))
+                ticket = os.path.abspath(os.path.join(ROOT, "final", eps, f"awt-d{density}-s{seed}", "ticket.npz"))
+                rows.append(("random_layerwise", ["method=random_layerwise", f"search.reference={ticket}"]))
+                for family, overrides in rows:
+                    if families and family not in families:
+                        continue
+                    out = os.path.join(ROOT, "final", eps, f"{family}-d{density}-s{seed}")
+                    yield out, [f"density={density}", f"seed={seed}", *eps_overrides, *overrides], family
+
+
+def final(queue: str, families=None) -> None:
+    """The final cells on the test split (not ``eval.split=validation``), then AutoAttack on 200 test digits."""
+    for out, overrides, _ in _queue(list(final_cells(families)), queue):
+        summary = os.path.join(out, "summary.json")
+        if not os.path.exists(summary) and not os.path.exists(_digest_path(out)):
+            args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
+            for item in overrides:
+                args += ["--set", item]
+            print(" ".join(args), flush=True)
+            code = subprocess.call(args)
+            if code not in (0, 3):
+                raise SystemExit(f"{out}: tf-awt exited with {code}")
+        target = os.path.join(out, "autoattack-200.json")
+        if os.path.exists(summary) and not os.path.exists(target):
+            eps = next((o.split("=")[1] for o in overrides if o.startswith("attack.eps=")), "0.1")
+            subprocess.check_call([sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
+                                   "--dataset", "mnist-5k", "--attack", "autoattack", "--norm", "linf", "--eps", eps,
+                                   "--max-examples", "200", "--json", target, "--quiet"])
+
+
+def final_table(eps: str) -> str:
+    """Mean ± std over seeds per density and family (test split), and which gaps exceed the spread."""
+    lines = ["| density | method | seeds | natural | robust (PGD-100×5) | worst of PGD and AutoAttack, first 200 | "
+             "collapsed |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    families = [*FIXED, *TRIES, "random_layerwise"]
+    for density in FINAL_DENSITIES:
+        stats = []
+        for family in families:
+            found = [_load(os.path.join(ROOT, "final", eps, f"{family}-d{density}-s{seed}")) for seed in FINAL_SEEDS]
+            found = [f for f in found if f]
+            if not found:
+                continue
+            nat = np.array([f["natural_accuracy"] for f in found])
+            rob = np.array([f["robust_accuracy"] for f in found])
+            worst = [f["first_200"]["robust"] for f in found if f.get("first_200")]
+            stats.append((family, rob.mean(), rob.std()))
+            lines.append(f"| {density} | {family} | {len(found)} | {nat.mean():.3f} ± {nat.std():.3f} | {rob.mean():.3f} ± "
+                         f"{rob.std():.3f} | {(f'{np.mean(worst):.3f} ± {np.std(worst):.3f}') if worst else '—'} | "
+                         f"{sum(bool(f.get('collapsed')) for f in found)} |")
+        ranked = sorted((s for s in stats if s[0] != "dense"), key=lambda s: -s[1])
+        if len(ranked) > 1:
+            (a, ma, sa), (b, mb, sb) = ranked[0], ranked[1]
+            verdict = "exceeds" if ma - mb > sa + sb else "does not exceed"
+            lines.append(f"| {density} | best ticket: **{a}**, {ma - mb:+.3f} robust over {b} ({verdict} the sum of their spreads) "
+                         "| | | | | |")
+    return "\n".join(lines)
+
+
 def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> None:
     import matplotlib
 
@@ -305,17 +401,22 @@ def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> No
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("lengths", "select", "digest", "report", "plot"))
+    parser.add_argument("command", choices=("lengths", "select", "final", "digest", "report", "plot"))
+    parser.add_argument("--families", default=None, help="final: comma-separated families (default: all)")
     parser.add_argument("--queue", default="0/1", help="i/n: run every n-th cell starting at i (default 0/1: all)")
     args = parser.parse_args(argv)
     if args.command == "lengths":
         lengths(args.queue)
     elif args.command == "select":
         select(args.queue)
+    elif args.command == "final":
+        final(args.queue, args.families.split(",") if args.families else None)
     elif args.command == "digest":
         digest()
     elif args.command == "report":
         print("## Search length\n\n" + lengths_table() + "\n\n## Selection\n\n" + selection_table())
+        for eps in EPS:
+            print(f"\n## Test split, {eps}\n\n" + final_table(eps))
     else:
         plot()
 
