@@ -7,10 +7,17 @@ from tf_awt.cli import _import_tensorflow  # noqa: E402
 
 _import_tensorflow(verbose=False)  # without TensorFlow's load-time lines (xdist workers print them otherwise)
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
-import tf_keras
+import tf_keras  # noqa: E402
+import yaml  # noqa: E402
+
+import tf_awt  # noqa: E402
+from tf_awt import cli  # noqa: E402
 
 L = tf_keras.layers
 
@@ -170,3 +177,82 @@ _WHOLE_RUN_MODULES = ("test_distributed.py", "test_resume.py", "test_hardening.p
 
 def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.path.name not in _WHOLE_RUN_MODULES)  # stable: file order otherwise kept
+
+
+# --------------------------------------------------------------------------- helpers shared by the test modules
+def tiny_npz(path, n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32")
+    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0.5).astype("int64") + (x[:, 4:, 4:, 0].mean(axis=(1, 2)) > 0.5)
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def tiny_recipe(tmp_path, **changes):
+    data = {
+        "description": "tiny test recipe",
+        "dataset": tiny_npz(str(tmp_path / "tiny.npz")),
+        "model": "mlp",
+        "method": "awt",
+        "density": 0.2,
+        "attack": {"norm": "linf", "eps": 0.1, "steps": 2, "step_size": 0.05},
+        "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
+        "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
+        "eval": {"steps": 3, "restarts": 1},
+        # The TFLite file (0.6 s a run) only where a test looks at it: export={} gives the default (written).
+        "export": {"tflite": False},
+    }
+    data.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def tf_awt_cli(*args, env=None, timeout=600):
+    """``python -m tf_awt.cli ARGS`` in a new process: for what needs one (the console module, logs
+    on file descriptor 2, umask, signals, locks held by other processes)."""
+    return subprocess.run([sys.executable, "-m", "tf_awt.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout)
+
+
+def tf_awt_main(capsys, *args, env=None, monkeypatch=None):
+    """``tf_awt.cli.main(ARGS)`` in this process (what the ``tf-awt`` script calls, without paying
+    a new process's TensorFlow import): a CompletedProcess with the exit code and what it printed."""
+    for name, value in (env or {}).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
+
+
+ATTACK = tf_awt.Attack(eps=0.1, steps=2, step_size=0.05)
+
+
+def tiny_model(seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    return tf_awt.models.mlp(input_shape=(6, 6, 1), num_classes=3, hidden=(12, 8))
+
+
+def tiny_data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, 1, (n, 6, 6, 1)).astype("float32")
+    y = (x.reshape(n, -1)[:, :3].argmax(axis=1)).astype("int64")
+    return x, y
+
+
+def total_prunable(model):
+    return sum(l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel"))
+
+
+class _StopAfterSecondEpoch(tf_keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def trained_model():
+    """The tiny MLP trained naturally (ε = 0) for 3 epochs: a model worth attacking."""
+    model = tiny_model()
+    tf_awt.adversarial_fit(model, tiny_data(96), attack=tf_awt.evaluation_attack(0.1, steps=5).replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
+    return model

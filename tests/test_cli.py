@@ -14,54 +14,9 @@ import yaml
 import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import bundled_recipes, load_recipe
+from conftest import tf_awt_cli, tf_awt_main, tiny_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def tiny_npz(path, n=120, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32")
-    y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0.5).astype("int64") + (x[:, 4:, 4:, 0].mean(axis=(1, 2)) > 0.5)
-    np.savez(path, x=x, y=y)
-    return path
-
-
-def tiny_recipe(tmp_path, **changes):
-    data = {
-        "description": "tiny test recipe",
-        "dataset": tiny_npz(str(tmp_path / "tiny.npz")),
-        "model": "mlp",
-        "method": "awt",
-        "density": 0.2,
-        "attack": {"norm": "linf", "eps": 0.1, "steps": 2, "step_size": 0.05},
-        "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
-        "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
-        "eval": {"steps": 3, "restarts": 1},
-        # The TFLite file (0.6 s a run) only where a test looks at it: export={} gives the default (written).
-        "export": {"tflite": False},
-    }
-    data.update(changes)
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return str(path)
-
-
-def tf_awt_cli(*args, env=None, timeout=600):
-    """``python -m tf_awt.cli ARGS`` in a new process: for what needs one (the console module, logs
-    on file descriptor 2, umask, signals, locks held by other processes)."""
-    return subprocess.run([sys.executable, "-m", "tf_awt.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=timeout)
-
-
-def tf_awt_main(capsys, *args, env=None, monkeypatch=None):
-    """``tf_awt.cli.main(ARGS)`` in this process (what the ``tf-awt`` script calls, without paying
-    a new process's TensorFlow import): a CompletedProcess with the exit code and what it printed."""
-    for name, value in (env or {}).items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = cli.main([str(a) for a in args])
-    captured = capsys.readouterr()
-    return subprocess.CompletedProcess(list(args), code, captured.out, captured.err)
 
 
 def test_every_bundled_recipe_loads():
@@ -435,7 +390,7 @@ def test_evaluate_with_autoattack_through_the_cli(tmp_path):
     pytest.importorskip("multiprocess")
     import tf_awt
 
-    from test_evaluation import tiny_data, trained_model
+    from conftest import tiny_data, trained_model
 
     x, y = tiny_data(40, seed=4)
     np.savez(tmp_path / "d.npz", x=x[:20], y=y[:20], x_test=x[20:], y_test=y[20:])

@@ -13,7 +13,7 @@ from tf_awt._distribute import is_chief, strategy_for
 from tf_awt.pipeline import Run
 from tf_awt.recipes import load_recipe
 from tf_awt.ticket import Ticket
-from test_cli import tf_awt_main, tiny_recipe
+from conftest import tf_awt_main, tiny_recipe
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")
 

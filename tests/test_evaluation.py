@@ -7,15 +7,9 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from test_search import tiny_data, tiny_model
+from conftest import tiny_data, tiny_model, trained_model
 
 ATTACK = tf_awt.evaluation_attack(0.1, steps=5)
-
-
-def trained_model():
-    model = tiny_model()
-    tf_awt.adversarial_fit(model, tiny_data(96), attack=ATTACK.replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
-    return model
 
 
 def test_accuracies_and_per_class():

@@ -20,7 +20,7 @@ import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import from_dict, load_recipe
 
-from test_cli import tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
+from conftest import tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
 
 L = tf_keras.layers
 

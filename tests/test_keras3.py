@@ -122,7 +122,7 @@ def test_a_run_can_export_a_keras3_file(tmp_path, capsys):
 
     from tf_awt import cli
 
-    from test_cli import tiny_recipe
+    from conftest import tiny_recipe
 
     recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
                          train={"epochs": 1, "batch_size": 32, "steps": 1, "step_size": 0.05},

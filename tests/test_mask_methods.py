@@ -13,8 +13,7 @@ from tf_awt.iterative import round_densities
 from tf_awt.search import TicketSearch, search_optimizer
 from tf_awt.ticket import Ticket
 
-from test_cli import tiny_recipe
-from test_search import ATTACK, tiny_data, tiny_model, total_prunable
+from conftest import ATTACK, tiny_data, tiny_model, tiny_recipe, total_prunable
 
 
 # ---------------------------------------------------------------------------- straight-through top-k

@@ -6,7 +6,7 @@ import pytest
 
 import tf_awt
 from tf_awt import cli, methods
-from test_cli import tiny_recipe
+from conftest import tiny_recipe
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def mine():
 
 
 def test_a_registered_method_runs_through_find_ticket_and_the_cli(tmp_path, mine, capsys):
-    from test_search import tiny_data, tiny_model
+    from conftest import tiny_data, tiny_model
 
     ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.25, method="first_inputs", batch_size=8)
     assert ticket.method == "first_inputs" and ticket.history == {"note": [1.0]}
@@ -46,7 +46,7 @@ def test_a_registered_method_runs_through_find_ticket_and_the_cli(tmp_path, mine
 
 
 def test_dense_is_a_method_that_keeps_every_weight(tmp_path, capsys):
-    from test_search import tiny_data, tiny_model
+    from conftest import tiny_data, tiny_model
 
     assert not tf_awt.get_method("dense").prunes and "dense" not in tf_awt.METHODS
     ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.3, method="dense")

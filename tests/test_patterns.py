@@ -11,8 +11,7 @@ import tf_awt
 from tf_awt import _selection, cli
 from tf_awt.ticket import Ticket
 
-from test_cli import tiny_recipe
-from test_search import ATTACK, tiny_data, tiny_model
+from conftest import ATTACK, tiny_data, tiny_model, tiny_recipe
 
 
 def _reference_nm(score: np.ndarray, n: int, m: int) -> np.ndarray:

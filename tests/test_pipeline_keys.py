@@ -7,7 +7,7 @@ import tf_keras
 
 from tf_awt import baselines, cli, evaluation, export, search, ticket, training
 
-from test_cli import tiny_recipe
+from conftest import tiny_recipe
 
 SEARCH = {"epochs": 2, "lr": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
           "kernel_weight": 0.5, "normalization": "per_entry", "scope": "layer", "batch_size": 16, "optimize": "scores",

@@ -18,7 +18,7 @@ from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
 from tf_awt.pipeline import Run
 from tf_awt.recipes import load_recipe
 from tf_awt.ticket import Ticket
-from test_cli import tf_awt_main, tiny_recipe
+from conftest import tf_awt_main, tiny_recipe, _StopAfterSecondEpoch
 
 
 def _model(seed=0):
@@ -92,12 +92,6 @@ def test_checkpoint_refuses_foreign_and_corrupt_state(tmp_path):
 def _recipe(tmp_path, train_epochs=4, **changes):
     return load_recipe(tiny_recipe(tmp_path, search={"epochs": 3, "update_every": 2, "batch_size": 32},
                                    train={"epochs": train_epochs, "batch_size": 32, "steps": 2, "step_size": 0.05}, **changes))
-
-
-class _StopAfterSecondEpoch(tf_keras.callbacks.Callback):
-    def on_epoch_end(self, epoch, logs=None):
-        if epoch == 1:
-            raise KeyboardInterrupt
 
 
 # ---------------------------------------------------------------------------- the public API resumes

@@ -7,25 +7,7 @@ import tf_keras
 import tf_awt
 from tf_awt import _selection
 from tf_awt.search import TicketSearch, TicketSearchCallback
-
-ATTACK = tf_awt.Attack(eps=0.1, steps=2, step_size=0.05)
-
-
-def tiny_model(seed=0):
-    tf_keras.utils.set_random_seed(seed)
-    return tf_awt.models.mlp(input_shape=(6, 6, 1), num_classes=3, hidden=(12, 8))
-
-
-def tiny_data(n=48, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.uniform(0, 1, (n, 6, 6, 1)).astype("float32")
-    y = (x.reshape(n, -1)[:, :3].argmax(axis=1)).astype("int64")
-    return x, y
-
-
-def total_prunable(model):
-    return sum(l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel"))
-
+from conftest import ATTACK, tiny_data, tiny_model, total_prunable
 
 def run_search(model, density=0.3, epochs=2, update_every=2, **settings):
     x, y = tiny_data()

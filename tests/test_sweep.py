@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from test_cli import tf_awt_cli, tiny_recipe
+from conftest import tf_awt_cli, tiny_recipe
 from tf_awt.recipes import load_recipe
 from tf_awt.sweep import sweep
 

@@ -5,7 +5,7 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from test_search import ATTACK, tiny_data, tiny_model
+from conftest import ATTACK, tiny_data, tiny_model
 
 
 def test_masks_stay_fixed_and_pruned_weights_exactly_zero():

@@ -18,8 +18,7 @@ from tf_awt.recipes import load_recipe
 from tf_awt.ticket import fan_in_scale
 from tf_awt.training_schedule import TrainingSchedule, WarmupDecay
 
-from test_cli import tiny_npz, tiny_recipe
-from test_resume import _StopAfterSecondEpoch
+from conftest import tiny_npz, tiny_recipe, _StopAfterSecondEpoch
 
 L = tf_keras.layers
 
