@@ -51,7 +51,8 @@ def length_cells():
         for decay in (False, True):
             for student in ("masked", "full"):
                 name = f"e{epochs}-{'decay' if decay else 'nodecay'}-{student}"
-                yield name, [f"search.epochs={epochs}", *TM100, f"search.student_kernel={student}", *(DECAY if decay else [])]
+                yield name, [f"search.epochs={epochs}", *TM100, f"search.student_kernel={student}",
+                             *(DECAY if decay else ["search.weight_decay=0"])]  # explicit: the recipe now decays
 
 
 def _search_tries():
