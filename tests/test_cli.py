@@ -358,9 +358,15 @@ def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     recipe = tiny_recipe(tmp_path, method="magnitude")
     out = str(tmp_path / "run")
-    assert cli.main(["run", recipe, "--out", out, "--quiet", "--register-as", "my-ticket"]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", recipe, "--out", out, "--register-as", "my-ticket"]) == 0  # no --quiet: stderr is no terminal
+    err = capsys.readouterr().err
+    assert "train epoch 1: loss" in err and "\r" not in err  # log lines, not a redrawn bar, in a file
+    train_line = next(line for line in err.splitlines() if line.startswith("train: "))
+    assert "{" not in train_line and "adv_accuracy" in train_line
     first = json.load(open(os.path.join(out, "summary.json")))
     client = mlflow.tracking.MlflowClient(uri)
+    assert client.get_run(first["mlflow_run_id"]).info.run_name == "{}-magnitude-d0.2-s0-run".format(recipe)
     assert first["registered_model"] == "models:/my-ticket/1"
     assert client.get_model_version("my-ticket", "1").run_id == first["mlflow_run_id"]
     # an existing finished run is kept unless --force; --force starts over (a new MLflow run)

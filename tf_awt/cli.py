@@ -30,7 +30,8 @@ class _Progress:
     """Builds a Keras callback drawing one tqdm bar per phase (ETA + live metrics), or log lines."""
 
     def __init__(self, quiet: bool):
-        self.quiet = quiet
+        # a bar redrawn into a file is hundreds of lines of log: log lines when stderr is not a terminal
+        self.quiet = quiet or not sys.stderr.isatty()
 
     def __call__(self, phase: str, total_steps: int):
         import tf_keras

@@ -17,6 +17,7 @@ The library raises (a collapsed training with ``train.fail_on_collapse``:
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from typing import Callable, Dict, Optional
 
@@ -168,8 +169,8 @@ class Run:
         for epoch in range(len(next(iter(hist.values()), []))):
             self.tracker.log_metrics({f"train_{k}": v[epoch] for k, v in hist.items()}, step=epoch)
         self.timings["train"] = time.time() - t0
-        last = {k: round(v[-1], 4) for k, v in hist.items()} if hist else {}
-        self.log(f"train: {r.train.epochs} epochs ({self.timings['train']:.0f} s) {last}")
+        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in hist.items() if v)
+        self.log(f"train: {r.train.epochs} epochs ({self.timings['train']:.0f} s){': ' + last if last else ''}")
         return model, hist
 
     def trained_model(self, distributed: bool = True):
@@ -225,7 +226,9 @@ class Run:
         self.timings.update(state.get("phase_seconds", {}))
         self.directory.write_recipe()
         fresh = not state.get("mlflow_run_id")
-        self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"))
+        self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"),
+                           run_name=f"{self.recipe_name or 'recipe'}-{self.recipe.method}-d{self.recipe.density:g}-s{self.recipe.seed}"
+                                    f"-{os.path.basename(os.path.abspath(self.out))}")
         state["mlflow_run_id"] = self.tracker.run_id
         if fresh:
             self.tracker.log_training_data(self.split.x_train, self.split.y_train, self.recipe.dataset)

@@ -72,8 +72,9 @@ class Tracker:
         self.run_id: Optional[str] = None
         self.registered_uri: Optional[str] = None
 
-    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None) -> str:
-        """Starts the run; with ``run_id`` (a resumed run) continues that MLflow run instead."""
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> str:
+        """Starts the run (named ``run_name``, default ``<recipe>-<method>-d<density>-s<seed>``); with
+        ``run_id`` (a resumed run) continues that MLflow run instead."""
         import mlflow
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -94,7 +95,7 @@ class Tracker:
                                  "Use the tracking URI the run started with, or --force to start over.") from None
             self.run_id = run.info.run_id
             return self.run_id
-        run = mlflow.start_run(run_name=f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
+        run = mlflow.start_run(run_name=run_name or f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
                                nested=self.nested)
         self.run_id = run.info.run_id
         mlflow.log_params({k: ("null" if v is None else v) for k, v in recipe.flat().items()})
@@ -185,7 +186,7 @@ class NullTracker:
     run_id: Optional[str] = None
     registered_uri: Optional[str] = None
 
-    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None) -> None:
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> None:
         return None
 
     def start_parent(self, name: str, params: Dict[str, object], run_id: Optional[str] = None) -> None:
