@@ -172,7 +172,7 @@ def _no_leftover_mlflow_tracking_uri():
 # under pytest-xdist (one worker per core) the long tests start early and the short ones fill the
 # end, instead of one worker finishing a 30 s run while the other waits.
 _WHOLE_RUN_MODULES = ("test_distributed.py", "test_resume.py", "test_hardening.py", "test_cli.py", "test_mask_methods.py",
-                      "test_training_schedule.py", "test_sweep.py", "test_keras3.py")
+                      "test_training_schedule.py", "test_sweep.py", "test_keras3.py", "test_methods.py", "test_pipeline_keys.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -186,6 +186,10 @@ def tiny_npz(path, n=120, seed=0):
     y = (x[:, :4, :4, 0].mean(axis=(1, 2)) > 0.5).astype("int64") + (x[:, 4:, 4:, 0].mean(axis=(1, 2)) > 0.5)
     np.savez(path, x=x, y=y)
     return path
+
+
+NO_TRAINING = {"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05}
+"""A tiny recipe's ``train`` section for tests that check the search or the plumbing, not training."""
 
 
 def tiny_recipe(tmp_path, **changes):

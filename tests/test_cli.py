@@ -14,7 +14,7 @@ import yaml
 import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import bundled_recipes, load_recipe
-from conftest import tf_awt_cli, tf_awt_main, tiny_recipe
+from conftest import NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -381,7 +381,7 @@ def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
 
 def test_sweep_command_runs_a_tiny_grid(tmp_path, capsys):
     out = tmp_path / "sw"
-    assert cli.main(["sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random,dense", "--seeds", "1",
+    assert cli.main(["sweep", tiny_recipe(tmp_path, train=NO_TRAINING), "--densities", "0.3", "--methods", "random,dense", "--seeds", "1",
                      "--out", str(out), "--quiet", "--no-mlflow"]) == 0
     assert {"sweep.csv", "sweep.md", "accuracy_vs_density.png"} <= set(os.listdir(out))
     table = (out / "sweep.md").read_text()
@@ -413,7 +413,7 @@ def test_evaluate_with_autoattack_through_the_cli(tmp_path):
 def test_evaluate_defaults_to_the_runs_own_attack_and_says_which(tmp_path, capsys):
     """`tf-awt evaluate --model <run>/saved_model` attacks at the run's recipe ε and norm (not 0.3),
     says so in a human line and in the JSON; an ε beyond the data range is refused."""
-    recipe = tiny_recipe(tmp_path, method="magnitude")
+    recipe = tiny_recipe(tmp_path, method="magnitude", train=NO_TRAINING)
     out = tmp_path / "run"
     assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0
     data = yaml.safe_load(open(recipe))["dataset"]

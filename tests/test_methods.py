@@ -6,7 +6,7 @@ import pytest
 
 import tf_awt
 from tf_awt import cli, methods
-from conftest import tiny_recipe
+from conftest import NO_TRAINING, tiny_recipe
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_a_registered_method_runs_through_find_ticket_and_the_cli(tmp_path, mine
     assert mine["options"].batch_size == 8 and mine["config"].density == 0.25
     assert all(m.ravel()[: int(m.sum())].all() for m in ticket.masks.values())
     out = tmp_path / "run"
-    assert cli.main(["run", tiny_recipe(tmp_path, method="first_inputs", density=0.25), "--out", str(out), "--quiet",
+    assert cli.main(["run", tiny_recipe(tmp_path, method="first_inputs", density=0.25, train=NO_TRAINING), "--out", str(out), "--quiet",
                      "--no-mlflow"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "first_inputs" and abs(summary["density"] - 0.25) < 0.01
@@ -52,7 +52,7 @@ def test_dense_is_a_method_that_keeps_every_weight(tmp_path, capsys):
     ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.3, method="dense")
     assert ticket.density == 1.0 and all(m.all() for m in ticket.masks.values())
     out = tmp_path / "dense"
-    assert cli.main(["run", tiny_recipe(tmp_path, method="dense"), "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    assert cli.main(["run", tiny_recipe(tmp_path, method="dense", train=NO_TRAINING), "--out", str(out), "--quiet", "--no-mlflow"]) == 0
     assert json.loads((out / "summary.json").read_text())["density"] == 1.0
 
 

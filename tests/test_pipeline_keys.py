@@ -7,7 +7,7 @@ import tf_keras
 
 from tf_awt import baselines, cli, evaluation, export, search, ticket, training
 
-from conftest import tiny_recipe
+from conftest import NO_TRAINING, tiny_recipe
 
 SEARCH = {"epochs": 2, "lr": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
           "kernel_weight": 0.5, "normalization": "per_entry", "scope": "layer", "batch_size": 16, "optimize": "scores",
@@ -94,7 +94,7 @@ def test_the_papers_conventions_reach_the_library_from_the_cli(tmp_path, spies, 
         return built["model"]
 
     monkeypatch.setattr(models, "build_model", build)
-    recipe = tiny_recipe(tmp_path, density=0.3)
+    recipe = tiny_recipe(tmp_path, density=0.3, train=NO_TRAINING)  # what is checked is the search
     out = tmp_path / "conventions"
     code = cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow", "--set", "search.student_kernel=full",
                      "--set", "search.weight_decay=1.0e-4", "--set", "search.weight_decay_form=l2_per_density",
