@@ -36,7 +36,7 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "AWTSchedule": "tf_awt.schedule",
+    "AWTSchedule": "tf_awt.pruning_schedule",
     "AdversarialTrainer": "tf_awt.training",
     "EvaluationResult": "tf_awt.evaluation",
     "adversarial_fit": "tf_awt.training",

@@ -36,7 +36,7 @@ def nm_masks(scores: Sequence[tf.Tensor], n: int, m: int) -> List[tf.Tensor]:
     return [_nm_mask(s, n, m) for s in scores]
 
 
-def schedule_masks(scores: Sequence[tf.Tensor], density: float, scope: str, pattern: str,
+def stepped_masks(scores: Sequence[tf.Tensor], density: float, scope: str, pattern: str,
                    layer_densities: Optional[Sequence[float]] = None, final_density: float = 1.0) -> List[tf.Tensor]:
     """:func:`top_k_masks` at an intermediate ``density`` of an iterative method (SynFlow, Cosentino et al.).
 

@@ -79,7 +79,7 @@ def _synflow(model, names, density, scope, pattern, allocation=None, iterations:
             r = tf.reduce_sum(tf.cast(clone(ones, training=False), tf.float64))
         grads = tape.gradient(r, [l.kernel for l in layers], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         scores = [tf.abs(g * l.kernel) for g, l in zip(grads, layers)]
-        masks = _selection.schedule_masks(scores, density ** (t / iterations), scope, pattern, allocation, density)
+        masks = _selection.stepped_masks(scores, density ** (t / iterations), scope, pattern, allocation, density)
         masks = [tf.cast(m, k.dtype) for m, k in zip(masks, abs_kernels)]
     return {n: m.numpy().astype(np.float32) for n, m in zip(names, masks)}
 

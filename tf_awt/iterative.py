@@ -9,7 +9,7 @@ networks with the lottery-ticket procedure run adversarially: starting from the 
 2. keeps the largest trained magnitudes :math:`|\theta|` among the kept weights, down to the round's
    density (same ``scope`` and collapse guard as every method; with per-layer densities, from
    ``layer_densities`` or ``scope="frankle_carbin"``, every layer shrinks at its own geometric rate:
-   :func:`tf_awt._selection.schedule_masks`);
+   :func:`tf_awt._selection.stepped_masks`);
 3. resets the kept weights to θ0.
 
 The round densities are :math:`d_r = d^{r/R}` for ``rounds`` = R (every round prunes the same
@@ -94,7 +94,7 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
                    if _layers.unwrap(l)[0].name in masks}
         # the kept weights ranked by trained magnitude; pruned ones stay out (below every |w|)
         scores = [tf.constant(np.where(masks[n] > 0, np.abs(trained[n]), -1.0), tf.float32) for n in masks]
-        kept = _selection.schedule_masks(scores, density, config.scope, config.pattern, allocation, config.density)
+        kept = _selection.stepped_masks(scores, density, config.scope, config.pattern, allocation, config.density)
         masks = {n: m.numpy().astype(np.float32) * masks[n] for n, m in zip(masks, kept)}
         for key, value in (("round", r), ("round_density", sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values())),
                            ("adv_accuracy", (fit.history.get("adv_accuracy") or [float("nan")])[-1]),

@@ -72,7 +72,7 @@ from tf_awt._masks import resolve_masks, sparse_forward
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import kernel_distance, target_distance
 from tf_awt.kernel import mixed_tangent_kernel_fn
-from tf_awt.schedule import AWTSchedule
+from tf_awt.pruning_schedule import AWTSchedule
 from tf_awt.ticket import Ticket
 
 __all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "METHODS",

@@ -81,7 +81,7 @@ class Ticket:
 
         model = as_tf_keras(model)  # a Keras 3 model: the ticket is its tf_keras twin in tfmot wrappers
 
-        from tf_awt.schedule import AWTSchedule
+        from tf_awt.pruning_schedule import AWTSchedule
 
         if rewind not in ("init", "learned"):
             raise ValueError(f"rewind must be 'init' or 'learned'. You passed: {rewind!r}")

@@ -87,7 +87,7 @@ class TrainingSchedule:
         """η(t) for the optimizer: a float when constant with no warm-up, else a :class:`WarmupDecay`."""
         if self.lr_schedule == "constant" and not self.lr_warmup_steps:
             return _validate.real(peak, "learning_rate", low=0, low_open=True)
-        from tf_awt._lr_schedule import WarmupDecay
+        from tf_awt._learning_rate import WarmupDecay
 
         return WarmupDecay(peak, self.lr_schedule, self.total_steps or 1, self.lr_warmup_steps)
 
@@ -104,9 +104,9 @@ class TrainingSchedule:
 
 
 def __getattr__(name):
-    """``WarmupDecay`` on first use (:mod:`tf_awt._lr_schedule`): this module loads without TensorFlow."""
+    """``WarmupDecay`` on first use (:mod:`tf_awt._learning_rate`): this module loads without TensorFlow."""
     if name == "WarmupDecay":
-        from tf_awt._lr_schedule import WarmupDecay
+        from tf_awt._learning_rate import WarmupDecay
 
         return WarmupDecay
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
