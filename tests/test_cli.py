@@ -212,6 +212,13 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     assert summary["registered_model"] == "models:/tf_awt-tiny/1"
     version = client.get_model_version("tf_awt-tiny", "1")
     assert version.run_id == run.info.run_id
+    # the version says what it is, and the logged model carries the trained model's last-epoch metrics
+    assert f"robust accuracy {summary['robust_accuracy']:.4f}" in version.description
+    assert {k: version.tags[k] for k in ("method", "density", "eps", "norm")} == \
+        {"method": "awt", "density": f"{summary['density']:.4f}", "eps": "0.1", "norm": "linf"}
+    model_metrics = {m.key: m for m in logged.metrics}
+    final = client.get_metric_history(run.info.run_id, "train_adv_accuracy")[-1]
+    assert model_metrics["train_adv_accuracy"].value == final.value and model_metrics["train_adv_accuracy"].step == final.step
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith("tiny test recipe") and f"robust accuracy {summary['robust_accuracy']:.4f}" in note
     inputs = run.inputs.dataset_inputs

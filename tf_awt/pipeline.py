@@ -280,9 +280,15 @@ class Run:
         from tf_awt import plots
 
         plots.write_all(self.out, ticket, hist)
-        summary["model_uri"] = self.tracker.log_model(stripped, self.split.x_test[:2])
+        description, r = report.description(self.recipe, summary), self.recipe
+        last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
+        summary["model_uri"] = self.tracker.log_model(
+            stripped, self.split.x_test[:2], step=last_epoch, description=description,
+            tags={"method": r.method, "density": f"{ticket.density:.4f}", "eps": f"{r.attack.eps:g}", "norm": r.attack.norm,
+                  "recipe": self.recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
+                  "robust_accuracy": f"{summary['robust_accuracy']:.4f}"})
         summary["registered_model"] = self.tracker.registered_uri
-        self.tracker.describe(report.description(self.recipe, summary))
+        self.tracker.describe(description)
         self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
         self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
                                **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})

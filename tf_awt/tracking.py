@@ -139,11 +139,15 @@ class Tracker:
 
         mlflow.log_artifact(path)
 
-    def log_model(self, model, input_example) -> str:
+    def log_model(self, model, input_example, step: Optional[int] = None, description: str = "",
+                  tags: Optional[Dict[str, str]] = None) -> str:
         """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI.
 
-        With ``register``, the model also becomes a new version of that registered model
-        (:attr:`registered_uri`; ``mlflow models serve -m models:/NAME/latest`` serves it).
+        ``step`` links the model to the run's metrics at that step (the last training epoch: the
+        MLflow UI then shows the trained model's numbers, not the first step's). With ``register``, the
+        model also becomes a new version of that registered model (:attr:`registered_uri`; ``mlflow
+        models serve -m models:/NAME/latest`` serves it), whose description is ``description`` and
+        whose tags are ``tags``.
         """
         import mlflow
         import numpy as np
@@ -152,9 +156,16 @@ class Tracker:
         logits = model(example, training=False).numpy()
         signature = mlflow.models.infer_signature(example, logits)
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                           registered_model_name=self.register, pip_requirements=_serving_requirements())
+                                           registered_model_name=self.register, pip_requirements=_serving_requirements(),
+                                           step=step or 0)
         if self.register:
-            self.registered_uri = f"models:/{self.register}/{info.registered_model_version}"
+            version = info.registered_model_version
+            self.registered_uri = f"models:/{self.register}/{version}"
+            client = mlflow.tracking.MlflowClient()
+            if description:
+                client.update_model_version(self.register, version, description=description)
+            for key, value in (tags or {}).items():
+                client.set_model_version_tag(self.register, version, key, str(value))
         return info.model_uri
 
     def log_training_data(self, x, y, name: str) -> None:
@@ -204,7 +215,8 @@ class NullTracker:
     def log_artifact(self, path: str) -> None:
         pass
 
-    def log_model(self, model, input_example) -> None:
+    def log_model(self, model, input_example, step: Optional[int] = None, description: str = "",
+                  tags: Optional[Dict[str, str]] = None) -> None:
         return None
 
     def log_training_data(self, x, y, name: str) -> None:
