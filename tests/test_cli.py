@@ -194,6 +194,7 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     client = mlflow.tracking.MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.data.params["attack.eps"] == "0.1" and run.data.params["density"] == "0.2"
     assert np.isclose(run.data.metrics["robust_accuracy"], summary["robust_accuracy"])
     history = client.get_metric_history(run.info.run_id, "search_kernel_distance")

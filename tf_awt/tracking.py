@@ -85,7 +85,7 @@ class Tracker:
         with _store_lock(mlflow.get_tracking_uri()):
             mlflow.get_experiment_by_name(self.experiment)  # creates (or migrates) a local store
         if not self.nested:
-            mlflow.set_experiment(self.experiment)
+            _training_experiment(mlflow.set_experiment(self.experiment))
         if run_id:
             try:
                 run = mlflow.start_run(run_id=run_id, nested=self.nested)
@@ -110,7 +110,7 @@ class Tracker:
         if self.tracking_uri:
             mlflow.set_tracking_uri(self.tracking_uri)
         check_server(mlflow.get_tracking_uri())
-        mlflow.set_experiment(self.experiment)
+        _training_experiment(mlflow.set_experiment(self.experiment))
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=name)
         if not run_id:
             mlflow.log_params(params)
@@ -188,6 +188,18 @@ class Tracker:
         active = mlflow.active_run()
         if active is not None and active.info.run_id == self.run_id:
             mlflow.end_run(status=status)
+
+
+_EXPERIMENT_KIND = "mlflow.experimentKind"
+
+
+def _training_experiment(experiment) -> None:
+    """Marks the experiment as model training (MLflow 3's UI then opens its runs table, not the GenAI
+    overview), unless it already has a kind."""
+    import mlflow
+
+    if _EXPERIMENT_KIND not in (experiment.tags or {}):
+        mlflow.set_experiment_tag(_EXPERIMENT_KIND, "custom_model_development")
 
 
 class NullTracker:
