@@ -28,3 +28,13 @@ def test_readme_keras3_example_runs(capsys, tmp_path, monkeypatch):
     import keras
 
     assert keras.models.load_model(str(tmp_path / "ticket.keras")).count_params() > 0
+
+
+def test_readme_lists_every_bundled_recipe_and_where_mlflow_stores_runs():
+    from tf_awt.recipes import bundled_recipes
+
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    listed = re.search(r"RECIPE is a bundled name \(`tf-awt recipes`: ([^)]*)\)", text).group(1)
+    names = {name.strip() for name in listed.replace("\n", " ").split(",")}
+    assert names == set(bundled_recipes())
+    assert "`./mlflow.db` and `./mlruns/`" in text and "run.json" in text
