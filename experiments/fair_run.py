@@ -368,6 +368,7 @@ def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> No
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     reference = os.path.join(ROOT, "lengths", "magnitude")
     fig, (ax_overlap, ax_robust) = plt.subplots(1, 2, figsize=(10, 4))
@@ -380,7 +381,7 @@ def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> No
                 if s is None:
                     continue
                 xs.append(epochs)
-                overlap.append(s["overlap_same_count"]["dense_1"])
+                overlap.append(s["overlap_same_count"]["dense_0"])
                 robust.append(s["robust_accuracy"])
             label = f"{'decay λ=1e-4' if decay == 'decay' else 'no decay'}, {student}"
             style = "-" if decay == "decay" else "--"
@@ -388,9 +389,10 @@ def plot(path=os.path.join(os.path.dirname(DIGESTS), "search_length.png")) -> No
             ax_robust.plot(xs, robust, style, marker="o", label=label)
     if _load(reference):
         ax_robust.axhline(_load(reference)["robust_accuracy"], color="grey", lw=1, label="magnitude at θ0")
-    for ax, title in ((ax_overlap, "dense_1: kept weights among the top-|θ0| of the same count"),
+    for ax, title in ((ax_overlap, "dense_0: kept weights among the top-|θ0| of the same count"),
                       (ax_robust, "validation robust accuracy (PGD-100×5, ε=0.1)")):
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xticks(LENGTHS, [str(e) for e in LENGTHS])
         ax.set_xlabel("search epochs (T_m = 100 steps)")
         ax.set_title(title, fontsize=9)
