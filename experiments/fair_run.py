@@ -32,6 +32,8 @@ import sys
 
 import numpy as np
 
+from _cells import tf_awt_run
+
 RECIPE = "mnist5k-mlp"
 ROOT = os.path.join("runs", "fair")
 DENSITY = 0.036
@@ -105,15 +107,7 @@ def run(out: str, overrides) -> dict:
     summary = os.path.join(out, "summary.json")
     if os.path.exists(_digest_path(out)) and not os.path.exists(summary):
         return json.load(open(_digest_path(out)))
-    if not os.path.exists(summary):
-        args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
-        for item in ["eval.split=validation", f"density={DENSITY}", *overrides]:
-            args += ["--set", item]
-        print(" ".join(args), flush=True)
-        code = subprocess.call(args)
-        if code not in (0, 3):
-            raise SystemExit(f"{out}: tf-awt exited with {code}")
-    return json.load(open(summary))
+    return tf_awt_run(RECIPE, out, ["eval.split=validation", f"density={DENSITY}", *overrides])
 
 
 def _queue(cells, queue: str):
@@ -319,14 +313,8 @@ def final(queue: str, families=None) -> None:
     """The final cells on the test split (not ``eval.split=validation``), then AutoAttack on 200 test digits."""
     for out, overrides, _ in _queue(list(final_cells(families)), queue):
         summary = os.path.join(out, "summary.json")
-        if not os.path.exists(summary) and not os.path.exists(_digest_path(out)):
-            args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
-            for item in overrides:
-                args += ["--set", item]
-            print(" ".join(args), flush=True)
-            code = subprocess.call(args)
-            if code not in (0, 3):
-                raise SystemExit(f"{out}: tf-awt exited with {code}")
+        if not os.path.exists(_digest_path(out)):
+            tf_awt_run(RECIPE, out, overrides)
         target = os.path.join(out, "autoattack-200.json")
         if os.path.exists(summary) and not os.path.exists(target):
             eps = next((o.split("=")[1] for o in overrides if o.startswith("attack.eps=")), "0.1")

@@ -37,6 +37,8 @@ import os
 import subprocess
 import sys
 
+from _cells import tf_awt_run
+
 ROOT = os.path.join("runs", "mask-select")
 PER_ENTRY = ["search.normalization=per_entry", "search.kernel_weight=0.001"]
 GRID = {
@@ -63,16 +65,7 @@ EXTRA: list = []  # --set overrides applied to every run (e.g. the ε = 0.3 sett
 
 
 def run(out: str, overrides) -> dict:
-    summary = os.path.join(out, "summary.json")
-    if not os.path.exists(summary):
-        args = [sys.executable, "-m", "tf_awt.cli", "run", RECIPE, "--out", out, "--quiet", "--no-mlflow"]
-        for item in [*EXTRA, *overrides]:
-            args += ["--set", item]
-        print(" ".join(args), flush=True)
-        code = subprocess.call(args)
-        if code not in (0, 3):
-            raise SystemExit(f"{out}: tf-awt exited with {code}")
-    return json.load(open(summary))
+    return tf_awt_run(RECIPE, out, [*EXTRA, *overrides])
 
 
 def rows(density: float):

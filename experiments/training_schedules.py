@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
+
+from _cells import tf_awt_run
 
 ROOT = os.path.join("runs", "schedules")
 
@@ -42,14 +43,7 @@ def run(name: str, recipe: str, overrides, ticket_from: str = None) -> dict:
         if ticket_from and os.path.exists(os.path.join(ROOT, ticket_from, "ticket.npz")) and not os.path.exists(out):
             os.makedirs(out)
             shutil.copy(os.path.join(ROOT, ticket_from, "ticket.npz"), os.path.join(out, "ticket.npz"))
-        args = ["tf-awt", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
-        for item in overrides:
-            args += ["--set", item]
-        print(" ".join(args), flush=True)
-        code = subprocess.call(args)
-        if code not in (0, 3):
-            raise SystemExit(f"{name}: tf-awt exited with {code}")
-    return json.load(open(summary))
+    return tf_awt_run(recipe, out, overrides)
 
 
 def table(prefix: str = "") -> str:
