@@ -38,3 +38,22 @@ def test_readme_lists_every_bundled_recipe_and_where_mlflow_stores_runs():
     names = {name.strip() for name in listed.replace("\n", " ").split(",")}
     assert names == set(bundled_recipes())
     assert "`./mlflow.db` and `./mlruns/`" in text and "run.json" in text
+
+
+def test_quiet_silences_tensorflow_for_the_python_api(tmp_path):
+    """``tf_awt.quiet()`` then the API: no TensorFlow log line on stderr (without it there are some)."""
+    import subprocess
+    import sys
+
+    script = ("import tf_awt{quiet}\n"
+              "split = tf_awt.data.load('mnist-5k')\n"
+              "ticket = tf_awt.find_ticket(tf_awt.models.mlp(), (split.x_train[:64], split.y_train[:64]), "
+              "density=0.05, method='magnitude')\n"
+              "print(round(ticket.density, 3))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ABSL_MIN_LOG_LEVEL")}
+    runs = {q: subprocess.run([sys.executable, "-c", script.format(quiet=q)], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=300) for q in ("; tf_awt.quiet()", "")}
+    quiet, loud = runs["; tf_awt.quiet()"], runs[""]
+    assert quiet.returncode == loud.returncode == 0 and quiet.stdout.strip() == "0.05"
+    assert quiet.stderr == ""
+    assert loud.stderr.strip()  # the control: TensorFlow does print here without quiet()

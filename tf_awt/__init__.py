@@ -26,6 +26,7 @@ Public API (everything else is private):
 * Keras 3 models at the edges: :mod:`tf_awt.keras3` (``to_tf_keras``, ``to_keras3``); every entry
   point above accepts a Keras 3 model of convertible layers.
 * Data: :mod:`tf_awt.data`.
+* :func:`quiet`: TensorFlow's log lines off for a Python program (what ``tf-awt`` does by default).
 * Architectures of the paper: :mod:`tf_awt.models`.
 
 Names are imported on first use (PEP 562), so ``import tf_awt`` and the ``tf-awt`` command start
@@ -81,6 +82,7 @@ _EXPORTS = {
     "export_keras3": "tf_awt.export",
     "tflite_predict": "tf_awt.export",
     "ExportResult": "tf_awt.export",
+    "quiet": "tf_awt.logs",
 }
 _SUBMODULES = ("data", "models", "keras3")
 

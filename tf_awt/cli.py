@@ -278,32 +278,16 @@ def _quiet_tensorflow(verbose: bool) -> None:
 
 
 def _import_tensorflow(verbose: bool) -> None:
-    """Imports TensorFlow, tf_keras and tfmot; unless ``verbose``, without their log lines.
-
-    TensorFlow 2.21 writes its load-time lines (oneDNN, CUDA driver probing) to file descriptor 2
-    before its logging reads ``TF_CPP_MIN_LOG_LEVEL``, so they are sent to /dev/null while the
-    libraries load; afterwards the level set by :func:`_quiet_tensorflow` and the Python logger
-    (retracing and AutoGraph warnings) keep it quiet.
-    """
-    import importlib
-    import logging
-
-    names = ("tensorflow", "tf_keras", "tensorflow_model_optimization")
+    """Imports TensorFlow, tf_keras and tfmot; unless ``verbose``, without their log lines (:func:`tf_awt.quiet`)."""
     if verbose:
-        for name in names:
+        import importlib
+
+        for name in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
             importlib.import_module(name)
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            for name in names:
-                importlib.import_module(name)
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-    sys.modules["tensorflow"].get_logger().setLevel(logging.ERROR)
+    from tf_awt.logs import quiet
+
+    quiet()
 
 
 _WRAPPERS = ("in user code", "Exception encountered when calling", "Graph execution error")
