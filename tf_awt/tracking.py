@@ -72,9 +72,9 @@ class Tracker:
         self.run_id: Optional[str] = None
         self.registered_uri: Optional[str] = None
 
-    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> str:
-        """Starts the run (named ``run_name``, default ``<recipe>-<method>-d<density>-s<seed>``); with
-        ``run_id`` (a resumed run) continues that MLflow run instead."""
+    def _connect(self) -> None:
+        """The tracking store reached (a server checked first), the local store created under a lock,
+        and, unless nested, the experiment set and marked as model training."""
         import mlflow
 
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -86,6 +86,13 @@ class Tracker:
             mlflow.get_experiment_by_name(self.experiment)  # creates (or migrates) a local store
         if not self.nested:
             _training_experiment(mlflow.set_experiment(self.experiment))
+
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> str:
+        """Starts the run (named ``run_name``, default ``<recipe>-<method>-d<density>-s<seed>``); with
+        ``run_id`` (a resumed run) continues that MLflow run instead."""
+        import mlflow
+
+        self._connect()
         if run_id:
             try:
                 run = mlflow.start_run(run_id=run_id, nested=self.nested)
@@ -107,10 +114,7 @@ class Tracker:
         nested :class:`Tracker` runs; ``params`` are logged on a new run only."""
         import mlflow
 
-        if self.tracking_uri:
-            mlflow.set_tracking_uri(self.tracking_uri)
-        check_server(mlflow.get_tracking_uri())
-        _training_experiment(mlflow.set_experiment(self.experiment))
+        self._connect()
         run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=name)
         if not run_id:
             mlflow.log_params(params)
