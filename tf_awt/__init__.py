@@ -3,7 +3,9 @@
 Public API (everything else is private):
 
 * Kernel engine: :func:`mixed_tangent_kernel`, :func:`mixed_tangent_kernel_fn`,
-  :class:`KernelImplementation`, :func:`target_distance`, :func:`kernel_distance`.
+  :class:`KernelImplementation`, :func:`target_distance`, :func:`kernel_distance`; the matrix-free
+  estimate :func:`kernel_distance_sketch` and its products :func:`tangent_products_fn`
+  (:mod:`tf_awt.kernel_sketch`, ``search.kernel: sketch``).
 * Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
   :class:`SearchConfig`, :func:`search_optimizer`, :class:`AWTSchedule`, :class:`Ticket`; the method
   registry (:mod:`tf_awt.methods`): :func:`register_method`, :func:`get_method`, :func:`method_names`,
@@ -57,6 +59,8 @@ _EXPORTS = {
     "mixed_tangent_kernel": "tf_awt.kernel",
     "mixed_tangent_kernel_fn": "tf_awt.kernel",
     "kernel_distance": "tf_awt.distances",
+    "kernel_distance_sketch": "tf_awt.kernel_sketch",
+    "tangent_products_fn": "tf_awt.kernel_sketch",
     "target_distance": "tf_awt.distances",
     "METHODS": "tf_awt.methods",
     "TicketMethod": "tf_awt.methods",

@@ -4,12 +4,13 @@
 * :func:`paper_cnn` — conv32(5x5)-pool-conv64(5x5)-pool-fc1024-fc10 (ReLU, 'same' padding).
 * :func:`linear` — a linear classifier (the toy example of appendix C.1).
 * :func:`vgg16` — VGG16 for 32x32 images (the S-AWT experiment).
+* :func:`resnet18` — ResNet-18 for 32x32 images (batch normalization, residual additions).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
-__all__ = ["mlp", "paper_cnn", "linear", "vgg16", "build_model", "MODELS", "INITIALIZERS"]
+__all__ = ["mlp", "paper_cnn", "linear", "vgg16", "resnet18", "build_model", "MODELS", "INITIALIZERS"]
 
 from tf_awt._options import INITIALIZERS  # noqa: E402  (defined without TensorFlow)
 
@@ -97,7 +98,34 @@ def vgg16(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, name=
     return tf_keras.Sequential(layers, name=name)
 
 
-MODELS = {"mlp": mlp, "cnn": paper_cnn, "linear": linear, "vgg16": vgg16}
+def resnet18(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, name="resnet18", init: str = "glorot_uniform"):
+    """ResNet-18 for 32x32 inputs (He et al. 2016, the CIFAR variant: a 3x3 stem, no max-pool): 4 stages
+    of 2 basic blocks (64, 128, 256, 512 channels; stride 2 from the second stage, with a 1x1 conv
+    shortcut), batch normalization after every conv, global average pooling, fc; 17 + 3 conv
+    layers and one Dense are prunable. ``init``: :func:`_init`."""
+    tf_keras, L = _keras()
+    kw = _init(init)
+    count = iter(range(1000))
+
+    def conv_bn(h, filters, size, stride, relu=True):
+        i = next(count)
+        h = L.Conv2D(filters, size, strides=stride, padding="same", use_bias=False, name=f"conv_{i}", **kw())(h)
+        h = L.BatchNormalization(name=f"bn_{i}")(h)
+        return L.ReLU()(h) if relu else h
+
+    inputs = L.Input(tuple(input_shape))
+    h = conv_bn(inputs, 64, 3, 1)
+    for stage, filters in enumerate((64, 128, 256, 512)):
+        for block in range(2):
+            stride = 2 if stage > 0 and block == 0 else 1
+            shortcut = h if stride == 1 else conv_bn(h, filters, 1, stride, relu=False)
+            out = conv_bn(conv_bn(h, filters, 3, stride), filters, 3, 1, relu=False)
+            h = L.ReLU()(L.Add()([out, shortcut]))
+    h = L.GlobalAveragePooling2D()(h)
+    return tf_keras.Model(inputs, L.Dense(num_classes, name="logits", **kw())(h), name=name)
+
+
+MODELS = {"mlp": mlp, "cnn": paper_cnn, "linear": linear, "vgg16": vgg16, "resnet18": resnet18}
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, init: str = "glorot_uniform"):

@@ -3,7 +3,7 @@
 A recipe fixes a whole run (search → adversarial training → evaluation → export)::
 
     dataset: mnist-5k          # a tf_awt.data name or an .npz path
-    model: mlp                 # mlp | cnn | linear | vgg16
+    model: mlp                 # mlp | cnn | linear | vgg16 | resnet18
     init: glorot_uniform       # glorot_uniform (Keras) | glorot_normal (NTT/stax: + N(0, 0.01²) biases)
     method: awt                # awt | ntt | random | magnitude | snip | synflow | erk | random_layerwise | cosentino | dense
     density: 0.05
@@ -79,6 +79,7 @@ class SearchSection:
     student_kernel: str = "masked"
     layer_densities: Optional[Any] = None
     kernel: str = "full"
+    probes: int = 4
     kernel_weight: Optional[float] = None
     normalization: str = "per_example"
     scope: str = "global"
@@ -208,6 +209,7 @@ class Recipe:
             layer_densities=s.layer_densities,
             epochs=s.epochs,
             kernel=s.kernel,
+            probes=s.probes,
             scope=s.scope,
             pattern=s.pattern,
             optimize=s.optimize,

@@ -72,6 +72,7 @@ from tf_awt._masks import resolve_masks, sparse_forward
 from tf_awt.attacks import Attack, pgd
 from tf_awt.distances import kernel_distance, target_distance
 from tf_awt.kernel import mixed_tangent_kernel_fn
+from tf_awt.kernel_sketch import draw_probes, sketch_distance, tangent_products_fn
 from tf_awt.pruning_schedule import AWTSchedule
 from tf_awt.ticket import Ticket
 
@@ -154,8 +155,12 @@ class TicketSearch(tf_keras.Model):
         # optimize="scores": one real score per prunable weight, s = |θ0| (so m_0 is Algorithm 1's)
         self.scores = [] if config.optimize == "weights" else [
             tf.Variable(tf.abs(w.layer.kernel), trainable=True, name=f"{w.layer.name}_score") for w in self._wrappers]
-        self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation, precision=config.precision)
-        self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation, precision=config.precision)
+        if config.kernel == "sketch":  # Θ·v products only: no kernel matrix, no layer rule
+            self._teacher_kernel = tangent_products_fn(self.teacher)
+            self._student_kernel = tangent_products_fn(self.student, config.student_kernel)
+        else:
+            self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation, precision=config.precision)
+            self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation, precision=config.precision)
         self.step_values = {
             name: tf.Variable(0.0, trainable=False, name=f"last_{name}")
             for name in ("loss", "target_distance", "kernel_distance", "weighted_kernel_distance")
@@ -254,15 +259,35 @@ class TicketSearch(tf_keras.Model):
         context = tf.distribute.get_replica_context()
         return context.num_replicas_in_sync if context is not None else 1
 
-    def _student_terms(self, x, x_adv_s, x_cols_s):
-        """The student's logits and kernel: f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
-        diagonal = self.config.kernel == "diagonal"
-        convention = self.config.student_kernel
-        if self.scores:  # the straight-through masks carry the gradient to s
-            masks = self.straight_through_masks()
+    def _probes(self, columns, k, dtype):
+        """The sketch's Rademacher probes of this step, stateless in [−1 − seed, step] (a stream the
+        PGD starts [2·seed, step], [2·seed + 1, step] do not use): a resumed search repeats them."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        seed = tf.stack([tf.constant(-1 - int(self.config.seed), tf.int64), step])
+        return draw_probes(seed, self.config.probes, columns, k, dtype)
+
+    def _teacher_ntk(self, x, x_cols_t, probes):
+        """The teacher's kernel Θ0(X, X̃0), or its products Θ0·v with the probes: a constant."""
+        if probes is not None:
+            return tf.stop_gradient(self._teacher_kernel(x, x_cols_t, probes))
+        return tf.stop_gradient(self._teacher_kernel(x, x_cols_t, diagonal=self.config.kernel == "diagonal"))
+
+    def _student_terms(self, x, x_adv_s, x_cols_s, probes=None):
+        """The student's logits and kernel (or its products Θˢ·v): f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
+        masks = self.straight_through_masks() if self.scores else None  # they carry the gradient to s
+        if masks is not None:
             f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
-            return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal, student_kernel=convention)
-        return self._student_fn(x_adv_s), self._student_kernel(x, x_cols_s, diagonal=diagonal, student_kernel=convention)
+        else:
+            f_s = self._student_fn(x_adv_s)
+        if probes is not None:
+            return f_s, self._student_kernel(x, x_cols_s, probes, masks=masks)
+        diagonal = self.config.kernel == "diagonal"
+        return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal, student_kernel=self.config.student_kernel)
+
+    def _kernel_distance(self, theta_t, theta_s, columns):
+        if self.config.kernel == "sketch":
+            return sketch_distance(theta_t, theta_s, columns, self.config.normalization)[0]
+        return kernel_distance(theta_t, theta_s, self.config.normalization)
 
     def _weight_decay(self, dtype):
         """The decay term of the loss: β·‖m⊙w‖² ("l2") or (λ/density)·‖m⊙w‖² ("l2_per_density")."""
@@ -312,14 +337,16 @@ class TicketSearch(tf_keras.Model):
         x = tf.cast(x, self.student.trainable_variables[0].dtype)
         x_adv_t, x_adv_s = self._adversarial_inputs(x, y)
         target_scale, kernel_scale, x_cols_t, x_cols_s = self._replica_share(x, x_adv_t, x_adv_s)
+        columns = tf.shape(x_cols_t)[0]
         f_t = tf.stop_gradient(self._teacher_fn(x_adv_t))
-        theta_t = tf.stop_gradient(self._teacher_kernel(x, x_cols_t, diagonal=self.config.kernel == "diagonal"))
+        probes = self._probes(columns, f_t.shape[-1], x.dtype) if self.config.kernel == "sketch" else None
+        theta_t = self._teacher_ntk(x, x_cols_t, probes)
         variables = self.optimized_variables
         replicas = self._replicas()
         with tf.GradientTape() as tape:
-            f_s, theta_s = self._student_terms(x, x_adv_s, x_cols_s)
+            f_s, theta_s = self._student_terms(x, x_adv_s, x_cols_s, probes)
             td = target_distance(f_t, f_s, norm) * target_scale
-            kd = kernel_distance(theta_t, theta_s, norm) * kernel_scale
+            kd = self._kernel_distance(theta_t, theta_s, columns) * kernel_scale
             decay = self._weight_decay(x.dtype)
             # The optimizer sums the replicas' gradients: the replicated decay term counts once.
             scaled = td + self.config.effective_kernel_weight * kd + decay / replicas

@@ -19,7 +19,7 @@ from tf_awt.paper import OPTIMIZE, attack_numbers
 
 __all__ = ["SearchConfig", "KERNELS"]
 
-KERNELS = ("full", "diagonal")
+KERNELS = ("full", "diagonal", "sketch")
 
 
 def _number(config, field, name=None, low=None, high=None, low_open=False, integer=False):
@@ -54,7 +54,12 @@ class SearchConfig:
         own tangent kernel); "full": NTT's ``emp_ntk_fn(x1, x2, masked_student_net_params)``, the
         NTK of every weight at θ = m⊙w (:func:`tf_awt.mixed_tangent_kernel`).
       epochs: search epochs (default 20).
-      kernel: "full" (default) or "diagonal" (S-AWT).
+      kernel: how the kernel distance is computed: "full" (default; both (N·k)² kernels, exact),
+        "diagonal" (S-AWT: Θ[i, i] only) or "sketch" (matrix-free, an unbiased estimate of the full
+        distance from ``probes`` Rademacher probes: :mod:`tf_awt.kernel_sketch`; no kernel matrix
+        and no layer rule, memory O(probes · weights)).
+      probes: for ``kernel="sketch"``: K, the probes per step (default 4); the estimate's standard
+        error falls as 1/√K (docs/search.md, "The sketched kernel distance").
       scope: "global" (default), "layer", "erk" (Erdős–Rényi-Kernel layer densities) or
         "frankle_carbin" (Frankle & Carbin's per-round rates, 20% fully connected, 10% conv and
         output, at the number of rounds that gives ``density``: at 3.6% on the MLP 3.5% per hidden
@@ -101,6 +106,7 @@ class SearchConfig:
     student_kernel: str = "masked"
     epochs: int = 20
     kernel: str = "full"
+    probes: int = 4
     scope: str = "global"
     layer_densities: Optional[object] = None
     pattern: str = "unstructured"
@@ -133,6 +139,7 @@ class SearchConfig:
         _number(self, "epochs", low=0, integer=True)
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
+        _number(self, "probes", low=1, integer=True)
         if self.scope not in _options.SCOPES:
             raise ValueError(f"scope must be one of {_options.SCOPES}. You passed: {self.scope!r}")
         self._check_pattern()
