@@ -13,9 +13,9 @@ and probes :math:`v \in \mathbb{R}^{N_2 k}` with :math:`\mathbb{E}[v v^\top] = I
 product :math:`\Theta v = J(X)\,\big(J(\tilde X)^\top v\big)` is one vector–Jacobian product (a
 backward pass over :math:`\tilde X` with output cotangent :math:`v`, giving a parameter-shaped
 :math:`u`) followed by one Jacobian–vector product (a forward-mode pass over :math:`X` along
-:math:`u`): no per-example gradient, no kernel matrix, memory
-:math:`O(K\,(P + N k))` for :math:`K` probes and :math:`P` weights, and no layer rule (any layer
-TensorFlow can differentiate). The estimate with :math:`K` probes is
+:math:`u`): no per-example gradient, no kernel matrix, memory :math:`O(K\,(P + A))` for
+:math:`K` probes, :math:`P` weights and :math:`A` activations of a batch (each probe holds its
+:math:`u` and its forward-mode pass), and no layer rule (any layer TensorFlow can differentiate). The estimate with :math:`K` probes is
 
 .. math::
 
