@@ -180,3 +180,24 @@ def test_cli_runs_a_sketched_search_and_refuses_bad_probes(tmp_path, capsys, mon
                      "--set", "search.kernel=sketch", "--set", "search.probes=0"]) == 2
     err = capsys.readouterr().err
     assert "probes must be an integer >= 1. You passed: 0" in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["resnet18", "vgg16"])
+def test_a_large_model_search_runs_through_the_cli_with_the_sketch(tmp_path, capsys, model):
+    """The machinery at VGG-16 / ResNet-18 size (32×32×3 inputs): the exact kernels would need
+    ≈ 15–19 GB of per-example gradients per side; the sketch runs (the fast variant of this path is
+    ``test_cli_runs_a_sketched_search_and_refuses_bad_probes``)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cifar_shaped.npz"
+    np.savez(path, x=rng.uniform(0, 1, (64, 32, 32, 3)).astype("float32"), y=rng.integers(0, 10, 64))
+    recipe = tiny_recipe(tmp_path, dataset=str(path), model=model, density=0.05, train=NO_TRAINING,
+                         attack={"norm": "linf", "eps": 8 / 255, "steps": 2, "step_size": 2 / 255},
+                         search={"epochs": 1, "update_every": 1, "batch_size": 32, "kernel": "sketch", "probes": 1},
+                         eval={"steps": 2, "restarts": 1})
+    out = tmp_path / model
+    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0, capsys.readouterr().err[-2000:]
+    ticket = tf_awt.Ticket.load(str(out / "ticket.npz"))
+    kept = sum(float(m.sum()) for m in ticket.masks.values()) / sum(m.size for m in ticket.masks.values())
+    distances = np.asarray(ticket.history["kernel_distance"])
+    assert kept == pytest.approx(0.05, abs=1e-3) and distances.size >= 1 and np.all(np.isfinite(distances))
