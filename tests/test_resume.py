@@ -100,8 +100,8 @@ def _data(n=48, seed=0):
     return rng.uniform(0, 1, (n, 8)).astype(np.float32), rng.integers(0, 3, n)
 
 
-@pytest.mark.parametrize("optimize", ["weights", "scores"])
-def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize, monkeypatch):
+@pytest.mark.parametrize("optimize,kernel", [("weights", "full"), ("scores", "full"), ("weights", "sketch")])
+def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize, kernel, monkeypatch):
     from tf_awt import find_ticket
     from tf_awt.search import TicketSearch
 
@@ -114,7 +114,7 @@ def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(t
 
     monkeypatch.setattr(TicketSearch, "ticket", recording)
     x, y = _data()
-    settings = dict(density=0.3, epochs=3, batch_size=16, update_every=2, optimize=optimize, seed=5,
+    settings = dict(density=0.3, epochs=3, batch_size=16, update_every=2, optimize=optimize, seed=5, kernel=kernel, probes=2,
                     attack=Attack(eps=0.1, steps=2, step_size=0.05))
     a = find_ticket(_model(), (x, y), **settings)
     directory = str(tmp_path / "search")
