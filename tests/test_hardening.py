@@ -20,7 +20,7 @@ import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import from_dict, load_recipe
 
-from conftest import tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
+from conftest import NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
 
 L = tf_keras.layers
 
@@ -330,6 +330,41 @@ def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, cap
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"took over the lock of a process that no longer runs (pid {holder.pid})" in proc.stderr
     assert (out / "summary.json").exists() and not (out / ".tf-awt.lock").exists()
+
+
+def test_a_directory_in_use_is_refused_before_tensorflow_loads(tmp_path):
+    """The lock is checked first: a second ``tf-awt run`` on a busy --out is told at once, not after
+    TensorFlow's import (≈ 12 s)."""
+    recipe = tiny_recipe(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / ".tf-awt.lock").write_text(f"{holder.pid}\n")
+        code = ("import sys; from tf_awt import cli; "
+                f"c = cli.main(['run', {recipe!r}, '--out', {str(out)!r}, '--quiet', '--no-mlflow']); "
+                "print(c, 'tensorflow' in sys.modules)")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr[-2000:])
+    assert "is in use by another tf-awt process" in proc.stderr
+
+
+def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, train=NO_TRAINING)
+    out = tmp_path / "run"
+    proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--no-mlflow")
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    text = proc.stdout
+    assert f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} at linf eps 0.1 (chance 0.333)" in text
+    assert os.path.join(str(out), "density.png") in text
+    assert f"tf-awt evaluate --model {os.path.join(str(out), 'saved_model')} --dataset {tmp_path / 'tiny.npz'} --attack autoattack" in text
+    assert "mlflow ui" not in text  # no MLflow run: no MLflow commands
+    quiet = tf_awt_main(capsys, "run", recipe, "--out", str(tmp_path / "quiet"), "--no-mlflow", "--quiet")
+    assert "next:" not in quiet.stdout and len(quiet.stdout.strip().splitlines()) == 1
 
 
 def test_two_runs_started_at_once_on_one_directory(tmp_path):

@@ -83,3 +83,23 @@ def test_no_method_is_special_cased_outside_the_registry():
         source = open(os.path.join(PACKAGE, name), encoding="utf-8").read()
         for literal in ('== "dense"', "== 'dense'", 'method == "', 'method in ("'):
             assert literal not in source, (name, literal)
+
+
+def test_every_search_setting_is_a_recipe_key_with_the_same_default():
+    """One configuration: the recipe's ``search`` section and :class:`tf_awt.SearchConfig` name the
+    same settings (``lr`` is ``learning_rate``) with the same defaults, so a new key cannot land in
+    one and not the other, and ``Recipe.search_config`` copies them by name."""
+    import dataclasses
+
+    from tf_awt.recipes import SEARCH_RECIPE_ONLY, SEARCH_RENAMED, Recipe, SearchSection
+    from tf_awt.search_config import SearchConfig
+
+    recipe_keys = {SEARCH_RENAMED.get(f.name, f.name): f.default for f in dataclasses.fields(SearchSection)
+                   if f.name not in SEARCH_RECIPE_ONLY}
+    library = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
+    from_elsewhere = {"density", "method", "attack", "seed"}  # the recipe's top-level keys
+    not_in_recipes = {"implementation"}  # the kernel engine's path: chosen automatically for a recipe
+    assert set(recipe_keys) == set(library) - from_elsewhere - not_in_recipes
+    assert {k: v for k, v in recipe_keys.items()} == {k: library[k] for k in recipe_keys}
+    config = Recipe(search=SearchSection(probes=7, lr=0.002, kernel="sketch")).search_config()
+    assert (config.probes, config.learning_rate, config.kernel) == (7, 0.002, "sketch")

@@ -225,48 +225,79 @@ def _main(argv):
         args.out = os.path.join("runs", _recipe_stem(args.recipe))
     if args.command == "evaluate" and not args.out:
         raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
-    _import_tensorflow(args.verbose)
-    from tf_awt.pipeline import Run
-
-    tracker = None
-    from tf_awt._distribute import is_chief
-
-    if args.command == "run" and not args.no_mlflow and is_chief():  # multi-worker: the chief tracks
-        from tf_awt.tracking import Tracker
-
-        tracker = Tracker(register=None if args.no_register else _registered_name(args))
-    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-              tracker=tracker, log=log, force=args.force)
+    densities = None
     if args.command == "sweep":
         try:
             densities = [float(d) for d in args.densities.split(",") if d.strip()]
         except ValueError:
             raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
         args.out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     from tf_awt._files import DirectoryLock
 
-    with DirectoryLock(args.out) as lock:
+    with DirectoryLock(args.out) as lock:  # before TensorFlow loads: a busy directory is refused at once
         if lock.took_over:
             log(f"{args.out}: took over the lock of a process that no longer runs (pid {lock.took_over})")
-        if args.command == "sweep":
-            from tf_awt.sweep import sweep
+        _import_tensorflow(args.verbose)
+        return _dispatch(args, recipe, densities, log)
 
-            rows = sweep(recipe, args.out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
-                         recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-                         track=not args.no_mlflow, log=log, force=args.force)
-            with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
-                print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
-        elif args.command == "run":
-            summary = run.all()
-            print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
-                  f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
-        else:
-            if args.command == "search":
-                run.split  # the data load first: a bad data set leaves nothing behind
-                run.write_recipe()
-            getattr(run, args.command)()
+
+def _dispatch(args, recipe, densities, log) -> int:
+    """The command, with TensorFlow loaded and ``args.out`` locked."""
+    from tf_awt.pipeline import Run
+    from tf_awt._distribute import is_chief
+
+    tracker = None
+    if args.command == "run" and not args.no_mlflow and is_chief():  # multi-worker: the chief tracks
+        from tf_awt.tracking import Tracker
+
+        tracker = Tracker(register=None if args.no_register else _registered_name(args))
+    run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+              tracker=tracker, log=log, force=args.force)
+    if args.command == "sweep":
+        from tf_awt.sweep import sweep
+
+        rows = sweep(recipe, args.out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
+                     recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+                     track=not args.no_mlflow, log=log, force=args.force)
+        with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
+            print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
+    elif args.command == "run":
+        summary = run.all()
+        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
+              f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
+        if not args.quiet:
+            print(closing_block(summary, args.out, recipe, num_classes=run.split.num_classes))
+    else:
+        if args.command == "search":
+            run.split  # the data load first: a bad data set leaves nothing behind
+            run.write_recipe()
+        getattr(run, args.command)()
     return 0
+
+
+def closing_block(summary: dict, out: str, recipe, num_classes=None) -> str:
+    """What to look at and run next after ``tf-awt run``: the headline against chance, the plots, the
+    MLflow run and model, and the exact commands (``mlflow ui``, ``mlflow models serve``, AutoAttack)."""
+    lines = [""]
+    against = f" (chance {1 / num_classes:.3f})" if num_classes else ""
+    lines.append(f"ticket: {summary.get('method', recipe.method)} at density {summary['density']:.4f}, "
+                 f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} "
+                 f"at {recipe.attack.norm} eps {recipe.attack.eps:g}{against}")
+    if summary.get("collapsed"):
+        lines.append("warning: training collapsed (see the warning above for what to try)")
+    plots = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
+    if plots:
+        lines.append(f"plots:   {', '.join(os.path.join(out, p) for p in plots)}")
+    if summary.get("mlflow_run_id"):
+        lines.append(f"mlflow:  run {summary['mlflow_run_id']}" + (f", model {summary['model_uri']}" if summary.get("model_uri") else ""))
+    lines.append("next:")
+    if summary.get("mlflow_run_id"):
+        lines.append("  mlflow ui                      # from this directory, then open http://127.0.0.1:5000")
+    if summary.get("registered_model"):
+        lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
+    lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
+    return "\n".join(lines)
 
 
 def _quiet_tensorflow(verbose: bool) -> None:

@@ -93,6 +93,16 @@ class SearchSection:
     eps_warmup_epochs: float = 0.0
 
 
+SEARCH_RENAMED = {"lr": "learning_rate"}
+"""Recipe ``search.*`` keys whose :class:`~tf_awt.SearchConfig` field has another name."""
+SEARCH_RECIPE_ONLY = ("batch_size",)
+"""Recipe ``search.*`` keys that are not search settings (the search data's batch size)."""
+
+
+def _field_names(cls) -> List[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainSection:
     epochs: int = 100
@@ -191,35 +201,14 @@ class Recipe:
         return self.attack_config().replace(steps=self.eval.steps, step_size=None)
 
     def search_config(self):
+        """``search.*`` as a :class:`~tf_awt.SearchConfig`: every key by its own name (``lr`` is
+        ``learning_rate``; ``batch_size`` is the data's), with the recipe's density, method, attack
+        and seed. A ``SearchConfig`` field without a recipe key fails ``tests/test_structure.py``."""
         from tf_awt.search_config import SearchConfig
 
-        s = self.search
-        return SearchConfig(
-            density=self.density,
-            method=self.method,
-            attack=self.attack_config(),
-            gamma=s.gamma,
-            kernel_weight=s.kernel_weight,
-            normalization=s.normalization,
-            learning_rate=s.lr,
-            update_every=s.update_every,
-            weight_decay=s.weight_decay,
-            weight_decay_form=s.weight_decay_form,
-            student_kernel=s.student_kernel,
-            layer_densities=s.layer_densities,
-            epochs=s.epochs,
-            kernel=s.kernel,
-            probes=s.probes,
-            scope=s.scope,
-            pattern=s.pattern,
-            optimize=s.optimize,
-            reference=s.reference,
-            rounds=s.rounds,
-            prune_rate=s.prune_rate,
-            precision=s.precision,
-            eps_warmup_epochs=s.eps_warmup_epochs,
-            seed=self.seed,
-        )
+        fields = {SEARCH_RENAMED.get(k, k): getattr(self.search, k) for k in _field_names(SearchSection)
+                  if k not in SEARCH_RECIPE_ONLY}
+        return SearchConfig(density=self.density, method=self.method, attack=self.attack_config(), seed=self.seed, **fields)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
