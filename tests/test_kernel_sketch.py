@@ -201,3 +201,20 @@ def test_a_large_model_search_runs_through_the_cli_with_the_sketch(tmp_path, cap
     kept = sum(float(m.sum()) for m in ticket.masks.values()) / sum(m.size for m in ticket.masks.values())
     distances = np.asarray(ticket.history["kernel_distance"])
     assert kept == pytest.approx(0.05, abs=1e-3) and distances.size >= 1 and np.all(np.isfinite(distances))
+
+
+@pytest.mark.parametrize("method,optimize,norm", [("ntt", "weights", "linf"), ("awt", "scores", "l2")])
+def test_every_kernel_method_searches_with_the_sketch(method, optimize, norm):
+    """NTT, the score search and an L2 attack take the sketch too: the logged distance is the
+    estimate (positive, finite) and the ticket keeps the density."""
+    x, y = tiny_data(32)
+    attack = tf_awt.Attack(norm=norm, eps=0.1 if norm == "linf" else 0.5, steps=2,
+                           step_size=0.05 if norm == "linf" else 0.25)
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, (x, y), density=0.3, method=method, epochs=1, batch_size=16, update_every=1,
+                                optimize=optimize, attack=attack, kernel="sketch", probes=2, seed=1)
+    distances = np.asarray(ticket.history["kernel_distance"])
+    assert distances.size == 2 and np.all(np.isfinite(distances)) and np.all(distances > 0)
+    kept = sum(float(m.sum()) for m in ticket.masks.values()) / sum(m.size for m in ticket.masks.values())
+    assert kept == pytest.approx(0.3, abs=0.01)
+    assert ticket.config["kernel"] == "sketch" and ticket.config["optimize"] == optimize
