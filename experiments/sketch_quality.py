@@ -41,9 +41,9 @@ def cells(models=("mlp", "cnn")):
                 yield (os.path.join(ROOT, f"mlp-k{probes}-s{seed}"), "mnist5k-mlp",
                        ["eval.split=validation", "density=0.036", f"seed={seed}", *AWT_CHOSEN, "search.kernel=sketch",
                         f"search.probes={probes}"])
-    if "cnn" in models:
-        for kernel in ("sketch", "full"):
-            for seed in SEEDS:
+    if "cnn" in models:  # seed-major: each seed's pair (sketch, exact) completes as early as possible
+        for seed in SEEDS:
+            for kernel in ("sketch", "full"):
                 yield (os.path.join(ROOT, f"cnn-{'k4' if kernel == 'sketch' else 'exact'}-s{seed}"), "mnist5k-cnn",
                        ["eval.split=validation", f"seed={seed}", f"search.kernel={kernel}", "search.probes=4"])
 
