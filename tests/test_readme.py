@@ -14,6 +14,8 @@ def test_readme_python_example_runs(capsys, tmp_path, monkeypatch):
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("(8, 8, 10, 10)")
     assert abs(float(printed[1].split()[0]) - 0.05) < 1e-3
+    natural, robust = (float(v.strip(",")) for v in printed[2].split()[1:4:2])  # "natural 0.795, robust 0.630 []"
+    assert printed[2].endswith("[]") and natural > 0.6 and 0.4 < robust <= natural  # what the README says it prints
     zeros = float(printed[-1].split()[0])
     assert abs(zeros - 0.95) < 1e-3 and os.path.exists(tmp_path / "exported" / "saved_model.pb")
 

@@ -150,7 +150,8 @@ def test_collapse_detector_fires_on_a_collapsed_model_and_stays_quiet_on_a_healt
     history = trainer.fit(x, y, batch_size=50, epochs=4, verbose=0, callbacks=[monitor]).history
     assert history["loss"] == pytest.approx([math.log(10)] * 4, rel=1e-5)
     assert len(messages) == 1 and "looks collapsed" in messages[0] and "eps_warmup_epochs" in messages[0]
-    result = tf_awt.evaluate(trainer.model, (x, y), attack=tf_awt.Attack(eps=0.1, steps=2, step_size=0.05), restarts=1)
+    with pytest.warns(UserWarning, match="100.0% of the examples have an all-zero input gradient"):
+        result = tf_awt.evaluate(trainer.model, (x, y), attack=tf_awt.Attack(eps=0.1, steps=2, step_size=0.05), restarts=1)
     assert result.zero_gradient_fraction == 1.0
     reasons = collapse_reasons(history, result.natural_accuracy, 10, len(y), None, result.zero_gradient_fraction)
     assert len(reasons) == 3 and "ln 10" in reasons[0] and "at chance" in reasons[1] and "all-zero input gradient" in reasons[2]
