@@ -1,7 +1,10 @@
 #!/usr/bin/env python
-"""Send images to a served tf_awt model and print the JSON answer.
+"""Send images to a served tf_awt model and print each image's predicted class.
 
-    python serving/client.py --url URL (--npy FILE.npy | --image PNG [PNG ...]) [--grayscale]
+    python serving/client.py --url URL (--npy FILE.npy | --image PNG [PNG ...]) [--grayscale] [--json]
+
+Prints one line per image, ``0: class 7 (p = 0.981)`` (the softmax of the served logits), or with
+``--json`` the server's answer as it came.
 
 URL is a TF Serving REST endpoint (``http://HOST:8501/v1/models/awt:predict``) or an MLflow
 scoring server (``http://HOST:PORT/invocations``): both take ``{"instances": [...]}`` and answer
@@ -44,6 +47,22 @@ def predict(url: str, x: np.ndarray, timeout: float = 30.0) -> dict:
         return json.loads(response.read().decode())
 
 
+def _logits(answer: dict) -> np.ndarray:
+    """(N, k) logits from ``{"predictions": ...}``: rows of numbers, or of ``{"logits": [...]}``."""
+    rows = answer["predictions"]
+    if rows and isinstance(rows[0], dict):
+        rows = [next(iter(row.values())) for row in rows]
+    return np.asarray(rows, np.float64)
+
+
+def describe(answer: dict) -> str:
+    """One line per image: its predicted class and that class's softmax probability."""
+    logits = _logits(answer)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p = z / z.sum(axis=1, keepdims=True)
+    return "\n".join(f"{i}: class {int(row.argmax())} (p = {row.max():.3f})" for i, row in enumerate(p))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", required=True)
@@ -52,6 +71,7 @@ def main(argv=None) -> int:
     group.add_argument("--image", nargs="+")
     parser.add_argument("--grayscale", action="store_true")
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--json", action="store_true", help="print the server's JSON answer instead of the classes")
     args = parser.parse_args(argv)
     try:
         answer = predict(args.url, load_instances(args), args.timeout)
@@ -61,8 +81,15 @@ def main(argv=None) -> int:
     except (urllib.error.URLError, OSError, ValueError) as err:
         print(f"client: error: {getattr(err, 'reason', err)}", file=sys.stderr)
         return 2
-    json.dump(answer, sys.stdout)
-    sys.stdout.write("\n")
+    if args.json:
+        json.dump(answer, sys.stdout)
+        sys.stdout.write("\n")
+        return 0
+    try:
+        print(describe(answer))
+    except (KeyError, TypeError, ValueError) as err:
+        print(f"client: error: the answer is not {{'predictions': [logits, ...]}}: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -259,9 +259,12 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
                               text=True, env=env)
     try:
         _wait_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
-        proc = subprocess.run([sys.executable, os.path.join(ROOT, "serving", "client.py"), "--url",
-                               f"http://127.0.0.1:{port}/invocations", "--npy", str(tmp / "x.npy")],
-                              capture_output=True, text=True, timeout=60)
+        client = [sys.executable, os.path.join(ROOT, "serving", "client.py"), "--url", f"http://127.0.0.1:{port}/invocations",
+                  "--npy", str(tmp / "x.npy")]
+        labels = subprocess.run(client, capture_output=True, text=True, timeout=60)  # what a person reads
+        assert labels.returncode == 0, labels.stderr
+        assert [line.split()[2] for line in labels.stdout.splitlines()] == [str(int(c)) for c in expected.argmax(axis=1)]
+        proc = subprocess.run(client + ["--json"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         got = np.asarray(json.loads(proc.stdout)["predictions"])
         if got.ndim == 1 or isinstance(json.loads(proc.stdout)["predictions"][0], dict):
