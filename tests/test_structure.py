@@ -103,3 +103,19 @@ def test_every_search_setting_is_a_recipe_key_with_the_same_default():
     assert {k: v for k, v in recipe_keys.items()} == {k: library[k] for k in recipe_keys}
     config = Recipe(search=SearchSection(probes=7, lr=0.002, kernel="sketch")).search_config()
     assert (config.probes, config.learning_rate, config.kernel) == (7, 0.002, "sketch")
+
+
+def test_a_clone_named_tf_awt_imported_from_its_parent_folder_is_the_package(tmp_path):
+    """``import tf_awt`` started above a clone named tf_awt finds the clone's folder first; it must
+    still be the package (not an empty namespace package without ``tf_awt.recipes``)."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    os.symlink(root, tmp_path / "tf_awt")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = "import tf_awt, tf_awt.recipes; print(tf_awt.__version__, sorted(tf_awt.recipes.bundled_recipes())[0], tf_awt.__file__)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    version, first_recipe, path = proc.stdout.split()
+    assert version == __import__("tf_awt").__version__ and first_recipe and path.endswith(os.path.join("tf_awt", "tf_awt", "__init__.py"))
