@@ -323,6 +323,13 @@ def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, cap
         assert proc.returncode == 2
         assert f"is in use by another tf-awt process (pid {holder.pid}" in proc.stderr
         assert sorted(os.listdir(out)) == [".tf-awt.lock"]  # nothing written beside the owner's lock
+        # ... and refused at once: before TensorFlow's import (≈ 12 s), in a fresh process
+        code = ("import sys; from tf_awt import cli; "
+                f"c = cli.main(['run', {recipe!r}, '--out', {str(out)!r}, '--quiet', '--no-mlflow']); "
+                "print(c, 'tensorflow' in sys.modules)")
+        fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert fresh.stdout.split() == ["2", "False"], (fresh.stdout, fresh.stderr[-2000:])
+        assert "is in use by another tf-awt process" in fresh.stderr
     finally:
         holder.kill()
         holder.wait()
@@ -330,26 +337,6 @@ def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, cap
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"took over the lock of a process that no longer runs (pid {holder.pid})" in proc.stderr
     assert (out / "summary.json").exists() and not (out / ".tf-awt.lock").exists()
-
-
-def test_a_directory_in_use_is_refused_before_tensorflow_loads(tmp_path):
-    """The lock is checked first: a second ``tf-awt run`` on a busy --out is told at once, not after
-    TensorFlow's import (≈ 12 s)."""
-    recipe = tiny_recipe(tmp_path)
-    out = tmp_path / "run"
-    out.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    try:
-        (out / ".tf-awt.lock").write_text(f"{holder.pid}\n")
-        code = ("import sys; from tf_awt import cli; "
-                f"c = cli.main(['run', {recipe!r}, '--out', {str(out)!r}, '--quiet', '--no-mlflow']); "
-                "print(c, 'tensorflow' in sys.modules)")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert proc.stdout.split() == ["2", "False"], (proc.stdout, proc.stderr[-2000:])
-    assert "is in use by another tf-awt process" in proc.stderr
 
 
 def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
