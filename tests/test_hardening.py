@@ -275,9 +275,11 @@ def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
     umask = 0o027  # not the usual 0o022: files written 0o644 regardless of the umask would fail
     recipe = tiny_recipe(tmp_path)
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", str(out), "--quiet", "--no-mlflow"],
-                          capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=600,
-                          env={k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",)})
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a new store: MLflow would log its table creation at INFO
+    proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", str(out), "--quiet", "--no-register"],
+                          capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=600, cwd=tmp_path,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")},
+                               "MLFLOW_TRACKING_URI": store})
     assert proc.returncode == 0, proc.stderr[-2000:]
     for name in ("summary.json", "ticket.npz", "trained.weights.h5", "recipe.yaml", "evaluation.json", "distances.png"):
         assert _mode(out / name) == 0o666 & ~umask, name
@@ -285,7 +287,7 @@ def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
     assert _mode(out / "saved_model" / "saved_model.pb") == 0o666 & ~umask
     assert _mode(out / "saved_model" / "variables") == 0o777 & ~umask
     noise = [l for l in proc.stderr.splitlines() if l[:5] in ("I0000", "W0000", "E0000") or "oneDNN" in l
-             or "cuInit" in l or "absl::InitializeLog" in l or l.startswith("WARNING:tensorflow")]
+             or "cuInit" in l or "absl::InitializeLog" in l or l.startswith("WARNING:tensorflow") or " INFO mlflow" in l]
     assert not noise, noise
     assert not (out / ".tf-awt.lock").exists()
     # --verbose: TensorFlow's own lines are back (they come with its import, before the one-line error).

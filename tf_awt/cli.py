@@ -301,11 +301,13 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None) -> str:
 
 
 def _quiet_tensorflow(verbose: bool) -> None:
-    """TensorFlow's C++ logs (oneDNN, CUDA probing, ...) off unless ``--verbose``; set before TF is imported."""
+    """TensorFlow's C++ logs (oneDNN, CUDA probing, ...) and MLflow's INFO lines (a new store's table
+    creation, "Creating a new experiment") off unless ``--verbose``; set before either is imported."""
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 
 def _import_tensorflow(verbose: bool) -> None:
