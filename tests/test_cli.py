@@ -1,4 +1,6 @@
 """tf-awt end to end: recipes, CLI phases, atomic outputs, MLflow server tracking, serving."""
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -177,8 +179,24 @@ def tracked_run(mlflow_server, tmp_path_factory):
     out = str(tmp / "run")
     with pytest.MonkeyPatch.context() as env:  # `MLFLOW_TRACKING_URI=... tf-awt run`, in this process
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        assert cli.main(["run", recipe, "--out", out, "--quiet"]) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):  # not --quiet: the closing block is printed
+            assert cli.main(["run", recipe, "--out", out]) == 0
+    (tmp / "printed.txt").write_text(printed.getvalue())
     return out, json.load(open(os.path.join(out, "summary.json"))), tmp
+
+
+@pytest.mark.xdist_group("mlflow_server")
+def test_run_ends_with_the_run_page_and_the_serve_command(mlflow_server, tracked_run):
+    import mlflow
+
+    _, summary, tmp = tracked_run
+    printed = (tmp / "printed.txt").read_text()
+    experiment = mlflow.tracking.MlflowClient(tracking_uri=mlflow_server).get_run(summary["mlflow_run_id"]).info.experiment_id
+    page = f"#/experiments/{experiment}/runs/{summary['mlflow_run_id']}?workflowType=machine_learning"
+    assert f"mlflow ui                      # from this directory, then open http://127.0.0.1:5000/{page}" in printed
+    assert f"mlflow models serve -m {summary['registered_model']} --env-manager local" in printed
+    assert summary["registered_model"].startswith("models:/tf_awt-tiny/")
 
 
 @pytest.mark.xdist_group("mlflow_server")

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import traceback
+from typing import Optional
 
 from tf_awt.errors import TrainingCollapsed
 
@@ -267,7 +268,7 @@ def _dispatch(args, recipe, densities, log) -> int:
         print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
               f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
         if not args.quiet:
-            print(closing_block(summary, args.out, recipe, num_classes=run.split.num_classes))
+            print(closing_block(summary, args.out, recipe, num_classes=run.split.num_classes, ui_url=_run_page(tracker)))
     else:
         if args.command == "search":
             run.split  # the data load first: a bad data set leaves nothing behind
@@ -276,7 +277,21 @@ def _dispatch(args, recipe, densities, log) -> int:
     return 0
 
 
-def closing_block(summary: dict, out: str, recipe, num_classes=None) -> str:
+def _run_page(tracker) -> Optional[str]:
+    """The run's page in ``mlflow ui`` (default address), in the UI's "Model training" mode: MLflow 3
+    opens in its GenAI mode otherwise, whatever the experiment's kind (docs/screenshots/)."""
+    if tracker is None or not tracker.run_id:
+        return None
+    try:
+        import mlflow
+
+        experiment = mlflow.get_run(tracker.run_id).info.experiment_id
+    except Exception:  # the store went away: the block still prints
+        return None
+    return f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{tracker.run_id}?workflowType=machine_learning"
+
+
+def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None) -> str:
     """What to look at and run next after ``tf-awt run``: the headline against chance, the plots, the
     MLflow run and model, and the exact commands (``mlflow ui``, ``mlflow models serve``, AutoAttack)."""
     lines = [""]
@@ -293,7 +308,7 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None) -> str:
         lines.append(f"mlflow:  run {summary['mlflow_run_id']}" + (f", model {summary['model_uri']}" if summary.get("model_uri") else ""))
     lines.append("next:")
     if summary.get("mlflow_run_id"):
-        lines.append("  mlflow ui                      # from this directory, then open http://127.0.0.1:5000")
+        lines.append(f"  mlflow ui                      # from this directory, then open {ui_url or 'http://127.0.0.1:5000'}")
     if summary.get("registered_model"):
         lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
     lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
