@@ -56,7 +56,7 @@ from typing import Callable, List, Mapping, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
-from tf_awt import _layers
+from tf_awt import _layers, _validate
 from tf_awt._masks import resolve_masks
 from tf_awt._options import NORMALIZATIONS, check_student_kernel
 
@@ -150,12 +150,6 @@ def sketch_distance(products_teacher, products_student, n_columns, normalization
     return tf.reduce_mean(per_probe) / scale, per_probe / scale
 
 
-def _check_probes(probes) -> int:
-    if isinstance(probes, bool) or not isinstance(probes, int) or probes < 1:
-        raise ValueError(f"probes must be an integer >= 1. You passed: {probes!r}")
-    return probes
-
-
 def kernel_distance_sketch(teacher, student, x, x_teacher, x_student=None, masks=None, probes: int = 8,
                            seed: Sequence[int] = (0, 0), student_kernel: str = "masked",
                            normalization: str = "per_example", return_samples: bool = False):
@@ -186,7 +180,7 @@ def kernel_distance_sketch(teacher, student, x, x_teacher, x_student=None, masks
     """
     from tf_awt.keras3 import as_tf_keras
 
-    _check_probes(probes)
+    probes = _validate.integer(probes, "probes", low=1)
     teacher, student = as_tf_keras(teacher), as_tf_keras(student)
     x_student = x_teacher if x_student is None else x_student
     dtype = student.trainable_variables[0].dtype if student.trainable_variables else tf.float32
