@@ -26,7 +26,7 @@ def test_every_bundled_recipe_loads():
     assert set(names) >= {"quickstart", "mnist-mlp", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "toy-gaussian"}
     for name in names:
         recipe = load_recipe(name)
-        assert recipe.search_config().density == recipe.density
+        assert recipe.search.density == recipe.density
         assert all(names[name] for name in names)  # one line each
     vgg = load_recipe("cifar10-vgg16")
     assert vgg.search.kernel == "diagonal" and vgg.model == "vgg16"
@@ -77,7 +77,7 @@ def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
     # Recipes are checked by the library's own config classes (SearchConfig, Attack, TrainingSchedule),
     # which load without TensorFlow: a one-line error takes a tenth of a second, not a TensorFlow start.
     script = ("import sys\nfrom tf_awt.cli import main\nfrom tf_awt.recipes import load_recipe\n"
-              "recipe = load_recipe('quickstart')\nrecipe.search_config(); recipe.training_schedule(5); recipe.eval_attack()\n"
+              "recipe = load_recipe('quickstart')\nrecipe.search; recipe.train.schedule(5); recipe.eval_attack()\n"
               "code = main(['run', '--set', 'attack.epz=1', '--out', sys.argv[1]])\n"
               "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
     proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "o")], capture_output=True, text=True, timeout=120)

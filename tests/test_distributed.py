@@ -61,7 +61,7 @@ def _finish(proc, timeout=600):
 
 VARIANTS = {"full-kernel": (),
             "diagonal-decay-per-entry": ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry"),
-            "scores": ("search.optimize=scores", "search.lr=0.01"),
+            "scores": ("search.optimize=scores", "search.learning_rate=0.01"),
             "sketch-full-student": ("search.kernel=sketch", "search.probes=2", "search.student_kernel=full")}
 
 

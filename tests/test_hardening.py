@@ -370,9 +370,9 @@ def test_two_runs_started_at_once_on_one_directory(tmp_path):
 # ---------------------------------------------------------------- property-based: recipes and --set
 
 _KEYS = ["dataset", "model", "method", "density", "seed", "distribute", "description", "attack", "search", "train", "eval",
-         "attack.norm", "attack.eps", "attack.steps", "attack.step_size", "search.epochs", "search.lr", "search.gamma",
+         "attack.norm", "attack.eps", "attack.steps", "attack.step_size", "search.epochs", "search.learning_rate", "search.gamma",
          "search.update_every", "search.kernel", "search.kernel_weight", "search.normalization", "search.scope",
-         "search.batch_size", "train.epochs", "train.lr", "train.batch_size", "train.steps", "train.step_size",
+         "search.batch_size", "train.epochs", "train.learning_rate", "train.batch_size", "train.steps", "train.step_size",
          "eval.steps", "eval.restarts", "eval.max_examples", "eval.autoattack", "densty", "attack.epz", "a.b.c", "", "."]
 _VALUES = st.one_of(
     st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),

@@ -158,7 +158,7 @@ def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
         tf_awt.SearchConfig(density=0.2, method="cosentino", eps_warmup_epochs=-1)
     from tf_awt.recipes import load_recipe
 
-    assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search_config().eps_warmup_epochs == 2
+    assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search.eps_warmup_epochs == 2
 
 
 # ---------------------------------------------------------------------------- score search

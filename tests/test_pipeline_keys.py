@@ -9,11 +9,11 @@ from tf_awt import baselines, cli, evaluation, export, search, ticket, training
 
 from conftest import NO_TRAINING, tiny_recipe
 
-SEARCH = {"epochs": 2, "lr": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
+SEARCH = {"epochs": 2, "learning_rate": 1e-3, "gamma": 2e-3, "update_every": 3, "weight_decay": 1e-4, "kernel": "diagonal",
           "kernel_weight": 0.5, "normalization": "per_entry", "scope": "layer", "batch_size": 16, "optimize": "scores",
           "reference": "snip", "precision": "bfloat16",
           "eps_warmup_epochs": 1.5}
-TRAIN = {"epochs": 2, "lr": 5e-4, "batch_size": 16, "steps": 3, "step_size": 0.02, "eps_warmup_epochs": 1,
+TRAIN = {"epochs": 2, "learning_rate": 5e-4, "batch_size": 16, "steps": 3, "step_size": 0.02, "eps_warmup_epochs": 1,
          "lr_schedule": "cosine", "lr_warmup_epochs": 0.5, "clip_norm": 2.0, "rescale": "fan_in", "fail_on_collapse": True}
 
 

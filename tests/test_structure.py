@@ -85,24 +85,60 @@ def test_no_method_is_special_cased_outside_the_registry():
             assert literal not in source, (name, literal)
 
 
-def test_every_search_setting_is_a_recipe_key_with_the_same_default():
-    """One configuration: the recipe's ``search`` section and :class:`tf_awt.SearchConfig` name the
-    same settings (``lr`` is ``learning_rate``) with the same defaults, so a new key cannot land in
-    one and not the other, and ``Recipe.search_config`` copies them by name."""
+def test_every_recipe_key_is_a_field_of_a_library_config_declared_once():
+    """One configuration: a recipe's sections are the library's config classes (no second
+    declaration: the recipes module defines no dataclass but ``Recipe``), every section key is a
+    field of its class by the same name, every field is a key unless set outside the section, and a
+    default recipe's values are the classes' own defaults."""
     import dataclasses
+    import inspect
 
-    from tf_awt.recipes import SEARCH_RECIPE_ONLY, SEARCH_RENAMED, Recipe, SearchSection
-    from tf_awt.search_config import SearchConfig
+    import tf_awt
+    from tf_awt import recipes
+    from tf_awt.recipes import NOT_KEYS, SECTIONS, Recipe, section_keys
 
-    recipe_keys = {SEARCH_RENAMED.get(f.name, f.name): f.default for f in dataclasses.fields(SearchSection)
-                   if f.name not in SEARCH_RECIPE_ONLY}
-    library = {f.name: f.default for f in dataclasses.fields(SearchConfig)}
-    from_elsewhere = {"density", "method", "attack", "seed"}  # the recipe's top-level keys
-    not_in_recipes = {"implementation"}  # the kernel engine's path: chosen automatically for a recipe
-    assert set(recipe_keys) == set(library) - from_elsewhere - not_in_recipes
-    assert {k: v for k, v in recipe_keys.items()} == {k: library[k] for k in recipe_keys}
-    config = Recipe(search=SearchSection(probes=7, lr=0.002, kernel="sketch")).search_config()
-    assert (config.probes, config.learning_rate, config.kernel) == (7, 0.002, "sketch")
+    declared = [name for name, obj in vars(recipes).items()
+                if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__module__ == recipes.__name__]
+    assert declared == ["Recipe"]
+    assert {name: cls.__name__ for name, cls in SECTIONS.items()} == {
+        "attack": "Attack", "search": "SearchConfig", "train": "TrainConfig", "eval": "EvalConfig", "export": "ExportConfig"}
+    assert all(getattr(tf_awt, cls.__name__) is cls for cls in SECTIONS.values())  # the public classes themselves
+    recipe = Recipe()
+    for name, cls in SECTIONS.items():
+        fields = [f.name for f in dataclasses.fields(cls)]
+        assert set(section_keys(name)) | set(NOT_KEYS.get(name, ())) == set(fields), name
+        assert isinstance(getattr(recipe, name), cls)
+    defaults = recipe.to_dict()
+    for name in ("train", "eval", "export"):
+        assert defaults[name] == SECTIONS[name]().get_config(), name
+    search = tf_awt.SearchConfig(density=recipe.density)
+    assert defaults["search"] == {k: v for k, v in search.get_config().items() if k in section_keys("search")}
+    assert recipe.attack == search.attack  # the recipe's attack is the search's, by default the paper's search PGD
+
+
+def test_a_recipe_section_is_the_object_the_api_takes():
+    """``load_recipe`` gives the very SearchConfig / TrainConfig / EvalConfig the library calls take;
+    the top-level density, method, attack and seed are the search's; the old key names still read."""
+    import warnings
+
+    import pytest
+
+    import tf_awt
+    from tf_awt.recipes import load_recipe
+
+    recipe = load_recipe("quickstart", ["search.probes=7", "search.kernel=sketch", "search.learning_rate=0.002",
+                                        "train.learning_rate=0.003", "density=0.1", "attack.eps=0.2", "seed=3"])
+    config = recipe.search
+    assert isinstance(config, tf_awt.SearchConfig) and isinstance(recipe.train, tf_awt.TrainConfig)
+    assert (config.probes, config.kernel, config.learning_rate, config.density, config.seed) == (7, "sketch", 0.002, 0.1, 3)
+    assert config.attack is recipe.attack and config.attack.eps == 0.2 and recipe.train.learning_rate == 0.003
+    with pytest.warns(FutureWarning, match=r"(search|train)\.lr is now (search|train)\.learning_rate"):
+        old = load_recipe("quickstart", ["search.lr=0.002", "train.lr=0.003"])
+    assert (old.search.learning_rate, old.train.learning_rate) == (0.002, 0.003)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"unknown key 'search.density'.*Allowed keys under search"):
+            load_recipe("quickstart", ["search.density=0.2"])  # a top-level key, not a section key
 
 
 def test_a_clone_named_tf_awt_imported_from_its_parent_folder_is_the_package(tmp_path):

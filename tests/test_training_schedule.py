@@ -179,7 +179,7 @@ def test_cli_reports_collapse_in_summary_and_mlflow_and_fails_when_asked(tmp_pat
     import mlflow
 
     data = _random_label_npz(str(tmp_path / "noise.npz"))
-    recipe = tiny_recipe(tmp_path, dataset=data, train={"epochs": 4, "batch_size": 32, "steps": 2, "step_size": 0.05, "lr": 1e-4})
+    recipe = tiny_recipe(tmp_path, dataset=data, train={"epochs": 4, "batch_size": 32, "steps": 2, "step_size": 0.05, "learning_rate": 1e-4})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
     previous = mlflow.get_tracking_uri()
@@ -207,7 +207,7 @@ def test_cli_reports_collapse_in_summary_and_mlflow_and_fails_when_asked(tmp_pat
 def test_train_keys_in_recipes():
     recipe = load_recipe("quickstart", ["train.eps_warmup_epochs=2.5", "train.lr_schedule=cosine", "train.clip_norm=1",
                                         "train.rescale=fan_in", "train.fail_on_collapse=true", "eval.split=validation"])
-    schedule = recipe.training_schedule(steps_per_epoch=10)
+    schedule = recipe.train.schedule(steps_per_epoch=10)
     assert schedule.eps_warmup_steps == 25 and schedule.lr_schedule == "cosine" and schedule.clip_norm == 1.0
     assert recipe.train.rescale == "fan_in" and recipe.train.fail_on_collapse is True and recipe.eval.split == "validation"
     for override, message in (("train.lr_schedule=linear", "lr_schedule must be one of"),

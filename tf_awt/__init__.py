@@ -14,6 +14,8 @@ Public API (everything else is private):
   :class:`PGDSuite`, :class:`AutoAttackSuite` (:mod:`tf_awt.attack_suites`).
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
   :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
+  their settings :class:`TrainConfig` and :class:`EvalConfig` (with :class:`ExportConfig`, a
+  recipe's ``train``/``eval``/``export`` sections: :mod:`tf_awt.recipes`),
   :class:`CollapseMonitor`, :func:`collapse_reasons`, :class:`TrainingCollapsed`,
   :func:`evaluate`, :class:`EvaluationResult`.
 * Export: :func:`export_saved_model` (:class:`ExportResult`): a ticket as a servable SavedModel;
@@ -73,6 +75,9 @@ _EXPORTS = {
     "TicketSearchCallback": "tf_awt.search",
     "find_ticket": "tf_awt.search",
     "Ticket": "tf_awt.ticket",
+    "TrainConfig": "tf_awt.phase_config",
+    "EvalConfig": "tf_awt.phase_config",
+    "ExportConfig": "tf_awt.phase_config",
     "TrainingSchedule": "tf_awt.training_schedule",
     "WarmupDecay": "tf_awt.training_schedule",
     "CollapseMonitor": "tf_awt.collapse",

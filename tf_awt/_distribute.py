@@ -6,7 +6,7 @@ import os
 
 import tensorflow as tf
 
-STRATEGIES = ("none", "mirrored", "multi_worker")
+from tf_awt._options import DISTRIBUTE as STRATEGIES  # noqa: E402  (the allowed names live in one place)
 
 # TensorFlow's collective runtime is per process: a second MirroredStrategy over the same devices
 # numbers its all-reduces from the same instance keys as the first and the two collide ("Shape

@@ -43,6 +43,12 @@ SCOPES = ("global", "layer", "erk", "frankle_carbin")
 LR_SCHEDULES = ("constant", "cosine", "step")
 """Adversarial training's learning-rate schedules (:class:`tf_awt.TrainingSchedule`)."""
 UNSTRUCTURED = "unstructured"
+RESCALES = ("none", "fan_in")
+"""How a ticket's kept weights are scaled for training (:meth:`tf_awt.Ticket.to_model`)."""
+EVAL_SPLITS = ("test", "validation")
+"""What a run evaluates on: the test split, or a validation split carved from the training data."""
+DISTRIBUTE = ("none", "mirrored", "multi_worker")
+"""A run's ``tf.distribute`` strategy (:mod:`tf_awt._distribute`)."""
 
 
 def parse_pattern(pattern: str) -> Optional[Tuple[int, int]]:

@@ -124,4 +124,4 @@ def advice(recipe_train) -> str:
     if rescale == "none":
         return ("First try train.rescale=fan_in (kept weights rescaled to the dense layer's output variance) or a "
                 "longer train.eps_warmup_epochs.")
-    return "First try a lower train.lr or a longer train.eps_warmup_epochs."
+    return "First try a lower train.learning_rate or a longer train.eps_warmup_epochs."

@@ -29,6 +29,7 @@ import tf_keras
 
 from tf_awt.attack_suites import AttackContext, AttackSuite, PGDSuite, attack_suites
 from tf_awt.attacks import Attack, pgd
+from tf_awt.phase_config import EvalConfig
 
 __all__ = ["EvaluationResult", "evaluate", "evaluation_attack"]
 
@@ -93,9 +94,10 @@ def _lp_distance(adv, x, norm):
     return np.abs(diff).max(axis=1) if norm == "linf" else np.linalg.norm(diff, axis=1)
 
 
-def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, batch_size: int = 256,
-             check_subset: int = 256, seed: int = 0, strategy=None, autoattack: bool = False,
-             square_queries: int = 1000, attacks: Optional[Sequence[Union[str, AttackSuite]]] = None) -> EvaluationResult:
+def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[int] = None, batch_size: int = 256,
+             check_subset: int = 256, seed: int = 0, strategy=None, autoattack: Optional[bool] = None,
+             square_queries: int = 1000, attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
+             config: Optional[EvalConfig] = None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -123,9 +125,17 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: int = 5, ba
         objects. Default None: ``["pgd"]``, plus ``"autoattack"`` when ``autoattack=True``. An
         example counts as robust only if it survives every adversarial set of every suite;
         ``result.suites`` has each suite's robust accuracy.
+      config: an :class:`~tf_awt.EvalConfig` (default None: ``EvalConfig()``): ``restarts`` and
+        ``autoattack`` unless given here. Its ``steps``/``max_examples``/``split`` are a run's: pass
+        ``attack=config.attack(attack)`` for its PGD.
     """
     from tf_awt.keras3 import as_tf_keras
 
+    if config is not None and not isinstance(config, EvalConfig):
+        raise ValueError(f"config must be a tf_awt.EvalConfig. You passed: {config!r}")
+    given = {k: v for k, v in dict(restarts=restarts, autoattack=autoattack).items() if v is not None}
+    settings = (config or EvalConfig()).replace(**given)  # validated there
+    restarts, autoattack = settings.restarts, settings.autoattack
     model = as_tf_keras(model)
     attack = attack if attack is not None else evaluation_attack()
     restarts, square_queries, batch_size, check_subset, seed = _check_numbers(restarts, square_queries, batch_size, check_subset, seed)

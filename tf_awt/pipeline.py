@@ -116,12 +116,11 @@ class Run:
 
         t0, r = time.time(), self.recipe
         with self.strategy.scope():
-            config = dataclasses.replace(r.search_config(), attack=self._in_range(r.attack_config()))
-            settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            config = dataclasses.replace(r.search, attack=self._in_range(r.attack))
             epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
-            directory, progress = self._resuming("search", epochs, r.search.batch_size)
-            ticket = find_ticket(self.base_model(), (self.split.x_train, self.split.y_train), batch_size=r.search.batch_size,
-                                 callbacks=progress, checkpoint_dir=directory, **settings)
+            directory, progress = self._resuming("search", epochs, config.batch_size)
+            ticket = find_ticket(self.base_model(), (self.split.x_train, self.split.y_train), config=config,
+                                 callbacks=progress, checkpoint_dir=directory)
         ticket.save(self.path("ticket.npz"))
         self.directory.drop_checkpoint("search")
         hist = ticket.history
@@ -146,7 +145,6 @@ class Run:
         import tensorflow as tf
         import tf_keras
 
-        from tf_awt.checkpoint import steps_per_epoch
         from tf_awt.collapse import CollapseMonitor
         from tf_awt.training import adversarial_fit
 
@@ -156,11 +154,9 @@ class Run:
         held = min(len(s.y_test), 1000)
         val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
         directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
-        steps = steps_per_epoch(len(s.y_train), r.train.batch_size)
         with self.strategy.scope():
             history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self._in_range(r.train_attack()),
-                                      epochs=r.train.epochs, learning_rate=r.train.lr, batch_size=r.train.batch_size,
-                                      seed=r.seed, schedule=r.training_schedule(steps), checkpoint_dir=directory,
+                                      seed=r.seed, config=r.train, checkpoint_dir=directory,
                                       callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
         hist = history.history
         self.directory.save_weights(model)
@@ -185,8 +181,8 @@ class Run:
         t0, r, s = time.time(), self.recipe, self.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), restarts=r.eval.restarts,
-                          strategy=None if r.distribute == "none" else self.strategy, autoattack=r.eval.autoattack)
+        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), config=r.eval,
+                          strategy=None if r.distribute == "none" else self.strategy)
         self.directory.write_json("evaluation.json", result.to_dict())
         self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
         self.timings["evaluate"] = time.time() - t0

@@ -1,6 +1,11 @@
-"""Recipes: YAML files validated into frozen dataclasses; bundled ones live in ``tf_awt/recipes``.
+"""Recipes: YAML views of the library's own configurations; bundled ones live in ``tf_awt/recipes``.
 
-A recipe fixes a whole run (search → adversarial training → evaluation → export)::
+A recipe fixes a whole run (search → adversarial training → evaluation → export). Its sections are
+the objects the API takes (:data:`SECTIONS`): ``attack`` an :class:`~tf_awt.Attack`, ``search`` a
+:class:`~tf_awt.SearchConfig`, ``train`` a :class:`~tf_awt.TrainConfig`, ``eval`` an
+:class:`~tf_awt.EvalConfig`, ``export`` an :class:`~tf_awt.ExportConfig`; a key is a field of its
+section's class, by the same name and with the same default (declared there, once). This module only
+parses YAML, applies ``--set`` overrides and reports unknown keys with a "did you mean"::
 
     dataset: mnist-5k          # a tf_awt.data name or an .npz path
     model: mlp                 # mlp | cnn | linear | vgg16 | resnet18
@@ -9,19 +14,19 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
     density: 0.05
     seed: 0
     distribute: none           # none | mirrored | multi_worker
-    attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075}   # the search's (and training's) PGD
-    search: {epochs: 20, lr: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
+    attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075, random_start: true}   # the search's (and training's) PGD
+    search: {epochs: 20, batch_size: 64, learning_rate: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
              weight_decay_form: l2, student_kernel: masked, layer_densities: null,
              kernel: full, kernel_weight: null, normalization: per_example, scope: global,
              pattern: unstructured, optimize: weights, reference: awt, rounds: 5, prune_rate: null,
-             precision: float32, eps_warmup_epochs: 0}
+             precision: float32, implementation: auto, eps_warmup_epochs: 0}
     # eps_warmup_epochs: method cosentino: each round's ε warm-up (epochs)
     # weight_decay_form: l2 (β‖m⊙w‖² in the loss) | l2_per_density (NTT: λ/density) | decoupled (Algorithm 1 line 5)
     # student_kernel: masked (Σ m_p ∂f∂f′) | full (NTT: every weight's column at m⊙w)
     # scope: global | layer | erk | frankle_carbin; layer_densities: [d_1, ...] or {layer: d} overrides it
     # precision: bfloat16 runs the kernels' large products in bfloat16 (float32 sums; faster on AMX CPUs)
     # pattern: N:M (e.g. 2:4) keeps N of every M consecutive input weights per unit; density must be N/M
-    train: {epochs: 100, lr: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
+    train: {epochs: 100, learning_rate: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
     eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
@@ -35,12 +40,14 @@ A recipe fixes a whole run (search → adversarial training → evaluation → e
 ``train.lr_schedule`` is constant | cosine | step, ``train.clip_norm`` clips the gradient's global
 norm, ``train.rescale`` is none | fan_in (:meth:`tf_awt.Ticket.to_model`), and
 ``train.fail_on_collapse`` makes ``tf-awt run`` exit with code 3 when training collapsed;
-``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them.
+``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them;
+``search.lr`` and ``train.lr`` (earlier versions) are read as ``learning_rate`` with a FutureWarning.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from importlib import resources
 from typing import Any, Dict, List, Optional
 
@@ -48,94 +55,36 @@ import re
 
 import yaml
 
-__all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides"]
+__all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides", "SECTIONS", "section_keys"]
 
+from tf_awt._options import DISTRIBUTE, INITIALIZERS  # noqa: E402
+from tf_awt.attacks import Attack  # noqa: E402
 from tf_awt.methods import get_method  # noqa: E402  (the one method registry)
-from tf_awt.paper import attack_numbers  # noqa: E402
+from tf_awt.phase_config import EvalConfig, ExportConfig, TrainConfig  # noqa: E402
+from tf_awt.search_config import SearchConfig  # noqa: E402
 
-_SEARCH_EPS, _SEARCH_STEPS, _SEARCH_STEP_SIZE = attack_numbers("search")
-_TRAIN_EPS, _TRAIN_STEPS, _TRAIN_STEP_SIZE = attack_numbers("train")
-_EVAL_STEPS = attack_numbers("eval")[1]
-DISTRIBUTE = ("none", "mirrored", "multi_worker")
-EVAL_SPLITS = ("test", "validation")
-
-
-@dataclasses.dataclass(frozen=True)
-class AttackSection:
-    norm: str = "linf"
-    eps: float = _SEARCH_EPS
-    steps: int = _SEARCH_STEPS
-    step_size: Optional[float] = _SEARCH_STEP_SIZE
+SECTIONS = {"attack": Attack, "search": SearchConfig, "train": TrainConfig, "eval": EvalConfig, "export": ExportConfig}
+"""A recipe's sections are these library configurations: ``recipe.search`` *is* the
+:class:`~tf_awt.SearchConfig` that :func:`tf_awt.find_ticket` takes, and so on. A section's keys are
+its class's fields, by the same names and with the same defaults, except those in :data:`NOT_KEYS`."""
+NOT_KEYS = {"attack": ("clip_min", "clip_max"), "search": ("density", "method", "attack", "seed")}
+"""Fields that are not section keys: the attack's data range comes from the data set; the search's
+density, method, attack and seed are the recipe's top-level keys."""
+RENAMED = {"search.lr": "search.learning_rate", "train.lr": "train.learning_rate"}
+"""Keys of earlier versions, still read (with a FutureWarning) as the key they were renamed to."""
+_DEFAULT_ATTACK = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "attack")
 
 
-@dataclasses.dataclass(frozen=True)
-class SearchSection:
-    epochs: int = 20
-    lr: float = 5e-4
-    gamma: float = 1e-3
-    update_every: int = 100
-    weight_decay: float = 0.0
-    weight_decay_form: str = "l2"
-    student_kernel: str = "masked"
-    layer_densities: Optional[Any] = None
-    kernel: str = "full"
-    probes: int = 4
-    kernel_weight: Optional[float] = None
-    normalization: str = "per_example"
-    scope: str = "global"
-    pattern: str = "unstructured"
-    batch_size: int = 64
-    optimize: str = "weights"
-    reference: str = "awt"
-    rounds: int = 5
-    prune_rate: Optional[float] = None
-    precision: str = "float32"
-    eps_warmup_epochs: float = 0.0
-
-
-SEARCH_RENAMED = {"lr": "learning_rate"}
-"""Recipe ``search.*`` keys whose :class:`~tf_awt.SearchConfig` field has another name."""
-SEARCH_RECIPE_ONLY = ("batch_size",)
-"""Recipe ``search.*`` keys that are not search settings (the search data's batch size)."""
-
-
-def _field_names(cls) -> List[str]:
-    return [f.name for f in dataclasses.fields(cls)]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainSection:
-    epochs: int = 100
-    lr: float = 1e-3
-    batch_size: int = 64
-    steps: int = _TRAIN_STEPS
-    step_size: Optional[float] = _TRAIN_STEP_SIZE
-    eps_warmup_epochs: float = 0.0
-    lr_schedule: str = "constant"
-    lr_warmup_epochs: float = 0.0
-    clip_norm: Optional[float] = None
-    rescale: str = "none"
-    fail_on_collapse: bool = False
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSection:
-    steps: int = _EVAL_STEPS
-    restarts: int = 5
-    max_examples: Optional[int] = None
-    autoattack: bool = False
-    split: str = "test"
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportSection:
-    tflite: bool = True
-    keras3: bool = False
+def section_keys(section: str) -> List[str]:
+    """The keys of a recipe section, in field order."""
+    return [f.name for f in dataclasses.fields(SECTIONS[section]) if f.name not in NOT_KEYS.get(section, ())]
 
 
 @dataclasses.dataclass(frozen=True)
 class Recipe:
-    """A whole run; see the module docstring for the keys."""
+    """A whole run; see the module docstring for the keys. The sections are the library's own
+    configurations (:data:`SECTIONS`); ``search``'s density, method, attack and seed are always the
+    recipe's top-level ones (``search=None``, the default, builds it from them)."""
 
     dataset: str = "mnist-5k"
     model: str = "mlp"
@@ -145,13 +94,17 @@ class Recipe:
     seed: int = 0
     distribute: str = "none"
     description: str = ""
-    attack: AttackSection = AttackSection()
-    search: SearchSection = SearchSection()
-    train: TrainSection = TrainSection()
-    eval: EvalSection = EvalSection()
-    export: ExportSection = ExportSection()
+    attack: Attack = _DEFAULT_ATTACK
+    search: Optional[SearchConfig] = None
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
 
     def __post_init__(self):
+        for name, cls in SECTIONS.items():
+            value = getattr(self, name)
+            if not (value is None and name == "search") and not isinstance(value, cls):
+                raise ValueError(f"{name} must be a tf_awt.{cls.__name__}. You passed: {value!r}")
         get_method(self.method)
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"distribute must be one of {DISTRIBUTE}. You passed: {self.distribute!r}")
@@ -159,59 +112,28 @@ class Recipe:
 
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {sorted(MODELS)}. You passed: {self.model!r}")
-        from tf_awt._options import INITIALIZERS
-
         if self.init not in INITIALIZERS:
             raise ValueError(f"init must be one of {list(INITIALIZERS)}. You passed: {self.init!r}")
-        for section, key, low in (("train", "epochs", 0), ("train", "batch_size", 1), ("search", "batch_size", 1),
-                                  ("eval", "steps", 0), ("eval", "restarts", 1), ("search", "epochs", 0)):
-            value = getattr(getattr(self, section), key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{section}.{key} must be an integer >= {low}. You passed: {value!r}")
-        # The library's own validation covers the rest (density, attack, search settings).
-        self.search_config()
-        self.train_attack()
-        self.training_schedule(steps_per_epoch=1)
-        if self.eval.split not in EVAL_SPLITS:
-            raise ValueError(f"eval.split must be one of {EVAL_SPLITS}. You passed: {self.eval.split!r}")
-        from tf_awt.ticket import RESCALES
+        run = {"density": self.density, "method": self.method, "attack": self.attack, "seed": self.seed}
+        search = SearchConfig(**run) if self.search is None else dataclasses.replace(self.search, **run)
+        object.__setattr__(self, "search", search)  # validates density and seed too
+        self.train_attack(), self.eval_attack()
 
-        if self.train.rescale not in RESCALES:
-            raise ValueError(f"train.rescale must be one of {RESCALES}. You passed: {self.train.rescale!r}")
+    # ------------------------------------------------------------------ the phases' attacks
+    def train_attack(self) -> Attack:
+        """The recipe's attack with ``train.steps`` / ``train.step_size``."""
+        return self.train.attack(self.attack)
 
-    # ------------------------------------------------------------------ to library objects
-    def attack_config(self):
-        from tf_awt.attacks import Attack
-
-        return Attack(norm=self.attack.norm, eps=self.attack.eps, steps=self.attack.steps, step_size=self.attack.step_size)
-
-    def train_attack(self):
-        return self.attack_config().replace(steps=self.train.steps, step_size=self.train.step_size)
-
-    def training_schedule(self, steps_per_epoch: int):
-        """The ``train.*`` warm-up, learning-rate schedule and clipping as a TrainingSchedule."""
-        from tf_awt.training_schedule import TrainingSchedule
-
-        t = self.train
-        return TrainingSchedule.from_epochs(steps_per_epoch, t.epochs, eps_warmup_epochs=t.eps_warmup_epochs,
-                                            lr_schedule=t.lr_schedule, lr_warmup_epochs=t.lr_warmup_epochs,
-                                            clip_norm=t.clip_norm)
-
-    def eval_attack(self):
-        return self.attack_config().replace(steps=self.eval.steps, step_size=None)
-
-    def search_config(self):
-        """``search.*`` as a :class:`~tf_awt.SearchConfig`: every key by its own name (``lr`` is
-        ``learning_rate``; ``batch_size`` is the data's), with the recipe's density, method, attack
-        and seed. A ``SearchConfig`` field without a recipe key fails ``tests/test_structure.py``."""
-        from tf_awt.search_config import SearchConfig
-
-        fields = {SEARCH_RENAMED.get(k, k): getattr(self.search, k) for k in _field_names(SearchSection)
-                  if k not in SEARCH_RECIPE_ONLY}
-        return SearchConfig(density=self.density, method=self.method, attack=self.attack_config(), seed=self.seed, **fields)
+    def eval_attack(self) -> Attack:
+        """The recipe's attack with ``eval.steps`` (step 2.5ε/steps)."""
+        return self.eval.attack(self.attack)
 
     def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in SECTIONS}
+        for name in SECTIONS:
+            section = getattr(self, name)
+            out[name] = {key: _plain(getattr(section, key)) for key in section_keys(name)}
+        return out
 
     def flat(self) -> Dict[str, Any]:
         """``{"attack.eps": 0.3, ...}``: the resolved recipe as flat keys (MLflow params)."""
@@ -227,8 +149,9 @@ class Recipe:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-_SECTIONS = {"attack": AttackSection, "search": SearchSection, "train": TrainSection, "eval": EvalSection,
-             "export": ExportSection}
+def _plain(value):
+    """Tuples as lists (YAML)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 class _Loader(yaml.SafeLoader):
@@ -274,26 +197,44 @@ def _did_you_mean(key, allowed, prefix: str = "") -> str:
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
+def _section(name: str, value, source: str, fixed: Dict[str, Any]):
+    """The ``name:`` mapping as its library configuration (``fixed``: the fields set outside it)."""
+    keys = section_keys(name)
+    if not isinstance(value, dict):
+        raise ValueError(f"{source}: {name} must be a mapping with keys {sorted(keys)}. You passed: {value!r}")
+    types = {f.name: f.type for f in dataclasses.fields(SECTIONS[name])}
+    settings = {}
+    for key, item in value.items():
+        dotted = f"{name}.{key}"
+        if dotted in RENAMED:
+            warnings.warn(f"{source}: {dotted} is now {RENAMED[dotted]}; the old name will stop working", FutureWarning,
+                          stacklevel=4)
+            key = RENAMED[dotted].split(".", 1)[1]
+        if key not in keys:
+            raise ValueError(f"{source}: unknown key '{dotted}'{_did_you_mean(key, keys, name + '.')}. "
+                             f"Allowed keys under {name}: {sorted(keys)}")
+        settings[key] = _coerce(item, types[key], f"{name}.{key}")
+    try:
+        return SECTIONS[name](**{**fixed, **settings})
+    except ValueError as err:
+        text = str(err)
+        field = next((k for k in settings if text.startswith(f"{k} ")), None)
+        raise ValueError(f"{name}.{text}" if field else f"{name}: {text}") from None
+
+
 def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a recipe is a YAML mapping of keys. It holds: {type(data).__name__}")
     top = {f.name: f for f in dataclasses.fields(Recipe)}
-    kwargs = {}
-    for key, value in data.items():
+    for key in data:
         if key not in top:
             raise ValueError(f"{source}: unknown key {key!r}{_did_you_mean(key, top)}. Allowed keys: {sorted(top)}")
-        if key in _SECTIONS:
-            cls = _SECTIONS[key]
-            fields = {f.name: f for f in dataclasses.fields(cls)}
-            if not isinstance(value, dict):
-                raise ValueError(f"{source}: {key} must be a mapping with keys {sorted(fields)}. You passed: {value!r}")
-            for sub in value:
-                if sub not in fields:
-                    raise ValueError(f"{source}: unknown key '{key}.{sub}'{_did_you_mean(sub, fields, key + '.')}. "
-                                     f"Allowed keys under {key}: {sorted(fields)}")
-            kwargs[key] = cls(**{k: _coerce(v, fields[k].type, f"{key}.{k}") for k, v in value.items()})
-        else:
-            kwargs[key] = _coerce(value, top[key].type, key)
+    kwargs = {key: _coerce(value, top[key].type, key) for key, value in data.items() if key not in SECTIONS}
+    for name in ("attack", "train", "eval", "export"):
+        if name in data:
+            kwargs[name] = _section(name, data[name], source, _DEFAULT_ATTACK.get_config() if name == "attack" else {})
+    run = {key: kwargs.get(key, top[key].default) for key in ("density", "method", "seed", "attack")}
+    kwargs["search"] = _section("search", data.get("search", {}), source, run)
     return Recipe(**kwargs)
 
 

@@ -456,14 +456,15 @@ class TicketSearchCallback(tf_keras.callbacks.Callback):
 def find_ticket(
     model,
     data,
-    density: float,
-    method: str = "awt",
+    density: Optional[float] = None,
+    method: Optional[str] = None,
     attack: Optional[Attack] = None,
-    epochs: int = 20,
-    batch_size: int = 64,
+    epochs: Optional[int] = None,
+    batch_size: Optional[int] = None,
     callbacks: Sequence[tf_keras.callbacks.Callback] = (),
     verbose: int = 0,
     checkpoint_dir: Optional[str] = None,
+    config: Optional[SearchConfig] = None,
     **settings,
 ) -> Ticket:
     """Finds a ticket of ``model`` at its initialization.
@@ -471,12 +472,18 @@ def find_ticket(
     Args:
       model: a built tf_keras model at θ0 with logit outputs (not modified).
       data: a ``tf.data.Dataset`` of (x, y) batches, or a tuple (x, y) of arrays (batched by
-        ``batch_size``, default 64).
-      density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1].
+        ``batch_size``).
+      density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1]; needed unless ``config``
+        gives it.
       method: "awt" (default), "ntt", "random", "magnitude", "snip", "synflow", "erk",
-        "random_layerwise" (:mod:`tf_awt.baselines`) or "cosentino" (:mod:`tf_awt.iterative`).
+        "random_layerwise" (:mod:`tf_awt.baselines`), "cosentino" (:mod:`tf_awt.iterative`) or
+        one registered with :func:`tf_awt.register_method`.
       attack: the search's PGD :class:`~tf_awt.Attack` (default: L∞, ε = 0.3, 10 steps).
       epochs: search epochs for awt/ntt (default 20; the paper's setting).
+      batch_size: the batch size of (x, y) array data (default 64).
+      config: a :class:`SearchConfig` holding every setting (default None: the defaults). The
+        keyword arguments are a convenience: those given replace the config's fields of the same
+        name, and with no config they build one.
       callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
       verbose: ``fit`` verbosity (default 0).
       checkpoint_dir: awt/ntt only: save the search after every epoch in this directory
@@ -500,12 +507,24 @@ def find_ticket(
     from tf_awt.methods import FindOptions, get_method
 
     model = _check_model(model)
-    config = SearchConfig(density=density, method=method, epochs=epochs,
-                          **({"attack": attack} if attack is not None else {}), **settings)
-    options = FindOptions(_validate.integer(batch_size, "batch_size", low=1), tuple(callbacks), verbose, checkpoint_dir)
+    given = {k: v for k, v in dict(density=density, method=method, attack=attack, epochs=epochs,
+                                   batch_size=batch_size).items() if v is not None}
+    config = _search_config(config, {**given, **settings})
+    options = FindOptions(config.batch_size, tuple(callbacks), verbose, checkpoint_dir)
     prunable_layer_names(model)
     found = get_method(config.method).find(model, data, config, options)
     return _as_ticket(found, model, config)
+
+
+def _search_config(config: Optional[SearchConfig], settings: dict) -> SearchConfig:
+    """``config`` with ``settings`` replaced, or a new SearchConfig of ``settings`` (which then need a density)."""
+    if config is None:
+        if "density" not in settings:
+            raise ValueError("find_ticket needs a density, or a SearchConfig (config=) that holds one. You passed neither")
+        return SearchConfig(**settings)
+    if not isinstance(config, SearchConfig):
+        raise ValueError(f"config must be a tf_awt.SearchConfig. You passed: {config!r}")
+    return dataclasses.replace(config, **settings)
 
 
 def _as_ticket(found, model, config: SearchConfig) -> Ticket:

@@ -54,6 +54,8 @@ class SearchConfig:
         own tangent kernel); "full": NTT's ``emp_ntk_fn(x1, x2, masked_student_net_params)``, the
         NTK of every weight at θ = m⊙w (:func:`tf_awt.mixed_tangent_kernel`).
       epochs: search epochs (default 20).
+      batch_size: the search data's batch size (default 64), >= 1: with T_m it sets how often masks
+        are updated per epoch.
       kernel: how the kernel distance is computed: "full" (default; both (N·k)² kernels, exact),
         "diagonal" (S-AWT: Θ[i, i] only) or "sketch" (matrix-free, an unbiased estimate of the full
         distance from ``probes`` Rademacher probes: :mod:`tf_awt.kernel_sketch`; no kernel matrix
@@ -105,6 +107,7 @@ class SearchConfig:
     weight_decay_form: str = "l2"
     student_kernel: str = "masked"
     epochs: int = 20
+    batch_size: int = 64
     kernel: str = "full"
     probes: int = 4
     scope: str = "global"
@@ -137,6 +140,7 @@ class SearchConfig:
         check_student_kernel(self.student_kernel)
         self._check_layer_densities()
         _number(self, "epochs", low=0, integer=True)
+        _number(self, "batch_size", low=1, integer=True)
         if self.kernel not in KERNELS:
             raise ValueError(f"kernel must be one of {KERNELS}. You passed: {self.kernel!r}")
         _number(self, "probes", low=1, integer=True)

@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["Ticket", "RESCALES"]
 
-RESCALES = ("none", "fan_in")
+from tf_awt._options import RESCALES  # noqa: E402  (the allowed names live in one place)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from tf_awt import _layers, _validate
 from tf_awt._distribute import assign_in_replica
 from tf_awt._masks import sparse_forward
 from tf_awt.attacks import Attack, pgd
+from tf_awt.phase_config import TrainConfig
 from tf_awt.training_schedule import TrainingSchedule
 
 __all__ = ["AdversarialTrainer", "adversarial_fit", "training_attack"]
@@ -146,9 +147,10 @@ class AdversarialTrainer(tf_keras.Model):
         return self._update_metrics(y, self._inference(x_adv), self._inference(x))
 
 
-def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: int = 100,
-                    learning_rate: float = 1e-3, batch_size: int = 64, callbacks=(), verbose: int = 0, seed: int = 0,
-                    schedule: Optional[TrainingSchedule] = None, checkpoint_dir: Optional[str] = None):
+def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: Optional[int] = None,
+                    learning_rate: Optional[float] = None, batch_size: Optional[int] = None, callbacks=(), verbose: int = 0,
+                    seed: int = 0, schedule: Optional[TrainingSchedule] = None, checkpoint_dir: Optional[str] = None,
+                    config: Optional[TrainConfig] = None):
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
@@ -158,7 +160,7 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         ``tf.data.Dataset`` of batches (used in its own order).
       validation: optional held-out (x, y) arrays or dataset.
       attack: training attack (default: the paper's MNIST setting).
-      epochs, learning_rate, batch_size: paper defaults 100, 1e-3, 64.
+      epochs, learning_rate, batch_size: given ones replace ``config``'s (paper defaults 100, 1e-3, 64).
       callbacks: more Keras callbacks (default none), run after the epoch's checkpoint is saved.
       verbose: ``fit`` verbosity (default 0).
       seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
@@ -170,6 +172,10 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         with the weights and history an uninterrupted one gives (the schedule's position is the
         optimizer's step counter, which is saved). The directory is left in place (a repeated
         call returns at once); delete it once the model is saved.
+      config: a :class:`~tf_awt.TrainConfig` (default None: ``TrainConfig()``): epochs, learning
+        rate, batch size and, unless ``schedule`` is given, the schedule (``config.schedule``).
+        Its ``steps``/``step_size``/``rescale``/``fail_on_collapse`` are a run's: pass
+        ``attack=config.attack(attack)`` for its training PGD.
 
     Returns:
       the ``History`` of the ``fit``; its ``history`` holds every epoch, restored ones included.
@@ -184,16 +190,23 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     if is_keras3(model):  # trained as its tf_keras twin; the trained weights are written back
         twin = as_tf_keras(model)
         history = adversarial_fit(twin, train, validation, attack, epochs, learning_rate, batch_size, callbacks, verbose,
-                                  seed, schedule, checkpoint_dir)
+                                  seed, schedule, checkpoint_dir, config)
         copy_weights(twin, model)
         return history
-    epochs = _validate.integer(epochs, "epochs", low=0)
-    learning_rate = _validate.real(learning_rate, "learning_rate", low=0, low_open=True)
-    batch_size = _validate.integer(batch_size, "batch_size", low=1)
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ValueError(f"config must be a tf_awt.TrainConfig. You passed: {config!r}")
+    given = {k: v for k, v in dict(epochs=epochs, learning_rate=learning_rate, batch_size=batch_size).items() if v is not None}
+    settings = (config or TrainConfig()).replace(**given)  # validated there
+    epochs, learning_rate, batch_size = settings.epochs, settings.learning_rate, settings.batch_size
     seed = _validate.integer(seed, "seed")
     attack = attack if attack is not None else training_attack()
     batches, steps = _validate.epoch_data(model, train, batch_size, attack, seed, epochs, "train")
     validation_ds = None if validation is None else _validate.batches(model, validation, batch_size, attack, "validation")
+    if schedule is None and config is not None:
+        if steps is None and (settings.eps_warmup_epochs or settings.lr_warmup_epochs or settings.lr_schedule != "constant"):
+            raise ValueError("a TrainConfig with warm-ups or an lr_schedule needs data whose steps per epoch are known "
+                             "((x, y) arrays or a dataset of known cardinality); pass schedule= instead")
+        schedule = settings.schedule(steps or 1)
     schedule = schedule or TrainingSchedule()
     trainer = AdversarialTrainer(model, attack, seed=seed, schedule=schedule)
     trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(learning_rate)))
