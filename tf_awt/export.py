@@ -23,7 +23,7 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-__all__ = ["export_saved_model", "export_tflite", "export_keras3", "ExportResult", "gzip_size", "tflite_predict"]
+__all__ = ["export_saved_model", "export_tflite", "export_keras3", "export_run", "ExportResult", "gzip_size", "tflite_predict"]
 
 
 def gzip_size(arrays: Iterable[np.ndarray]) -> int:
@@ -179,3 +179,28 @@ def export_keras3(model, path: str) -> int:
         if os.path.exists(tmp):
             os.remove(tmp)
     return os.path.getsize(path)
+
+
+def export_run(model, directory: str, input_shape: tuple, dense_weights, config=None):
+    """A run's exports in ``directory``: ``saved_model/``, and ``model.tflite`` / ``model.keras`` as
+    its :class:`~tf_awt.ExportConfig` says (default ``ExportConfig()``).
+
+    Returns (the stripped model, sizes in bytes: ``raw_bytes``, ``dense_gzip_bytes`` of
+    ``dense_weights``, ``sparse_gzip_bytes``, and ``tflite_bytes``/``keras3_bytes`` when written, a
+    one-line report)."""
+    from tf_awt.phase_config import ExportConfig
+
+    config = config if config is not None else ExportConfig()
+    result = export_saved_model(model, os.path.join(directory, "saved_model"), input_shape)
+    sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(dense_weights),
+             "sparse_gzip_bytes": result.sparse_gzip_bytes}
+    if config.tflite:
+        sizes["tflite_bytes"] = export_tflite(model, os.path.join(directory, "model.tflite"), sparse=True,
+                                              input_shape=input_shape)
+    if config.keras3:
+        sizes["keras3_bytes"] = export_keras3(result.model, os.path.join(directory, "model.keras"))
+    extra = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"),
+                                                                   ("keras3_bytes", "model.keras")) if key in sizes)
+    line = (f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, "
+            f"sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
+    return result.model, sizes, line

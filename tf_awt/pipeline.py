@@ -192,23 +192,15 @@ class Run:
         return result
 
     def export(self, model=None):
-        from tf_awt.export import export_keras3, export_saved_model, export_tflite, gzip_size
+        from tf_awt.export import export_run
 
         t0 = time.time()
         model = model if model is not None else self.trained_model(distributed=False)[1]
-        shape = tuple(self.split.input_shape)
-        result = export_saved_model(model, self.path("saved_model"), shape)
-        sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(self.base_model().get_weights()),
-                 "sparse_gzip_bytes": result.sparse_gzip_bytes}
-        if self.recipe.export.tflite:
-            sizes["tflite_bytes"] = export_tflite(model, self.path("model.tflite"), sparse=True, input_shape=shape)
-        if self.recipe.export.keras3:
-            sizes["keras3_bytes"] = export_keras3(result.model, self.path("model.keras"))
+        stripped, sizes, line = export_run(model, self.out, tuple(self.split.input_shape), self.base_model().get_weights(),
+                                           self.recipe.export)
         self.timings["export"] = time.time() - t0
-        extra = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"), ("keras3_bytes", "model.keras"))
-                        if key in sizes)
-        self.log(f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
-        return result.model, sizes
+        self.log(line)
+        return stripped, sizes
 
     # ------------------------------------------------------------------ everything
     def all(self) -> dict:
@@ -272,25 +264,15 @@ class Run:
         return ticket, model, hist, result
 
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):
-        """Plots, MLflow model/metrics/tags/artifacts, then summary.json (written last)."""
+        """Plots, the MLflow record (:func:`tf_awt.tracking.record_run`), then summary.json (written last)."""
         from tf_awt import plots
+        from tf_awt.tracking import record_run
 
         plots.write_all(self.out, ticket, hist)
-        description, r = report.description(self.recipe, summary), self.recipe
         last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
-        summary["model_uri"] = self.tracker.log_model(
-            stripped, self.split.x_test[:2], step=last_epoch, description=description,
-            tags={"method": r.method, "density": f"{ticket.density:.4f}", "eps": f"{r.attack.eps:g}", "norm": r.attack.norm,
-                  "recipe": self.recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
-                  "robust_accuracy": f"{summary['robust_accuracy']:.4f}"})
-        summary["registered_model"] = self.tracker.registered_uri
-        self.tracker.describe(description)
-        self.tracker.log_metrics({"density": ticket.density, "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
-        self.tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
-                               **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
-        for name in (*_ARTIFACTS, *plots.NAMES):
-            if self.directory.has(name):
-                self.tracker.log_artifact(self.path(name))
+        artifacts = [self.path(name) for name in (*_ARTIFACTS, *plots.NAMES) if self.directory.has(name)]
+        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.split.x_test[:2], last_epoch,
+                   report.description(self.recipe, summary), reasons, artifacts)
         self.directory.write_json("summary.json", summary)
         self.tracker.log_artifact(self.path("summary.json"))
         self.tracker.end("FINISHED")

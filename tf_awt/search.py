@@ -575,10 +575,8 @@ def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
     from tf_awt.methods import method_names
 
     if config.reference in method_names():
-        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-        settings.update(method=config.reference, reference="awt")
-        return find_ticket(model, data, batch_size=options.batch_size, callbacks=options.callbacks,
-                           verbose=options.verbose, **settings)
+        searched = dataclasses.replace(config, method=config.reference, reference="awt", batch_size=options.batch_size)
+        return find_ticket(model, data, config=searched, callbacks=options.callbacks, verbose=options.verbose)
     if not os.path.isfile(config.reference):
         raise ValueError(f"reference must be one of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
                          f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Optional
 
-__all__ = ["Tracker", "NullTracker", "check_server"]
+__all__ = ["Tracker", "NullTracker", "check_server", "record_run"]
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -259,3 +259,22 @@ def _serving_requirements():
         except metadata.PackageNotFoundError:  # pragma: no cover - both come with MLflow
             pins.append(name)
     return pins
+
+
+def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, last_epoch: int,
+               description: str, reasons, artifacts) -> None:
+    """A finished run into ``tracker`` (a :class:`Tracker` or :class:`NullTracker`): the model,
+    linked to the last training epoch's metrics and registered with ``description`` and tags; the
+    run's description, final metrics, collapse tags and ``artifacts`` (paths). Sets
+    ``summary["model_uri"]`` and ``summary["registered_model"]``."""
+    tags = {"method": recipe.method, "density": f"{summary['density']:.4f}", "eps": f"{recipe.attack.eps:g}",
+            "norm": recipe.attack.norm, "recipe": recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
+            "robust_accuracy": f"{summary['robust_accuracy']:.4f}"}
+    summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags)
+    summary["registered_model"] = tracker.registered_uri
+    tracker.describe(description)
+    tracker.log_metrics({"density": summary["density"], "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
+    tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
+                      **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
+    for path in artifacts:
+        tracker.log_artifact(path)
