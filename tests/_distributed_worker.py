@@ -27,6 +27,6 @@ for item in spec["runs"]:
     recipe = load_recipe(spec["recipe"], [f"distribute={spec['distribute']}", *item.get("overrides", [])])
     run = Run(recipe, item["out"], log=lambda m: print(m, file=sys.stderr))
     summary = run.all()
-    print(json.dumps({"out": item["out"], "replicas": run.strategy.num_replicas_in_sync,
+    print(json.dumps({"out": item["out"], "replicas": run.inputs.strategy.num_replicas_in_sync,
                       "natural_accuracy": summary["natural_accuracy"], "robust_accuracy": summary["robust_accuracy"]}),
           flush=True)

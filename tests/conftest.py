@@ -171,8 +171,9 @@ def _no_leftover_mlflow_tracking_uri():
 # Modules of whole runs (subprocesses, tf.distribute workers, MLflow): collected first, so that
 # under pytest-xdist (one worker per core) the long tests start early and the short ones fill the
 # end, instead of one worker finishing a 30 s run while the other waits.
-_WHOLE_RUN_MODULES = ("test_distributed.py", "test_resume.py", "test_hardening.py", "test_cli.py", "test_mask_methods.py",
-                      "test_training_schedule.py", "test_sweep.py", "test_keras3.py", "test_methods.py", "test_pipeline_keys.py")
+_WHOLE_RUN_MODULES = ("test_distributed.py", "test_resume.py", "test_cli.py", "test_recipes.py", "test_collapse.py",
+                      "test_training_schedule.py", "test_sweep.py", "test_keras3.py", "test_methods.py", "test_pipeline.py",
+                      "test_readme.py", "test_tracking.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -260,3 +261,57 @@ def trained_model():
     model = tiny_model()
     tf_awt.adversarial_fit(model, tiny_data(96), attack=tf_awt.evaluation_attack(0.1, steps=5).replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
     return model
+
+
+def small_mlp(inputs=(8, 8, 1), classes=3, seed=0):
+    tf_keras.utils.set_random_seed(seed)
+    return tf_keras.Sequential([L.Input(inputs), L.Flatten(), L.Dense(6, activation="relu", name="h"), L.Dense(classes, name="out")])
+
+
+def good_data(n=16, seed=0, classes=3):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 1, (n, 8, 8, 1)).astype("float32"), rng.integers(0, classes, n)
+
+
+def bad_data(kind):
+    x, y = good_data()
+    if kind == "label_high":  # the boundary (label = k, 1-indexed labels), and a later bad entry
+        y[5] = 3
+        y[9] = 23
+    elif kind == "label_negative":
+        y[2] = -1
+    elif kind == "label_fraction":
+        y = y.astype("float32")
+        y[3] = 1.5
+    elif kind == "nan":
+        x[4, 1, 2, 0] = np.nan
+        x[9, 0, 0, 0] = np.nan
+    elif kind == "inf":
+        x[0, 0, 0, 0] = np.inf
+    elif kind == "range":  # just above clip_max, then a later far one
+        x[7, 3, 3, 0] = np.nextafter(np.float32(1.0), np.float32(2.0))
+        x[9, 3, 3, 0] = 255.0
+    elif kind == "lengths":
+        y = y[:-1]
+    elif kind == "empty":
+        x, y = x[:0], y[:0]
+    elif kind == "shape":
+        x = x[:, :5]
+    elif kind == "strings":
+        y = np.array(["a"] * len(y))
+    return x, y
+
+
+# (case, message expected from the API and from the CLI)
+BAD_DATA = [
+    ("label_high", r"y\[5\] = 3, labels must be in \[0, 3\)"),
+    ("label_negative", r"y\[2\] = -1, labels must be in \[0, (3|k)\)"),
+    ("label_fraction", r"y\[3\] = .*1.5.*labels must be integers"),
+    ("nan", r"x\[4, 1, 2, 0\] = nan; inputs must be finite numbers \(2 non-finite values in all\)"),
+    ("inf", r"x\[0, 0, 0, 0\] = inf; inputs must be finite"),
+    ("range", r"x\[7, 3, 3, 0\] = 1.0000001 lies above the data range \[0.0, 1.0\]"),
+    ("lengths", r"16 inputs and 15 labels"),
+    ("empty", r"is empty"),
+    ("shape", r"each input has shape \(5, 8, 1\), the model expects \(8, 8, 1\)"),
+    ("strings", r"y must hold integer class labels"),
+]

@@ -8,6 +8,8 @@ import tf_keras
 import tf_awt
 from tf_awt import _selection
 
+from conftest import tiny_data, tiny_model
+
 L = tf_keras.layers
 
 
@@ -96,3 +98,59 @@ def test_synflow_keeps_the_top_synaptic_flow_scores():
     got = [ticket.masks[layer.name] for layer in model.layers]
     assert _agreement(got, expected) >= 0.97  # float32 vs float64 may swap a near-tie at the boundary
     assert _agreement(expected, _magnitude(model, 0.2)) < 0.9
+
+
+def _erk_reference(shapes, density):
+    """Brute force: bisection on ε of Σ min(1, ε·raw_l)·n_l = density·Σ n_l, in float64."""
+    sizes = np.array([np.prod(s) for s in shapes], np.float64)
+    raw = np.array([sum(s) for s in shapes], np.float64) / sizes
+    lo, hi = 0.0, 1e9
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if (np.minimum(1, mid * raw) * sizes).sum() < density * sizes.sum() else (lo, mid)
+    return np.minimum(1, lo * raw)
+
+
+@pytest.mark.parametrize("shapes,density", [([(784, 300), (300, 100), (100, 10)], 0.036),
+                                            ([(784, 300), (300, 100), (100, 10)], 0.3),  # logits layer capped at 1
+                                            ([(5, 5, 1, 32), (5, 5, 32, 64), (3136, 1024), (1024, 10)], 0.01),
+                                            ([(4, 3)], 1.0)])
+def test_erk_densities_match_the_formula(shapes, density):
+    got = np.array(_selection.erk_densities(shapes, density))
+    np.testing.assert_allclose(got, _erk_reference(shapes, density), rtol=1e-6)
+    sizes = np.array([np.prod(s) for s in shapes])
+    assert abs((got * sizes).sum() - density * sizes.sum()) < 1e-6 * sizes.sum()
+    free = got < 1  # uncapped layers: density ∝ (Σ dims) / (Π dims)
+    ratio = got[free] / (np.array([sum(s) for s in shapes])[free] / sizes[free])
+    assert ratio.size == 0 or np.allclose(ratio, ratio.max(), rtol=1e-9)
+
+
+def test_erk_method_keeps_the_erk_counts_in_every_layer():
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="erk", seed=3)
+    layers = [l for l in model.layers if hasattr(l, "kernel")]
+    densities = _selection.erk_densities([l.kernel.shape for l in layers], 0.2)
+    for layer, d in zip(layers, densities):
+        assert ticket.masks[layer.name].sum() == _selection.kept_count(layer.kernel.shape.num_elements(), d)
+    other = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="erk", seed=4)
+    assert any(not np.array_equal(ticket.masks[k], other.masks[k]) for k in ticket.masks)  # seeded positions
+
+
+# ---------------------------------------------------------------------------- layer-wise shuffle
+def test_random_layerwise_reproduces_the_reference_layer_densities_exactly(tmp_path):
+    model = tiny_model()
+    reference = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="magnitude")
+    for source in ("magnitude", str(tmp_path / "ref.npz")):
+        if source.endswith(".npz"):
+            reference.save(source)
+        ticket = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="random_layerwise", reference=source, seed=1)
+        assert ticket.method == "random_layerwise"
+        for name, mask in reference.masks.items():
+            assert ticket.masks[name].sum() == mask.sum(), name
+            assert not np.array_equal(ticket.masks[name], mask), name  # a shuffle, not a copy
+    with pytest.raises(ValueError, match=r"reference must be one of .*You passed: 'nope.npz' \(no such file\)"):
+        tf_awt.find_ticket(model, tiny_data(), density=0.2, method="random_layerwise", reference="nope.npz")
+    with pytest.raises(ValueError, match=r"has density 0\.199.*asks for 0\.5"):
+        tf_awt.find_ticket(model, tiny_data(), density=0.5, method="random_layerwise", reference=str(tmp_path / "ref.npz"))
+    with pytest.raises(ValueError, match=r"reference must be a ticket method other than 'random_layerwise'"):
+        tf_awt.SearchConfig(density=0.2, reference="random_layerwise")

@@ -5,19 +5,23 @@ import json
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+import tf_keras
 import yaml
 
 import tf_awt
 from tf_awt import cli
 from tf_awt.recipes import bundled_recipes, load_recipe
-from conftest import NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_recipe
 
+from conftest import bad_data, BAD_DATA, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_recipe
+
+L = tf_keras.layers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -455,3 +459,173 @@ def test_evaluate_defaults_to_the_runs_own_attack_and_says_which(tmp_path, capsy
     assert "linf ε = 0.1" in captured.err and str(out / "recipe.yaml") in captured.err
     assert cli.main(["evaluate", "--model", str(out / "saved_model"), "--data", data, "--eps", "3", "--quiet"]) == 2
     assert "--eps must be in [0, 1] for an L∞ attack on data in [0, 1]. You passed: 3" in capsys.readouterr().err
+
+
+def _write_bad_npz(tmp_path, case):
+    x, y = bad_data(case)
+    path = str(tmp_path / f"{case}.npz")
+    np.savez(path, x=x, y=y, x_test=x, y_test=y)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny run's saved_model (3 classes, 8x8x1 inputs), made once through the CLI."""
+    tmp = tmp_path_factory.mktemp("exported")
+    out = str(tmp / "run")
+    assert cli.main(["run", tiny_recipe(tmp), "--out", out, "--quiet", "--no-mlflow"]) == 0
+    return out
+
+
+CLI_DATA = [case for case in BAD_DATA if case[0] not in ("lengths", "empty", "strings")]
+
+
+@pytest.mark.parametrize("case,message", CLI_DATA)
+def test_cli_evaluate_refuses_bad_data_in_one_line(exported, tmp_path, capsys, case, message):
+    path = _write_bad_npz(tmp_path, case)
+    code = cli.main(["evaluate", "--model", os.path.join(exported, "saved_model"), "--data", path, "--steps", "2", "--restarts", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("tf-awt: error: "), err
+    if case == "shape":
+        message = r"each input has shape \(5, 8, 1\), the model expects \(8, 8, 1\)"
+    import re
+
+    assert re.search(message, err[0]), err[0]
+
+
+@pytest.mark.parametrize("case", ["nan", "label_fraction", "lengths", "empty"])
+def test_cli_run_on_bad_data_leaves_no_output_and_no_summary(tmp_path, capsys, case):
+    recipe = tiny_recipe(tmp_path, dataset=_write_bad_npz(tmp_path, case))
+    out = tmp_path / "never"
+    assert cli.main(["run", recipe, "--out", str(out), "--no-mlflow", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tf-awt: error: ") and f"{case}.npz" in err[0], err
+    assert not out.exists()
+
+
+def test_cli_names_the_real_cause_not_in_user_code():
+    class Broken(L.Layer):
+        def call(self, x):
+            raise TypeError("the real cause: a broken layer")
+
+    model = tf_keras.Sequential([L.Input((3,)), L.Dense(2)])
+    model.compile("adam", "mse")
+    errors = []
+    try:  # a layer failing inside fit: Keras' "Exception encountered ... in user code:" wrapper
+        wrapped = tf_keras.Sequential([L.Input((3,)), L.Dense(2)])
+        wrapped.compile("adam", "mse")
+        broken = Broken()
+        wrapped.train_step = lambda data: {"loss": broken(data[0])}
+        wrapped.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)
+    except Exception as err:  # noqa: BLE001
+        errors.append((err, "TypeError: the real cause: a broken layer"))
+    try:  # an op failing in a graph: "Graph execution error: Detected at node ..."
+        classifier = tf_keras.Sequential([L.Input((3,)), L.Dense(2)])
+        classifier.compile("adam", tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        classifier.fit(np.zeros((4, 3)), np.array([0, 1, 5, 1]), verbose=0)
+    except Exception as err:  # noqa: BLE001
+        errors.append((err, "Received a label value of 5 which is outside the valid range of [0, 2)"))
+    assert len(errors) == 2
+    for err, cause in errors:
+        assert str(err).strip().splitlines()[0] != cli.error_message(err)
+        assert cause in cli.error_message(err), (cli.error_message(err), str(err)[-400:])
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
+    umask = 0o027  # not the usual 0o022: files written 0o644 regardless of the umask would fail
+    recipe = tiny_recipe(tmp_path)
+    out = tmp_path / "run"
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a new store: MLflow would log its table creation at INFO
+    proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", str(out), "--quiet", "--no-register"],
+                          capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=600, cwd=tmp_path,
+                          env={**{k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")},
+                               "MLFLOW_TRACKING_URI": store})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in ("summary.json", "ticket.npz", "trained.weights.h5", "recipe.yaml", "evaluation.json", "distances.png"):
+        assert _mode(out / name) == 0o666 & ~umask, name
+    assert _mode(out / "saved_model") == 0o777 & ~umask
+    assert _mode(out / "saved_model" / "saved_model.pb") == 0o666 & ~umask
+    assert _mode(out / "saved_model" / "variables") == 0o777 & ~umask
+    noise = [l for l in proc.stderr.splitlines() if l[:5] in ("I0000", "W0000", "E0000") or "oneDNN" in l
+             or "cuInit" in l or "absl::InitializeLog" in l or l.startswith("WARNING:tensorflow") or " INFO mlflow" in l]
+    assert not noise, noise
+    assert not (out / ".tf-awt.lock").exists()
+    # --verbose: TensorFlow's own lines are back (they come with its import, before the one-line error).
+    loud = tf_awt_cli("--verbose", "evaluate", "--model", str(tmp_path / "missing"), "--dataset", "mnist-5k",
+                      env={"TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert loud.returncode == 2 and "is not a SavedModel directory" in loud.stderr, loud.stderr[-2000:]
+    assert "oneDNN" in loud.stderr or "I0000" in loud.stderr
+
+
+def test_mirrored_cli_run_on_one_device_matches_one_device(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, search={"epochs": 2, "update_every": 2, "batch_size": 32})
+    results = {}
+    for mode in ("none", "mirrored"):
+        out = tmp_path / mode
+        proc = tf_awt_main(capsys, "run", recipe, "--set", f"distribute={mode}", "--out", str(out), "--quiet", "--no-mlflow")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        results[mode] = json.loads((out / "summary.json").read_text())
+    assert abs(results["none"]["robust_accuracy"] - results["mirrored"]["robust_accuracy"]) <= 0.02
+    assert abs(results["none"]["natural_accuracy"] - results["mirrored"]["natural_accuracy"]) <= 0.02
+    a = tf_awt.Ticket.load(str(tmp_path / "none" / "ticket.npz"))
+    b = tf_awt.Ticket.load(str(tmp_path / "mirrored" / "ticket.npz"))
+    assert a.history["mask_updates"][-1] == b.history["mask_updates"][-1] > 1  # the masks were updated in the search
+    for name in a.masks:
+        np.testing.assert_array_equal(a.masks[name], b.masks[name])
+
+
+def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        (out / ".tf-awt.lock").write_text(f"{holder.pid}\n")
+        proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--quiet", "--no-mlflow")
+        assert proc.returncode == 2
+        assert f"is in use by another tf-awt process (pid {holder.pid}" in proc.stderr
+        assert sorted(os.listdir(out)) == [".tf-awt.lock"]  # nothing written beside the owner's lock
+        # ... and refused at once: before TensorFlow's import (≈ 12 s), in a fresh process
+        code = ("import sys; from tf_awt import cli; "
+                f"c = cli.main(['run', {recipe!r}, '--out', {str(out)!r}, '--quiet', '--no-mlflow']); "
+                "print(c, 'tensorflow' in sys.modules)")
+        fresh = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert fresh.stdout.split() == ["2", "False"], (fresh.stdout, fresh.stderr[-2000:])
+        assert "is in use by another tf-awt process" in fresh.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--quiet", "--no-mlflow")  # the owner is gone: stale
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"took over the lock of a process that no longer runs (pid {holder.pid})" in proc.stderr
+    assert (out / "summary.json").exists() and not (out / ".tf-awt.lock").exists()
+
+
+def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, train=NO_TRAINING)
+    out = tmp_path / "run"
+    proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--no-mlflow")
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    text = proc.stdout
+    assert f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} at linf eps 0.1 (chance 0.333)" in text
+    assert os.path.join(str(out), "density.png") in text
+    assert f"tf-awt evaluate --model {os.path.join(str(out), 'saved_model')} --dataset {tmp_path / 'tiny.npz'} --attack autoattack" in text
+    assert "mlflow ui" not in text  # no MLflow run: no MLflow commands
+    quiet = tf_awt_main(capsys, "run", recipe, "--out", str(tmp_path / "quiet"), "--no-mlflow", "--quiet")
+    assert "next:" not in quiet.stdout and len(quiet.stdout.strip().splitlines()) == 1
+
+
+def test_two_runs_started_at_once_on_one_directory(tmp_path):
+    recipe = tiny_recipe(tmp_path, train={"epochs": 3, "batch_size": 32, "steps": 2, "step_size": 0.05})
+    out = str(tmp_path / "run")
+    args = [sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outcomes = sorted((p.wait(timeout=600), p.stderr.read()) for p in procs)
+    assert [code for code, _ in outcomes] == [0, 2], outcomes
+    assert "is in use by another tf-awt process" in outcomes[1][1]
+    assert json.load(open(os.path.join(out, "summary.json")))["density"] > 0

@@ -6,6 +6,8 @@ import pytest
 
 import tf_awt
 from tf_awt import cli, methods
+from tf_awt.ticket import Ticket
+
 from conftest import NO_TRAINING, tiny_recipe
 
 
@@ -63,3 +65,23 @@ def test_unknown_and_bad_methods_are_refused():
         tf_awt.register_method("a b", lambda *a: {})
     with pytest.raises(ValueError, match=r"find must be a callable"):
         tf_awt.register_method("ok", "not callable")
+
+
+# ---------------------------------------------------------------------------- every method, through the CLI
+def test_every_method_runs_from_the_cli_and_its_ticket_round_trips(tmp_path, capsys):
+    recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32}, train={"epochs": 0})
+    variants = [(m, ()) for m in tf_awt.METHODS] + [("awt", ("search.optimize=scores",)),
+                                                      ("random_layerwise", ("search.reference=magnitude",))]
+    for method, extra in variants:
+        out = tmp_path / f"{method}-{len(extra)}"
+        overrides = [a for key in (f"method={method}", *extra) for a in ("--set", key)]
+        code = cli.main(["run", recipe, *overrides, "--out", str(out), "--quiet", "--no-mlflow"])
+        assert code == 0, capsys.readouterr().err[-2000:]
+        ticket = Ticket.load(str(out / "ticket.npz"))
+        summary = json.loads((out / "summary.json").read_text())
+        assert ticket.method == summary["method"] == method
+        assert abs(ticket.density - 0.2) < 0.01 and summary["layer_density"] == pytest.approx(ticket.layer_density)
+        config = tf_awt.SearchConfig.from_config(ticket.config)
+        assert config.method == method and config.get_config() == ticket.config
+        if extra:
+            assert (config.optimize, config.reference) in {("scores", "awt"), ("weights", "magnitude")}

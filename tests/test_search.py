@@ -6,7 +6,9 @@ import tf_keras
 
 import tf_awt
 from tf_awt import _selection
-from tf_awt.search import TicketSearch, TicketSearchCallback
+from tf_awt.distances import kernel_distance
+from tf_awt.search import search_optimizer, TicketSearch, TicketSearchCallback
+
 from conftest import ATTACK, tiny_data, tiny_model, total_prunable
 
 def run_search(model, density=0.3, epochs=2, update_every=2, **settings):
@@ -368,3 +370,92 @@ def test_first_step_distances_equal_an_independent_computation():
     assert h["target_distance"][0] == pytest.approx(float(target), rel=1e-4)
     assert h["kernel_distance"][0] == pytest.approx(float(kernel), rel=1e-4)
     assert h["weighted_kernel_distance"][0] == pytest.approx(0.05 ** 2 * float(kernel), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------- straight-through top-k
+@pytest.mark.parametrize("scope", _selection.SCOPES)
+def test_straight_through_top_k_keeps_exactly_k_and_passes_gradients(scope):
+    rng = np.random.default_rng(0)
+    scores = [tf.Variable(rng.normal(size=s), dtype=tf.float32) for s in ((30, 20), (20, 5), (3, 3, 2, 4))]
+    weights = [tf.constant(rng.normal(size=s.shape), tf.float32) for s in scores]
+    with tf.GradientTape() as tape:
+        masks = _selection.straight_through_masks(scores, 0.1, scope)
+        loss = tf.add_n([tf.reduce_sum(m * w) for m, w in zip(masks, weights)])
+    hard = _selection.top_k_masks(scores, 0.1, scope)
+    for m, h in zip(masks, hard):
+        np.testing.assert_array_equal(m.numpy(), h.numpy())  # exactly the 0/1 mask, no ε residue
+    sizes = [int(np.prod(s.shape)) for s in scores]
+    kept = [int(m.numpy().sum()) for m in masks]
+    if scope == "global":
+        assert sum(kept) == round(0.1 * sum(sizes))
+    else:
+        allocate = {"erk": _selection.erk_densities, "frankle_carbin": _selection.frankle_carbin_densities}.get(
+            scope, lambda shapes, d: [d] * len(shapes))
+        densities = allocate([s.shape for s in scores], 0.1)
+        assert kept == [_selection.kept_count(n, d) for n, d in zip(sizes, densities)]
+    for g, w in zip(tape.gradient(loss, scores), weights):  # d loss / d s = d loss / d m, kept or pruned
+        np.testing.assert_allclose(g.numpy(), w.numpy())
+
+
+# ---------------------------------------------------------------------------- score search
+def test_optimize_is_validated():
+    with pytest.raises(ValueError, match=r"optimize must be one of \('weights', 'scores'\)\. You passed: 'mask'"):
+        tf_awt.SearchConfig(density=0.2, optimize="mask")
+
+
+def _linear_model(d):
+    tf_keras.utils.set_random_seed(0)
+    return tf_awt.models.linear(input_shape=(d,), num_classes=2)
+
+
+def _high_variance_data(n=64, d=6, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.05, (n, d)).astype("float32")
+    x[:, 0] = rng.normal(0, 1.0, n)  # coordinate 0: 20x the standard deviation of the others
+    return x, (x[:, 0] > 0).astype("int64")
+
+
+def test_score_search_kernel_gradient_reaches_the_mask_and_prefers_the_high_variance_coordinate():
+    x, y = _high_variance_data()
+    model = _linear_model(x.shape[1])
+    kernel = model.layers[-1].kernel.numpy()
+    kernel[0] = 1e-4  # coordinate 0 out of the initial mask: its θ0 entries are the smallest
+    model.layers[-1].kernel.assign(kernel)
+    config = tf_awt.SearchConfig(density=0.25, optimize="scores", attack=ATTACK.replace(eps=0.0), kernel_weight=1.0,
+                                 learning_rate=0.05)
+    search = TicketSearch(model, config, steps_per_epoch=4)
+    assert search.current_masks()[model.layers[-1].name][0].sum() == 0  # m0 (top |θ0|) drops coordinate 0
+    theta_t = search._teacher_kernel(x, x)
+    with tf.GradientTape() as tape:
+        theta_s = search._student_kernel(x, x, masks=search.straight_through_masks())
+        distance = kernel_distance(theta_t, theta_s)
+    grad = tape.gradient(distance, search.scores)[0].numpy()  # (6, 2)
+    assert np.abs(grad).max() > 0
+    # Linear model: Θs = Σ_p m_p x_p x'_p (+ bias), so d‖Θ0 − Θs‖²/dm_p = −2 Σ_ij (Θ0 − Θs)_ij x_ip x_jp:
+    # most negative (adding it helps most) for the coordinate with the largest variance.
+    per_coordinate = grad.sum(axis=1)
+    assert per_coordinate.argmin() == 0 and per_coordinate[0] < 10 * per_coordinate[1:].min()
+    # The search (kernel term weighted 1: the teacher θ0 barely uses coordinate 0 either, so the target term
+    # does not ask for it) then moves coordinate 0 into the mask; the weights stay at θ0.
+    search.compile(optimizer=search_optimizer(config))
+    search.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=10, verbose=0)
+    assert search.current_masks()[model.layers[-1].name][0].sum() >= 1
+    np.testing.assert_array_equal(model.layers[-1].kernel.numpy(), search.student.layers[-1].layer.kernel.numpy())
+
+
+@pytest.mark.parametrize("scope", _selection.SCOPES)
+@pytest.mark.parametrize("kernel", ["full", "diagonal"])
+def test_score_search_keeps_theta0_meets_the_density_and_moves_the_mask(scope, kernel):
+    model = tiny_model()
+    before = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="magnitude", scope=scope)
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=0.2, attack=ATTACK, epochs=3, batch_size=16, optimize="scores",
+                                scope=scope, kernel=kernel, learning_rate=1e-2, normalization="per_entry", kernel_weight=1e-3)
+    after = {k: int(v.sum()) for k, v in ticket.masks.items()}
+    if scope == "global":  # the allocation between layers may move, the total may not
+        assert sum(after.values()) == before.num_kept
+    else:
+        assert after == {k: int(v.sum()) for k, v in before.masks.items()}
+    assert any(not np.array_equal(ticket.masks[k], before.masks[k]) for k in ticket.masks)  # the scores moved it
+    for w, w0 in zip(ticket.learned_weights, model.get_weights()):
+        np.testing.assert_array_equal(w, w0)  # weights stay at θ0
+    assert ticket.config["optimize"] == "scores" and len(ticket.history["loss"]) == 9

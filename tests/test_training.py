@@ -1,10 +1,11 @@
 """PGD adversarial training through model.fit: masks fixed, metrics, and that it buys robustness."""
 import numpy as np
-import pytest
 import tensorflow as tf
 import tf_keras
 
 import tf_awt
+from tf_awt.attacks import Attack
+
 from conftest import ATTACK, tiny_data, tiny_model
 
 
@@ -85,3 +86,26 @@ def test_one_training_step_descends_the_loss_on_the_seeded_pgd_inputs():
     grads = tape.gradient(loss, reference.trainable_variables)
     for variable, grad, trained in zip(reference.trainable_variables, grads, model.trainable_variables):
         np.testing.assert_allclose(trained.numpy(), (variable - 0.5 * grad).numpy(), rtol=1e-4, atol=1e-6)
+
+
+def _traced_mlp():
+    tf_keras.utils.set_random_seed(0)
+    return tf_keras.Sequential([tf_keras.layers.Input((3, 3, 1)), tf_keras.layers.Conv2D(2, 2, activation="tanh"),
+                                tf_keras.layers.Flatten(), tf_keras.layers.Dense(3)])
+
+
+class _TraceCount(tf_keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        self.traces = self.model.train_function.experimental_get_tracing_count()
+
+
+def test_training_and_search_steps_are_traced_once():
+    x = np.random.default_rng(0).uniform(0, 1, (24, 3, 3, 1)).astype("float32")
+    y = np.arange(24) % 3
+    attack = Attack(eps=0.1, steps=2, step_size=0.05)
+    fit_count, search_count = _TraceCount(), _TraceCount()
+    tf_awt.adversarial_fit(_traced_mlp(), (x, y), attack=attack, epochs=2, batch_size=8, callbacks=[fit_count])
+    tf_awt.find_ticket(_traced_mlp(), (x, y), density=0.5, attack=attack, epochs=2, batch_size=8, update_every=2,
+                       callbacks=[search_count])
+    # The optimizer's slots are made before the first step: a step that creates variables traces twice.
+    assert (fit_count.traces, search_count.traces) == (1, 1)

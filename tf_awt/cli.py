@@ -268,11 +268,11 @@ def _dispatch(args, recipe, densities, log) -> int:
         print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
               f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
         if not args.quiet:
-            print(closing_block(summary, args.out, recipe, num_classes=run.split.num_classes, ui_url=_run_page(tracker)))
+            print(closing_block(summary, args.out, recipe, num_classes=run.inputs.split.num_classes, ui_url=_run_page(tracker)))
     else:
         if args.command == "search":
-            run.split  # the data load first: a bad data set leaves nothing behind
-            run.write_recipe()
+            run.inputs.split  # the data load first: a bad data set leaves nothing behind
+            run.directory.write_recipe()
         getattr(run, args.command)()
     return 0
 

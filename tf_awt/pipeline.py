@@ -2,6 +2,7 @@
 output directory (what ``tf-awt run`` and ``tf-awt sweep`` call). This module only composes:
 
 * the directory (layout, what it holds, resume state) is :class:`tf_awt.run_directory.RunDirectory`;
+* what the run reads (data, θ0, strategy, the data's range) is :class:`tf_awt.run_inputs.RunInputs`;
 * the phases are the library's own public calls, given the recipe's configuration objects;
 * the summary, its description and the collapse diagnosis are :mod:`tf_awt.report`;
 * MLflow is a :class:`tf_awt.tracking.Tracker` (a :class:`~tf_awt.tracking.NullTracker` by default).
@@ -26,7 +27,8 @@ from tf_awt.collapse import TrainingCollapsed, advice
 from tf_awt.methods import get_method
 from tf_awt.recipes import Recipe
 from tf_awt.run_directory import RunDirectory
-from tf_awt.tracking import NullTracker
+from tf_awt.run_inputs import RunInputs
+from tf_awt.tracking import NullTracker, log_history
 
 __all__ = ["Run", "PHASES"]
 
@@ -51,81 +53,39 @@ class Run:
     def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
                  progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print,
                  force: bool = False):
-        self.recipe, self.out, self.recipe_name, self.data_dir = recipe, out, recipe_name, data_dir
+        self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
         self.progress, self.log, self.force = progress, log, force
         self.tracker = tracker if tracker is not None else NullTracker()
-        self.directory = RunDirectory(out, recipe)
+        self.directory, self.inputs = RunDirectory(out, recipe), RunInputs(recipe, data_dir)
+        self.path = self.directory.path
         self.timings: Dict[str, float] = {}
-        self._split = self._strategy = None
-
-    # ------------------------------------------------------------------ what every phase uses
-    @property
-    def strategy(self):
-        """The recipe's ``tf.distribute`` strategy (``distribute``: none | mirrored | multi_worker)."""
-        if self._strategy is None:
-            from tf_awt._distribute import strategy_for
-
-            self._strategy = strategy_for(self.recipe.distribute)
-        return self._strategy
-
-    @property
-    def split(self):
-        """The recipe's data (its validation split when ``eval.split: validation``)."""
-        if self._split is None:
-            from tf_awt import data
-
-            self._split = data.load(self.recipe.dataset, self.data_dir)
-            if self.recipe.eval.split == "validation":
-                self._split = data.validation_split(self._split)
-        return self._split
-
-    def path(self, name: str) -> str:
-        return self.directory.path(name)
-
-    def write_recipe(self):
-        self.directory.write_recipe()
-
-    def base_model(self):
-        """The architecture at its seeded initialization θ0."""
-        import tf_keras
-
-        from tf_awt.models import build_model
-
-        tf_keras.utils.set_random_seed(self.recipe.seed)
-        return build_model(self.recipe.model, self.split.input_shape, self.split.num_classes, self.recipe.init)
-
-    def _in_range(self, attack):
-        """The attack clipped to this data set's range (unbounded for Gaussian toy data)."""
-        return attack.replace(clip_min=self.split.clip_min, clip_max=self.split.clip_max)
 
     def _resuming(self, phase: str, epochs: int, batch_size: int):
         """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase continues."""
-        from tf_awt.checkpoint import completed_epochs, steps_per_epoch
+        from tf_awt.checkpoint import steps_per_epoch
 
-        directory = self.directory.checkpoint_dir(phase)
-        first = min(completed_epochs(directory), epochs)
+        directory, first = self.directory.resume_point(phase, epochs)
         if first:
             self.log(f"{phase}: resuming after epoch {first} of {epochs} ({directory})")
         if not epochs or not self.progress:
             return directory, []
-        return directory, [self.progress(phase, steps_per_epoch(len(self.split.y_train), batch_size) * (epochs - first))]
+        return directory, [self.progress(phase, steps_per_epoch(len(self.inputs.split.y_train), batch_size) * (epochs - first))]
 
     # ------------------------------------------------------------------ the phases
     def search(self):
         from tf_awt.search import find_ticket
 
         t0, r = time.time(), self.recipe
-        with self.strategy.scope():
-            config = dataclasses.replace(r.search, attack=self._in_range(r.attack))
+        with self.inputs.strategy.scope():
+            config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
             epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
             directory, progress = self._resuming("search", epochs, config.batch_size)
-            ticket = find_ticket(self.base_model(), (self.split.x_train, self.split.y_train), config=config,
+            ticket = find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
                                  callbacks=progress, checkpoint_dir=directory)
         ticket.save(self.path("ticket.npz"))
         self.directory.drop_checkpoint("search")
-        hist = ticket.history
-        for i, step in enumerate(hist.get("step", [])):
-            self.tracker.log_metrics({f"search_{k}": hist[k][i] for k in ("target_distance", "kernel_distance", "loss")}, step=step)
+        log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss"),
+                    ticket.history.get("step", []))
         self.timings["search"] = time.time() - t0
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
@@ -138,35 +98,31 @@ class Run:
 
         self.directory.require("ticket.npz", "search")
         ticket = Ticket.load(self.path("ticket.npz"))
-        with (self.strategy if distributed else tf.distribute.get_strategy()).scope():
-            return ticket, ticket.to_model(self.base_model(), rescale=self.recipe.train.rescale)
+        with (self.inputs.strategy if distributed else tf.distribute.get_strategy()).scope():
+            return ticket, ticket.to_model(self.inputs.base_model(), rescale=self.recipe.train.rescale)
 
     def train(self):
-        import tensorflow as tf
         import tf_keras
 
         from tf_awt.collapse import CollapseMonitor
         from tf_awt.training import adversarial_fit
 
-        t0, r, s = time.time(), self.recipe, self.split
+        t0, r, s = time.time(), self.recipe, self.inputs.split
         _, model = self.ticket_model()
         tf_keras.utils.set_random_seed(r.seed)
-        held = min(len(s.y_test), 1000)
-        val = tf.data.Dataset.from_tensor_slices((s.x_test[:held], s.y_test[:held])).batch(256)
+        val = self.inputs.validation()
         directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
-        with self.strategy.scope():
-            history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self._in_range(r.train_attack()),
+        with self.inputs.strategy.scope():
+            history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
                                       seed=r.seed, config=r.train, checkpoint_dir=directory,
                                       callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
         hist = history.history
         self.directory.save_weights(model)
         self.directory.write_json("history.json", hist)
         self.directory.drop_checkpoint("train")
-        for epoch in range(len(next(iter(hist.values()), []))):
-            self.tracker.log_metrics({f"train_{k}": v[epoch] for k, v in hist.items()}, step=epoch)
+        log_history(self.tracker, hist, "train_")
         self.timings["train"] = time.time() - t0
-        last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in hist.items() if v)
-        self.log(f"train: {r.train.epochs} epochs ({self.timings['train']:.0f} s){': ' + last if last else ''}")
+        self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
         return model, hist
 
     def trained_model(self, distributed: bool = True):
@@ -178,17 +134,15 @@ class Run:
     def evaluate(self, model=None):
         from tf_awt.evaluation import evaluate
 
-        t0, r, s = time.time(), self.recipe, self.split
+        t0, r, s = time.time(), self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self._in_range(r.eval_attack()), config=r.eval,
-                          strategy=None if r.distribute == "none" else self.strategy)
+        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
+                          strategy=None if r.distribute == "none" else self.inputs.strategy)
         self.directory.write_json("evaluation.json", result.to_dict())
         self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
         self.timings["evaluate"] = time.time() - t0
-        self.log(f"evaluate: natural {result.natural_accuracy:.4f}, robust {result.robust_accuracy:.4f} "
-                 f"(PGD-{r.eval.steps} x{r.eval.restarts}{' + AutoAttack' if r.eval.autoattack else ''}, eps {r.attack.eps:g}, "
-                 f"{n} examples, {self.timings['evaluate']:.0f} s)")
+        self.log(report.evaluation_line(r, result, self.timings["evaluate"]))
         return result
 
     def export(self, model=None):
@@ -196,7 +150,7 @@ class Run:
 
         t0 = time.time()
         model = model if model is not None else self.trained_model(distributed=False)[1]
-        stripped, sizes, line = export_run(model, self.out, tuple(self.split.input_shape), self.base_model().get_weights(),
+        stripped, sizes, line = export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
                                            self.recipe.export)
         self.timings["export"] = time.time() - t0
         self.log(line)
@@ -209,7 +163,7 @@ class Run:
         if finished is not None:
             self.log(f"{self.out} holds a finished run (summary.json): kept. Pass --force to run it again.")
             return finished
-        self.split  # the data load first: a data set that cannot be read leaves nothing behind
+        self.inputs.split  # the data load first: a data set that cannot be read leaves nothing behind
         state = self.directory.prepare(self.force)
         self.timings.update(state.get("phase_seconds", {}))
         self.directory.write_recipe()
@@ -219,11 +173,11 @@ class Run:
                                     f"-{os.path.basename(os.path.abspath(self.out))}")
         state["mlflow_run_id"] = self.tracker.run_id
         if fresh:
-            self.tracker.log_training_data(self.split.x_train, self.split.y_train, self.recipe.dataset)
+            self.tracker.log_training_data(self.inputs.split.x_train, self.inputs.split.y_train, self.recipe.dataset)
         self.directory.save_state(state, self.timings)
         try:
             ticket, model, hist, result = self._phases(state)
-            reasons = report.collapse_report(self.recipe, self.split, hist, result)
+            reasons = report.collapse_report(self.recipe, self.inputs.split, hist, result)
             if reasons:
                 self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
             # a distributed model is exported from a one-device copy of its trained weights
@@ -243,25 +197,20 @@ class Run:
         from tf_awt.evaluation import EvaluationResult
         from tf_awt.ticket import Ticket
 
-        if self.directory.has("ticket.npz"):
-            ticket = Ticket.load(self.path("ticket.npz"))
-            self.log("search: ticket.npz exists, kept")
-        else:
-            ticket = self.search()
-            self.directory.save_state(state, self.timings)
-        if self.directory.has("trained.weights.h5", "history.json"):
-            model, hist = self.trained_model()[1], self.directory.read_json("history.json")
-            self.log("train: trained.weights.h5 exists, kept")
-        else:
-            model, hist = self.train()
-            self.directory.save_state(state, self.timings)
-        if self.directory.has("evaluation.json"):
-            result = EvaluationResult.from_dict(self.directory.read_json("evaluation.json"))
-            self.log("evaluate: evaluation.json exists, kept")
-        else:
-            result = self.evaluate(model)
-            self.directory.save_state(state, self.timings)
-        return ticket, model, hist, result
+        done = {}
+        for phase, outputs, load, run in (
+                ("search", ("ticket.npz",), lambda: Ticket.load(self.path("ticket.npz")), self.search),
+                ("train", ("trained.weights.h5", "history.json"),
+                 lambda: (self.trained_model()[1], self.directory.read_json("history.json")), self.train),
+                ("evaluate", ("evaluation.json",), lambda: EvaluationResult.from_dict(self.directory.read_json("evaluation.json")),
+                 lambda: self.evaluate(done["train"][0]))):
+            if self.directory.has(*outputs):
+                done[phase] = load()
+                self.log(f"{phase}: {outputs[0]} exists, kept")
+            else:
+                done[phase] = run()
+                self.directory.save_state(state, self.timings)
+        return (done["search"], *done["train"], done["evaluate"])
 
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):
         """Plots, the MLflow record (:func:`tf_awt.tracking.record_run`), then summary.json (written last)."""
@@ -271,7 +220,7 @@ class Run:
         plots.write_all(self.out, ticket, hist)
         last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
         artifacts = [self.path(name) for name in (*_ARTIFACTS, *plots.NAMES) if self.directory.has(name)]
-        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.split.x_test[:2], last_epoch,
+        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.inputs.split.x_test[:2], last_epoch,
                    report.description(self.recipe, summary), reasons, artifacts)
         self.directory.write_json("summary.json", summary)
         self.tracker.log_artifact(self.path("summary.json"))

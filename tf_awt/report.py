@@ -12,7 +12,7 @@ import numpy as np
 
 from tf_awt.collapse import advice, collapse_reasons
 
-__all__ = ["collapse_report", "summary", "description"]
+__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line"]
 
 
 def collapse_report(recipe, split, history: dict, result) -> List[str]:
@@ -56,3 +56,17 @@ def description(recipe, summary: dict) -> str:
     if summary["collapsed"]:
         line += f". Training collapsed: {summary['collapse_reason']}"
     return f"{r.description.strip()}\n\n{line}." if r.description.strip() else line + "."
+
+
+def training_line(epochs: int, seconds: float, history: dict) -> str:
+    """``train: 8 epochs (23 s): loss 0.98, ...``: the last epoch's values."""
+    last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items() if v)
+    return f"train: {epochs} epochs ({seconds:.0f} s){': ' + last if last else ''}"
+
+
+def evaluation_line(recipe, result, seconds: float) -> str:
+    """``evaluate: natural 0.85, robust 0.68 (PGD-100 x5, eps 0.1, 1000 examples, 60 s)``."""
+    e = recipe.eval
+    return (f"evaluate: natural {result.natural_accuracy:.4f}, robust {result.robust_accuracy:.4f} "
+            f"(PGD-{e.steps} x{e.restarts}{' + AutoAttack' if e.autoattack else ''}, eps {recipe.attack.eps:g}, "
+            f"{result.num_examples} examples, {seconds:.0f} s)")

@@ -111,6 +111,13 @@ class RunDirectory:
     def checkpoint_dir(self, phase: str) -> str:
         return self.path(os.path.join("checkpoints", phase))
 
+    def resume_point(self, phase: str, epochs: int):
+        """(the phase's checkpoint directory, the epochs of ``epochs`` it already completed)."""
+        from tf_awt.checkpoint import completed_epochs  # a function-level import: checkpoint imports TensorFlow
+
+        directory = self.checkpoint_dir(phase)
+        return directory, min(completed_epochs(directory), epochs)
+
     def drop_checkpoint(self, phase: str) -> None:
         directory = self.checkpoint_dir(phase)
         if os.path.exists(directory):

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Dict, Optional
 
-__all__ = ["Tracker", "NullTracker", "check_server", "record_run"]
+__all__ = ["Tracker", "NullTracker", "check_server", "record_run", "log_history"]
 
 
 def check_server(uri: str, timeout: float = 5.0) -> None:
@@ -278,3 +278,11 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
                       **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
     for path in artifacts:
         tracker.log_artifact(path)
+
+
+def log_history(tracker, history: dict, prefix: str, keys=None, steps=None) -> None:
+    """Per-step metrics ``prefix + key`` of ``history`` ({key: [values]}), at ``steps`` (default 0, 1, ...)."""
+    keys = list(keys if keys is not None else history)
+    count = len(history[keys[0]]) if keys and keys[0] in history else 0
+    for i, step in enumerate(steps if steps is not None else range(count)):
+        tracker.log_metrics({f"{prefix}{k}": history[k][i] for k in keys}, step=step)

@@ -1,12 +1,16 @@
-"""Nested models: what a ticket reports is what the model, the export and the kernel get (issue 13)."""
+"""Tickets (tf_awt.ticket) and the models they make, nested ones included: what a ticket reports is
+what the model, the export and the kernel get; save/load/clone; a registered custom layer; configs
+round-trip; a ticket on another architecture says what differs."""
 import numpy as np
 import pytest
 import tensorflow as tf
 import tf_keras
+from _reference import reference_kernel, relative_error
 
 import tf_awt
 from tf_awt._layers import iter_layers, unwrap
-from _reference import reference_kernel, relative_error
+
+from conftest import good_data, small_mlp
 
 L = tf_keras.layers
 
@@ -166,3 +170,40 @@ def test_results_and_configs_round_trip_through_json_with_their_types():
     assert tf_awt.SearchConfig.from_config(json.loads(json.dumps(config.get_config()))) == config
     schedule = tf_awt.AWTSchedule(0.2, 7, end_step=30)
     assert tf_awt.AWTSchedule.from_config(json.loads(json.dumps(schedule.get_config()))) == schedule
+
+
+def test_ticket_on_another_architecture_says_what_differs(tmp_path):
+    model = small_mlp()
+    ticket = tf_awt.find_ticket(model, good_data(32), density=0.5, method="magnitude")
+    wider = tf_keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(7, activation="relu", name="h"), L.Dense(3, name="out")])
+    with pytest.raises(ValueError, match=r"mask for layer 'h' has shape \(64, 6\), the model's kernel has shape \(64, 7\)"):
+        ticket.to_model(wider)
+    renamed = tf_keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(6, name="other"), L.Dense(3, name="out")])
+    with pytest.raises(ValueError, match=r"masks layers \['h'\] that model .* does not have"):
+        ticket.to_model(renamed)
+    deeper = tf_keras.Sequential([L.Input((8, 8, 1)), L.Flatten(), L.Dense(6, name="h"), L.Dense(6, name="mid"), L.Dense(3, name="out")])
+    with pytest.raises(ValueError, match=r"holds 4 initial weight arrays, model .* has 6"):
+        ticket.to_model(deeper)
+    same = ticket.to_model(small_mlp(seed=1))  # same architecture: θ0 ⊙ m of the ticket, in tfmot wrappers
+    from tf_awt._layers import iter_layers, unwrap
+
+    wrapped = {unwrap(l)[0].name: l for l in iter_layers(same)}
+    for name, mask in ticket.masks.items():
+        np.testing.assert_array_equal(unwrap(wrapped[name])[1].numpy(), mask)
+        np.testing.assert_array_equal(unwrap(wrapped[name])[0].kernel.numpy(), model.get_layer(name).kernel.numpy() * mask)
+    for payload, name in ((b"PK\x03\x04 truncated", "trunc.npz"), (b"", "empty.npz")):
+        (tmp_path / name).write_bytes(payload)
+        with pytest.raises(ValueError, match=f"{name} is not a tf_awt ticket file"):
+            tf_awt.Ticket.load(str(tmp_path / name))
+    with pytest.raises(ValueError, match="missing.npz does not exist"):
+        tf_awt.Ticket.load(str(tmp_path / "missing.npz"))
+    path = str(tmp_path / "t.npz")
+    ticket.save(path)
+    assert tf_awt.Ticket.load(path, model=small_mlp(seed=2)).masks.keys() == ticket.masks.keys()
+    with pytest.raises(ValueError, match=r"t.npz: the ticket's mask for layer 'h' has shape \(64, 6\), the model's kernel"):
+        tf_awt.Ticket.load(path, model=wider)
+    arrays = dict(np.load(path))
+    arrays["mask/h"] = arrays["mask/h"] * 0.5
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="mask of layer 'h' holds values other than 0 and 1"):
+        tf_awt.Ticket.load(path)

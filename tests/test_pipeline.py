@@ -1,9 +1,7 @@
 """Every recipe key reaches the library call it names (issue 13: one meaning per key)."""
 import json
 
-import numpy as np
 import pytest
-import tf_keras
 
 from tf_awt import baselines, cli, evaluation, export, search, ticket, training
 

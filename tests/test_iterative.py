@@ -1,0 +1,74 @@
+"""Cosentino et al.'s iterative pruning (tf_awt.iterative): round densities, rounds that reach the
+density pruning only kept weights, and the per-round ε warm-up."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tf_awt
+from tf_awt.iterative import round_densities
+
+from conftest import ATTACK, tiny_data, tiny_model, total_prunable
+
+
+# ---------------------------------------------------------------------------- Cosentino et al. (iterative)
+def test_round_densities():
+    np.testing.assert_allclose(round_densities(0.01, rounds=2), [0.1, 0.01])
+    assert round_densities(0.3, prune_rate=0.5) == [0.5, 0.3]  # the last round stops at the density
+    assert round_densities(0.25, prune_rate=0.5) == [0.5, 0.25]
+    assert round_densities(1.0, rounds=4) == [1.0]
+    with pytest.raises(ValueError, match=r"prune_rate must be in \(0, 1\)\. You passed: 1\.0"):
+        tf_awt.SearchConfig(density=0.2, method="cosentino", prune_rate=1.0)
+
+
+@pytest.mark.parametrize("scope", ["global", "layer"])
+def test_cosentino_rounds_reach_the_density_and_prune_only_kept_weights(scope):
+    model = tiny_model()
+    ticket = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="cosentino", attack=ATTACK, epochs=1, rounds=3,
+                                batch_size=16, scope=scope, learning_rate=1e-2)
+    h = ticket.history
+    assert h["round"] == [1, 2, 3] and len(h["round_seconds"]) == 3 and all(np.isfinite(h["adv_accuracy"]))
+    total = total_prunable(model)
+    expected = [round(d * total) / total for d in round_densities(0.2, rounds=3)]
+    if scope == "global":
+        np.testing.assert_allclose(h["round_density"], expected, atol=1e-9)
+        assert ticket.num_kept == round(0.2 * total)
+    else:
+        for name, mask in ticket.masks.items():
+            assert mask.sum() == round(0.2 * mask.size), name
+    for w, w0 in zip(ticket.initial_weights, model.get_weights()):
+        np.testing.assert_array_equal(w, w0)  # reset to θ0: the ticket is m ⊙ θ0
+    magnitude = tf_awt.find_ticket(model, tiny_data(), density=0.2, method="magnitude", scope=scope)
+    assert any(not np.array_equal(ticket.masks[k], magnitude.masks[k]) for k in ticket.masks)  # training moved it
+
+
+def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
+    """search.eps_warmup_epochs reaches every round's adversarial training as a TrainingSchedule
+    (arrays and datasets), through find_ticket and `tf-awt run`'s recipe key."""
+    from tf_awt import training
+
+    seen = []
+    original = training.adversarial_fit
+
+    def spy(model, data, **kwargs):
+        seen.append(kwargs.get("schedule"))
+        return original(model, data, **kwargs)
+
+    monkeypatch.setattr(training, "adversarial_fit", spy)
+    model = tiny_model()
+    x, y = tiny_data()
+    tf_awt.find_ticket(model, (x, y), density=0.3, method="cosentino", attack=ATTACK, epochs=2, rounds=2, batch_size=16,
+                       eps_warmup_epochs=1.5)
+    steps = -(-len(x) // 16)
+    assert [s.eps_warmup_steps for s in seen] == [round(1.5 * steps)] * 2
+    seen.clear()
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    tf_awt.find_ticket(model, dataset, density=0.3, method="cosentino", attack=ATTACK, epochs=1, rounds=2, eps_warmup_epochs=1)
+    assert [s.eps_warmup_steps for s in seen] == [steps] * 2
+    seen.clear()
+    tf_awt.find_ticket(model, (x, y), density=0.3, method="cosentino", attack=ATTACK, epochs=1, rounds=1, batch_size=16)
+    assert seen == [None]
+    with pytest.raises(ValueError, match=r"eps_warmup_epochs must be a number >= 0\. You passed: -1"):
+        tf_awt.SearchConfig(density=0.2, method="cosentino", eps_warmup_epochs=-1)
+    from tf_awt.recipes import load_recipe
+
+    assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search.eps_warmup_epochs == 2

@@ -1,0 +1,81 @@
+"""Recipes (tf_awt.recipes), property-based: any --set override or recipe file gives a valid recipe or a
+one-line error, through the library and through the CLI (exit 2, no directory left)."""
+import time
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tf_awt import cli
+from tf_awt.recipes import from_dict, load_recipe
+
+
+_KEYS = ["dataset", "model", "method", "density", "seed", "distribute", "description", "attack", "search", "train", "eval",
+         "attack.norm", "attack.eps", "attack.steps", "attack.step_size", "search.epochs", "search.learning_rate", "search.gamma",
+         "search.update_every", "search.kernel", "search.kernel_weight", "search.normalization", "search.scope",
+         "search.batch_size", "train.epochs", "train.learning_rate", "train.batch_size", "train.steps", "train.step_size",
+         "eval.steps", "eval.restarts", "eval.max_examples", "eval.autoattack", "densty", "attack.epz", "a.b.c", "", "."]
+
+
+_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["awt", "mlp", "cnn", "linf", "l2", "full", "diagonal", "global", "layer", "none", "mirrored",
+                     "per_entry", "mnist-5k", "nan", "[1, 2]", "{a: 1}", "'quoted", "1e-3", "0x10", "-"]),
+    st.text(max_size=8), st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.sampled_from(["eps", "x"]), st.integers(0, 3), max_size=2),
+)
+
+
+def _value_text(value):
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip() if not isinstance(value, str) else value
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), min_size=1, max_size=4))
+def test_any_override_gives_a_valid_recipe_or_a_one_line_error(pairs):
+    overrides = [f"{key}={_value_text(value)}" for key, value in pairs]
+    try:
+        recipe = load_recipe("quickstart", overrides)
+    except ValueError as err:
+        assert str(err).strip() and "\n" not in str(err).strip(), err
+        return
+    # a valid recipe round-trips through its YAML and validates again
+    again = from_dict(yaml.safe_load(recipe.to_yaml()))
+    assert again == recipe
+    assert 0 < recipe.density <= 1 and recipe.train.epochs >= 0
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(document=st.one_of(
+    st.dictionaries(st.sampled_from([k for k in _KEYS if "." not in k] + ["junk"]), _VALUES, max_size=5),
+    _VALUES, st.text(max_size=30)))
+def test_any_recipe_file_gives_a_valid_recipe_or_a_one_line_error(tmp_path, document):
+    path = tmp_path / "r.yaml"
+    path.write_text(document if isinstance(document, str) else yaml.safe_dump(document))
+    try:
+        recipe = load_recipe(str(path))
+    except ValueError as err:
+        assert str(err).strip() and "\n" not in str(err).strip(), err
+        return
+    # it loaded: every key it gave is what the recipe holds, the rest are defaults, and it round-trips
+    given = document if isinstance(document, dict) else {}
+    for key, value in given.items():
+        if key in ("dataset", "model", "method", "density", "seed", "distribute", "description", "init"):
+            assert getattr(recipe, key) == (float(value) if key == "density" else value), key
+    assert from_dict(yaml.safe_load(recipe.to_yaml())) == recipe
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(pairs=st.lists(st.tuples(st.sampled_from(_KEYS), _VALUES), min_size=1, max_size=3))
+def test_invalid_overrides_through_the_cli_exit_2_and_leave_no_directory(tmp_path, capsys, pairs):
+    overrides = [f"{key}={_value_text(value)}" for key, value in pairs]
+    try:
+        load_recipe("quickstart", overrides)
+        return  # valid: running it is the end-to-end tests' business
+    except ValueError:
+        pass
+    out = tmp_path / f"out-{time.monotonic_ns()}"
+    argv = ["run"] + [a for o in overrides for a in ("--set", o)] + ["--out", str(out), "--no-mlflow"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tf-awt: error: "), err
+    assert not out.exists()
