@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import tf_awt_cli, tiny_recipe
+from conftest import tf_awt_cli, tf_awt_main, tiny_recipe
 from tf_awt.recipes import load_recipe
 from tf_awt.sweep import sweep
 
@@ -62,3 +62,105 @@ def test_two_density_two_method_sweep_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert {"sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"} <= set(os.listdir(tmp_path / "sw"))
     assert "| awt | 0.3 | 1 |" in proc.stdout
+
+
+# ---------------------------------------------------------------- cells on Ray (tf_awt.cells)
+
+def _digits_recipe(tmp, epochs=3):
+    """A tiny recipe on 400 real digits (learnable, so equal results are not equal by collapse)."""
+    import numpy as np
+
+    import tf_awt
+
+    split = tf_awt.data.load("mnist-5k")
+    path = str(tmp / "digits.npz")
+    np.savez(path, x=split.x_train[:400], y=split.y_train[:400], x_test=split.x_test[:100], y_test=split.y_test[:100])
+    return tiny_recipe(tmp, dataset=path, train={"epochs": epochs, "batch_size": 32, "steps": 2, "step_size": 0.05})
+
+
+def _cell_results(out):
+    """Per cell: the evaluation and the training history, as the run wrote them."""
+    cells = os.path.join(out, "cells")
+    return {name: (json.load(open(os.path.join(cells, name, "evaluation.json")))["robust_accuracy"],
+                   json.load(open(os.path.join(cells, name, "evaluation.json")))["natural_accuracy"],
+                   json.load(open(os.path.join(cells, name, "history.json"))))
+            for name in sorted(os.listdir(cells))}
+
+
+@pytest.fixture(scope="module")
+def sequential_sweep(tmp_path_factory):
+    """The reference: the grid run one cell after another in this process (no Ray)."""
+    from tf_awt import cli
+
+    tmp = tmp_path_factory.mktemp("sequential")
+    recipe = _digits_recipe(tmp, epochs=6)
+    out = str(tmp / "sweep")
+    assert cli.main(["sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt", "--out", out, "--quiet",
+                     "--no-mlflow"]) == 0
+    return recipe, _cell_results(out)
+
+
+@pytest.mark.xdist_group("ray")
+def test_two_ray_workers_give_the_sequential_cells_and_mlflow_children(sequential_sweep, tmp_path, monkeypatch, capsys):
+    """``--workers 2``: every cell a Ray task (one TensorFlow thread each), results identical to the
+    sequential sweep's, bit for bit; each cell an MLflow child run of the sweep's parent."""
+    import mlflow
+
+    recipe, reference = sequential_sweep
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    out = str(tmp_path / "sweep")
+    proc = tf_awt_main(capsys, "sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt", "--out", out,
+                       "--quiet", "--workers", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _cell_results(out) == reference
+    assert "cells on Ray (2 local workers)" in proc.stderr and "2 of 2 done" in proc.stderr
+    assert "| awt | 0.3 | 1 |" in proc.stdout
+    parent_id = json.load(open(os.path.join(out, "sweep.json")))["parent_run_id"]
+    client = mlflow.tracking.MlflowClient(uri)
+    children = client.search_runs(client.get_run(parent_id).info.experiment_id,
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(c.data.params["method"] for c in children) == ["awt", "magnitude"]
+    assert all(c.info.status == "FINISHED" for c in children)
+
+
+@pytest.mark.xdist_group("ray")
+def test_a_cell_whose_worker_is_killed_is_retried_and_ends_as_the_sequential_one(sequential_sweep, tmp_path):
+    """SIGKILL every running cell's Ray worker after its first training epoch: Ray retries the cells,
+    each resumes from its checkpoint, and the sweep ends with the sequential sweep's results."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe, reference = sequential_sweep
+    out = str(tmp_path / "sweep")
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods",
+                                   "magnitude,awt", "--out", out, "--quiet", "--no-mlflow", "--workers", "2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    checkpoint = os.path.join(out, "cells", "magnitude-d0.3-s0", "checkpoints", "train")
+    deadline = time.time() + 400
+    while not (os.path.isdir(checkpoint) and os.listdir(checkpoint)) and time.time() < deadline and sweep_proc.poll() is None:
+        time.sleep(0.05)
+    assert sweep_proc.poll() is None, "the sweep ended before a cell could be killed"
+    workers = subprocess.run(["pgrep", "-f", "ray::run_cell"], capture_output=True, text=True).stdout.split()
+    assert workers, "no Ray worker runs a cell"
+    for pid in workers:
+        os.kill(int(pid), signal.SIGKILL)
+    stdout, stderr = sweep_proc.communicate(timeout=900)
+    assert sweep_proc.returncode == 0, stderr[-3000:]
+    assert _cell_results(out) == reference
+
+
+def test_a_parallel_sweep_without_ray_says_what_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    proc = tf_awt_main(capsys, "sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random",
+                       "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "2")
+    assert proc.returncode == 2
+    assert "needs Ray: pip install" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    proc = tf_awt_main(capsys, "sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random",
+                       "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "0")
+    assert proc.returncode == 2 and "workers must be an integer >= 1. You passed: 0" in proc.stderr

@@ -4,7 +4,7 @@
     tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
     tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
                     --steps 100 --restarts 5] [--json OUT]
-    tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR]
+    tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR] [--workers N | --address ADDR]
     tf-awt recipes
 
 Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
@@ -114,6 +114,10 @@ def _parser():
     sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
     sw.add_argument("--seeds", type=int, default=1)
     sw.add_argument("--no-mlflow", action="store_true", help="do not track the sweep in MLflow")
+    sw.add_argument("--workers", type=int, default=1,
+                    help="cells run at once as Ray tasks on a local Ray instance (default 1: one after another, no Ray)")
+    sw.add_argument("--address", default=None,
+                    help="run the cells on this existing Ray cluster (default: RAY_ADDRESS if set; see docs/distributed.md)")
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
 
@@ -260,7 +264,8 @@ def _dispatch(args, recipe, densities, log) -> int:
 
         rows = sweep(recipe, args.out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
                      recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-                     track=not args.no_mlflow, log=log, force=args.force)
+                     track=not args.no_mlflow, log=log, force=args.force, workers=args.workers, address=args.address,
+                     verbose=args.verbose)
         with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
             print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
     elif args.command == "run":

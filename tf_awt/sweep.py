@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt.cells import Cell, run_on_ray
 from tf_awt.pipeline import Run
 from tf_awt.methods import get_method, method_names
 from tf_awt.recipes import Recipe
@@ -44,8 +45,20 @@ def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
 
 def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[float], seeds: int = 1,
           recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
-          log: Callable[[str], None] = print, force: bool = False) -> List[dict]:
-    """Runs (or resumes) the grid; returns one row per cell (``force``: rerun finished cells too)."""
+          log: Callable[[str], None] = print, force: bool = False, workers: int = 1, address: Optional[str] = None,
+          verbose: bool = False) -> List[dict]:
+    """Runs (or resumes) the grid; returns one row per cell.
+
+    Args:
+      recipe, out, methods, densities, seeds: the grid (``out/cells/<cell>`` per cell).
+      recipe_name, data_dir, progress, log: as :class:`tf_awt.pipeline.Run`'s.
+      track: record the sweep in MLflow, one parent run and a child run per cell (default True).
+      force: rerun finished cells too (default False).
+      workers: cells run at once (default 1: one after another in this process); more runs them
+        as Ray tasks on a local Ray instance started for the call (:mod:`tf_awt.cells`).
+      address: an existing Ray cluster to run the cells on (default None; ``RAY_ADDRESS`` too).
+      verbose: show Ray's own log lines and the cells' output (default False).
+    """
     import dataclasses
 
     bad = [m for m in methods if m not in method_names()]
@@ -57,6 +70,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
         raise ValueError(f"densities must be numbers in (0, 1]. You passed: {list(densities)}")
     densities = [float(d) for d in densities]
     seeds = _validate.integer(seeds, "seeds", low=1)
+    workers = _validate.integer(workers, "workers", low=1)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
@@ -66,20 +80,28 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
                                              "sweep.seeds": seeds}, run_id=state.get("parent_run_id"))
     state.update({"recipe": recipe.to_dict(), "methods": list(methods), "densities": list(densities), "seeds": seeds})
     atomic_write_json(state_path, state)
-    rows = []
+    rows, grid = [], list(_cells(methods, densities, seeds))
+    address = address or os.environ.get("RAY_ADDRESS") or None
     try:
-        for method, density, seed in _cells(methods, densities, seeds):
+        todo = []
+        for method, density, seed in grid:
             name = cell_name(method, density, seed)
             cell_dir = os.path.join(out, "cells", name)
-            summary_path = os.path.join(cell_dir, "summary.json")
-            if os.path.exists(summary_path) and not force:
+            if os.path.exists(os.path.join(cell_dir, "summary.json")) and not force:
                 log(f"sweep: {name} already finished, kept")
             else:
-                log(f"sweep: running {name}")
-                cell_recipe = dataclasses.replace(recipe, method=method, density=density, seed=seed)
-                Run(cell_recipe, cell_dir, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
+                todo.append(Cell(name, dataclasses.replace(recipe, method=method, density=density, seed=seed),
+                                 cell_dir, recipe_name, data_dir, force))
+        if workers == 1 and address is None:
+            for cell in todo:
+                log(f"sweep: running {cell.name}")
+                Run(cell.recipe, cell.out, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
                     tracker=Tracker(nested=True) if track else None, log=log, force=force).all()
-            s = json.load(open(summary_path))
+        else:
+            run_on_ray(todo, workers, address, parent.run_id if track else None, log=log, verbose=verbose)
+        for method, density, seed in grid:
+            name = cell_name(method, density, seed)
+            s = json.load(open(os.path.join(out, "cells", name, "summary.json")))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
                          "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,

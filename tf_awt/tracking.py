@@ -55,6 +55,8 @@ class Tracker:
       experiment: MLflow experiment name (default "tf_awt").
       tracking_uri: overrides ``MLFLOW_TRACKING_URI`` (default None: MLflow's choice).
       nested: start the run as a child of the active run (default False; sweeps use True).
+      parent_run_id: start the run as a child of this run, from any process (default None; a
+        sweep's cells on Ray workers, where the parent is not the active run).
       register: register the logged model under this name in MLflow's model registry, one new
         version per run (default None: log it without registering).
 
@@ -64,10 +66,11 @@ class Tracker:
     """
 
     def __init__(self, experiment: str = "tf_awt", tracking_uri: Optional[str] = None, nested: bool = False,
-                 register: Optional[str] = None):
+                 register: Optional[str] = None, parent_run_id: Optional[str] = None):
         self.experiment = experiment
         self.tracking_uri = tracking_uri
         self.nested = nested
+        self.parent_run_id = parent_run_id
         self.register = register
         self.run_id: Optional[str] = None
         self.registered_uri: Optional[str] = None
@@ -103,7 +106,7 @@ class Tracker:
             self.run_id = run.info.run_id
             return self.run_id
         run = mlflow.start_run(run_name=run_name or f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
-                               nested=self.nested)
+                               nested=self.nested, parent_run_id=self.parent_run_id)
         self.run_id = run.info.run_id
         mlflow.log_params({k: ("null" if v is None else v) for k, v in recipe.flat().items()})
         mlflow.set_tags({"tf_awt.recipe": recipe_name, "tf_awt.method": recipe.method})
