@@ -93,7 +93,7 @@ def sequential_sweep(tmp_path_factory):
     from tf_awt import cli
 
     tmp = tmp_path_factory.mktemp("sequential")
-    recipe = _digits_recipe(tmp, epochs=6)
+    recipe = _digits_recipe(tmp, epochs=4)
     out = str(tmp / "sweep")
     assert cli.main(["sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt", "--out", out, "--quiet",
                      "--no-mlflow"]) == 0
@@ -101,44 +101,24 @@ def sequential_sweep(tmp_path_factory):
 
 
 @pytest.mark.xdist_group("ray")
-def test_two_ray_workers_give_the_sequential_cells_and_mlflow_children(sequential_sweep, tmp_path, monkeypatch, capsys):
-    """``--workers 2``: every cell a Ray task (one TensorFlow thread each), results identical to the
-    sequential sweep's, bit for bit; each cell an MLflow child run of the sweep's parent."""
-    import mlflow
-
-    recipe, reference = sequential_sweep
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    out = str(tmp_path / "sweep")
-    proc = tf_awt_main(capsys, "sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt", "--out", out,
-                       "--quiet", "--workers", "2")
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert _cell_results(out) == reference
-    assert "cells on Ray (2 local workers)" in proc.stderr and "2 of 2 done" in proc.stderr
-    assert "| awt | 0.3 | 1 |" in proc.stdout
-    parent_id = json.load(open(os.path.join(out, "sweep.json")))["parent_run_id"]
-    client = mlflow.tracking.MlflowClient(uri)
-    children = client.search_runs(client.get_run(parent_id).info.experiment_id,
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
-    assert sorted(c.data.params["method"] for c in children) == ["awt", "magnitude"]
-    assert all(c.info.status == "FINISHED" for c in children)
-
-
-@pytest.mark.xdist_group("ray")
-def test_a_cell_whose_worker_is_killed_is_retried_and_ends_as_the_sequential_one(sequential_sweep, tmp_path):
-    """SIGKILL every running cell's Ray worker after its first training epoch: Ray retries the cells,
-    each resumes from its checkpoint, and the sweep ends with the sequential sweep's results."""
+def test_cells_on_two_ray_workers_survive_a_killed_worker_and_equal_the_sequential_sweep(sequential_sweep, tmp_path):
+    """``tf-awt sweep --workers 2``: every cell a Ray task (one TensorFlow thread each). SIGKILL every
+    running cell's worker after its first training epoch: Ray retries the cells, each resumes from its
+    checkpoint and its own MLflow child run, and the sweep ends with the sequential sweep's results,
+    bit for bit (evaluation and per-epoch history), each cell a FINISHED child of the sweep's parent."""
     import signal
     import subprocess
     import sys
     import time
 
+    import mlflow
+
     recipe, reference = sequential_sweep
-    out = str(tmp_path / "sweep")
+    out, uri = str(tmp_path / "sweep"), f"sqlite:///{tmp_path}/mlflow.db"
     sweep_proc = subprocess.Popen([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods",
-                                   "magnitude,awt", "--out", out, "--quiet", "--no-mlflow", "--workers", "2"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                   "magnitude,awt", "--out", out, "--quiet", "--workers", "2"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "MLFLOW_TRACKING_URI": uri})
     checkpoint = os.path.join(out, "cells", "magnitude-d0.3-s0", "checkpoints", "train")
     deadline = time.time() + 400
     while not (os.path.isdir(checkpoint) and os.listdir(checkpoint)) and time.time() < deadline and sweep_proc.poll() is None:
@@ -151,6 +131,14 @@ def test_a_cell_whose_worker_is_killed_is_retried_and_ends_as_the_sequential_one
     stdout, stderr = sweep_proc.communicate(timeout=900)
     assert sweep_proc.returncode == 0, stderr[-3000:]
     assert _cell_results(out) == reference
+    assert "cells on Ray (2 local workers)" in stderr and "2 of 2 done" in stderr
+    assert "| awt | 0.3 | 1 |" in stdout
+    parent_id = json.load(open(os.path.join(out, "sweep.json")))["parent_run_id"]
+    client = mlflow.tracking.MlflowClient(uri)
+    children = client.search_runs(client.get_run(parent_id).info.experiment_id,
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert sorted(c.data.params["method"] for c in children) == ["awt", "magnitude"]
+    assert all(c.info.status == "FINISHED" for c in children)
 
 
 def test_a_parallel_sweep_without_ray_says_what_to_install(tmp_path, capsys, monkeypatch):
