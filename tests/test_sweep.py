@@ -152,3 +152,30 @@ def test_a_parallel_sweep_without_ray_says_what_to_install(tmp_path, capsys, mon
     proc = tf_awt_main(capsys, "sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random",
                        "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "0")
     assert proc.returncode == 2 and "workers must be an integer >= 1. You passed: 0" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_equals_the_sequential_sweep(sequential_sweep, tmp_path):
+    """``--address``: a head and a second node (one CPU each, ``ray.cluster_utils.Cluster`` on this
+    machine); the two cells land on different nodes and end with the sequential sweep's results."""
+    import re
+    import subprocess
+    import sys
+
+    from ray.cluster_utils import Cluster
+
+    recipe, reference = sequential_sweep
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = str(tmp_path / "sweep")
+        proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods",
+                               "magnitude,awt", "--out", out, "--quiet", "--no-mlflow", "--address", cluster.address],
+                              capture_output=True, text=True, timeout=900)
+    finally:
+        cluster.shutdown()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _cell_results(out) == reference
+    nodes = set(re.findall(r"finished on \S+ \(node (\w+)\)", proc.stderr))
+    assert len(nodes) == 2, proc.stderr

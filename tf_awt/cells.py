@@ -52,7 +52,7 @@ def _absolute_tracking_uri() -> str:
 
 def run_cell(cell: Cell, tracking_uri: Optional[str] = None, parent_run_id: Optional[str] = None) -> str:
     """Runs (or resumes) ``cell``; with ``parent_run_id``, as an MLflow child run of it at
-    ``tracking_uri``. What a Ray task runs; returns the cell's directory."""
+    ``tracking_uri``. What a Ray task runs; returns the address of the node it ran on."""
     from tf_awt.logs import quiet
     from tf_awt.pipeline import Run
     from tf_awt.tracking import Tracker
@@ -61,7 +61,9 @@ def run_cell(cell: Cell, tracking_uri: Optional[str] = None, parent_run_id: Opti
     tracker = Tracker(tracking_uri=tracking_uri, parent_run_id=parent_run_id) if parent_run_id else None
     Run(cell.recipe, cell.out, recipe_name=cell.recipe_name, data_dir=cell.data_dir, tracker=tracker,
         log=lambda message: print(f"{cell.name}: {message}", file=sys.stderr, flush=True), force=cell.force).all()
-    return cell.out
+    import ray
+
+    return ray.util.get_node_ip_address() + " (node " + ray.get_runtime_context().get_node_id()[:8] + ")"
 
 
 def _import_ray():
@@ -110,14 +112,14 @@ def run_on_ray(cells: Sequence[Cell], workers: int, address: Optional[str] = Non
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
             try:
-                ray.get(ready[0])
+                node = ray.get(ready[0])
             except Exception as err:  # the cell's own error, after Ray's retries
                 cause = getattr(err, "cause", None) or err
                 raise RuntimeError(f"sweep cell {cell.name} failed: {type(cause).__name__}: {cause}") from None
             done += 1
             elapsed = time.time() - t0
             eta = elapsed / done * len(pending)  # at the rate cells have finished so far
-            log(f"sweep: {cell.name} finished ({done} of {len(cells)} done, {len(pending)} left, "
+            log(f"sweep: {cell.name} finished on {node} ({done} of {len(cells)} done, {len(pending)} left, "
                 f"{elapsed:.0f} s{f', about {eta:.0f} s to go' if pending else ''})")
     finally:
         ray.shutdown()
