@@ -179,3 +179,34 @@ def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_equals_the_sequenti
     assert _cell_results(out) == reference
     nodes = set(re.findall(r"finished on \S+ \(node (\w+)\)", proc.stderr))
     assert len(nodes) == 2, proc.stderr
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_killed_whole_resumes_to_the_sequential_results(sequential_sweep, tmp_path):
+    """SIGKILL the ``tf-awt sweep --workers 2`` process itself mid-cell: its Ray workers do not outlive
+    it, and the same command run again continues (finished cells kept, interrupted ones resumed) to
+    the sequential sweep's results. (Its fast variant without Ray: the half-done grid test.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe, reference = sequential_sweep
+    out = str(tmp_path / "sweep")
+    command = [sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt",
+               "--out", out, "--quiet", "--no-mlflow", "--workers", "2"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    checkpoint = os.path.join(out, "cells", "magnitude-d0.3-s0", "checkpoints", "train")
+    deadline = time.time() + 400
+    while not (os.path.isdir(checkpoint) and os.listdir(checkpoint)) and time.time() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    assert first.poll() is None, "the sweep ended before it could be killed"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    deadline = time.time() + 60
+    while subprocess.run(["pgrep", "-f", "ray::run_cell"], capture_output=True).returncode == 0 and time.time() < deadline:
+        time.sleep(0.5)
+    assert subprocess.run(["pgrep", "-f", "ray::run_cell"], capture_output=True).returncode == 1, "cells outlived the sweep"
+    again = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert _cell_results(out) == reference
