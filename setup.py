@@ -29,12 +29,12 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # the optional AutoAttack evaluation suite (tf_awt.autoattack); ART's AutoAttack imports multiprocess
+        # the optional AutoAttack evaluation suite (tf_awt.adversarial.autoattack); ART's AutoAttack imports multiprocess
         "autoattack": ["adversarial-robustness-toolbox>=1.17", "multiprocess"],
         # sweeps whose cells run in parallel, locally or on a cluster (tf-awt sweep --workers N / --address)
         "ray": ["ray>=2.9"],
         "dev": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3.5", "hypothesis>=6", "adversarial-robustness-toolbox>=1.17", "multiprocess",
                 "ray>=2.9"],
     },
-    entry_points={"console_scripts": ["tf-awt=tf_awt.cli:main"]},
+    entry_points={"console_scripts": ["tf-awt=tf_awt.running.cli:main"]},
 )

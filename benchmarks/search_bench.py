@@ -48,7 +48,7 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
-    from tf_awt.search import TicketSearch, TicketSearchCallback, search_optimizer
+    from tf_awt.tickets.search import TicketSearch, TicketSearchCallback, search_optimizer
 
     split = tf_awt.data.load("mnist-5k")
     x = tf.constant(split.x_train[:64])

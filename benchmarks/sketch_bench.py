@@ -49,7 +49,7 @@ def one(model_name: str, kernel: str, probes: int, repeats: int) -> dict:
     import tf_keras
 
     import tf_awt
-    from tf_awt.search import TicketSearch, search_optimizer
+    from tf_awt.tickets.search import TicketSearch, search_optimizer
 
     tf_keras.utils.set_random_seed(0)
     if model_name in ("mlp", "cnn"):

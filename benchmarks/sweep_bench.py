@@ -25,7 +25,7 @@ GRID = ["--densities", "0.05", "--methods", "awt,magnitude", "--seeds", "2"]
 def _sweep(recipe: str, out: str, workers: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    subprocess.run([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, *GRID, "--out", out, "--quiet", "--no-mlflow",
+    subprocess.run([sys.executable, "-m", "tf_awt.running.cli", "sweep", recipe, *GRID, "--out", out, "--quiet", "--no-mlflow",
                     "--workers", str(workers)], check=True, stdout=subprocess.DEVNULL)
     return time.time() - t0
 

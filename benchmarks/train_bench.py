@@ -29,7 +29,7 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
-    import tf_awt.search
+    import tf_awt.tickets.search
 
     split = tf_awt.data.load("mnist-5k")
     ds = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train)).batch(64).cache()
@@ -75,7 +75,7 @@ def main(argv=None):
         tf_keras.utils.set_random_seed(0)
         model = build()
         if ticket_density is not None:
-            names = tf_awt.search.prunable_layer_names(model)
+            names = tf_awt.tickets.search.prunable_layer_names(model)
             rng = np.random.default_rng(0)
             masks = {layer.name: (rng.random(layer.kernel.shape) < ticket_density).astype("float32")
                      for layer in model.layers if layer.name in names}

@@ -1,4 +1,4 @@
-"""Runs recipes through tf_awt.pipeline.Run in this process; used by test_distributed.py.
+"""Runs recipes through tf_awt.running.pipeline.Run in this process; used by test_distributed.py.
 
     python _distributed_worker.py SPEC.json
 
@@ -20,8 +20,8 @@ if spec.get("cpus", 1) > 1:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * spec["cpus"])
 
-from tf_awt.pipeline import Run  # noqa: E402
-from tf_awt.recipes import load_recipe  # noqa: E402
+from tf_awt.running.pipeline import Run  # noqa: E402
+from tf_awt.running.recipes import load_recipe  # noqa: E402
 
 for item in spec["runs"]:
     recipe = load_recipe(spec["recipe"], [f"distribute={spec['distribute']}", *item.get("overrides", [])])

@@ -3,7 +3,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tf_awt.cli import _import_tensorflow  # noqa: E402
+from tf_awt.running.cli import _import_tensorflow  # noqa: E402
 
 _import_tensorflow(verbose=False)  # without TensorFlow's load-time lines (xdist workers print them otherwise)
 
@@ -17,7 +17,7 @@ import tf_keras  # noqa: E402
 import yaml  # noqa: E402
 
 import tf_awt  # noqa: E402
-from tf_awt import cli  # noqa: E402
+from tf_awt.running import cli  # noqa: E402
 
 L = tf_keras.layers
 
@@ -97,7 +97,7 @@ def make_model(kind, dtype="float64", seed=0):
 
 def random_masks(model, density=0.5, seed=1, names=None):
     """0/1 masks for every leaf layer with a kernel (or the given names)."""
-    from tf_awt._layers import iter_layers, unwrap
+    from tf_awt.engine._layers import iter_layers, unwrap
 
     rng = np.random.default_rng(seed)
     masks = {}
@@ -214,14 +214,14 @@ def tiny_recipe(tmp_path, **changes):
 
 
 def tf_awt_cli(*args, env=None, timeout=600):
-    """``python -m tf_awt.cli ARGS`` in a new process: for what needs one (the console module, logs
+    """``python -m tf_awt.running.cli ARGS`` in a new process: for what needs one (the console module, logs
     on file descriptor 2, umask, signals, locks held by other processes)."""
-    return subprocess.run([sys.executable, "-m", "tf_awt.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tf_awt.running.cli", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
 
 def tf_awt_main(capsys, *args, env=None, monkeypatch=None):
-    """``tf_awt.cli.main(ARGS)`` in this process (what the ``tf-awt`` script calls, without paying
+    """``tf_awt.running.cli.main(ARGS)`` in this process (what the ``tf-awt`` script calls, without paying
     a new process's TensorFlow import): a CompletedProcess with the exit code and what it printed."""
     for name, value in (env or {}).items():
         monkeypatch.setenv(name, value)

@@ -6,7 +6,7 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from tf_awt import _selection
+from tf_awt.tickets import _selection
 
 from conftest import tiny_data, tiny_model
 

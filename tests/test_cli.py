@@ -16,8 +16,8 @@ import tf_keras
 import yaml
 
 import tf_awt
-from tf_awt import cli
-from tf_awt.recipes import bundled_recipes, load_recipe
+from tf_awt.running import cli
+from tf_awt.running.recipes import bundled_recipes, load_recipe
 
 from conftest import bad_data, BAD_DATA, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_recipe
 
@@ -70,7 +70,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
         assert "Traceback" not in proc.stderr
     debug = tf_awt_main(capsys, "--debug", "run", "nope", "--out", str(tmp_path / "o"))
     assert "Traceback" in debug.stderr
-    # The console module itself (``python -m tf_awt.cli``): exit status 2, one line, no traceback.
+    # The console module itself (``python -m tf_awt.running.cli``): exit status 2, one line, no traceback.
     proc = tf_awt_cli("run", "nope", "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [l for l in proc.stderr.splitlines() if l.startswith("tf-awt")]
@@ -80,7 +80,7 @@ def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
 def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
     # Recipes are checked by the library's own config classes (SearchConfig, Attack, TrainingSchedule),
     # which load without TensorFlow: a one-line error takes a tenth of a second, not a TensorFlow start.
-    script = ("import sys\nfrom tf_awt.cli import main\nfrom tf_awt.recipes import load_recipe\n"
+    script = ("import sys\nfrom tf_awt.running.cli import main\nfrom tf_awt.running.recipes import load_recipe\n"
               "recipe = load_recipe('quickstart')\nrecipe.search; recipe.train.schedule(5); recipe.eval_attack()\n"
               "code = main(['run', '--set', 'attack.epz=1', '--out', sys.argv[1]])\n"
               "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
@@ -116,7 +116,7 @@ def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path, capsys):
 
 
 def test_interrupted_run_leaves_no_complete_looking_output(tmp_path):
-    from tf_awt.pipeline import Run
+    from tf_awt.running.pipeline import Run
 
     recipe = load_recipe(tiny_recipe(tmp_path))
     out = str(tmp_path / "run")
@@ -540,7 +540,7 @@ def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
     recipe = tiny_recipe(tmp_path)
     out = tmp_path / "run"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a new store: MLflow would log its table creation at INFO
-    proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", str(out), "--quiet", "--no-register"],
+    proc = subprocess.run([sys.executable, "-m", "tf_awt.running.cli", "run", recipe, "--out", str(out), "--quiet", "--no-register"],
                           capture_output=True, text=True, preexec_fn=lambda: os.umask(umask), timeout=600, cwd=tmp_path,
                           env={**{k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "MLFLOW_LOGGING_LEVEL")},
                                "MLFLOW_TRACKING_URI": store})
@@ -623,7 +623,7 @@ def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
 def test_two_runs_started_at_once_on_one_directory(tmp_path):
     recipe = tiny_recipe(tmp_path, train={"epochs": 3, "batch_size": 32, "steps": 2, "step_size": 0.05})
     out = str(tmp_path / "run")
-    args = [sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
+    args = [sys.executable, "-m", "tf_awt.running.cli", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outcomes = sorted((p.wait(timeout=600), p.stderr.read()) for p in procs)
     assert [code for code, _ in outcomes] == [0, 2], outcomes

@@ -1,4 +1,4 @@
-"""Collapse detection (tf_awt.collapse): the detector on a collapsed and a healthy model, and the CLI's
+"""Collapse detection (tf_awt.adversarial.collapse): the detector on a collapsed and a healthy model, and the CLI's
 report in the summary and MLflow, failing with exit code 3 when asked."""
 import json
 import math
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from tf_awt import cli
-from tf_awt.collapse import collapse_reasons, CollapseMonitor
+from tf_awt.running import cli
+from tf_awt.adversarial.collapse import collapse_reasons, CollapseMonitor
 
 from conftest import tiny_recipe
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tf_awt._distribute import is_chief, strategy_for
-from tf_awt.pipeline import Run
-from tf_awt.recipes import load_recipe
-from tf_awt.ticket import Ticket
+from tf_awt.running.pipeline import Run
+from tf_awt.running.recipes import load_recipe
+from tf_awt.tickets.ticket import Ticket
 from conftest import tf_awt_main, tiny_recipe
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_distributed_worker.py")

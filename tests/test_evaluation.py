@@ -102,8 +102,8 @@ def _image_model(masked_gradient=False):
 def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
     pytest.importorskip("art")
     pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
-    from tf_awt.attack_suites import AutoAttackSuite
-    from tf_awt.autoattack import autoattack
+    from tf_awt.adversarial.attack_suites import AutoAttackSuite
+    from tf_awt.adversarial.autoattack import autoattack
 
     for bad in ("apgd_iterations", "apgd_restarts", "square_queries"):
         with pytest.raises(ValueError, match=f"{bad}.*You passed: 0"):
@@ -136,7 +136,7 @@ def test_autoattack_exposes_gradient_masking_that_fools_pgd():
 
 
 def test_evaluation_takes_a_list_of_attack_suites():
-    from tf_awt.attack_suites import AttackSuite, PGDSuite
+    from tf_awt.adversarial.attack_suites import AttackSuite, PGDSuite
 
     model = _image_model()
     x, y = _image_task(48, seed=2)
@@ -181,7 +181,7 @@ def _flip(x, which):
 
 
 def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
-    from tf_awt.attack_suites import AttackSuite
+    from tf_awt.adversarial.attack_suites import AttackSuite
 
     x = np.array([[0.6, 0.45], [0.45, 0.6], [0.7, 0.55], [0.3, 0.42], [0.58, 0.5], [0.5, 0.6], [0.62, 0.5], [0.45, 0.55]],
                  "float32")
@@ -208,7 +208,7 @@ def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
 
 @pytest.mark.parametrize("restarts", [1, 3])
 def test_pgd_runs_as_many_starts_as_restarts_says(monkeypatch, restarts):
-    from tf_awt import attack_suites
+    from tf_awt.adversarial import attack_suites
 
     calls = []
     original = attack_suites.PGDSuite.adversarial_sets
@@ -228,7 +228,7 @@ def test_cli_evaluate_equals_the_library_at_a_non_default_attack(tmp_path):
     and attack (L2, ε = 0.7, 4 steps, 2 restarts, 40 examples); the JSON echoes the attack."""
     import json
 
-    from tf_awt import cli
+    from tf_awt.running import cli
 
     model = trained_model()
     x, y = tiny_data(60, seed=11)

@@ -1,11 +1,11 @@
-"""Cosentino et al.'s iterative pruning (tf_awt.iterative): round densities, rounds that reach the
+"""Cosentino et al.'s iterative pruning (tf_awt.tickets.iterative): round densities, rounds that reach the
 density pruning only kept weights, and the per-round ε warm-up."""
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import tf_awt
-from tf_awt.iterative import round_densities
+from tf_awt.tickets.iterative import round_densities
 
 from conftest import ATTACK, tiny_data, tiny_model, total_prunable
 
@@ -44,7 +44,7 @@ def test_cosentino_rounds_reach_the_density_and_prune_only_kept_weights(scope):
 def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
     """search.eps_warmup_epochs reaches every round's adversarial training as a TrainingSchedule
     (arrays and datasets), through find_ticket and `tf-awt run`'s recipe key."""
-    from tf_awt import training
+    from tf_awt.adversarial import training
 
     seen = []
     original = training.adversarial_fit
@@ -69,6 +69,6 @@ def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
     assert seen == [None]
     with pytest.raises(ValueError, match=r"eps_warmup_epochs must be a number >= 0\. You passed: -1"):
         tf_awt.SearchConfig(density=0.2, method="cosentino", eps_warmup_epochs=-1)
-    from tf_awt.recipes import load_recipe
+    from tf_awt.running.recipes import load_recipe
 
     assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search.eps_warmup_epochs == 2

@@ -120,7 +120,7 @@ def test_layers_without_a_conversion_are_named():
 def test_a_run_can_export_a_keras3_file(tmp_path, capsys):
     import json
 
-    from tf_awt import cli
+    from tf_awt.running import cli
 
     from conftest import tiny_recipe
 

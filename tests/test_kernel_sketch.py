@@ -7,8 +7,8 @@ from _reference import explicit_jacobian, reference_kernel
 from conftest import ATTACK, NO_TRAINING, alive_masks, inputs_for, make_model, tiny_data, tiny_model, tiny_recipe
 
 import tf_awt
-from tf_awt import cli
-from tf_awt.kernel_sketch import draw_probes, kernel_distance_sketch, tangent_products_fn
+from tf_awt.running import cli
+from tf_awt.engine.kernel_sketch import draw_probes, kernel_distance_sketch, tangent_products_fn
 
 N = 4
 
@@ -138,7 +138,7 @@ def test_bad_arguments_name_the_value():
 
 
 def _first_step_distance(kernel, probes=4):
-    from tf_awt.search import TicketSearch, search_optimizer
+    from tf_awt.tickets.search import TicketSearch, search_optimizer
 
     x, y = tiny_data(16)
     config = tf_awt.SearchConfig(density=0.3, kernel=kernel, probes=probes, attack=ATTACK, epochs=1, seed=3)
@@ -157,7 +157,7 @@ def test_search_step_sketch_estimates_the_exact_step_distance():
 
 
 def test_cli_runs_a_sketched_search_and_refuses_bad_probes(tmp_path, capsys, monkeypatch):
-    from tf_awt import search
+    from tf_awt.tickets import search
 
     seen = {}
     original = search.TicketSearch.__init__

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 import tf_awt
-from tf_awt import cli, methods
-from tf_awt.ticket import Ticket
+from tf_awt.running import cli
+from tf_awt.tickets import methods
+from tf_awt.tickets.ticket import Ticket
 
 from conftest import NO_TRAINING, tiny_recipe
 
@@ -18,7 +19,7 @@ def mine():
     def keep_first_inputs(model, data, config, options):
         """Keeps the first round(density·n) weights of every layer, in memory order."""
         seen.update(config=config, options=options)
-        from tf_awt.layer_rules import prunable_layers
+        from tf_awt.engine.layer_rules import prunable_layers
 
         masks = {}
         for layer in prunable_layers(model):

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from tf_awt import baselines, cli, evaluation, export, search, ticket, training
+from tf_awt.adversarial import evaluation, training
+from tf_awt.running import cli
+from tf_awt.tickets import baselines, export, search, ticket
 
 from conftest import NO_TRAINING, tiny_recipe
 

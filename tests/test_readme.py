@@ -48,7 +48,7 @@ def test_readme_keras3_example_prints_what_the_readme_says(tmp_path):
 
 
 def test_readme_lists_every_bundled_recipe_and_where_mlflow_stores_runs():
-    from tf_awt.recipes import bundled_recipes
+    from tf_awt.running.recipes import bundled_recipes
 
     text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
     listed = re.search(r"RECIPE is a bundled name \(`tf-awt recipes`: ([^)]*)\)", text).group(1)

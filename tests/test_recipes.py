@@ -1,4 +1,4 @@
-"""Recipes (tf_awt.recipes), property-based: any --set override or recipe file gives a valid recipe or a
+"""Recipes (tf_awt.running.recipes), property-based: any --set override or recipe file gives a valid recipe or a
 one-line error, through the library and through the CLI (exit 2, no directory left)."""
 import time
 
@@ -6,8 +6,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tf_awt import cli
-from tf_awt.recipes import from_dict, load_recipe
+from tf_awt.running import cli
+from tf_awt.running.recipes import from_dict, load_recipe
 
 
 _KEYS = ["dataset", "model", "method", "density", "seed", "distribute", "description", "attack", "search", "train", "eval",

@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import cli
-from tf_awt.attacks import Attack, pgd
+from tf_awt.running import cli
+from tf_awt.adversarial.attacks import Attack, pgd
 from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
-from tf_awt.pipeline import Run
-from tf_awt.recipes import load_recipe
-from tf_awt.ticket import Ticket
+from tf_awt.running.pipeline import Run
+from tf_awt.running.recipes import load_recipe
+from tf_awt.tickets.ticket import Ticket
 from conftest import tf_awt_main, tiny_recipe, _StopAfterSecondEpoch
 
 
@@ -103,7 +103,7 @@ def _data(n=48, seed=0):
 @pytest.mark.parametrize("optimize,kernel", [("weights", "full"), ("scores", "full"), ("weights", "sketch")])
 def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(tmp_path, optimize, kernel, monkeypatch):
     from tf_awt import find_ticket
-    from tf_awt.search import TicketSearch
+    from tf_awt.tickets.search import TicketSearch
 
     finals = []  # what a ticket does not hold: the scores and every optimizer slot at the end of the search
     original = TicketSearch.ticket
@@ -250,7 +250,7 @@ def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path,
     recipe_path = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
                               train={"epochs": 40, "batch_size": 32, "steps": 2, "step_size": 0.05})  # killed after epoch 1
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
-    cmd = [sys.executable, "-m", "tf_awt.cli", "run", recipe_path, "--quiet"]
+    cmd = [sys.executable, "-m", "tf_awt.running.cli", "run", recipe_path, "--quiet"]
     # Only the run that is killed needs a process of its own; the others call the CLI's main here.
     # The uninterrupted reference is compared on its files only: it needs no MLflow run.
     whole = tf_awt_main(capsys, "run", recipe_path, "--quiet", "--no-mlflow", "--out", tmp_path / "a")

@@ -5,9 +5,9 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from tf_awt import _selection
-from tf_awt.distances import kernel_distance
-from tf_awt.search import search_optimizer, TicketSearch, TicketSearchCallback
+from tf_awt.tickets import _selection
+from tf_awt.engine.distances import kernel_distance
+from tf_awt.tickets.search import search_optimizer, TicketSearch, TicketSearchCallback
 
 from conftest import ATTACK, tiny_data, tiny_model, total_prunable
 
@@ -342,7 +342,7 @@ def test_first_step_distances_equal_an_independent_computation():
     seed [2·seed, 0], the student m0 ⊙ θ0 (m0 = top-k |θ0|) attacked with [2·seed + 1, 0], the
     student's kernel masked, the kernel term weighted by γ². Catches a student attacked with the
     teacher's inputs, a teacher that is the student, and a wrong weighting."""
-    from tf_awt.attacks import pgd
+    from tf_awt.adversarial.attacks import pgd
 
     model = tiny_model()
     x, y = tiny_data(16)

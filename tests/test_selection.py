@@ -8,8 +8,9 @@ import tf_keras
 from hypothesis import given, settings, strategies as st
 
 import tf_awt
-from tf_awt import _selection, cli
-from tf_awt.ticket import Ticket
+from tf_awt.running import cli
+from tf_awt.tickets import _selection
+from tf_awt.tickets.ticket import Ticket
 
 from conftest import ATTACK, tiny_data, tiny_model, tiny_recipe
 
@@ -66,7 +67,7 @@ def test_every_method_keeps_exactly_the_pattern(method, extra):
     expected = _selection.nm_density([m.shape for m in ticket.masks.values()], 2, 4)
     assert ticket.density == pytest.approx(expected)
     if method == "magnitude":  # the pattern of |θ0|, exactly
-        for layer in tf_awt.layer_rules.prunable_layers(model):
+        for layer in tf_awt.engine.layer_rules.prunable_layers(model):
             np.testing.assert_array_equal(ticket.masks[layer.name], _reference_nm(np.abs(layer.kernel.numpy()), 2, 4))
 
 
@@ -91,14 +92,14 @@ def test_pattern_from_the_cli_reaches_the_ticket_and_the_export(tmp_path, capsys
     ticket = Ticket.load(str(out / "ticket.npz"))
     assert tf_awt.SearchConfig.from_config(ticket.config).pattern == "2:4"
     model = tf_keras.models.load_model(str(out / "saved_model"))  # what the run exported
-    for layer in tf_awt.layer_rules.prunable_layers(model):
+    for layer in tf_awt.engine.layer_rules.prunable_layers(model):
         assert _groups_ok((layer.kernel.numpy() != 0).astype(np.float32), 2, 4), layer.name
     assert json.loads((out / "summary.json").read_text())["density"] == pytest.approx(0.5)
 
 
 def test_n_colon_m_in_a_recipe_file_is_a_pattern_not_a_base_60_number(tmp_path):
     # YAML 1.1 (PyYAML's default) reads 2:4 as 2 * 60 + 4 = 124; found when a sweep's --set search.pattern=2:4 failed.
-    from tf_awt.recipes import apply_overrides, load_recipe
+    from tf_awt.running.recipes import apply_overrides, load_recipe
 
     path = tmp_path / "r.yaml"
     path.write_text("density: 0.5\nsearch: {pattern: 2:4}\n")

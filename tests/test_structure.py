@@ -1,5 +1,6 @@
-"""The package's structure, checked statically: no import cycle (function-level imports included),
-and no method special-cased outside the method registry."""
+"""The package's structure, checked statically: four layers that import only downward, no import
+cycle (function-level imports included), old module paths still importing, and no method
+special-cased outside the method registry."""
 import ast
 import os
 
@@ -70,7 +71,7 @@ def cycles(graph):
 
 def test_no_import_cycle_in_the_package():
     graph = import_graph()
-    assert len(graph) > 30 and "tf_awt.search" in graph["tf_awt.pipeline"]  # the graph is read, not empty
+    assert len(graph) > 30 and "tf_awt.tickets.search" in graph["tf_awt.running.pipeline"]  # the graph is read, not empty
     assert cycles(graph) == []
 
 
@@ -78,8 +79,47 @@ def test_the_checker_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+LAYERS = ("engine", "adversarial", "tickets", "running")
+"""The sub-packages, bottom to top; the shared top-level modules are below all of them."""
+
+
+def layer(module: str) -> int:
+    """0 for a shared top-level module, else 1 + the index of its sub-package in LAYERS."""
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) + 1 if len(parts) > 2 and parts[1] in LAYERS else 0
+
+
+def upward_imports(graph):
+    """(module, what it imports) pairs where a module imports a higher layer."""
+    return sorted((m, d) for m, deps in graph.items() for d in deps if layer(d) > layer(m))
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    graph = {m: deps for m, deps in import_graph().items() if m not in ("tf_awt.__main__", "tf_awt._moved")}
+    assert {layer(m) for m in graph} == {0, 1, 2, 3, 4}  # every layer holds modules
+    assert upward_imports(graph) == []
+    # the checker itself: an engine module importing a ticket module is found
+    assert upward_imports({"tf_awt.engine.kernel": {"tf_awt.tickets.search"}, "tf_awt.tickets.search": {"tf_awt.engine.kernel"}}) \
+        == [("tf_awt.engine.kernel", "tf_awt.tickets.search")]
+
+
+def test_every_module_path_of_earlier_versions_is_the_same_module():
+    """``tf_awt.search`` (0.1's path) is the module ``tf_awt.tickets.search``, as an import, a
+    from-import and an attribute of the package."""
+    import importlib
+
+    from tf_awt._moved import MOVED
+
+    assert {m for m in _modules() if layer(m)} == set(MOVED.values())  # every module of a layer had a top-level path
+    for old, new in MOVED.items():
+        if old.rsplit(".", 1)[1].startswith("_") or old.endswith(("autoattack", "cells")):
+            continue  # private, or imports an optional dependency
+        assert importlib.import_module(old) is importlib.import_module(new), old
+        assert getattr(tf_awt, old.rsplit(".", 1)[1]) is importlib.import_module(new)
+
+
 def test_no_method_is_special_cased_outside_the_registry():
-    for name in ("pipeline.py", "sweep.py", "recipes.py", "cli.py", "search.py"):
+    for name in ("running/pipeline.py", "running/sweep.py", "running/recipes.py", "running/cli.py", "tickets/search.py"):
         source = open(os.path.join(PACKAGE, name), encoding="utf-8").read()
         for literal in ('== "dense"', "== 'dense'", 'method == "', 'method in ("'):
             assert literal not in source, (name, literal)
@@ -94,8 +134,8 @@ def test_every_recipe_key_is_a_field_of_a_library_config_declared_once():
     import inspect
 
     import tf_awt
-    from tf_awt import recipes
-    from tf_awt.recipes import NOT_KEYS, SECTIONS, Recipe, section_keys
+    from tf_awt.running import recipes
+    from tf_awt.running.recipes import NOT_KEYS, SECTIONS, Recipe, section_keys
 
     declared = [name for name, obj in vars(recipes).items()
                 if inspect.isclass(obj) and dataclasses.is_dataclass(obj) and obj.__module__ == recipes.__name__]
@@ -124,7 +164,7 @@ def test_a_recipe_section_is_the_object_the_api_takes():
     import pytest
 
     import tf_awt
-    from tf_awt.recipes import load_recipe
+    from tf_awt.running.recipes import load_recipe
 
     recipe = load_recipe("quickstart", ["search.probes=7", "search.kernel=sketch", "search.learning_rate=0.002",
                                         "train.learning_rate=0.003", "density=0.1", "attack.eps=0.2", "seed=3"])
@@ -143,14 +183,14 @@ def test_a_recipe_section_is_the_object_the_api_takes():
 
 def test_a_clone_named_tf_awt_imported_from_its_parent_folder_is_the_package(tmp_path):
     """``import tf_awt`` started above a clone named tf_awt finds the clone's folder first; it must
-    still be the package (not an empty namespace package without ``tf_awt.recipes``)."""
+    still be the package (not an empty namespace package without ``tf_awt.running.recipes``)."""
     import subprocess
     import sys
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.symlink(root, tmp_path / "tf_awt")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    code = "import tf_awt, tf_awt.recipes; print(tf_awt.__version__, sorted(tf_awt.recipes.bundled_recipes())[0], tf_awt.__file__)"
+    code = "import tf_awt, tf_awt.running.recipes; print(tf_awt.__version__, sorted(tf_awt.running.recipes.bundled_recipes())[0], tf_awt.__file__)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     version, first_recipe, path = proc.stdout.split()

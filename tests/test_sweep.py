@@ -6,8 +6,8 @@ import os
 import pytest
 
 from conftest import tf_awt_cli, tf_awt_main, tiny_recipe
-from tf_awt.recipes import load_recipe
-from tf_awt.sweep import sweep
+from tf_awt.running.recipes import load_recipe
+from tf_awt.running.sweep import sweep
 
 
 def test_half_done_grid_resumes_without_redoing_finished_cells(tmp_path, monkeypatch):
@@ -64,7 +64,7 @@ def test_two_density_two_method_sweep_end_to_end(tmp_path):
     assert "| awt | 0.3 | 1 |" in proc.stdout
 
 
-# ---------------------------------------------------------------- cells on Ray (tf_awt.cells)
+# ---------------------------------------------------------------- cells on Ray (tf_awt.running.cells)
 
 def _digits_recipe(tmp, epochs=3):
     """A tiny recipe on 400 real digits (learnable, so equal results are not equal by collapse)."""
@@ -90,7 +90,7 @@ def _cell_results(out):
 @pytest.fixture(scope="module")
 def sequential_sweep(tmp_path_factory):
     """The reference: the grid run one cell after another in this process (no Ray)."""
-    from tf_awt import cli
+    from tf_awt.running import cli
 
     tmp = tmp_path_factory.mktemp("sequential")
     recipe = _digits_recipe(tmp, epochs=4)
@@ -115,7 +115,7 @@ def test_cells_on_two_ray_workers_survive_a_killed_worker_and_equal_the_sequenti
 
     recipe, reference = sequential_sweep
     out, uri = str(tmp_path / "sweep"), f"sqlite:///{tmp_path}/mlflow.db"
-    sweep_proc = subprocess.Popen([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods",
+    sweep_proc = subprocess.Popen([sys.executable, "-m", "tf_awt.running.cli", "sweep", recipe, "--densities", "0.3", "--methods",
                                    "magnitude,awt", "--out", out, "--quiet", "--workers", "2"],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                   env={**os.environ, "MLFLOW_TRACKING_URI": uri})
@@ -170,7 +170,7 @@ def test_a_two_node_ray_cluster_runs_cells_on_both_nodes_and_equals_the_sequenti
         cluster.add_node(num_cpus=1)
         cluster.wait_for_nodes()
         out = str(tmp_path / "sweep")
-        proc = subprocess.run([sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods",
+        proc = subprocess.run([sys.executable, "-m", "tf_awt.running.cli", "sweep", recipe, "--densities", "0.3", "--methods",
                                "magnitude,awt", "--out", out, "--quiet", "--no-mlflow", "--address", cluster.address],
                               capture_output=True, text=True, timeout=900)
     finally:
@@ -193,7 +193,7 @@ def test_a_ray_sweep_killed_whole_resumes_to_the_sequential_results(sequential_s
 
     recipe, reference = sequential_sweep
     out = str(tmp_path / "sweep")
-    command = [sys.executable, "-m", "tf_awt.cli", "sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt",
+    command = [sys.executable, "-m", "tf_awt.running.cli", "sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt",
                "--out", out, "--quiet", "--no-mlflow", "--workers", "2"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     checkpoint = os.path.join(out, "cells", "magnitude-d0.3-s0", "checkpoints", "train")

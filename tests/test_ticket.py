@@ -1,4 +1,4 @@
-"""Tickets (tf_awt.ticket) and the models they make, nested ones included: what a ticket reports is
+"""Tickets (tf_awt.tickets.ticket) and the models they make, nested ones included: what a ticket reports is
 what the model, the export and the kernel get; save/load/clone; a registered custom layer; configs
 round-trip; a ticket on another architecture says what differs."""
 import numpy as np
@@ -8,7 +8,7 @@ import tf_keras
 from _reference import reference_kernel, relative_error
 
 import tf_awt
-from tf_awt._layers import iter_layers, unwrap
+from tf_awt.engine._layers import iter_layers, unwrap
 
 from conftest import good_data, small_mlp
 
@@ -130,8 +130,8 @@ def _twin_model(dtype="float32"):
 
 
 def test_a_registered_custom_layer_is_pruned_and_its_kernel_block_is_exact():
-    from tf_awt.layer_rules import DENSE_RULE, layer_rule, register_layer_rule
-    from tf_awt.search import prunable_layer_names
+    from tf_awt.engine.layer_rules import DENSE_RULE, layer_rule, register_layer_rule
+    from tf_awt.tickets.search import prunable_layer_names
 
     model = _twin_model()
     if layer_rule(model.get_layer("twin")) is None:  # unregistered: left dense, named once in a warning
@@ -185,7 +185,7 @@ def test_ticket_on_another_architecture_says_what_differs(tmp_path):
     with pytest.raises(ValueError, match=r"holds 4 initial weight arrays, model .* has 6"):
         ticket.to_model(deeper)
     same = ticket.to_model(small_mlp(seed=1))  # same architecture: θ0 ⊙ m of the ticket, in tfmot wrappers
-    from tf_awt._layers import iter_layers, unwrap
+    from tf_awt.engine._layers import iter_layers, unwrap
 
     wrapped = {unwrap(l)[0].name: l for l in iter_layers(same)}
     for name, mask in ticket.masks.items():

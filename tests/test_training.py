@@ -4,7 +4,7 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from tf_awt.attacks import Attack
+from tf_awt.adversarial.attacks import Attack
 
 from conftest import ATTACK, tiny_data, tiny_model
 

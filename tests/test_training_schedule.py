@@ -1,4 +1,4 @@
-"""Training schedules (tf_awt.training_schedule): ε warm-up, learning-rate schedules, clipping, fan-in
+"""Training schedules (tf_awt.adversarial.training_schedule): ε warm-up, learning-rate schedules, clipping, fan-in
 rescaling, the train keys of recipes, and resuming mid-warm-up (collapse detection: test_collapse.py)."""
 import json
 import math
@@ -9,11 +9,12 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
-from tf_awt import cli, training
-from tf_awt.pipeline import Run
-from tf_awt.recipes import load_recipe
-from tf_awt.ticket import fan_in_scale
-from tf_awt.training_schedule import TrainingSchedule, WarmupDecay
+from tf_awt.adversarial import training
+from tf_awt.running import cli
+from tf_awt.running.pipeline import Run
+from tf_awt.running.recipes import load_recipe
+from tf_awt.tickets.ticket import fan_in_scale
+from tf_awt.adversarial.training_schedule import TrainingSchedule, WarmupDecay
 
 from conftest import _StopAfterSecondEpoch, tiny_recipe
 

@@ -9,6 +9,9 @@
 * :func:`checked_dataset`: the same checks, for a ``tf.data.Dataset``, as assertions inside the
   pipeline; :func:`reraise_data_errors` turns their failure into the same ValueError.
 * :func:`dataset_to_arrays`: materializes a finite dataset of (x, y) batches (evaluation).
+
+TensorFlow is imported inside the functions that check tensors and datasets, so the configurations
+validate numbers without it.
 """
 from __future__ import annotations
 

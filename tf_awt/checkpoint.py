@@ -6,7 +6,7 @@ epoch, everything its next epoch depends on:
 * the variables: model weights, tfmot masks and step counters, optimizer slots and its step
   counter (``tf.train.Checkpoint`` + ``tf.train.CheckpointManager``, ``max_to_keep=2``);
 * the randomness and data position, which tf_awt keeps *stateless*: the PGD random start of
-  optimizer step t is drawn from the seed ``[seed, t]`` (:func:`tf_awt.attacks.pgd`) and the batch
+  optimizer step t is drawn from the seed ``[seed, t]`` (:func:`tf_awt.adversarial.attacks.pgd`) and the batch
   order of epoch e from ``[seed, e]`` (:func:`epoch_batches`); restoring the optimizer's step
   counter and the epoch number restores both;
 * what the caller records beside (``extra``: e.g. the distance history so far, the MLflow run id).
@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 import tf_keras
+from tf_awt._files import atomic_write_json
 
 __all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "completed_epochs", "fingerprint"]
 
@@ -133,7 +134,6 @@ class PhaseCheckpoint:
 
     def save(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> str:
         """Saves the trackables after ``epoch`` completed epochs, then ``state.json`` naming them."""
-        from tf_awt._files import atomic_write_json
 
         path = self.manager.save(checkpoint_number=int(epoch))
         state = {"format": _FORMAT, "fingerprint": self.fingerprint, "epoch": int(epoch),
@@ -188,7 +188,7 @@ def resumable_fit(model: tf_keras.Model, batches: Callable[[int], Any], epochs: 
       checkpoint: where to save and what to restore; None: a plain ``fit`` from epoch 0.
       callbacks: more callbacks, run after the save (so a callback that stops the run never loses
         the epoch it saw). One with a ``resume_from(epoch_logs)`` method is given the restored
-        epochs' logs before ``fit`` (:class:`~tf_awt.collapse.CollapseMonitor` continues its count).
+        epochs' logs before ``fit`` (:class:`~tf_awt.adversarial.collapse.CollapseMonitor` continues its count).
       extra_fn: ``restored_extra -> dict`` of JSON values saved beside the variables each epoch.
       **fit_kwargs: passed to ``fit`` (``steps_per_epoch``, ``validation_data``, ``verbose``).
 

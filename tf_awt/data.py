@@ -6,6 +6,9 @@
 * ``toy-gaussian``: appendix C.1 of the paper: d = 100, μ± = ±[3, 0, …, 0], σ = 1, balanced.
 * a path to an ``.npz`` file holding ``x`` (N, H, W, C) in [0, 1] and integer ``y``; an optional
   ``x_test``/``y_test`` pair is the test split, else 20% of the file is held out.
+
+TensorFlow and tensorflow-datasets are imported inside the functions that use them (mnist-5k and
+.npz files load without them).
 """
 from __future__ import annotations
 

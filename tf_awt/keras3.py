@@ -12,6 +12,9 @@ What comes back is a tf_keras model: ``Ticket.to_model(keras3_model)`` returns t
 wrappers (tfmot has no Keras 3 wrappers), ``adversarial_fit(keras3_model, ...)`` trains a converted
 copy and writes the trained weights back into the Keras 3 model. :func:`to_keras3` converts a
 (stripped) tf_keras model the other way, e.g. to save a trained ticket as a ``.keras`` file.
+
+Keras 3 and tf_keras are imported inside the functions that convert, so importing this module loads
+neither.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@
 * :func:`linear` — a linear classifier (the toy example of appendix C.1).
 * :func:`vgg16` — VGG16 for 32x32 images (the S-AWT experiment).
 * :func:`resnet18` — ResNet-18 for 32x32 images (batch normalization, residual additions).
+
+tf_keras is imported inside the builders, so ``MODELS`` checks a recipe without TensorFlow.
 """
 from __future__ import annotations
 

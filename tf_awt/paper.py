@@ -3,7 +3,7 @@
 Every default that reproduces the paper reads from here: the attacks of the search, of adversarial
 training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`,
 :func:`tf_awt.training_attack`, :func:`tf_awt.evaluation_attack`, the recipes' defaults), and the
-names of the paper's search methods (every method is registered in :mod:`tf_awt.methods`).
+names of the paper's search methods (every method is registered in :mod:`tf_awt.tickets.methods`).
 """
 
 __all__ = ["SEARCH_METHODS", "OPTIMIZE", "ATTACKS"]

@@ -65,7 +65,7 @@ def main(argv=None) -> None:
     work = tempfile.mkdtemp(prefix="tf_awt_screens_")
     store = f"sqlite:///{os.path.join(work, 'mlflow.db')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": store, "PYTHONPATH": ROOT}
-    subprocess.run([sys.executable, "-m", "tf_awt.cli", "run", args.recipe, "--out", os.path.join(work, "run"), "--quiet",
+    subprocess.run([sys.executable, "-m", "tf_awt.running.cli", "run", args.recipe, "--out", os.path.join(work, "run"), "--quiet",
                     "--set", "search.epochs=1", "--set", "train.epochs=2", "--set", "eval.max_examples=200"],
                    check=True, cwd=work, env=env)
     port = _free_port()

@@ -1,0 +1,306 @@
+"""Robustness evaluation that checks itself.
+
+``evaluate(model, data)`` measures natural accuracy and robust accuracy under PGD (default: the
+paper's PGD-100 with step 2.5ε/100) with random restarts: an example counts as robust only if it
+is classified correctly under *every* restart (per-example worst case). ``attacks=["pgd",
+"autoattack"]`` (or ``autoattack=True``) adds the AutoAttack suite (APGD-CE, APGD-DLR, Square,
+through ART; :mod:`tf_awt.adversarial.autoattack`) and counts the worst case over both; any
+:class:`~tf_awt.adversarial.attack_suites.AttackSuite` can be added the same way. Every evaluation also
+runs sanity checks and reports failures as warnings (and in ``result.warnings``):
+
+* ε = 0 through the same attack code gives the natural accuracy;
+* robust accuracy ≤ natural accuracy;
+* every adversarial input lies within the ε-ball (L∞ or L2) and the data range;
+* twice the PGD steps on a subset does not raise robust accuracy beyond binomial noise;
+* input gradients of the loss are non-zero (zero gradients are a sign of gradient masking).
+
+The model must output logits: an output that looks like probabilities (a softmax layer, or
+non-negative rows summing to one) is refused with a ValueError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from tf_awt.adversarial.attack_suites import AttackContext, AttackSuite, PGDSuite, attack_suites
+from tf_awt.adversarial.attacks import Attack, pgd
+from tf_awt.adversarial.phase_config import EvalConfig
+from tf_awt.paper import attack_numbers
+from tf_awt.engine._masks import sparse_forward
+from tf_awt.keras3 import as_tf_keras
+from tf_awt import _validate
+from tf_awt._distribute import all_gather_rows
+
+__all__ = ["EvaluationResult", "evaluate", "evaluation_attack"]
+
+
+def evaluation_attack(eps: Optional[float] = None, norm: str = "linf", steps: Optional[int] = None) -> Attack:
+    """The paper's evaluation attack: PGD-``steps`` (default 100) with step 2.5·ε/steps, random
+    start, ε = 0.3 by default (:data:`tf_awt.paper.ATTACKS`)."""
+
+    default_eps, default_steps, _ = attack_numbers("eval")
+    return Attack(norm=norm, eps=default_eps if eps is None else eps, steps=default_steps if steps is None else steps,
+                  step_size=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationResult:
+    """Accuracies (fractions in [0, 1]) and what the sanity checks found."""
+
+    natural_accuracy: float
+    robust_accuracy: float
+    per_class: Dict[int, Dict[str, float]]
+    num_examples: int
+    attack: Dict[str, object]
+    restarts: int
+    warnings: List[str]
+    suites: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Robust accuracy under each attack suite run ("pgd", and "autoattack" when asked for);
+    ``robust_accuracy`` is the per-example worst case over all of them."""
+    zero_gradient_fraction: Optional[float] = None
+    """Share of the checked examples whose input gradient is all zero (a dead network, or
+    gradient masking); None when not measured (ε = 0)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvaluationResult":
+        """The inverse of :meth:`to_dict`, also after a JSON round trip (class keys back to ints)."""
+        data = dict(data)
+        data["per_class"] = {int(c): dict(v) for c, v in data.get("per_class", {}).items()}
+        return cls(**data)
+
+
+def _forward(model):
+    return lambda z: sparse_forward(model, z)
+
+
+def _outputs_probabilities(model, x) -> bool:
+    last = model.layers[-1] if getattr(model, "layers", None) else None
+    inner = getattr(last, "layer", last)
+    activation = getattr(inner, "activation", None)
+    if isinstance(inner, tf_keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax":
+        return True
+    out = _forward(model)(tf.constant(x[:32])).numpy()
+    return bool(out.min() >= 0 and np.allclose(out.sum(axis=1), 1.0, atol=1e-5))
+
+
+def _lp_distance(adv, x, norm):
+    diff = (adv - x).reshape(len(x), -1)
+    return np.abs(diff).max(axis=1) if norm == "linf" else np.linalg.norm(diff, axis=1)
+
+
+def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[int] = None, batch_size: int = 256,
+             check_subset: int = 256, seed: int = 0, strategy=None, autoattack: Optional[bool] = None,
+             square_queries: int = 1000, attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
+             config: Optional[EvalConfig] = None) -> EvaluationResult:
+    """Natural and robust accuracy of ``model`` (logits) on ``data``.
+
+    Args:
+      model: tf_keras model (dense or pruned) with logit outputs, or a Keras 3 model (converted).
+      data: (x, y) arrays, or a finite ``tf.data.Dataset`` of (x, y) batches (read once into
+        memory); finite x in the attack's data range, integer labels in [0, model outputs), else
+        a ValueError naming the first bad entry.
+      attack: the :class:`~tf_awt.Attack` (default :func:`evaluation_attack`: L∞, ε = 0.3,
+        PGD-100, step 2.5ε/100).
+      restarts: random restarts per example (default 5), worst case counted; >= 1.
+      batch_size: evaluation batch size (default 256).
+      check_subset: examples used by the more-steps and gradient checks (default 256).
+      seed: seed of the attack's random starts (default 0).
+      strategy: a ``tf.distribute`` strategy (default None: one device). Each evaluation batch
+        is split into one contiguous slice per replica, every replica attacks its slice and the
+        adversarial examples are gathered back (every worker of a multi-worker strategy gets the
+        whole result). The model's variables must have been created in ``strategy.scope()``.
+      autoattack: also run the AutoAttack suite (default False; needs the
+        adversarial-robustness-toolbox package, see :mod:`tf_awt.adversarial.autoattack`); an example then
+        counts as robust only if it survives both PGD and AutoAttack. Its adversarial inputs are
+        checked (ε-ball, data range) like PGD's.
+      square_queries: Square attack iterations within the AutoAttack suite (default 1000).
+      attacks: the attack suites to run (:mod:`tf_awt.adversarial.attack_suites`): a list of names ("pgd",
+        "autoattack", built with ``restarts`` / ``square_queries``) or :class:`AttackSuite`
+        objects. Default None: ``["pgd"]``, plus ``"autoattack"`` when ``autoattack=True``. An
+        example counts as robust only if it survives every adversarial set of every suite;
+        ``result.suites`` has each suite's robust accuracy.
+      config: an :class:`~tf_awt.EvalConfig` (default None: ``EvalConfig()``): ``restarts`` and
+        ``autoattack`` unless given here. Its ``steps``/``max_examples``/``split`` are a run's: pass
+        ``attack=config.attack(attack)`` for its PGD.
+    """
+
+    if config is not None and not isinstance(config, EvalConfig):
+        raise ValueError(f"config must be a tf_awt.EvalConfig. You passed: {config!r}")
+    given = {k: v for k, v in dict(restarts=restarts, autoattack=autoattack).items() if v is not None}
+    settings = (config or EvalConfig()).replace(**given)  # validated there
+    restarts, autoattack = settings.restarts, settings.autoattack
+    model = as_tf_keras(model)
+    attack = attack if attack is not None else evaluation_attack()
+    restarts, square_queries, batch_size, check_subset, seed = _check_numbers(restarts, square_queries, batch_size, check_subset, seed)
+    chosen = attack_suites(attacks if attacks is not None else ["pgd", *(["autoattack"] if autoattack else [])],
+                           restarts, square_queries)
+    x, y = _checked_data(model, data, attack)
+    tf.random.set_seed(seed)
+    forward = _forward(model)
+    predict = _Predictor(forward, batch_size)
+    attack_batch = _pgd_fn(forward, attack, strategy)
+    nat = predict.all(x) == y
+    context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy, attack_batch)
+    rob, suites, found = _run_suites(chosen, context, nat, predict)
+    natural, robust = float(nat.mean()), float(rob.mean())
+    sub = slice(0, min(check_subset, len(x)))
+    found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
+    if robust > natural + 1e-12:
+        found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
+    zero_gradients = None
+    if attack.eps > 0 and attack.steps > 0:
+        found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
+        zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
+        if zero_gradients > 0:
+            found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+    for message in found:
+        warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
+    per_class = {
+        int(c): {"natural_accuracy": float(nat[y == c].mean()), "robust_accuracy": float(rob[y == c].mean()),
+                 "count": int((y == c).sum())}
+        for c in np.unique(y)
+    }
+    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), restarts)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites, zero_gradients)
+
+
+def _check_numbers(restarts, square_queries, batch_size, check_subset, seed):
+    return (_validate.integer(restarts, "restarts", low=1), _validate.integer(square_queries, "square_queries", low=1),
+            _validate.integer(batch_size, "batch_size", low=1), _validate.integer(check_subset, "check_subset", low=1),
+            _validate.integer(seed, "seed"))
+
+
+def _checked_data(model, data, attack: Attack):
+    """(x, y) arrays from ``data``, checked against the model and the attack's data range; logits required."""
+
+    if isinstance(data, tf.data.Dataset):
+        data = _validate.dataset_to_arrays(data, "data")
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(f"data must be (x, y) arrays or a finite tf.data.Dataset of (x, y) batches. You passed: {type(data).__name__}")
+    shape, classes = _validate.model_contract(model)
+    x, y = _validate.check_arrays(data[0], data[1], "data", input_shape=shape, num_classes=classes,
+                                  clip_min=attack.clip_min, clip_max=attack.clip_max)
+    if _outputs_probabilities(model, x):
+        raise ValueError(
+            f"model {model.name!r} outputs probabilities (softmax); evaluate needs logits. "
+            "Remove the final softmax (e.g. Dense(k) instead of Dense(k, activation='softmax'))."
+        )
+    return x, y
+
+
+def _pgd_fn(forward, attack: Attack, strategy):
+    """``(xb, yb) -> adversarial xb``; with several replicas each attacks a contiguous slice, gathered back."""
+    def one_replica(xb, yb):
+        return pgd(forward, xb, yb, attack)
+
+    if strategy is None or strategy.num_replicas_in_sync == 1:
+        return tf.function(one_replica, reduce_retracing=True)
+
+
+    def replica_slice(xb, yb):
+        context = tf.distribute.get_replica_context()
+        per = (tf.shape(xb)[0] + context.num_replicas_in_sync - 1) // context.num_replicas_in_sync
+        first = tf.cast(context.replica_id_in_sync_group, tf.int32) * per
+        return all_gather_rows(one_replica(xb[first:first + per], yb[first:first + per]))
+
+    @tf.function(reduce_retracing=True)
+    def across_replicas(xb, yb):
+        return strategy.experimental_local_results(strategy.run(replica_slice, args=(xb, yb)))[0]
+
+    return across_replicas
+
+
+class _Predictor:
+    """Predicted classes, batch by batch."""
+
+    def __init__(self, forward, batch_size: int):
+        self.batch_size = batch_size
+        self.batch = tf.function(lambda xb: tf.argmax(forward(xb), axis=1), reduce_retracing=True)
+
+    def all(self, xs) -> np.ndarray:
+        return np.concatenate([self.batch(xs[i:i + self.batch_size]).numpy() for i in range(0, len(xs), self.batch_size)])
+
+    def robust(self, attack_fn, xs, ys) -> np.ndarray:
+        """Per example: correct on the input and on one run of ``attack_fn``."""
+        out = np.zeros(len(xs), bool)
+        for start in range(0, len(xs), self.batch_size):
+            xb, yb = xs[start:start + self.batch_size], ys[start:start + self.batch_size]
+            ok = self.batch(xb).numpy() == yb
+            out[start:start + len(xb)] = ok & (self.batch(attack_fn(xb, yb).numpy()).numpy() == yb)
+        return out
+
+
+def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: _Predictor):
+    """(robust per example over every suite, each suite's robust accuracy, warnings)."""
+    x, y, attack = context.x, context.y, context.attack
+    rob = nat.copy()
+    suites: Dict[str, float] = {}
+    found: List[str] = []
+    for suite in chosen:
+        survived = nat.copy()
+        for adv in suite.adversarial_sets(context):
+            adv = np.array(adv, copy=True)
+            outside, worst = _outside(adv, x, attack)
+            if outside.any():
+                found.append(f"{suite.label} returned {int(outside.sum())} inputs outside the eps-ball or the data range "
+                             f"[{attack.clip_min}, {attack.clip_max}] (largest distance {worst:.6g}, eps {attack.eps:g}); "
+                             "they were not counted")
+                adv[outside] = x[outside]
+            survived &= predict.all(adv) == y
+        suites[suite.name] = float(survived.mean())
+        rob &= survived
+    first = chosen[0]
+    reference = suites[first.name]
+    noise = 2 * np.sqrt(max(reference * (1 - reference), 1 / len(x)) / len(x))
+    for suite in chosen[1:]:
+        if suites[suite.name] < reference - noise:
+            found.append(f"{suite.label} lowers robust accuracy from {reference:.4f} ({first.label}) to "
+                         f"{suites[suite.name]:.4f}, beyond noise {noise:.4f}: {first.label} overestimates robustness here")
+    return rob, suites, found
+
+
+def _zero_eps_check(forward, predict: _Predictor, x, y, nat, attack: Attack) -> List[str]:
+    zero_adv = pgd(forward, x, y, attack.replace(eps=0.0)).numpy()
+    return [] if np.array_equal(predict.batch(zero_adv).numpy() == y, nat) else ["eps=0 attack does not reproduce the natural predictions"]
+
+
+def _convergence_check(forward, predict: _Predictor, x, y, attack: Attack, attack_fn, strategy) -> List[str]:
+    """Twice the PGD steps must not raise robust accuracy beyond binomial noise."""
+    stronger = _pgd_fn(forward, attack.replace(steps=attack.steps * 2, step_size=attack.step_size), strategy)
+    rob_strong, rob_one = predict.robust(stronger, x, y), predict.robust(attack_fn, x, y)
+    n = len(rob_one)
+    noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
+    if rob_strong.mean() > rob_one.mean() + noise:
+        return [f"twice the PGD steps raised robust accuracy on {n} examples from {rob_one.mean():.3f} to "
+                f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): the attack may not converge"]
+    return []
+
+
+def _zero_gradient_fraction(forward, x, y) -> float:
+    """Share of examples whose loss has an all-zero input gradient (a dead network or gradient masking)."""
+    xs = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(y), forward(xs))
+    grads = tape.gradient(loss, xs, unconnected_gradients=tf.UnconnectedGradients.ZERO).numpy().reshape(len(x), -1)
+    return float(np.mean(np.abs(grads).max(axis=1) == 0))
+
+
+def _outside(adv: np.ndarray, x: np.ndarray, attack: Attack):
+    """Per example: does ``adv`` leave the ε-ball around ``x`` or the data range? And the largest distance."""
+    dist = _lp_distance(adv, x, attack.norm)
+    outside = dist > attack.eps + 1e-5 * max(1.0, attack.eps)
+    flat = adv.reshape(len(x), -1)
+    if attack.clip_min is not None:
+        outside |= flat.min(axis=1) < attack.clip_min - 1e-6
+    if attack.clip_max is not None:
+        outside |= flat.max(axis=1) > attack.clip_max + 1e-6
+    return outside, float(dist.max()) if len(dist) else 0.0

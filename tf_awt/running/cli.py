@@ -1,0 +1,413 @@
+"""``tf-awt``: the command line.
+
+    tf-awt run [RECIPE] [--set KEY=VALUE ...] [--out DIR] [--quiet] [--no-mlflow] [--register-as NAME | --no-register] [--force] [--debug]
+    tf-awt search|train|evaluate|export --out DIR [RECIPE] [--set ...]
+    tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
+                    --steps 100 --restarts 5] [--json OUT]
+    tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR] [--workers N | --address ADDR]
+    tf-awt recipes
+
+Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
+shows the traceback.
+
+TensorFlow is imported only inside the functions that need it, after the recipe is checked and the
+output directory locked: a bad command fails in 0.1–0.2 s.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from typing import Optional
+
+from tf_awt.errors import TrainingCollapsed
+
+EXIT_COLLAPSED = 3
+"""``tf-awt run``'s exit code when training collapsed and the recipe sets ``train.fail_on_collapse``."""
+
+EXIT_USAGE = 2
+
+
+class _Progress:
+    """Builds a Keras callback drawing one tqdm bar per phase (ETA + live metrics), or log lines."""
+
+    def __init__(self, quiet: bool):
+        # a bar redrawn into a file is hundreds of lines of log: log lines when stderr is not a terminal
+        self.quiet = quiet or not sys.stderr.isatty()
+
+    def __call__(self, phase: str, total_steps: int):
+        import tf_keras
+
+        quiet = self.quiet
+
+        class Bar(tf_keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.bar = None
+                if not quiet:
+                    from tqdm.auto import tqdm
+
+                    self.bar = tqdm(total=total_steps, desc=phase, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+            def on_train_batch_end(self, batch, logs=None):
+                if self.bar is not None:
+                    self.bar.update(1)
+                    self.bar.set_postfix({k: f"{v:.4g}" for k, v in (logs or {}).items() if k != "loss" or phase == "search"}, refresh=False)
+
+            def on_epoch_end(self, epoch, logs=None):
+                if quiet:
+                    shown = ", ".join(f"{k} {v:.4g}" for k, v in (logs or {}).items())
+                    print(f"{phase} epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+
+            def on_train_end(self, logs=None):
+                if self.bar is not None:
+                    self.bar.close()
+
+        return Bar()
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="tf-awt", description="Adversarial Winning Tickets: search, adversarial training, evaluation, export.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def recipe_args(sp, out_required):
+        sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
+        sp.add_argument("--out", required=out_required, default=None,
+                        help="output directory" + ("" if out_required else " (default: runs/<recipe name>)"))
+        sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+        sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+        sp.add_argument("--force", action="store_true",
+                        help="discard what --out holds (a finished or interrupted run) and start over")
+        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+        sp.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+
+    run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
+    recipe_args(run, out_required=False)
+    run.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
+    run.add_argument("--register-as", metavar="NAME",
+                     help="register the model in MLflow's model registry under NAME (default: tf_awt-RECIPE)")
+    run.add_argument("--no-register", action="store_true", help="log the model in MLflow without registering it")
+    for name, text in (("search", "find the ticket (writes ticket.npz)"), ("train", "adversarially train the ticket"),
+                       ("export", "export the sparse SavedModel")):
+        recipe_args(sub.add_parser(name, help=text), out_required=True)
+    ev = sub.add_parser("evaluate", help="natural and robust accuracy of a run's model or of any SavedModel")
+    recipe_args(ev, out_required=False)
+    ev.add_argument("--model", help="an exported SavedModel directory (instead of --out DIR)")
+    ev.add_argument("--dataset", help="a tf_awt.data name (with --model)")
+    ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
+    ev.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
+                    help="pgd (default), or autoattack: PGD plus the AutoAttack suite (needs adversarial-robustness-toolbox)")
+    ev.add_argument("--norm", default=None, choices=["linf", "l2"],
+                    help="the attack's norm (default: the run's recipe's attack.norm when --model is a run's saved_model, else linf)")
+    ev.add_argument("--eps", type=float, default=None,
+                    help="the attack's budget ε (default: the run's recipe's attack.eps when --model is a run's saved_model, "
+                         "else 0.3); L∞: at most the data range")
+    ev.add_argument("--steps", type=int, default=100, help="PGD steps (default 100; step size 2.5·ε/steps)")
+    ev.add_argument("--restarts", type=int, default=5, help="PGD random restarts, worst case counted (default 5)")
+    ev.add_argument("--max-examples", type=int, default=None, help="evaluate the first N test examples only")
+    ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
+    sw = sub.add_parser("sweep", help="a resumable grid of runs: methods x densities x seeds")
+    recipe_args(sw, out_required=False)
+    sw.add_argument("--densities", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
+    sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
+    sw.add_argument("--seeds", type=int, default=1)
+    sw.add_argument("--no-mlflow", action="store_true", help="do not track the sweep in MLflow")
+    sw.add_argument("--workers", type=int, default=1,
+                    help="cells run at once as Ray tasks on a local Ray instance (default 1: one after another, no Ray)")
+    sw.add_argument("--address", default=None,
+                    help="run the cells on this existing Ray cluster (default: RAY_ADDRESS if set; see docs/distributed.md)")
+    sub.add_parser("recipes", help="list the bundled recipes")
+    return p
+
+
+def _evaluate_saved_model(args):
+    import json
+
+    import numpy as np
+    import tensorflow as tf
+
+    from tf_awt import data as data_mod
+    from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
+    from tf_awt._files import atomic_write_json
+
+    if (args.dataset is None) == (args.data is None):
+        raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
+    if not os.path.isdir(args.model):
+        raise ValueError(f"--model {args.model} is not a SavedModel directory")
+    _attack_defaults(args)
+    split = data_mod.load(args.data or args.dataset, getattr(args, "data_dir", None))
+    high = split.clip_max - split.clip_min if split.clip_max is not None and split.clip_min is not None else None
+    if args.eps < 0 or (args.norm == "linf" and high is not None and args.eps > high):
+        raise ValueError(f"--eps must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, {split.clip_max:g}]. "
+                         f"You passed: {args.eps:g}" if high is not None else f"--eps must be >= 0. You passed: {args.eps:g}")
+    x = np.concatenate([split.x_train, split.x_test]) if args.data else split.x_test
+    y = np.concatenate([split.y_train, split.y_test]) if args.data else split.y_test
+    if args.max_examples:
+        x, y = x[: args.max_examples], y[: args.max_examples]
+    loaded = tf.saved_model.load(args.model)
+    if "serving_default" not in loaded.signatures:
+        raise ValueError(f"{args.model} has no serving_default signature")
+    fn = loaded.signatures["serving_default"]
+    spec = list(fn.structured_input_signature[1].values())[0]
+    out_spec = list(fn.structured_outputs.values())[0]
+    from tf_awt._validate import check_arrays
+
+    check_arrays(x, y, args.data or args.dataset, input_shape=tuple(spec.shape[1:]),
+                 num_classes=out_spec.shape[-1], clip_min=split.clip_min, clip_max=split.clip_max)
+    key = list(fn.structured_input_signature[1])[0]
+
+    import tf_keras
+
+    class Wrapped(tf_keras.Model):
+        def call(self, inputs, training=False):
+            return list(fn(**{key: inputs}).values())[0]
+
+    model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
+    attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
+    result = evaluate(model, (x, y), attack=attack, restarts=args.restarts, autoattack=args.attack == "autoattack")
+    out = result.to_dict()
+    echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts, "attack": args.attack}
+    print(f"natural accuracy {out['natural_accuracy']:.4f}, robust accuracy {out['robust_accuracy']:.4f} "
+          f"({'PGD' if args.attack == 'pgd' else 'PGD + AutoAttack'}-{args.steps} ×{args.restarts}, {args.norm} ε = {args.eps:g}, "
+          f"{out['num_examples']} examples{'; ε and norm from ' + args.attack_source if args.attack_source else ''})",
+          file=sys.stderr)
+    print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
+                      "suites": out["suites"], "num_examples": out["num_examples"], "attack": echo,
+                      "warnings": out["warnings"]}))
+    if args.json_out:
+        atomic_write_json(args.json_out, out)
+
+
+def _attack_defaults(args) -> None:
+    """``--eps``/``--norm`` not given: the run's own attack when ``--model`` is ``<run>/saved_model``
+    (its ``recipe.yaml`` beside it), else L∞ ε = 0.3. Sets ``args.attack_source`` (the recipe's path or "")."""
+    args.attack_source = ""
+    recipe_path = os.path.join(os.path.dirname(os.path.normpath(args.model)), "recipe.yaml")
+    if (args.eps is None or args.norm is None) and os.path.isfile(recipe_path):
+        from tf_awt.running.recipes import load_recipe
+
+        attack = load_recipe(recipe_path).attack
+        args.eps = attack.eps if args.eps is None else args.eps
+        args.norm = attack.norm if args.norm is None else args.norm
+        args.attack_source = recipe_path
+    args.eps = 0.3 if args.eps is None else args.eps
+    args.norm = "linf" if args.norm is None else args.norm
+
+
+def _registered_name(args) -> str:
+    """``--register-as NAME``, else ``tf_awt-<recipe stem>``; checked like MLflow's own names."""
+    name = args.register_as if args.register_as is not None else f"tf_awt-{_recipe_stem(args.recipe)}"
+    if not name or not all(c.isalnum() or c in "-_." for c in name):
+        raise ValueError(f"--register-as takes a model name of letters, digits, '-', '_' and '.'. You passed: {name!r}")
+    return name
+
+
+def _recipe_stem(recipe: str) -> str:
+    """``quickstart`` -> ``quickstart``; ``path/to/my.yaml`` -> ``my``."""
+    base = os.path.basename(recipe)
+    return base.rsplit(".", 1)[0] if base.endswith((".yaml", ".yml")) else base
+
+
+def _main(argv):
+    args = _parser().parse_args(argv)
+    args.verbose = "--verbose" in argv  # global or after the command (a subparser's default would hide the global flag)
+    if args.command == "recipes":
+        from tf_awt.running.recipes import bundled_recipes
+
+        for name, text in bundled_recipes().items():
+            print(f"{name:16s} {text}")
+        return 0
+    if args.command == "evaluate" and args.model:
+        _import_tensorflow(args.verbose)
+        _evaluate_saved_model(args)
+        return 0
+    from tf_awt.running.recipes import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)  # checked before TensorFlow loads: a bad recipe fails at once
+    if args.command == "run" and not args.out:
+        args.out = os.path.join("runs", _recipe_stem(args.recipe))
+    if args.command == "evaluate" and not args.out:
+        raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
+    densities = None
+    if args.command == "sweep":
+        try:
+            densities = [float(d) for d in args.densities.split(",") if d.strip()]
+        except ValueError:
+            raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
+        args.out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from tf_awt._files import DirectoryLock
+
+    with DirectoryLock(args.out) as lock:  # before TensorFlow loads: a busy directory is refused at once
+        if lock.took_over:
+            log(f"{args.out}: took over the lock of a process that no longer runs (pid {lock.took_over})")
+        _import_tensorflow(args.verbose)
+        return _dispatch(args, recipe, densities, log)
+
+
+def _dispatch(args, recipe, densities, log) -> int:
+    """The command, with TensorFlow loaded and ``args.out`` locked."""
+    from tf_awt.running.pipeline import Run
+    from tf_awt._distribute import is_chief
+
+    tracker = None
+    if args.command == "run" and not args.no_mlflow and is_chief():  # multi-worker: the chief tracks
+        from tf_awt.running.tracking import Tracker
+
+        tracker = Tracker(register=None if args.no_register else _registered_name(args))
+    run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+              tracker=tracker, log=log, force=args.force)
+    if args.command == "sweep":
+        from tf_awt.running.sweep import sweep
+
+        rows = sweep(recipe, args.out, [m.strip() for m in args.methods.split(",") if m.strip()], densities, args.seeds,
+                     recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
+                     track=not args.no_mlflow, log=log, force=args.force, workers=args.workers, address=args.address,
+                     verbose=args.verbose)
+        with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
+            print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
+    elif args.command == "run":
+        summary = run.all()
+        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
+              f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
+        if not args.quiet:
+            print(closing_block(summary, args.out, recipe, num_classes=run.inputs.split.num_classes, ui_url=_run_page(tracker)))
+    else:
+        if args.command == "search":
+            run.inputs.split  # the data load first: a bad data set leaves nothing behind
+            run.directory.write_recipe()
+        getattr(run, args.command)()
+    return 0
+
+
+def _run_page(tracker) -> Optional[str]:
+    """The run's page in ``mlflow ui`` (default address), in the UI's "Model training" mode: MLflow 3
+    opens in its GenAI mode otherwise, whatever the experiment's kind (docs/screenshots/)."""
+    if tracker is None or not tracker.run_id:
+        return None
+    try:
+        import mlflow
+
+        experiment = mlflow.get_run(tracker.run_id).info.experiment_id
+    except Exception:  # the store went away: the block still prints
+        return None
+    return f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{tracker.run_id}?workflowType=machine_learning"
+
+
+def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None) -> str:
+    """What to look at and run next after ``tf-awt run``: the headline against chance, the plots, the
+    MLflow run and model, and the exact commands (``mlflow ui``, ``mlflow models serve``, AutoAttack)."""
+    lines = [""]
+    against = f" (chance {1 / num_classes:.3f})" if num_classes else ""
+    lines.append(f"ticket: {summary.get('method', recipe.method)} at density {summary['density']:.4f}, "
+                 f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} "
+                 f"at {recipe.attack.norm} eps {recipe.attack.eps:g}{against}")
+    if summary.get("collapsed"):
+        lines.append("warning: training collapsed (see the warning above for what to try)")
+    plots = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
+    if plots:
+        lines.append(f"plots:   {', '.join(os.path.join(out, p) for p in plots)}")
+    if summary.get("mlflow_run_id"):
+        lines.append(f"mlflow:  run {summary['mlflow_run_id']}" + (f", model {summary['model_uri']}" if summary.get("model_uri") else ""))
+    lines.append("next:")
+    if summary.get("mlflow_run_id"):
+        lines.append(f"  mlflow ui                      # from this directory, then open {ui_url or 'http://127.0.0.1:5000'}")
+    if summary.get("registered_model"):
+        lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
+    lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
+    return "\n".join(lines)
+
+
+def _quiet_tensorflow(verbose: bool) -> None:
+    """TensorFlow's C++ logs (oneDNN, CUDA probing, ...) and MLflow's INFO lines (a new store's table
+    creation, "Creating a new experiment") off unless ``--verbose``; set before either is imported."""
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def _import_tensorflow(verbose: bool) -> None:
+    """Imports TensorFlow, tf_keras and tfmot; unless ``verbose``, without their log lines (:func:`tf_awt.quiet`)."""
+    if verbose:
+        import importlib
+
+        for name in ("tensorflow", "tf_keras", "tensorflow_model_optimization"):
+            importlib.import_module(name)
+        return
+    from tf_awt.running.logs import quiet
+
+    quiet()
+
+
+_WRAPPERS = ("in user code", "Exception encountered when calling", "Graph execution error")
+_NOISE = ("File ", "[[", "Call arguments received", "•", "Detected at node", "in user code")
+
+
+def _cause_line(text: str):
+    """The line of an error message that says what went wrong (None if it is empty)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return None
+    if not lines[0].startswith(_WRAPPERS):
+        return lines[0]
+    raised = [line for line in lines[1:] if re.match(r"^[\w.]*(Error|Exception)\b[^:]*: ", line)]
+    if raised:
+        return raised[-1]
+    rest = [line for line in lines[1:] if not line.startswith(_NOISE)]
+    return rest[-1] if rest else None
+
+
+def error_message(err: BaseException) -> str:
+    """One line saying what went wrong: the real cause, not Keras' "in user code:" preamble.
+
+    Errors raised inside ``fit`` or a layer's ``call`` carry the traced function's traceback in
+    their message ("in user code: File ..., line ...", "Exception encountered when calling
+    layer ...", "Graph execution error: Detected at node ..."), with the actual error further
+    down; the chained causes (``raise ... from``) are looked at too.
+    """
+    seen = set()
+    current = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        line = _cause_line(str(current))
+        if line:
+            return line
+        current = current.__cause__ or current.__context__
+    return type(err).__name__
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    verbose = "--verbose" in argv
+    _quiet_tensorflow(verbose)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("tf-awt: interrupted", file=sys.stderr)
+        return 130
+    except TrainingCollapsed as err:
+        print(f"tf-awt: error: {err}", file=sys.stderr)
+        return EXIT_COLLAPSED
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        if debug:
+            traceback.print_exc()
+        print(f"tf-awt: error: {error_message(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # anything unexpected: still one line unless --debug
+        if debug:
+            traceback.print_exc()
+        print(f"tf-awt: error: {type(err).__name__}: {error_message(err)} (run with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""A run of a recipe: ``find_ticket → adversarial_fit → evaluate → export_saved_model`` over one
+output directory (what ``tf-awt run`` and ``tf-awt sweep`` call). This module only composes:
+
+* the directory (layout, what it holds, resume state) is :class:`tf_awt.running.run_directory.RunDirectory`;
+* what the run reads (data, θ0, strategy, the data's range) is :class:`tf_awt.running.run_inputs.RunInputs`;
+* the phases are the library's own public calls, given the recipe's configuration objects;
+* the summary, its description and the collapse diagnosis are :mod:`tf_awt.running.report`;
+* MLflow is a :class:`tf_awt.running.tracking.Tracker` (a :class:`~tf_awt.running.tracking.NullTracker` by default).
+
+Resume: :meth:`Run.all` on a directory that holds an unfinished run of the *same* resolved recipe
+skips the phases whose outputs exist, continues the interrupted phase from its last epoch
+checkpoint (:mod:`tf_awt.checkpoint`) and logs into the same MLflow run; randomness is stateless in
+(seed, step) and (seed, epoch), so it ends with the summary an uninterrupted run writes. A finished
+directory (``summary.json``) is left alone; ``force=True`` discards what it holds and starts over.
+The library raises (a collapsed training with ``train.fail_on_collapse``:
+:class:`tf_awt.TrainingCollapsed`); the command line turns errors into exit codes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Callable, Dict, Optional
+
+import tensorflow as tf
+import tf_keras
+
+from tf_awt.adversarial.collapse import CollapseMonitor, TrainingCollapsed, advice
+from tf_awt.adversarial.evaluation import EvaluationResult, evaluate
+from tf_awt.adversarial.training import adversarial_fit
+from tf_awt.checkpoint import steps_per_epoch
+from tf_awt.running import plots, report
+from tf_awt.running.recipes import Recipe
+from tf_awt.running.run_directory import RunDirectory
+from tf_awt.running.run_inputs import RunInputs
+from tf_awt.running.tracking import NullTracker, log_history, record_run
+from tf_awt.tickets.export import export_run
+from tf_awt.tickets.methods import get_method
+from tf_awt.tickets.search import find_ticket
+from tf_awt.tickets.ticket import Ticket
+
+__all__ = ["Run", "PHASES"]
+
+PHASES = ("search", "train", "evaluate", "export")
+_ARTIFACTS = ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", "model.tflite")
+
+
+class Run:
+    """One run of a recipe in ``out``; phases may run together (:meth:`all`) or one by one.
+
+    Args:
+      recipe: the resolved :class:`~tf_awt.running.recipes.Recipe`.
+      out: the output directory (:mod:`tf_awt.running.run_directory` for its layout).
+      recipe_name: the recipe's name or path (recorded in the summary; default "").
+      data_dir: tensorflow-datasets ``data_dir`` (default None).
+      progress: callable ``(phase, total_steps) -> keras Callback`` for progress display (default None).
+      tracker: a :class:`tf_awt.running.tracking.Tracker` (default None: nothing recorded).
+      log: callable for one-line progress messages (default ``print``).
+      force: discard what ``out`` holds (finished or not) and start over (default False).
+    """
+
+    def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
+                 progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print,
+                 force: bool = False):
+        self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
+        self.progress, self.log, self.force = progress, log, force
+        self.tracker = tracker if tracker is not None else NullTracker()
+        self.directory, self.inputs = RunDirectory(out, recipe), RunInputs(recipe, data_dir)
+        self.path = self.directory.path
+        self.timings: Dict[str, float] = {}
+
+    def _resuming(self, phase: str, epochs: int, batch_size: int):
+        """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase continues."""
+
+        directory, first = self.directory.resume_point(phase, epochs)
+        if first:
+            self.log(f"{phase}: resuming after epoch {first} of {epochs} ({directory})")
+        if not epochs or not self.progress:
+            return directory, []
+        return directory, [self.progress(phase, steps_per_epoch(len(self.inputs.split.y_train), batch_size) * (epochs - first))]
+
+    # ------------------------------------------------------------------ the phases
+    def search(self):
+        t0, r = time.time(), self.recipe
+        with self.inputs.strategy.scope():
+            config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
+            epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
+            directory, progress = self._resuming("search", epochs, config.batch_size)
+            ticket = find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
+                                 callbacks=progress, checkpoint_dir=directory)
+        ticket.save(self.path("ticket.npz"))
+        self.directory.drop_checkpoint("search")
+        log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss"),
+                    ticket.history.get("step", []))
+        self.timings["search"] = time.time() - t0
+        self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
+        return ticket
+
+    def ticket_model(self, distributed: bool = True):
+        """The ticket (θ0 ⊙ m in tfmot wrappers); in the recipe's strategy scope unless ``distributed=False``."""
+
+
+        self.directory.require("ticket.npz", "search")
+        ticket = Ticket.load(self.path("ticket.npz"))
+        with (self.inputs.strategy if distributed else tf.distribute.get_strategy()).scope():
+            return ticket, ticket.to_model(self.inputs.base_model(), rescale=self.recipe.train.rescale)
+
+    def train(self):
+        t0, r, s = time.time(), self.recipe, self.inputs.split
+        _, model = self.ticket_model()
+        tf_keras.utils.set_random_seed(r.seed)
+        val = self.inputs.validation()
+        directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
+        with self.inputs.strategy.scope():
+            history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
+                                      seed=r.seed, config=r.train, checkpoint_dir=directory,
+                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
+        hist = history.history
+        self.directory.save_weights(model)
+        self.directory.write_json("history.json", hist)
+        self.directory.drop_checkpoint("train")
+        log_history(self.tracker, hist, "train_")
+        self.timings["train"] = time.time() - t0
+        self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
+        return model, hist
+
+    def trained_model(self, distributed: bool = True):
+        ticket, model = self.ticket_model(distributed)
+        self.directory.require("trained.weights.h5", "train")
+        model.load_weights(self.path("trained.weights.h5"))
+        return ticket, model
+
+    def evaluate(self, model=None):
+        t0, r, s = time.time(), self.recipe, self.inputs.split
+        model = model if model is not None else self.trained_model()[1]
+        n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
+        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
+                          strategy=None if r.distribute == "none" else self.inputs.strategy)
+        self.directory.write_json("evaluation.json", result.to_dict())
+        self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
+        self.timings["evaluate"] = time.time() - t0
+        self.log(report.evaluation_line(r, result, self.timings["evaluate"]))
+        return result
+
+    def export(self, model=None):
+        t0 = time.time()
+        model = model if model is not None else self.trained_model(distributed=False)[1]
+        stripped, sizes, line = export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
+                                           self.recipe.export)
+        self.timings["export"] = time.time() - t0
+        self.log(line)
+        return stripped, sizes
+
+    # ------------------------------------------------------------------ everything
+    def all(self) -> dict:
+        """Runs (or resumes) search → train → evaluate → export; returns the summary."""
+        finished = None if self.force else self.directory.finished_summary()
+        if finished is not None:
+            self.log(f"{self.out} holds a finished run (summary.json): kept. Pass --force to run it again.")
+            return finished
+        self.inputs.split  # the data load first: a data set that cannot be read leaves nothing behind
+        state = self.directory.prepare(self.force)
+        self.timings.update(state.get("phase_seconds", {}))
+        self.directory.write_recipe()
+        fresh = not state.get("mlflow_run_id")
+        self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"),
+                           run_name=f"{self.recipe_name or 'recipe'}-{self.recipe.method}-d{self.recipe.density:g}-s{self.recipe.seed}"
+                                    f"-{os.path.basename(os.path.abspath(self.out))}")
+        state["mlflow_run_id"] = self.tracker.run_id
+        if fresh:
+            self.tracker.log_training_data(self.inputs.split.x_train, self.inputs.split.y_train, self.recipe.dataset)
+        self.directory.save_state(state, self.timings)
+        try:
+            ticket, model, hist, result = self._phases(state)
+            reasons = report.collapse_report(self.recipe, self.inputs.split, hist, result)
+            if reasons:
+                self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
+            # a distributed model is exported from a one-device copy of its trained weights
+            stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
+            summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings,
+                                     self.path("saved_model"), self.tracker.run_id)
+            self._finish(summary, ticket, hist, stripped, reasons)
+            if reasons and self.recipe.train.fail_on_collapse:
+                raise TrainingCollapsed(f"training collapsed (train.fail_on_collapse): {summary['collapse_reason']}")
+            return summary
+        except BaseException:
+            self.tracker.end("FAILED")
+            raise
+
+    def _phases(self, state: dict):
+        """(ticket, trained model, training history, evaluation): each read from the directory if there, else run."""
+
+        done = {}
+        for phase, outputs, load, run in (
+                ("search", ("ticket.npz",), lambda: Ticket.load(self.path("ticket.npz")), self.search),
+                ("train", ("trained.weights.h5", "history.json"),
+                 lambda: (self.trained_model()[1], self.directory.read_json("history.json")), self.train),
+                ("evaluate", ("evaluation.json",), lambda: EvaluationResult.from_dict(self.directory.read_json("evaluation.json")),
+                 lambda: self.evaluate(done["train"][0]))):
+            if self.directory.has(*outputs):
+                done[phase] = load()
+                self.log(f"{phase}: {outputs[0]} exists, kept")
+            else:
+                done[phase] = run()
+                self.directory.save_state(state, self.timings)
+        return (done["search"], *done["train"], done["evaluate"])
+
+    def _finish(self, summary: dict, ticket, hist, stripped, reasons):
+        """Plots, the MLflow record (:func:`tf_awt.running.tracking.record_run`), then summary.json (written last)."""
+
+        plots.write_all(self.out, ticket, hist)
+        last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
+        artifacts = [self.path(name) for name in (*_ARTIFACTS, *plots.NAMES) if self.directory.has(name)]
+        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.inputs.split.x_test[:2], last_epoch,
+                   report.description(self.recipe, summary), reasons, artifacts)
+        self.directory.write_json("summary.json", summary)
+        self.tracker.log_artifact(self.path("summary.json"))
+        self.tracker.end("FINISHED")

@@ -1,0 +1,62 @@
+"""PNG plots of a run: distance curves, accuracy curves, per-layer density (matplotlib, Agg).
+
+matplotlib is imported inside the functions that draw.
+"""
+from __future__ import annotations
+
+import io
+import os
+
+NAMES = ("distances.png", "accuracy.png", "density.png")
+
+
+def save(fig, path):
+    """Writes ``fig`` as a PNG to ``path`` atomically."""
+    from tf_awt._files import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_all(out: str, ticket, history: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    hist = ticket.history or {}
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key in zip(axes, ("kernel_distance", "target_distance")):
+        if hist.get(key):
+            ax.plot(hist["step"], hist[key])
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, f"no search ({ticket.method})", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(key.replace("_", " "))
+        ax.set_xlabel("search step")
+    save(fig, os.path.join(out, NAMES[0]))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for key in ("nat_accuracy", "adv_accuracy", "val_nat_accuracy", "val_adv_accuracy"):
+        if history.get(key):
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no training epochs", ha="center", va="center", transform=ax.transAxes)
+    save(fig, os.path.join(out, NAMES[1]))
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = list(ticket.layer_density)
+    ax.bar(range(len(names)), [ticket.layer_density[n] for n in names])
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=30, fontsize=7)
+    ax.set_ylabel("density")
+    ax.set_title(f"overall density {ticket.density:.4f}")
+    save(fig, os.path.join(out, NAMES[2]))
+    plt.close(fig)

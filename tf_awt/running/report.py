@@ -1,0 +1,72 @@
+"""What a finished run says about itself: the collapse diagnosis, the summary and its description.
+
+Plain functions of explicit arguments (the recipe, the data split, the training history, the
+evaluation, the ticket): :class:`tf_awt.running.pipeline.Run` composes them; nothing here runs a phase.
+"""
+from __future__ import annotations
+
+import os
+from typing import List, Optional
+
+import numpy as np
+
+from tf_awt.adversarial.collapse import advice, collapse_reasons
+
+__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line"]
+
+
+def collapse_report(recipe, split, history: dict, result) -> List[str]:
+    """Why training looks collapsed (empty: it does not), from the history and the evaluation."""
+    n_eval = result.num_examples
+    shares = np.bincount(split.y_test[:n_eval], minlength=split.num_classes) / max(n_eval, 1)
+    return collapse_reasons(history, result.natural_accuracy, split.num_classes, n_eval, float(shares.max()),
+                            result.zero_gradient_fraction)
+
+
+def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List[str], timings: dict,
+            saved_model: str, run_id: Optional[str]) -> dict:
+    """The run's ``summary.json``: headline numbers, densities, sizes, timings, collapse, MLflow ids."""
+    return {
+        "natural_accuracy": result.natural_accuracy,
+        "robust_accuracy": result.robust_accuracy,
+        "density": ticket.density,
+        "layer_density": ticket.layer_density,
+        "method": recipe.method,
+        "recipe": recipe_name,
+        "dataset": recipe.dataset,
+        "seed": recipe.seed,
+        "phase_seconds": dict(timings),
+        "model_size": sizes,
+        "sanity_warnings": result.warnings,
+        "collapsed": bool(reasons),
+        "collapse_reason": (f"{'; '.join(reasons)}. {advice(recipe.train)}" if reasons else None),
+        "saved_model": os.path.abspath(saved_model),
+        "mlflow_run_id": run_id,
+        "model_uri": None,
+        "registered_model": None,
+    }
+
+
+def description(recipe, summary: dict) -> str:
+    """The MLflow run description: the recipe's own, then the headline numbers."""
+    r = recipe
+    line = (f"{r.method} ticket of the {r.model} at density {summary['density']:.4f} on {r.dataset} "
+            f"({r.attack.norm} ε = {r.attack.eps:g}): natural accuracy {summary['natural_accuracy']:.4f}, robust "
+            f"accuracy {summary['robust_accuracy']:.4f} (PGD-{r.eval.steps} ×{r.eval.restarts}, {r.eval.split} split)")
+    if summary["collapsed"]:
+        line += f". Training collapsed: {summary['collapse_reason']}"
+    return f"{r.description.strip()}\n\n{line}." if r.description.strip() else line + "."
+
+
+def training_line(epochs: int, seconds: float, history: dict) -> str:
+    """``train: 8 epochs (23 s): loss 0.98, ...``: the last epoch's values."""
+    last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items() if v)
+    return f"train: {epochs} epochs ({seconds:.0f} s){': ' + last if last else ''}"
+
+
+def evaluation_line(recipe, result, seconds: float) -> str:
+    """``evaluate: natural 0.85, robust 0.68 (PGD-100 x5, eps 0.1, 1000 examples, 60 s)``."""
+    e = recipe.eval
+    return (f"evaluate: natural {result.natural_accuracy:.4f}, robust {result.robust_accuracy:.4f} "
+            f"(PGD-{e.steps} x{e.restarts}{' + AutoAttack' if e.autoattack else ''}, eps {recipe.attack.eps:g}, "
+            f"{result.num_examples} examples, {seconds:.0f} s)")

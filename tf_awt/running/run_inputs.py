@@ -1,0 +1,67 @@
+"""What a run of a recipe reads: its data (the validation split when ``eval.split: validation``),
+its architecture at the seeded initialization θ0, its ``tf.distribute`` strategy, and its attacks
+clipped to the data's range. Each is made on first use, so a run that only evaluates never builds a
+strategy, and a data set that cannot be read fails before anything is written.
+
+The data set, the models and the strategy are imported on first use (``tf-awt run`` on a finished
+directory never loads them).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["RunInputs"]
+
+
+class RunInputs:
+    """The inputs of one run of ``recipe`` (a :class:`tf_awt.running.recipes.Recipe`).
+
+    Args:
+      recipe: the resolved recipe.
+      data_dir: tensorflow-datasets ``data_dir`` (default None: ``TFDS_DATA_DIR`` or its default).
+    """
+
+    def __init__(self, recipe, data_dir: Optional[str] = None):
+        self.recipe, self.data_dir = recipe, data_dir
+        self._split = self._strategy = None
+
+    @property
+    def split(self):
+        """The recipe's data set (a :class:`tf_awt.data.Split`), or its validation split."""
+        if self._split is None:
+            from tf_awt import data
+
+            self._split = data.load(self.recipe.dataset, self.data_dir)
+            if self.recipe.eval.split == "validation":
+                self._split = data.validation_split(self._split)
+        return self._split
+
+    @property
+    def strategy(self):
+        """The recipe's ``tf.distribute`` strategy (``distribute``: none | mirrored | multi_worker)."""
+        if self._strategy is None:
+            from tf_awt._distribute import strategy_for
+
+            self._strategy = strategy_for(self.recipe.distribute)
+        return self._strategy
+
+    def base_model(self):
+        """The architecture at its seeded initialization θ0 (the same weights on every call)."""
+        import tf_keras
+
+        from tf_awt.models import build_model
+
+        tf_keras.utils.set_random_seed(self.recipe.seed)
+        return build_model(self.recipe.model, self.split.input_shape, self.split.num_classes, self.recipe.init)
+
+    def in_range(self, attack):
+        """``attack`` clipped to the data set's range (unbounded for Gaussian toy data)."""
+        return attack.replace(clip_min=self.split.clip_min, clip_max=self.split.clip_max)
+
+    def validation(self, held: int = 1000):
+        """The first ``held`` test (or validation) examples as a dataset: the per-epoch curves of training."""
+        import tensorflow as tf
+
+        s = self.split
+        n = min(len(s.y_test), held)
+        return tf.data.Dataset.from_tensor_slices((s.x_test[:n], s.y_test[:n])).batch(256)

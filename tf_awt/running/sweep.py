@@ -1,0 +1,182 @@
+"""A grid of runs: methods × densities × seeds, resumable, with a table and plots.
+
+Each cell is a full run (:class:`tf_awt.running.pipeline.Run`) in ``DIR/cells/<method>-d<density>-s<seed>``.
+A cell whose ``summary.json`` exists is finished and is not run again, so re-running the same
+sweep after an interruption only runs the missing cells. With MLflow, the sweep is one parent run
+(its id kept in ``DIR/sweep.json`` so a resumed sweep continues it) and each cell a child run.
+
+Outputs: ``sweep.csv`` (one row per cell), ``sweep.md`` (mean ± std over seeds),
+``accuracy_vs_density.png`` (natural and robust accuracy per method, error bars = std over
+seeds) and ``search_distances.png`` (kernel/target distance curves of the searched tickets per
+density).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tf_awt import _validate
+from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt.running.cells import Cell, run_on_ray
+from tf_awt.running.pipeline import Run
+from tf_awt.running.plots import save
+from tf_awt.running.recipes import Recipe
+from tf_awt.running.tracking import NullTracker, Tracker
+from tf_awt.tickets.methods import get_method, method_names
+from tf_awt.tickets.ticket import Ticket
+
+__all__ = ["sweep", "cell_name"]
+
+FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell", "collapsed")
+
+
+def cell_name(method: str, density: float, seed: int) -> str:
+    return f"{method}-d{density:g}-s{seed}"
+
+
+def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
+    for method in methods:
+        for density in (densities if get_method(method).prunes else [1.0]):
+            for seed in range(seeds):
+                yield method, float(density), seed
+
+
+def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[float], seeds: int = 1,
+          recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
+          log: Callable[[str], None] = print, force: bool = False, workers: int = 1, address: Optional[str] = None,
+          verbose: bool = False) -> List[dict]:
+    """Runs (or resumes) the grid; returns one row per cell.
+
+    Args:
+      recipe, out, methods, densities, seeds: the grid (``out/cells/<cell>`` per cell).
+      recipe_name, data_dir, progress, log: as :class:`tf_awt.running.pipeline.Run`'s.
+      track: record the sweep in MLflow, one parent run and a child run per cell (default True).
+      force: rerun finished cells too (default False).
+      workers: cells run at once (default 1: one after another in this process); more runs them
+        as Ray tasks on a local Ray instance started for the call (:mod:`tf_awt.running.cells`).
+      address: an existing Ray cluster to run the cells on (default None; ``RAY_ADDRESS`` too).
+      verbose: show Ray's own log lines and the cells' output (default False).
+    """
+
+    bad = [m for m in methods if m not in method_names()]
+    if bad or not methods:
+        raise ValueError(f"methods must be a non-empty list from {method_names()}. You passed: {list(methods)}")
+
+    if not densities or any(not (_validate.is_real(d) and 0 < d <= 1) for d in densities):
+        raise ValueError(f"densities must be numbers in (0, 1]. You passed: {list(densities)}")
+    densities = [float(d) for d in densities]
+    seeds = _validate.integer(seeds, "seeds", low=1)
+    workers = _validate.integer(workers, "workers", low=1)
+    os.makedirs(os.path.join(out, "cells"), exist_ok=True)
+    state_path = os.path.join(out, "sweep.json")
+    state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    parent = Tracker() if track else NullTracker()
+    state["parent_run_id"] = parent.start_parent(
+        f"sweep-{recipe_name or 'recipe'}", {"sweep.methods": ",".join(methods), "sweep.densities": ",".join(map(str, densities)),
+                                             "sweep.seeds": seeds}, run_id=state.get("parent_run_id"))
+    state.update({"recipe": recipe.to_dict(), "methods": list(methods), "densities": list(densities), "seeds": seeds})
+    atomic_write_json(state_path, state)
+    rows, grid = [], list(_cells(methods, densities, seeds))
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    try:
+        todo = []
+        for method, density, seed in grid:
+            name = cell_name(method, density, seed)
+            cell_dir = os.path.join(out, "cells", name)
+            if os.path.exists(os.path.join(cell_dir, "summary.json")) and not force:
+                log(f"sweep: {name} already finished, kept")
+            else:
+                todo.append(Cell(name, dataclasses.replace(recipe, method=method, density=density, seed=seed),
+                                 cell_dir, recipe_name, data_dir, force))
+        if workers == 1 and address is None:
+            for cell in todo:
+                log(f"sweep: running {cell.name}")
+                Run(cell.recipe, cell.out, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
+                    tracker=Tracker(nested=True) if track else None, log=log, force=force).all()
+        else:
+            run_on_ray(todo, workers, address, parent.run_id if track else None, log=log, verbose=verbose)
+        for method, density, seed in grid:
+            name = cell_name(method, density, seed)
+            s = json.load(open(os.path.join(out, "cells", name, "summary.json")))
+            rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
+                         "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
+                         "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,
+                         "collapsed": bool(s.get("collapsed", False))})
+        _write_outputs(out, rows)
+        for name in ("sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"):
+            if os.path.exists(os.path.join(out, name)):
+                parent.log_artifact(os.path.join(out, name))
+        return rows
+    finally:
+        parent.end_all()
+
+
+def summarize(rows: List[dict]) -> List[dict]:
+    """Mean and std over seeds per (method, density)."""
+    groups: Dict[tuple, List[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["density"]), []).append(r)
+    out = []
+    for (method, density), items in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        nat = np.array([i["natural_accuracy"] for i in items])
+        rob = np.array([i["robust_accuracy"] for i in items])
+        out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat.mean(),
+                    "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std(),
+                    "collapsed": sum(bool(i.get("collapsed")) for i in items)})
+    return out
+
+
+def _write_outputs(out: str, rows: List[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(os.path.join(out, "sweep.csv"), buf.getvalue().encode())
+    lines = ["| method | density | seeds | natural accuracy | robust accuracy | collapsed |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in summarize(rows):
+        lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
+                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['collapsed']} of {s['seeds']} |")
+    atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
+    _plots(out, rows)
+
+
+def _plots(out: str, rows: List[dict]) -> None:
+    import matplotlib  # only when plotting, and with the file backend chosen before pyplot loads
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    stats = summarize(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
+    for ax, key in zip(axes, ("natural", "robust")):
+        for method in sorted({s["method"] for s in stats}):
+            pts = sorted((s for s in stats if s["method"] == method), key=lambda s: s["density"])
+            d = [p["density"] for p in pts]
+            ax.errorbar(d, [p[f"{key}_mean"] for p in pts], yerr=[p[f"{key}_std"] for p in pts], marker="o", capsize=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("density")
+        ax.set_title(f"{key} accuracy")
+    axes[0].legend(fontsize=7)
+    save(fig, os.path.join(out, "accuracy_vs_density.png"))
+    plt.close(fig)
+
+    searched = [r for r in rows if get_method(r["method"]).trains and r["seed"] == 0]
+    if searched:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+        for r in sorted(searched, key=lambda r: r["density"]):
+            hist = Ticket.load(os.path.join(out, "cells", r["cell"], "ticket.npz")).history
+            for ax, key in zip(axes, ("kernel_distance", "target_distance")):
+                ax.plot(hist["step"], hist[key], label=f"{r['method']} d={r['density']:g}")
+        for ax, key in zip(axes, ("kernel distance", "target distance")):
+            ax.set_yscale("log")
+            ax.set_xlabel("search step")
+            ax.set_title(key)
+        axes[0].legend(fontsize=7)
+        save(fig, os.path.join(out, "search_distances.png"))
+        plt.close(fig)

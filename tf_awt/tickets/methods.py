@@ -1,0 +1,145 @@
+"""The ticket-method registry: the one answer to "which methods can find a ticket, and how".
+
+Every method — Algorithm 1 and NTT, the one-shot baselines, Cosentino et al.'s iterative pruning,
+``dense`` (no pruning) and any method a user registers — is a :class:`TicketMethod` here, and every
+caller (:func:`tf_awt.find_ticket`, :class:`tf_awt.SearchConfig`, recipes, ``tf-awt run``,
+``tf-awt sweep``) looks it up by name; none of them special-cases a method. Adding a method is one
+:func:`register_method` call::
+
+    def keep_largest_inputs(model, data, config, options):
+        ...                                   # any scores -> masks {layer name: 0/1 array}
+        return masks
+
+    tf_awt.register_method("largest_inputs", keep_largest_inputs)
+    tf_awt.find_ticket(model, (x, y), density=0.05, method="largest_inputs")  # or `method: largest_inputs`
+
+A method's ``find(model, data, config, options)`` gets the built tf_keras model at θ0 (not to be
+modified), the data as given to :func:`tf_awt.find_ticket` ((x, y) arrays or a dataset of
+batches), the validated :class:`tf_awt.SearchConfig` and the :class:`FindOptions`, and returns the
+masks ({prunable layer name: 0/1 array of the kernel's shape}), or (masks, history), or a whole
+:class:`tf_awt.Ticket`. This module imports no TensorFlow (a recipe's method is checked before
+TensorFlow loads); the built-in methods import their implementations when they run.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Dict, Optional, Tuple
+
+__all__ = ["TicketMethod", "FindOptions", "register_method", "get_method", "method_names", "METHODS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FindOptions:
+    """How :func:`tf_awt.find_ticket` was asked to run a method (beside the :class:`SearchConfig`).
+
+    Attributes:
+      batch_size: examples per batch for (x, y) arrays (default 64).
+      callbacks: Keras callbacks for a method that trains (default none).
+      verbose: ``fit`` verbosity (default 0).
+      checkpoint_dir: where a method that trains saves and resumes (default None: nowhere).
+    """
+
+    batch_size: int = 64
+    callbacks: Tuple = ()
+    verbose: int = 0
+    checkpoint_dir: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TicketMethod:
+    """One way of finding a ticket.
+
+    Attributes:
+      name: what recipes and ``find_ticket(method=...)`` call it.
+      find: ``find(model, data, config, options)`` -> masks, (masks, history) or a Ticket.
+      trains: True if it trains for ``config.epochs`` epochs (a per-epoch progress bar and a
+        checkpoint in ``tf-awt run``; default False).
+      prunes: False for a method that keeps every weight whatever the density (``dense``): a sweep
+        runs it once, at density 1 (default True).
+      description: one line for listings (default "").
+    """
+
+    name: str
+    find: Callable
+    trains: bool = False
+    prunes: bool = True
+    description: str = ""
+
+
+_REGISTRY: Dict[str, TicketMethod] = {}
+
+
+def register_method(name: str, find: Callable, *, trains: bool = False, prunes: bool = True,
+                    description: str = "") -> TicketMethod:
+    """Registers (or replaces) the ticket method ``name``; returns it. See the module docstring."""
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"a method name is letters, digits, '_' and '-'. You passed: {name!r}")
+    if not callable(find):
+        raise ValueError(f"find must be a callable find(model, data, config, options). You passed: {find!r}")
+    method = TicketMethod(name, find, bool(trains), bool(prunes), description)
+    _REGISTRY[name] = method
+    return method
+
+
+def method_names() -> Tuple[str, ...]:
+    """The registered methods' names, built-in first."""
+    return tuple(_REGISTRY)
+
+
+def get_method(name: str) -> TicketMethod:
+    """The registered method ``name``; a ValueError lists the registered ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"method must be one of {method_names()} (or one registered with tf_awt.register_method). "
+                         f"You passed: {name!r}") from None
+
+
+# --------------------------------------------------------------------------- the built-in methods
+# Named by "module:function" and imported on first use, like package entry points: this module stays
+# free of TensorFlow and below every implementation in the import graph (no cycle).
+_BUILT_IN = {
+    "search": "tf_awt.tickets.search:run_search",
+    "one_shot": "tf_awt.tickets.baselines:find_one_shot",
+    "layerwise_shuffle": "tf_awt.tickets.baselines:find_layerwise_shuffle",
+    "iterative": "tf_awt.tickets.iterative:find_iterative",
+    "dense": "tf_awt.tickets.ticket:find_dense",
+}
+
+
+def _entry_point(path: str) -> Callable:
+    """``find`` of a built-in method: the function at ``module:function``, imported when called."""
+    module, function = path.split(":")
+
+    def find(model, data, config, options):
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(model, data, config, options)
+
+    find.__name__ = function
+    find.__qualname__ = path
+    return find
+
+
+_search = _entry_point(_BUILT_IN["search"])
+_one_shot = _entry_point(_BUILT_IN["one_shot"])
+_layerwise_shuffle = _entry_point(_BUILT_IN["layerwise_shuffle"])
+_iterative = _entry_point(_BUILT_IN["iterative"])
+_dense = _entry_point(_BUILT_IN["dense"])
+
+
+for _name, _text in (("awt", "Algorithm 1: the student keeps the dense net's adversarial training dynamics"),
+                     ("ntt", "Neural Tangent Transfer: AWT with ε = 0")):
+    register_method(_name, _search, trains=True, description=_text)
+for _name, _text in (("random", "uniform random scores"), ("magnitude", "|θ0|"), ("snip", "|g ⊙ θ0| (Lee et al., 2019)"),
+                     ("synflow", "iterative synaptic flow (Tanaka et al., 2020)"),
+                     ("erk", "random scores at Erdős–Rényi-Kernel layer densities")):
+    register_method(_name, _one_shot, description=_text)
+register_method("random_layerwise", _layerwise_shuffle,
+                description="a reference ticket's layer counts at random positions (Frankle et al., 2021)")
+register_method("cosentino", _iterative, description="adversarial iterative magnitude pruning (Cosentino et al., 2019)")
+register_method("dense", _dense, prunes=False, description="no pruning: every weight kept")
+del _name, _text, _search, _one_shot, _layerwise_shuffle, _iterative, _dense
+
+METHODS = tuple(name for name in method_names() if name != "dense")
+"""The built-in ticket methods that prune (the paper's and the baselines')."""
