@@ -246,3 +246,42 @@ def test_cli_evaluate_equals_the_library_at_a_non_default_attack(tmp_path):
     assert got["natural_accuracy"] == want.natural_accuracy
     assert abs(got["robust_accuracy"] - want.robust_accuracy) <= 1 / 40  # the SavedModel's float order may flip one tie
     assert want.robust_accuracy < want.natural_accuracy  # the attack does something at this ε
+
+
+def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeypatch):
+    """``register_attack_suite`` (the suites' registry, like ``register_method``): ``attacks=[name]``
+    builds it from ``restarts``, and its robust accuracy is exactly that of its adversarial inputs
+    (a shift of every pixel by ε, recomputed here)."""
+    from tf_awt.adversarial import attack_suites
+
+    monkeypatch.setattr(attack_suites, "_BY_NAME", dict(attack_suites._BY_NAME))  # the test's registration is undone
+    made = []
+
+    class Shift(tf_awt.AttackSuite):
+        name, label = "shift", "Shift"
+
+        def __init__(self, restarts):
+            made.append(restarts)
+            self.restarts = restarts
+
+        def adversarial_sets(self, context):
+            yield np.clip(context.x + context.attack.eps, 0, 1)  # a corner of the ε-ball: an adversarial input
+
+    tf_awt.register_attack_suite("shift", lambda restarts, square_queries: Shift(restarts))
+    assert "shift" in tf_awt.attack_suite_names() and tf_awt.attack_suite_names()[:2] == ("pgd", "autoattack")
+    model = _image_model()
+    x, y = _image_task(48, seed=2)
+    attack = tf_awt.evaluation_attack(0.2, steps=5)
+    result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", "shift"], restarts=2)
+    assert made == [2] and set(result.suites) == {"pgd", "shift"}
+    shifted = np.clip(x + 0.2, 0, 1)
+    natural = model.predict(x, verbose=0).argmax(-1) == y  # an example counts only if it is also classified right
+    expected = float((natural & (model.predict(shifted, verbose=0).argmax(-1) == y)).mean())
+    assert result.suites["shift"] == pytest.approx(expected)
+    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
+    tf_awt.register_attack_suite("wrong", lambda restarts, square_queries: Shift(restarts))
+    with pytest.raises(ValueError, match=r"registered as 'wrong' must make an AttackSuite named 'wrong'"):
+        tf_awt.evaluate(model, (x, y), attack=attack, attacks=["wrong"])
+    for name, make, message in (("a b", lambda r, q: None, "letters, digits"), ("ok", "nope", "make must be a callable")):
+        with pytest.raises(ValueError, match=message):
+            tf_awt.register_attack_suite(name, make)

@@ -11,7 +11,8 @@ Public API (everything else is private):
   registry (:mod:`tf_awt.tickets.methods`): :func:`register_method`, :func:`get_method`, :func:`method_names`,
   :class:`TicketMethod`, :class:`FindOptions`, ``METHODS`` (the built-in pruning methods).
 * Attacks: :class:`Attack`, :func:`pgd`; the suites an evaluation runs, :class:`AttackSuite`,
-  :class:`PGDSuite`, :class:`AutoAttackSuite` (:mod:`tf_awt.adversarial.attack_suites`).
+  :class:`PGDSuite`, :class:`AutoAttackSuite`, and their registry :func:`register_attack_suite`,
+  :func:`attack_suite_names` (:mod:`tf_awt.adversarial.attack_suites`).
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
   :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
   their settings :class:`TrainConfig` and :class:`EvalConfig` (with :class:`ExportConfig`, a
@@ -63,6 +64,8 @@ _EXPORTS = {
     "AttackSuite": "tf_awt.adversarial.attack_suites",
     "PGDSuite": "tf_awt.adversarial.attack_suites",
     "AutoAttackSuite": "tf_awt.adversarial.attack_suites",
+    "register_attack_suite": "tf_awt.adversarial.attack_suites",
+    "attack_suite_names": "tf_awt.adversarial.attack_suites",
     "search_optimizer": "tf_awt.tickets.search",
     "PhaseCheckpoint": "tf_awt.checkpoint",
     "epoch_batches": "tf_awt.checkpoint",

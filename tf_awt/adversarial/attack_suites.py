@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable, Iterator, Optional, Sequence, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "AutoAttackSuite", "attack_suites"]
+__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "AutoAttackSuite", "attack_suites", "register_attack_suite",
+           "attack_suite_names"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +110,23 @@ class AutoAttackSuite(AttackSuite):
 
 _BY_NAME = {"pgd": lambda restarts, square_queries: PGDSuite(restarts),
             "autoattack": lambda restarts, square_queries: AutoAttackSuite(square_queries)}
-"""A suite's name -> how :func:`attack_suites` builds it from ``restarts`` and ``square_queries``."""
+"""The suite registry: a name -> how :func:`attack_suites` builds it from ``restarts`` and ``square_queries``."""
+
+
+def register_attack_suite(name: str, make: Callable[[int, int], AttackSuite]) -> None:
+    """Registers (or replaces) the attack suite ``name``: ``evaluate(..., attacks=[name])`` then runs
+    ``make(restarts, square_queries)``, which returns an :class:`AttackSuite` whose ``name`` is ``name``
+    (like :func:`tf_awt.register_method` for ticket methods)."""
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+        raise ValueError(f"an attack suite name is letters, digits, '_' and '-'. You passed: {name!r}")
+    if not callable(make):
+        raise ValueError(f"make must be a callable make(restarts, square_queries) -> AttackSuite. You passed: {make!r}")
+    _BY_NAME[name] = make
+
+
+def attack_suite_names() -> Tuple[str, ...]:
+    """The registered attack suites' names, built-in first."""
+    return tuple(_BY_NAME)
 
 
 def attack_suites(attacks: Sequence[Union[str, AttackSuite]], restarts: int = 5, square_queries: int = 1000):
@@ -122,7 +139,11 @@ def attack_suites(attacks: Sequence[Union[str, AttackSuite]], restarts: int = 5,
         if isinstance(item, AttackSuite):
             suites.append(item)
         elif isinstance(item, str) and item in _BY_NAME:
-            suites.append(_BY_NAME[item](restarts, square_queries))
+            suite = _BY_NAME[item](restarts, square_queries)
+            if not isinstance(suite, AttackSuite) or suite.name != item:
+                raise ValueError(f"the attack suite registered as {item!r} must make an AttackSuite named {item!r}. "
+                                 f"It made: {suite!r}")
+            suites.append(suite)
         else:
             raise ValueError(f"attacks must name {sorted(_BY_NAME)} or be AttackSuite objects. You passed: {item!r}")
     names = [s.name for s in suites]
