@@ -26,17 +26,16 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt.adversarial.collapse import CollapseMonitor, TrainingCollapsed, advice
-from tf_awt.adversarial.evaluation import EvaluationResult, evaluate
-from tf_awt.adversarial.training import adversarial_fit
+from tf_awt.adversarial import evaluation, training  # the phases by module: what a spy replaces is what runs
+from tf_awt.adversarial.evaluation import EvaluationResult
 from tf_awt.checkpoint import steps_per_epoch
 from tf_awt.running import plots, report
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.run_directory import RunDirectory
 from tf_awt.running.run_inputs import RunInputs
 from tf_awt.running.tracking import NullTracker, log_history, record_run
-from tf_awt.tickets.export import export_run
+from tf_awt.tickets import export, search
 from tf_awt.tickets.methods import get_method
-from tf_awt.tickets.search import find_ticket
 from tf_awt.tickets.ticket import Ticket
 
 __all__ = ["Run", "PHASES"]
@@ -86,7 +85,7 @@ class Run:
             config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
             epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
             directory, progress = self._resuming("search", epochs, config.batch_size)
-            ticket = find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
+            ticket = search.find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
                                  callbacks=progress, checkpoint_dir=directory)
         ticket.save(self.path("ticket.npz"))
         self.directory.drop_checkpoint("search")
@@ -112,7 +111,7 @@ class Run:
         val = self.inputs.validation()
         directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
         with self.inputs.strategy.scope():
-            history = adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
+            history = training.adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
                                       seed=r.seed, config=r.train, checkpoint_dir=directory,
                                       callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
         hist = history.history
@@ -134,7 +133,7 @@ class Run:
         t0, r, s = time.time(), self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
+        result = evaluation.evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
                           strategy=None if r.distribute == "none" else self.inputs.strategy)
         self.directory.write_json("evaluation.json", result.to_dict())
         self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
@@ -145,7 +144,7 @@ class Run:
     def export(self, model=None):
         t0 = time.time()
         model = model if model is not None else self.trained_model(distributed=False)[1]
-        stripped, sizes, line = export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
+        stripped, sizes, line = export.export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
                                            self.recipe.export)
         self.timings["export"] = time.time() - t0
         self.log(line)
