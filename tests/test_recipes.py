@@ -79,3 +79,21 @@ def test_invalid_overrides_through_the_cli_exit_2_and_leave_no_directory(tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("tf-awt: error: "), err
     assert not out.exists()
+
+
+def test_every_recipe_section_class_round_trips_through_its_config():
+    """``from_config(get_config())`` gives the same object for each configuration a recipe is made of,
+    with non-default values (JSON-able in between: what a ticket file and MLflow store)."""
+    import json as _json
+
+    import tf_awt
+
+    for obj in (tf_awt.Attack(norm="l2", eps=0.5, steps=7, step_size=None, random_start=False, clip_min=None),
+                tf_awt.SearchConfig(density=0.1, method="ntt", learning_rate=0.01, batch_size=16, kernel="sketch", probes=2,
+                                    layer_densities=[0.2, 0.05, 0.5], scope="layer"),
+                tf_awt.TrainConfig(epochs=3, learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=0.5, clip_norm=1.0,
+                                   rescale="fan_in", fail_on_collapse=True),
+                tf_awt.EvalConfig(steps=20, restarts=2, max_examples=100, autoattack=True, split="validation"),
+                tf_awt.ExportConfig(tflite=False, keras3=True)):
+        config = _json.loads(_json.dumps(obj.get_config()))
+        assert type(obj).from_config(config) == obj, type(obj).__name__
