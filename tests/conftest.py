@@ -213,6 +213,14 @@ def tiny_recipe(tmp_path, **changes):
     return str(path)
 
 
+def digits_recipe(tmp, epochs=3, **changes):
+    """A tiny recipe on 400 real digits (learnable, so equal results are not equal by collapse)."""
+    split = tf_awt.data.load("mnist-5k")
+    path = str(tmp / "digits.npz")
+    np.savez(path, x=split.x_train[:400], y=split.y_train[:400], x_test=split.x_test[:100], y_test=split.y_test[:100])
+    return tiny_recipe(tmp, dataset=path, train={"epochs": epochs, "batch_size": 32, "steps": 2, "step_size": 0.05}, **changes)
+
+
 def tf_awt_cli(*args, env=None, timeout=600):
     """``python -m tf_awt.running.cli ARGS`` in a new process: for what needs one (the console module, logs
     on file descriptor 2, umask, signals, locks held by other processes)."""

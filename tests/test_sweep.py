@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import tf_awt_cli, tf_awt_main, tiny_recipe
+from conftest import digits_recipe, tf_awt_cli, tf_awt_main, tiny_recipe
 from tf_awt.running.recipes import load_recipe
 from tf_awt.running.sweep import sweep
 
@@ -66,18 +66,6 @@ def test_two_density_two_method_sweep_end_to_end(tmp_path):
 
 # ---------------------------------------------------------------- cells on Ray (tf_awt.running.cells)
 
-def _digits_recipe(tmp, epochs=3):
-    """A tiny recipe on 400 real digits (learnable, so equal results are not equal by collapse)."""
-    import numpy as np
-
-    import tf_awt
-
-    split = tf_awt.data.load("mnist-5k")
-    path = str(tmp / "digits.npz")
-    np.savez(path, x=split.x_train[:400], y=split.y_train[:400], x_test=split.x_test[:100], y_test=split.y_test[:100])
-    return tiny_recipe(tmp, dataset=path, train={"epochs": epochs, "batch_size": 32, "steps": 2, "step_size": 0.05})
-
-
 def _cell_results(out):
     """Per cell: the evaluation and the training history, as the run wrote them."""
     cells = os.path.join(out, "cells")
@@ -93,7 +81,7 @@ def sequential_sweep(tmp_path_factory):
     from tf_awt.running import cli
 
     tmp = tmp_path_factory.mktemp("sequential")
-    recipe = _digits_recipe(tmp, epochs=4)
+    recipe = digits_recipe(tmp, epochs=4)
     out = str(tmp / "sweep")
     assert cli.main(["sweep", recipe, "--densities", "0.3", "--methods", "magnitude,awt", "--out", out, "--quiet",
                      "--no-mlflow"]) == 0
@@ -131,7 +119,7 @@ def test_cells_on_two_ray_workers_survive_a_killed_worker_and_equal_the_sequenti
     stdout, stderr = sweep_proc.communicate(timeout=900)
     assert sweep_proc.returncode == 0, stderr[-3000:]
     assert _cell_results(out) == reference
-    assert "cells on Ray (2 local workers)" in stderr and "2 of 2 done" in stderr
+    assert "cells on Ray (2 local workers)" in stderr and "(2 done, 0 running, 0 failed, 0 left of 2;" in stderr
     assert "| awt | 0.3 | 1 |" in stdout
     parent_id = json.load(open(os.path.join(out, "sweep.json")))["parent_run_id"]
     client = mlflow.tracking.MlflowClient(uri)

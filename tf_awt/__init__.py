@@ -9,7 +9,11 @@ Public API (everything else is private):
 * Ticket search: :func:`find_ticket`, :class:`TicketSearch`, :class:`TicketSearchCallback`,
   :class:`SearchConfig`, :func:`search_optimizer`, :class:`AWTSchedule`, :class:`Ticket`; the method
   registry (:mod:`tf_awt.tickets.methods`): :func:`register_method`, :func:`get_method`, :func:`method_names`,
-  :class:`TicketMethod`, :class:`FindOptions`, ``METHODS`` (the built-in pruning methods).
+  :class:`TicketMethod`, :class:`FindOptions`, ``METHODS`` (the built-in pruning methods), and what each
+  method tunes, :class:`SearchSpace`.
+* Grids and comparisons (:mod:`tf_awt.running`): :func:`sweep` (methods × densities × seeds) and
+  :func:`compare` (every method tuned with the same budget of tries on a validation split, the
+  chosen tries once on the test split: ``tf-awt compare``); both run on Ray with ``workers``/``address``.
 * Attacks: :class:`Attack`, :func:`pgd`; the suites an evaluation runs, :class:`AttackSuite`,
   :class:`PGDSuite`, :class:`AutoAttackSuite`, and their registry :func:`register_attack_suite`,
   :func:`attack_suite_names` (:mod:`tf_awt.adversarial.attack_suites`).
@@ -83,6 +87,9 @@ _EXPORTS = {
     "register_method": "tf_awt.tickets.methods",
     "get_method": "tf_awt.tickets.methods",
     "method_names": "tf_awt.tickets.methods",
+    "SearchSpace": "tf_awt.tickets.search_space",
+    "compare": "tf_awt.running.compare",
+    "sweep": "tf_awt.running.sweep",
     "SearchConfig": "tf_awt.tickets.search_config",
     "TicketSearch": "tf_awt.tickets.search",
     "TicketSearchCallback": "tf_awt.tickets.search",

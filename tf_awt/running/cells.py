@@ -21,9 +21,9 @@ import dataclasses
 import os
 import sys
 import time
-from typing import Callable, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
-__all__ = ["Cell", "run_on_ray"]
+__all__ = ["Cell", "run_cells", "run_on_ray", "CellsFailed"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,74 @@ class Cell:
     recipe_name: str = ""
     data_dir: Optional[str] = None
     force: bool = False
+
+
+class CellsFailed(RuntimeError):
+    """Some cells failed (after Ray's retries); every other cell ran to its end. ``failed`` maps a
+    cell's name to its error's one line."""
+
+    def __init__(self, failed: Dict[str, str], total: int):
+        self.failed = dict(failed)
+        lines = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        super().__init__(f"{len(failed)} of {total} cells failed (the others finished; run the same command again to "
+                         f"retry these): {lines}")
+
+
+class _Progress:
+    """One line per finished cell: done, running, failed, left, elapsed and the ETA at the rate so far."""
+
+    def __init__(self, total: int, log: Callable[[str], None], label: str):
+        self.total, self.log, self.label, self.t0 = total, log, label, time.time()
+        self.done, self.failed = 0, {}
+
+    def finished(self, cell: "Cell", where: str = "", error: Optional[BaseException] = None, running: int = 0) -> None:
+        if error is None:
+            self.done += 1
+        else:
+            self.failed[cell.name] = f"{type(error).__name__}: {error}"
+        ended = self.done + len(self.failed)
+        left = self.total - ended
+        elapsed = time.time() - self.t0
+        eta = f", about {elapsed / ended * left:.0f} s to go" if left else ""
+        state = "finished" + (f" on {where}" if where else "") if error is None else f"FAILED ({type(error).__name__}: {error})"
+        self.log(f"{self.label}: {cell.name} {state} ({self.done} done, {running} running, {len(self.failed)} failed, "
+                 f"{left} left of {self.total}; {elapsed:.0f} s{eta})")
+
+
+def run_cells(cells: Sequence[Cell], workers: int = 1, address: Optional[str] = None, parent_run_id: Optional[str] = None,
+              track: bool = False, log: Callable[[str], None] = print, verbose: bool = False, progress=None,
+              label: str = "sweep") -> None:
+    """Runs (or resumes) ``cells``: one after another in this process (``workers=1``, no
+    ``address``), or as Ray tasks (:func:`run_on_ray`). A failing cell does not stop the others;
+    :class:`CellsFailed` names every failed cell at the end.
+
+    Args:
+      cells: the cells to run.
+      workers, address, verbose: as :func:`run_on_ray`'s (``RAY_ADDRESS`` when ``address`` is None).
+      parent_run_id: the MLflow parent run the cells are children of (default None).
+      track: record each cell as an MLflow child run of the active parent (default False).
+      log: progress lines (default ``print``).
+      progress: the per-phase progress bars of a sequential run (default None).
+      label: the progress lines' prefix (default "sweep").
+    """
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if workers > 1 or address is not None:
+        return run_on_ray(cells, workers, address, parent_run_id if track else None, log=log, verbose=verbose, label=label)
+    from tf_awt.running.pipeline import Run
+    from tf_awt.running.tracking import Tracker
+
+    status = _Progress(len(cells), log, label)
+    for cell in cells:
+        log(f"{label}: running {cell.name}")
+        try:
+            Run(cell.recipe, cell.out, recipe_name=cell.recipe_name, data_dir=cell.data_dir, progress=progress,
+                tracker=Tracker(nested=True) if track else None, log=log, force=cell.force).all()
+        except Exception as err:  # the next cells still run; the error is reported at the end
+            status.finished(cell, error=err)
+            continue
+        status.finished(cell)
+    if status.failed:
+        raise CellsFailed(status.failed, len(cells))
 
 
 def _absolute_tracking_uri() -> str:
@@ -77,9 +145,9 @@ def _import_ray():
 
 def run_on_ray(cells: Sequence[Cell], workers: int, address: Optional[str] = None, parent_run_id: Optional[str] = None,
                log: Callable[[str], None] = print, verbose: bool = False, cpus_per_cell: int = 1,
-               max_retries: int = 2) -> None:
+               max_retries: int = 2, label: str = "sweep") -> None:
     """Runs ``cells`` as Ray tasks, at most ``workers`` at once (locally; on a cluster, as many as
-    it has room for); returns when every cell finished, raising the first cell's error otherwise.
+    it has room for); returns when every cell ended, raising :class:`CellsFailed` if any failed.
 
     Args:
       cells: the cells to run (their directories absolute or relative to this process's cwd).
@@ -90,6 +158,7 @@ def run_on_ray(cells: Sequence[Cell], workers: int, address: Optional[str] = Non
       verbose: Ray's own log lines and the cells' output on this terminal (default False).
       cpus_per_cell: CPUs a cell asks for and its TensorFlow thread-pool size (default 1).
       max_retries: Ray retries of a cell whose worker died (default 2); a retried cell resumes.
+      label: the progress lines' prefix (default "sweep").
     """
     if not cells:
         return
@@ -106,20 +175,17 @@ def run_on_ray(cells: Sequence[Cell], workers: int, address: Optional[str] = Non
         uri = _absolute_tracking_uri() if parent_run_id else None
         task = ray.remote(num_cpus=cpus_per_cell, max_retries=max_retries)(run_cell)
         pending = {task.remote(cell, uri, parent_run_id): cell for cell in cells}
-        t0, done = time.time(), 0
-        log(f"sweep: {len(cells)} cells on Ray ({'cluster ' + address if address else f'{workers} local workers'})")
+        status = _Progress(len(cells), log, label)
+        log(f"{label}: {len(cells)} cells on Ray ({'cluster ' + address if address else f'{workers} local workers'})")
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(ready[0])
+            running = min(len(pending), workers) if not address else len(pending)
             try:
-                node = ray.get(ready[0])
+                status.finished(cell, ray.get(ready[0]), running=running)
             except Exception as err:  # the cell's own error, after Ray's retries
-                cause = getattr(err, "cause", None) or err
-                raise RuntimeError(f"sweep cell {cell.name} failed: {type(cause).__name__}: {cause}") from None
-            done += 1
-            elapsed = time.time() - t0
-            eta = elapsed / done * len(pending)  # at the rate cells have finished so far
-            log(f"sweep: {cell.name} finished on {node} ({done} of {len(cells)} done, {len(pending)} left, "
-                f"{elapsed:.0f} s{f', about {eta:.0f} s to go' if pending else ''})")
+                status.finished(cell, error=getattr(err, "cause", None) or err, running=running)
+        if status.failed:
+            raise CellsFailed(status.failed, len(cells))
     finally:
         ray.shutdown()

@@ -5,6 +5,8 @@
     tf-awt evaluate --model DIR/saved_model (--dataset NAME | --data FILE.npz) [--norm linf --eps 0.3
                     --steps 100 --restarts 5] [--json OUT]
     tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR] [--workers N | --address ADDR]
+    tf-awt compare RECIPE --methods awt,snip,magnitude,dense [--density D] [--tries 4] [--select-seeds 2] [--seeds 3]
+                   [--space METHOD:KEY=V1,V2 ...] [--out DIR] [--workers N | --address ADDR]
     tf-awt recipes
 
 Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
@@ -116,11 +118,25 @@ def _parser():
     sw.add_argument("--densities", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
     sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
     sw.add_argument("--seeds", type=int, default=1)
-    sw.add_argument("--no-mlflow", action="store_true", help="do not track the sweep in MLflow")
-    sw.add_argument("--workers", type=int, default=1,
-                    help="cells run at once as Ray tasks on a local Ray instance (default 1: one after another, no Ray)")
-    sw.add_argument("--address", default=None,
-                    help="run the cells on this existing Ray cluster (default: RAY_ADDRESS if set; see docs/distributed.md)")
+    cp = sub.add_parser("compare", help="every method tuned with the same budget on a validation split, then the "
+                                        "chosen settings once on the test split")
+    recipe_args(cp, out_required=False)
+    cp.add_argument("--methods", default="awt,cosentino,snip,magnitude,random,dense",
+                    help="comma-separated methods (default awt,cosentino,snip,magnitude,random,dense)")
+    cp.add_argument("--density", type=float, default=None, help="fraction of weights kept (default: the recipe's)")
+    cp.add_argument("--tries", type=int, default=4, help="settings tried per method, on the validation split (default 4)")
+    cp.add_argument("--select-seeds", type=int, default=2, help="seeds per try on the validation split (default 2)")
+    cp.add_argument("--seeds", type=int, default=3, help="seeds of each chosen setting on the test split (default 3)")
+    cp.add_argument("--space", action="append", default=[], metavar="METHOD:KEY=V1,V2",
+                    help="a knob of METHOD's search space (repeatable); a method given any --space has exactly the grid "
+                         "of its --space knobs instead of its declared space")
+    cp.add_argument("--space-seed", type=int, default=0, help="draws the tries from a space larger than --tries (default 0)")
+    for sp in (sw, cp):
+        sp.add_argument("--no-mlflow", action="store_true", help=f"do not track the {sp.prog.split()[-1]} in MLflow")
+        sp.add_argument("--workers", type=int, default=1,
+                        help="cells run at once as Ray tasks on a local Ray instance (default 1: one after another, no Ray)")
+        sp.add_argument("--address", default=None,
+                        help="run the cells on this existing Ray cluster (default: RAY_ADDRESS if set; see docs/distributed.md)")
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
 
@@ -199,6 +215,20 @@ def _attack_defaults(args) -> None:
     args.norm = "linf" if args.norm is None else args.norm
 
 
+def _spaces(items):
+    """``--space METHOD:KEY=V1,V2`` (repeatable) -> {method: {key: [values]}}; values are YAML scalars."""
+    from tf_awt.running.recipes import _load_yaml
+
+    spaces = {}
+    for item in items:
+        method, _, knob = item.partition(":")
+        key, _, values = knob.partition("=")
+        if not (method.strip() and key.strip() and values.strip()):
+            raise ValueError(f"--space takes METHOD:KEY=V1,V2 (e.g. awt:search.epochs=2,20). You passed: {item!r}")
+        spaces.setdefault(method.strip(), {})[key.strip()] = [_load_yaml(v.strip()) for v in values.split(",")]
+    return spaces
+
+
 def _registered_name(args) -> str:
     """``--register-as NAME``, else ``tf_awt-<recipe stem>``; checked like MLflow's own names."""
     name = args.register_as if args.register_as is not None else f"tf_awt-{_recipe_stem(args.recipe)}"
@@ -240,6 +270,13 @@ def _main(argv):
         except ValueError:
             raise ValueError(f"--densities takes comma-separated numbers. You passed: {args.densities!r}") from None
         args.out = args.out or os.path.join("runs", f"sweep-{_recipe_stem(args.recipe)}")
+    if args.command == "compare":
+        from tf_awt.running.compare import plan_comparison
+
+        args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+        args.spaces = _spaces(args.space)
+        plan_comparison(recipe, args.methods, args.density, args.tries, args.spaces, args.space_seed)  # before TensorFlow
+        args.out = args.out or os.path.join("runs", f"compare-{_recipe_stem(args.recipe)}")
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     from tf_awt._files import DirectoryLock
 
@@ -271,6 +308,16 @@ def _dispatch(args, recipe, densities, log) -> int:
                      verbose=args.verbose)
         with open(os.path.join(args.out, "sweep.md"), encoding="utf-8") as fh:
             print(fh.read() + f"{len(rows)} cells -> {os.path.join(args.out, 'sweep.csv')}")
+    elif args.command == "compare":
+        from tf_awt.running.compare import compare
+
+        result = compare(recipe, args.out, args.methods, args.density, args.tries, args.select_seeds, args.seeds,
+                         args.spaces, args.space_seed, recipe_name=args.recipe, data_dir=args.data_dir,
+                         progress=_Progress(args.quiet), track=not args.no_mlflow, log=log, workers=args.workers,
+                         address=args.address, verbose=args.verbose)
+        with open(os.path.join(args.out, "final.md"), encoding="utf-8") as fh:
+            print(fh.read() + "\n" + result.verdict + "\n")
+        print(f"tables, plot, verdict -> {args.out}/ (selection.md, final.md, robust_vs_natural.png, verdict.md)")
     elif args.command == "run":
         summary = run.all()
         print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "

@@ -23,8 +23,7 @@ import numpy as np
 
 from tf_awt import _validate
 from tf_awt._files import atomic_write_bytes, atomic_write_json
-from tf_awt.running.cells import Cell, run_on_ray
-from tf_awt.running.pipeline import Run
+from tf_awt.running.cells import Cell, run_cells
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.tracking import NullTracker, Tracker
@@ -83,7 +82,6 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     state.update({"recipe": recipe.to_dict(), "methods": list(methods), "densities": list(densities), "seeds": seeds})
     atomic_write_json(state_path, state)
     rows, grid = [], list(_cells(methods, densities, seeds))
-    address = address or os.environ.get("RAY_ADDRESS") or None
     try:
         todo = []
         for method, density, seed in grid:
@@ -94,13 +92,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             else:
                 todo.append(Cell(name, dataclasses.replace(recipe, method=method, density=density, seed=seed),
                                  cell_dir, recipe_name, data_dir, force))
-        if workers == 1 and address is None:
-            for cell in todo:
-                log(f"sweep: running {cell.name}")
-                Run(cell.recipe, cell.out, recipe_name=recipe_name, data_dir=data_dir, progress=progress,
-                    tracker=Tracker(nested=True) if track else None, log=log, force=force).all()
-        else:
-            run_on_ray(todo, workers, address, parent.run_id if track else None, log=log, verbose=verbose)
+        run_cells(todo, workers, address, parent.run_id, track, log=log, verbose=verbose, progress=progress)
         for method, density, seed in grid:
             name = cell_name(method, density, seed)
             s = json.load(open(os.path.join(out, "cells", name, "summary.json")))

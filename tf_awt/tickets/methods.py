@@ -23,9 +23,11 @@ TensorFlow loads); the built-in methods import their implementations when they r
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["TicketMethod", "FindOptions", "register_method", "get_method", "method_names", "METHODS"]
+from tf_awt.tickets.search_space import SearchSpace
+
+__all__ = ["TicketMethod", "FindOptions", "register_method", "get_method", "method_names", "METHODS", "SearchSpace"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +59,8 @@ class TicketMethod:
       prunes: False for a method that keeps every weight whatever the density (``dense``): a sweep
         runs it once, at density 1 (default True).
       description: one line for listings (default "").
+      space: what the method has to choose, the settings ``tf-awt compare`` tries
+        (:class:`tf_awt.SearchSpace`; default empty: nothing, one try with the recipe's settings).
     """
 
     name: str
@@ -64,19 +68,27 @@ class TicketMethod:
     trains: bool = False
     prunes: bool = True
     description: str = ""
+    space: SearchSpace = SearchSpace()
 
 
 _REGISTRY: Dict[str, TicketMethod] = {}
 
 
 def register_method(name: str, find: Callable, *, trains: bool = False, prunes: bool = True,
-                    description: str = "") -> TicketMethod:
-    """Registers (or replaces) the ticket method ``name``; returns it. See the module docstring."""
+                    description: str = "", space: Union[SearchSpace, Mapping[str, Sequence[Any]], None] = None) -> TicketMethod:
+    """Registers (or replaces) the ticket method ``name``; returns it. See the module docstring.
+
+    ``space`` is what ``tf-awt compare`` tunes for it: a :class:`tf_awt.SearchSpace`, or a mapping
+    {recipe key: candidate values} taken as their grid (default None: nothing to tune)."""
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"a method name is letters, digits, '_' and '-'. You passed: {name!r}")
     if not callable(find):
         raise ValueError(f"find must be a callable find(model, data, config, options). You passed: {find!r}")
-    method = TicketMethod(name, find, bool(trains), bool(prunes), description)
+    if space is None:
+        space = SearchSpace()
+    elif not isinstance(space, SearchSpace):
+        space = SearchSpace.grid(space)
+    method = TicketMethod(name, find, bool(trains), bool(prunes), description, space)
     _REGISTRY[name] = method
     return method
 
@@ -128,16 +140,39 @@ _iterative = _entry_point(_BUILT_IN["iterative"])
 _dense = _entry_point(_BUILT_IN["dense"])
 
 
+# ----------------------------------------------------------------- what each built-in method tunes
+# The knobs that matter for each method (issue 25's review of the paper and of the code it builds
+# on, NTT): a comparison draws the same number of tries from each. Absolute values, sized for the
+# bundled CPU recipes; `tf-awt compare --space METHOD:KEY=V1,V2` replaces a knob's values.
+SEARCH_SPACE = SearchSpace.grid({
+    "search.epochs": (2, 10),  # search length: the paper runs ~190 mask updates, the CPU recipes ~6
+    "search.update_every": (20, 100),  # T_m (NTT: 100)
+    "search.weight_decay": (0.0, 1e-4),  # Algorithm 1 line 5 / NTT's λ, in the recipe's weight_decay_form
+    "search.student_kernel": ("masked", "full"),  # the sparse net's own NTK, or NTT's NTK at θ = m⊙w
+    "search.scope": ("global", "frankle_carbin"),  # layer allocation
+    "search.normalization": ("per_example", "per_entry"),  # eq. (13)'s weighting, or NTT's code's
+})
+ALLOCATION_SPACE = SearchSpace.grid({"search.scope": ("global", "layer", "erk", "frankle_carbin"),
+                                     "init": ("glorot_uniform", "glorot_normal")})
+ITERATIVE_SPACE = SearchSpace.grid({
+    "search.rounds": (3, 5, 15),  # Cosentino et al. prune 20% / 10% a round: 15 rounds to 3.6%
+    "search.epochs": (1, 2, 5),  # adversarial training per round
+    "search.scope": ("global", "frankle_carbin"),
+    "search.eps_warmup_epochs": (0.0, 1.0),  # rounds at large ε collapse without it (results.md section 7)
+})
+
 for _name, _text in (("awt", "Algorithm 1: the student keeps the dense net's adversarial training dynamics"),
                      ("ntt", "Neural Tangent Transfer: AWT with ε = 0")):
-    register_method(_name, _search, trains=True, description=_text)
+    register_method(_name, _search, trains=True, description=_text, space=SEARCH_SPACE)
 for _name, _text in (("random", "uniform random scores"), ("magnitude", "|θ0|"), ("snip", "|g ⊙ θ0| (Lee et al., 2019)"),
-                     ("synflow", "iterative synaptic flow (Tanaka et al., 2020)"),
-                     ("erk", "random scores at Erdős–Rényi-Kernel layer densities")):
-    register_method(_name, _one_shot, description=_text)
+                     ("synflow", "iterative synaptic flow (Tanaka et al., 2020)")):
+    register_method(_name, _one_shot, description=_text, space=ALLOCATION_SPACE)
+register_method("erk", _one_shot, description="random scores at Erdős–Rényi-Kernel layer densities",
+                space={"init": ("glorot_uniform", "glorot_normal")})  # the allocation is the method
 register_method("random_layerwise", _layerwise_shuffle,
                 description="a reference ticket's layer counts at random positions (Frankle et al., 2021)")
-register_method("cosentino", _iterative, description="adversarial iterative magnitude pruning (Cosentino et al., 2019)")
+register_method("cosentino", _iterative, description="adversarial iterative magnitude pruning (Cosentino et al., 2019)",
+                space=ITERATIVE_SPACE)
 register_method("dense", _dense, prunes=False, description="no pruning: every weight kept")
 del _name, _text, _search, _one_shot, _layerwise_shuffle, _iterative, _dense
 

@@ -1,0 +1,144 @@
+"""tf-awt compare: equal tuning budgets on a validation split, the test split once, tables, plot, MLflow."""
+import csv
+import json
+import os
+
+import pytest
+
+from conftest import digits_recipe, tf_awt_main, tiny_recipe
+from tf_awt.running import compare as compare_module
+from tf_awt.running.recipes import load_recipe
+from tf_awt.running.run_inputs import RunInputs
+
+SPACE = ["--space", "magnitude:search.scope=global,layer"]
+
+
+@pytest.fixture
+def split_reads(monkeypatch):
+    """Every data split a run reads: (method, eval.split, search.scope, seed)."""
+    reads = []
+    original = RunInputs.split.fget
+
+    def spy(self):
+        if self._split is None:
+            r = self.recipe
+            reads.append((r.method, r.eval.split, r.search.scope, r.init, r.seed))
+        return original(self)
+
+    monkeypatch.setattr(RunInputs, "split", property(spy))
+    return reads
+
+
+def _chosen_from(selection_csv):
+    """Each method's chosen try, recomputed from the selection table: best mean robust, then natural, then first."""
+    rows = list(csv.DictReader(open(selection_csv)))
+    best = {}
+    for r in rows:
+        if not r["robust_mean"]:
+            continue
+        key = (float(r["robust_mean"]), float(r["natural_mean"]), -int(r["try"]))
+        if r["method"] not in best or key > best[r["method"]][0]:
+            best[r["method"]] = (key, r["settings"])
+    return {m: settings for m, (_, settings) in best.items()}
+
+
+def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_tries_and_resumes(
+        tmp_path, capsys, monkeypatch, split_reads):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    recipe = digits_recipe(tmp_path, epochs=1, density=0.1)
+    out = str(tmp_path / "cmp")
+    args = ["compare", recipe, "--methods", "magnitude,random,dense", "--tries", "2", "--select-seeds", "1", "--seeds", "2",
+            *SPACE, "--out", out, "--quiet"]
+    proc = tf_awt_main(capsys, *args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert set(compare_module.OUTPUTS) <= set(os.listdir(out))
+
+    # the selection: 2 tries per tuned method on the validation split, dense (nothing to choose) not run there
+    validation = sorted(r for r in split_reads if r[1] == "validation")
+    plan = json.load(open(os.path.join(out, "compare.json")))["tries"]
+    assert [p["search.scope"] for p in plan["magnitude"]] == ["global", "layer"]  # --space replaced the declared space
+    assert len(plan["random"]) == 2 and plan["dense"] == [{}]  # drawn from random's declared space (8 points)
+    assert validation == sorted([("magnitude", "validation", scope, "glorot_uniform", 0) for scope in ("global", "layer")]
+                                + [("random", "validation", p["search.scope"], p["init"], 0) for p in plan["random"]])
+
+    # the test split: exactly each method's chosen try (recomputed from the table) x 2 seeds, nothing else
+    chosen = _chosen_from(os.path.join(out, "selection.csv"))
+    expected = []
+    for method in ("magnitude", "random"):
+        settings = dict(item.split("=") for item in chosen[method].split(", "))
+        expected += [(method, "test", settings["search.scope"], settings.get("init", "glorot_uniform"), s) for s in (0, 1)]
+    expected += [("dense", "test", "global", "glorot_uniform", s) for s in (0, 1)]
+    assert sorted(r for r in split_reads if r[1] == "test") == sorted(expected)
+
+    final = list(csv.DictReader(open(os.path.join(out, "final.csv"))))
+    assert [r["method"] for r in final][-1] == "dense" and len(final) == 3
+    for r in final:
+        robust = json.loads(r["robust"])
+        assert len(robust) == 2 and abs(float(r["robust_mean"]) - sum(robust) / 2) < 1e-9
+    best = max(final[:2], key=lambda r: float(r["robust_mean"]))
+    verdict = open(os.path.join(out, "verdict.md")).read().strip()
+    assert f"**{best['method']}**" in verdict and verdict in proc.stdout
+    assert "| method | chosen try |" in proc.stdout and "**yes**" in open(os.path.join(out, "selection.md")).read()
+
+    # MLflow: one parent, a FINISHED child per cell, the verdict as the parent's description, the outputs as artifacts
+    client = mlflow.tracking.MlflowClient(uri)
+    parent_id = json.load(open(os.path.join(out, "compare.json")))["parent_run_id"]
+    parent = client.get_run(parent_id)
+    children = client.search_runs(parent.info.experiment_id, filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    assert len(children) == 4 + 6 and all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.params["eval.split"] for c in children).count("test") == 6
+    assert parent.data.tags["mlflow.note.content"] == verdict
+    assert set(compare_module.OUTPUTS) <= {a.path for a in client.list_artifacts(parent_id)}
+
+    # the same command again: every cell kept (no data read), the same tables, the same parent run
+    tables = {name: open(os.path.join(out, name)).read() for name in ("selection.md", "final.md", "verdict.md")}
+    split_reads.clear()
+    proc = tf_awt_main(capsys, *args)
+    assert proc.returncode == 0 and split_reads == []
+    assert tables == {name: open(os.path.join(out, name)).read() for name in tables}
+    assert json.load(open(os.path.join(out, "compare.json")))["parent_run_id"] == parent_id
+
+    # another comparison in the same directory is refused: its cells would mix
+    proc = tf_awt_main(capsys, *args[:-3], "--seeds", "3", "--out", out, "--quiet")
+    assert proc.returncode == 2 and "holds a comparison with other settings (seeds differ)" in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--methods", "awt,grasp"], "methods must be a non-empty list of distinct methods from"),
+    (["--methods", "snip,snip"], "You passed: ['snip', 'snip']"),
+    (["--tries", "0"], "tries must be an integer >= 1. You passed: 0"),
+    (["--density", "1.5"], "density must be a number in (0, 1]. You passed: 1.5"),
+    (["--methods", "snip", "--space", "snip:search.scop=erk"], "snip try 1: unknown key 'search.scop' (did you mean 'search.scope'?)"),
+    (["--methods", "snip", "--space", "snip:search.scope=diagonal"], "scope must be one of"),
+    (["--methods", "snip", "--space", "snip=erk"], "--space takes METHOD:KEY=V1,V2"),
+    (["--methods", "snip", "--space", "awt:search.epochs=2"], "spaces names methods that are not compared: ['awt']"),
+])
+def test_bad_compare_arguments_get_one_line_before_anything_runs(tmp_path, capsys, args, message):
+    out = tmp_path / "cmp"
+    proc = tf_awt_main(capsys, "compare", tiny_recipe(tmp_path), *args, "--out", str(out), "--no-mlflow")
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_chosen_try_is_the_best_validation_robust_accuracy_then_natural_then_the_first():
+    rows = [{"try": 1, "robust_mean": 0.5, "natural_mean": 0.8}, {"try": 2, "robust_mean": 0.6, "natural_mean": 0.7},
+            {"try": 3, "robust_mean": 0.6, "natural_mean": 0.9}, {"try": 4, "robust_mean": 0.6, "natural_mean": 0.9}]
+    settings = [{"k": i} for i in range(1, 5)]
+    assert compare_module._chosen(settings, rows) == {"k": 3}
+    assert [r.get("chosen") for r in rows] == [None, None, True, None]
+
+
+def test_every_tuned_built_in_method_declares_a_space_at_least_as_large_as_the_default_budget(tmp_path):
+    """An equal budget needs spaces with room for it; every point is a valid setting of a bundled recipe."""
+    import tf_awt
+
+    recipe = load_recipe("mnist5k-mlp")
+    plan = compare_module.plan_comparison(recipe, [m for m in tf_awt.METHODS if m != "random_layerwise"], tries=10 ** 6)
+    for method, points in plan.items():
+        assert len(points) >= (2 if method == "erk" else 4), method
+        for point in points:
+            compare_module.with_settings(recipe, point)  # raises on an invalid point

@@ -1,0 +1,345 @@
+"""``tf-awt compare``: which pruning method gives the best robust ticket, tuned like a reviewer would.
+
+Every method gets the same tuning budget and the test split is read once:
+
+1. **Tries.** Each method's declared search space (:attr:`tf_awt.TicketMethod.space`: the knobs
+   that matter for *that* method) gives ``tries`` settings (:meth:`tf_awt.SearchSpace.tries`: the
+   same number for every method, drawn with ``space_seed``; a smaller space is tried whole, and a
+   method with nothing to choose, such as ``dense``, runs once).
+2. **Selection, on a validation split.** Every try runs with ``select_seeds`` seeds and
+   ``eval.split: validation``: it trains on 80% of the training data and is evaluated on the other
+   20%; the test split is not read. A method's chosen try has the best mean validation robust
+   accuracy (ties: natural accuracy, then the first try).
+3. **The test split, once.** Each method's chosen try runs with ``seeds`` seeds on the test split.
+   The final table gives mean ± std over seeds and, for every method, its gap to the best one and
+   whether the gap exceeds the sum of their standard deviations.
+
+Every run is a cell (:mod:`tf_awt.running.cells`): ``OUT/select/<method>-t<try>-s<seed>`` and
+``OUT/final/<method>-s<seed>``, resumable (a cell with a ``summary.json`` is kept, an interrupted
+one continues from its checkpoints), one after another or on Ray (``workers``, ``address``).
+``OUT/compare.json`` holds what was asked; the same command resumes, a different one on the same
+directory is refused. Outputs: ``selection.csv``/``.md``, ``final.csv``/``.md``,
+``robust_vs_natural.png``, ``verdict.md``; with MLflow one parent run (the tables, the plot, the
+verdict as its description) and a child run per cell.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from tf_awt import _validate
+from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt.running.cells import Cell, run_cells
+from tf_awt.running.plots import save
+from tf_awt.running.recipes import Recipe, from_dict
+from tf_awt.running.tracking import NullTracker, Tracker
+from tf_awt.tickets.methods import get_method, method_names
+from tf_awt.tickets.search_space import SearchSpace
+
+__all__ = ["compare", "Comparison", "plan_comparison", "with_settings"]
+
+OUTPUTS = ("selection.csv", "selection.md", "final.csv", "final.md", "robust_vs_natural.png", "verdict.md")
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """What :func:`compare` found.
+
+    Attributes:
+      selection: one row per try (method, try, settings, per-seed and mean validation accuracies).
+      chosen: method -> its chosen try's settings.
+      final: one row per method (test split: seeds, natural/robust mean and std, gap to the best,
+        whether it exceeds the spread).
+      verdict: the one-paragraph summary (``verdict.md``).
+    """
+
+    selection: List[dict]
+    chosen: Dict[str, Dict[str, Any]]
+    final: List[dict]
+    verdict: str
+
+
+def with_settings(recipe: Recipe, settings: Mapping[str, Any], where: str = "compare") -> Recipe:
+    """``recipe`` with flat recipe keys set (``{"search.scope": "erk", "seed": 1}``), validated."""
+    data = recipe.to_dict()
+    for key, value in settings.items():
+        section, _, name = key.rpartition(".")
+        if section:
+            if not isinstance(data.get(section), dict):
+                raise ValueError(f"{where}: {key!r} is not a recipe key (no section {section!r}). You passed: {key}={value!r}")
+            data[section] = {**data[section], name: value}
+        else:
+            data[name] = value
+    return from_dict(data, source=where)
+
+
+def _describe(settings: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items()) or "the recipe's settings"
+
+
+def plan_comparison(recipe: Recipe, methods: Sequence[str], density: Optional[float] = None, tries: int = 4,
+                    spaces: Optional[Mapping[str, Any]] = None, space_seed: int = 0) -> Dict[str, List[Dict[str, Any]]]:
+    """method -> the settings of its tries, each checked against ``recipe`` (what :func:`compare`
+    runs; no TensorFlow, so a command line checks it before anything loads). Arguments as :func:`compare`'s."""
+    methods = list(methods)
+    bad = [m for m in methods if m not in method_names()]
+    if bad or not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"methods must be a non-empty list of distinct methods from {method_names()}. You passed: {methods}")
+    density = recipe.density if density is None else density
+    if not (_validate.is_real(density) and 0 < density <= 1):
+        raise ValueError(f"density must be a number in (0, 1]. You passed: {density!r}")
+    tries = _validate.integer(tries, "tries", low=1)
+    space_seed = _validate.integer(space_seed, "space_seed", low=0)
+    spaces = dict(spaces or {})
+    unknown = [m for m in spaces if m not in methods]
+    if unknown:
+        raise ValueError(f"spaces names methods that are not compared: {unknown}. Compared: {methods}")
+    plan = {}
+    for method in methods:
+        space = spaces.get(method, get_method(method).space)
+        space = space if isinstance(space, SearchSpace) else SearchSpace.grid(space)
+        plan[method] = space.tries(tries, space_seed)
+        for i, settings in enumerate(plan[method], 1):
+            with_settings(recipe, {**settings, "method": method, "density": density}, f"compare: {method} try {i}")
+    return plan
+
+
+def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir):
+    run = with_settings(recipe, {**settings, "method": method, "density": density if get_method(method).prunes else 1.0,
+                                 "seed": seed, "eval.split": split}, f"compare: {name}")
+    return Cell(name, run, os.path.join(out, name), recipe_name, data_dir)
+
+
+def _summary(cell: Cell) -> dict:
+    with open(os.path.join(cell.out, "summary.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _check_state(out: str, spec: dict) -> dict:
+    path = os.path.join(out, "compare.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        state = json.load(fh)
+    differs = sorted(k for k in spec if json.dumps(state.get(k), sort_keys=True) != json.dumps(spec[k], sort_keys=True))
+    if differs:
+        raise ValueError(f"{out} holds a comparison with other settings ({', '.join(differs)} differ): its cells would mix. "
+                         f"Use another --out, or delete {out}. You passed: "
+                         + "; ".join(f"{k}={json.dumps(spec[k], sort_keys=True)[:80]}" for k in differs))
+    return state
+
+
+def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[float] = None, tries: int = 4,
+            select_seeds: int = 2, seeds: int = 3, spaces: Optional[Mapping[str, Any]] = None, space_seed: int = 0,
+            recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
+            log: Callable[[str], None] = print, workers: int = 1, address: Optional[str] = None,
+            verbose: bool = False) -> Comparison:
+    """Tunes every method with the same budget on a validation split, then runs each chosen try on
+    the test split (see the module docstring); resumable.
+
+    Args:
+      recipe: the runs' recipe (its method and density are replaced per cell).
+      out: the comparison's directory.
+      methods: registered methods to compare (``dense`` is a reference: nothing to tune).
+      density: fraction of weights kept (default None: the recipe's).
+      tries: settings tried per method (default 4).
+      select_seeds: seeds per try on the validation split (default 2).
+      seeds: seeds of each chosen try on the test split (default 3).
+      spaces: method -> a :class:`tf_awt.SearchSpace` or {recipe key: values} replacing the
+        method's declared space (default None: the declared ones).
+      space_seed: the seed that draws the tries from a space larger than ``tries`` (default 0).
+      recipe_name, data_dir, progress: as :class:`tf_awt.running.pipeline.Run`'s.
+      track: one MLflow parent run, a child run per cell (default True).
+      log: progress lines (default ``print``).
+      workers, address, verbose: as :func:`tf_awt.sweep`'s (default 1, None, False).
+    """
+    density = recipe.density if density is None else density
+    plan = plan_comparison(recipe, methods, density, tries, spaces, space_seed)
+    methods, density = list(plan), float(density)
+    select_seeds, seeds = (_validate.integer(v, n, low=1) for v, n in ((select_seeds, "select_seeds"), (seeds, "seeds")))
+    workers = _validate.integer(workers, "workers", low=1)
+
+    os.makedirs(out, exist_ok=True)
+    spec = {"recipe": recipe.to_dict(), "density": density, "tries": plan, "select_seeds": select_seeds, "seeds": seeds}
+    state = _check_state(out, spec)
+    parent = Tracker() if track else NullTracker()
+    state["parent_run_id"] = parent.start_parent(
+        f"compare-{recipe_name or 'recipe'}-d{density:g}",
+        {"compare.methods": ",".join(methods), "compare.density": density, "compare.tries": tries,
+         "compare.select_seeds": select_seeds, "compare.seeds": seeds, "compare.space_seed": space_seed},
+        run_id=state.get("parent_run_id"))
+    atomic_write_json(os.path.join(out, "compare.json"), {**spec, "parent_run_id": state["parent_run_id"]})
+    run = dict(workers=workers, address=address, parent_run_id=parent.run_id, track=track, log=log, verbose=verbose,
+               progress=progress)
+    try:
+        cells = {(m, i, s): _cell(recipe, m, settings, density, s, "validation", out, f"select/{m}-t{i}-s{s}", recipe_name, data_dir)
+                 for m in methods if len(plan[m]) > 1 for i, settings in enumerate(plan[m], 1) for s in range(select_seeds)}
+        run_cells(_unfinished(cells.values(), log), label="compare: selection", **run)
+        selection = _selection_rows(plan, cells, select_seeds)
+        chosen = {m: _chosen(plan[m], [r for r in selection if r["method"] == m]) for m in methods}
+        finals = {(m, s): _cell(recipe, m, chosen[m], density, s, "test", out, f"final/{m}-s{s}", recipe_name, data_dir)
+                  for m in methods for s in range(seeds)}
+        run_cells(_unfinished(finals.values(), log), label="compare: test split", **run)
+        final = _final_rows(methods, finals, seeds)
+        verdict = _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan)
+        _write_outputs(out, selection, chosen, final, verdict)
+        for name in OUTPUTS:
+            parent.log_artifact(os.path.join(out, name))
+        parent.describe(verdict)
+        return Comparison(selection, chosen, final, verdict)
+    finally:
+        parent.end_all()
+
+
+def _unfinished(cells, log) -> List[Cell]:
+    todo = []
+    for cell in cells:
+        if os.path.exists(os.path.join(cell.out, "summary.json")):
+            log(f"compare: {cell.name} already finished, kept")
+        else:
+            todo.append(cell)
+    return todo
+
+
+# --------------------------------------------------------------------------- tables
+def _selection_rows(plan, cells, select_seeds) -> List[dict]:
+    rows = []
+    for method, settings_list in plan.items():
+        for i, settings in enumerate(settings_list, 1):
+            if len(settings_list) == 1:
+                rows.append({"method": method, "try": 1, "settings": _describe(settings), "chosen": True, "seeds": 0})
+                continue
+            found = [_summary(cells[method, i, s]) for s in range(select_seeds)]
+            nat, rob = [f["natural_accuracy"] for f in found], [f["robust_accuracy"] for f in found]
+            rows.append({"method": method, "try": i, "settings": _describe(settings), "seeds": select_seeds,
+                         "natural": nat, "robust": rob, "natural_mean": float(np.mean(nat)), "robust_mean": float(np.mean(rob)),
+                         "collapsed": sum(bool(f.get("collapsed")) for f in found), "chosen": False})
+    return rows
+
+
+def _chosen(settings_list, rows) -> Dict[str, Any]:
+    """The try with the best mean validation robust accuracy; ties: natural accuracy, then the first."""
+    if len(settings_list) == 1:
+        return settings_list[0]
+    best = max(rows, key=lambda r: (r["robust_mean"], r["natural_mean"], -r["try"]))
+    best["chosen"] = True
+    return settings_list[best["try"] - 1]
+
+
+def _final_rows(methods, finals, seeds) -> List[dict]:
+    rows = []
+    for method in methods:
+        found = [_summary(finals[method, s]) for s in range(seeds)]
+        nat = np.array([f["natural_accuracy"] for f in found])
+        rob = np.array([f["robust_accuracy"] for f in found])
+        rows.append({"method": method, "seeds": seeds, "natural_mean": float(nat.mean()), "natural_std": float(nat.std()),
+                     "robust_mean": float(rob.mean()), "robust_std": float(rob.std()), "density": float(found[0]["density"]),
+                     "collapsed": sum(bool(f.get("collapsed")) for f in found), "robust": rob.tolist(), "natural": nat.tolist()})
+    tickets = [r for r in rows if get_method(r["method"]).prunes] or rows
+    best = max(tickets, key=lambda r: (r["robust_mean"], r["natural_mean"]))
+    for r in rows:
+        r["gap_to_best"] = r["robust_mean"] - best["robust_mean"]
+        r["exceeds_spread"] = bool(abs(r["gap_to_best"]) > r["robust_std"] + best["robust_std"])
+        r["best"] = r is best
+    return sorted(rows, key=lambda r: (not get_method(r["method"]).prunes, -r["robust_mean"], -r["natural_mean"]))
+
+
+def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> str:
+    best = next(r for r in final if r["best"])
+    tickets = [r for r in final if get_method(r["method"]).prunes and r is not best]
+    attack = recipe.eval_attack()
+    text = (f"On {recipe_name or 'the recipe'} at density {density:g} ({recipe.dataset}, {recipe.model}, {attack.norm} "
+            f"ε = {attack.eps:g}, PGD-{recipe.eval.steps}×{recipe.eval.restarts}), every method tuned with up to {tries} "
+            f"tries on a validation split ({_seeds(select_seeds)} each) and its chosen try run once on the test split "
+            f"({_seeds(best['seeds'])}), the best ticket by robust accuracy is **{best['method']}**: "
+            f"{best['robust_mean']:.3f} ± {best['robust_std']:.3f} robust, {best['natural_mean']:.3f} ± {best['natural_std']:.3f} natural.")
+    if tickets:
+        runner = tickets[0]
+        text += (f" Its lead over {runner['method']} ({runner['robust_mean']:.3f} ± {runner['robust_std']:.3f}) is "
+                 f"{-runner['gap_to_best']:.3f}, which {'exceeds' if runner['exceeds_spread'] else 'does not exceed'} the sum "
+                 "of their standard deviations")
+        beaten = [r["method"] for r in tickets if r["exceeds_spread"]]
+        within = [r["method"] for r in tickets if not r["exceeds_spread"]]
+        text += (f"; {best['method']}'s lead exceeds the spread over {', '.join(beaten)}" if beaten else "") + \
+                (f"; it is within the spread of {', '.join(within)}" if within else "") + "."
+    smaller = [m for m, t in plan.items() if get_method(m).prunes and len(t) < tries]
+    if smaller:
+        text += f" Fewer than {tries} tries (the whole space): {', '.join(f'{m} ({len(plan[m])})' for m in smaller)}."
+    collapsed = [f"{r['method']} ({r['collapsed']} of {r['seeds']})" for r in final if r["collapsed"]]
+    if collapsed:
+        text += f" Training collapsed for {', '.join(collapsed)}: their means count chance-level seeds."
+    dense = [r for r in final if not get_method(r["method"]).prunes]
+    for r in dense:
+        text += f" Reference, {r['method']}: {r['robust_mean']:.3f} ± {r['robust_std']:.3f} robust, {r['natural_mean']:.3f} natural."
+    return text
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed{'s' if n != 1 else ''}"
+
+
+def _write_outputs(out, selection, chosen, final, verdict) -> None:
+    fields = ("method", "try", "settings", "seeds", "natural", "robust", "natural_mean", "robust_mean", "collapsed", "chosen")
+    _csv(os.path.join(out, "selection.csv"), fields, selection)
+    lines = ["| method | try | settings | validation natural (per seed) | validation robust (per seed) | mean robust | chosen |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in selection:
+        if not r["seeds"]:
+            lines.append(f"| {r['method']} | 1 | {r['settings']} (nothing to choose: not run on validation) | — | — | — | yes |")
+            continue
+        per = lambda key: ", ".join(f"{v:.3f}" for v in r[key])  # noqa: E731
+        lines.append(f"| {r['method']} | {r['try']} | {r['settings']} | {per('natural')} | {per('robust')} | "
+                     f"{r['robust_mean']:.3f} | {'**yes**' if r['chosen'] else ''} |")
+    atomic_write_bytes(os.path.join(out, "selection.md"), ("\n".join(lines) + "\n").encode())
+    fields = ("method", "seeds", "density", "natural_mean", "natural_std", "robust_mean", "robust_std", "gap_to_best",
+              "exceeds_spread", "collapsed", "natural", "robust")
+    _csv(os.path.join(out, "final.csv"), fields, final)
+    lines = ["| method | chosen try | seeds | density | natural | robust | robust gap to the best | exceeds the spread | collapsed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in final:
+        gap = "best" if r["best"] else f"{r['gap_to_best']:+.3f}"
+        lines.append(f"| {r['method']} | {_describe(chosen[r['method']])} | {r['seeds']} | {r['density']:.4f} | "
+                     f"{r['natural_mean']:.3f} ± {r['natural_std']:.3f} | {r['robust_mean']:.3f} ± {r['robust_std']:.3f} | "
+                     f"{gap} | {'' if r['best'] else ('yes' if r['exceeds_spread'] else 'no')} | {r['collapsed']} of {r['seeds']} |")
+    atomic_write_bytes(os.path.join(out, "final.md"), ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(os.path.join(out, "verdict.md"), (verdict + "\n").encode())
+    _plot(out, selection, final)
+
+
+def _csv(path, fields, rows) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows([{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
+    atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def _plot(out, selection, final) -> None:
+    import matplotlib  # only when plotting, with the file backend chosen before pyplot loads
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, (ax_select, ax_final) = plt.subplots(1, 2, figsize=(10, 4))
+    colors = {r["method"]: f"C{i % 10}" for i, r in enumerate(final)}
+    for r in selection:
+        if r["seeds"]:
+            ax_select.scatter(r["natural_mean"], r["robust_mean"], color=colors[r["method"]], marker="*" if r["chosen"] else "o",
+                              s=160 if r["chosen"] else 30, alpha=1 if r["chosen"] else 0.5)
+    for r in final:
+        ax_final.errorbar(r["natural_mean"], r["robust_mean"], xerr=r["natural_std"], yerr=r["robust_std"], fmt="o",
+                          color=colors[r["method"]], capsize=3, label=r["method"])
+    ax_select.set_title("validation split: every try (★ chosen), mean over seeds", fontsize=9)
+    ax_final.set_title("test split: the chosen tries, mean ± std over seeds", fontsize=9)
+    for ax in (ax_select, ax_final):
+        ax.set_xlabel("natural accuracy")
+        ax.set_ylabel("robust accuracy")
+    ax_final.legend(fontsize=7)
+    save(fig, os.path.join(out, "robust_vs_natural.png"))
+    plt.close(fig)
