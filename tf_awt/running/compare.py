@@ -264,10 +264,10 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
         text += (f" Its lead over {runner['method']} ({runner['robust_mean']:.3f} ± {runner['robust_std']:.3f}) is "
                  f"{-runner['gap_to_best']:.3f}, which {'exceeds' if runner['exceeds_spread'] else 'does not exceed'} the sum "
                  "of their standard deviations")
-        beaten = [r["method"] for r in tickets if r["exceeds_spread"]]
-        within = [r["method"] for r in tickets if not r["exceeds_spread"]]
-        text += (f"; {best['method']}'s lead exceeds the spread over {', '.join(beaten)}" if beaten else "") + \
-                (f"; it is within the spread of {', '.join(within)}" if within else "") + "."
+        beaten = [r["method"] for r in tickets[1:] if r["exceeds_spread"]]
+        within = [r["method"] for r in tickets[1:] if not r["exceeds_spread"]]
+        text += "." + (f" The lead also exceeds the spread over {', '.join(beaten)}." if beaten else "") + \
+                (f" Within the spread of {best['method']}: {', '.join(within)}." if within else "")
     smaller = [m for m, t in plan.items() if get_method(m).prunes and len(t) < tries]
     if smaller:
         text += f" Fewer than {tries} tries (the whole space): {', '.join(f'{m} ({len(plan[m])})' for m in smaller)}."
