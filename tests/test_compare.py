@@ -74,6 +74,13 @@ def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_
     expected += [("dense", "test", "global", "glorot_uniform", s) for s in (0, 1)]
     assert sorted(r for r in split_reads if r[1] == "test") == sorted(expected)
 
+    # a selection try's model is neither exported nor logged (only its numbers count); a final cell's is both
+    for phase, has_model in (("select", False), ("final", True)):
+        for name in os.listdir(os.path.join(out, phase)):
+            summary = json.load(open(os.path.join(out, phase, name, "summary.json")))
+            assert os.path.isdir(os.path.join(out, phase, name, "saved_model")) == has_model, name
+            assert (summary["model_uri"] is not None) == has_model and summary["model_size"]["sparse_gzip_bytes"] > 0
+
     final = list(csv.DictReader(open(os.path.join(out, "final.csv"))))
     assert [r["method"] for r in final][-1] == "dense" and len(final) == 3
     for r in final:

@@ -33,6 +33,23 @@ def test_export_writes_a_servable_sparse_model_and_replaces_an_old_one(tmp_path)
     np.testing.assert_allclose(served, pruned(x).numpy(), atol=1e-6)
 
 
+def test_a_run_without_a_saved_model_reports_the_same_sizes_and_writes_nothing(tmp_path):
+    """``export.saved_model: false`` (a comparison's selection tries): the sizes a SavedModel export
+    reports, and no file."""
+    from tf_awt.tickets.export import export_run
+
+    model = _cnn()
+    x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
+    pruned = tf_awt.find_ticket(model, (x, np.arange(5) % 3), density=0.25, method="magnitude").to_model(model)
+    weights = model.get_weights()
+    _, written, line = export_run(pruned, str(tmp_path / "a"), (6, 6, 1), weights, tf_awt.ExportConfig(tflite=False))
+    stripped, sizes, line = export_run(pruned, str(tmp_path / "b"), (6, 6, 1), weights,
+                                       tf_awt.ExportConfig(saved_model=False, tflite=False))
+    assert sizes == written and not os.path.exists(tmp_path / "b")
+    assert "no SavedModel (export.saved_model: false)" in line
+    np.testing.assert_allclose(stripped(x).numpy(), pruned(x).numpy(), atol=1e-6)
+
+
 def test_export_names_a_bad_input_shape():
     with pytest.raises(ValueError, match=r"input_shape must be positive integers. You passed: \(0, 6, 1\)"):
         tf_awt.export_saved_model(_cnn(), "unused", input_shape=(0, 6, 1))

@@ -144,16 +144,21 @@ class EvalConfig(_Config):
 
 @dataclasses.dataclass(frozen=True)
 class ExportConfig(_Config):
-    """What a run exports besides the sparse SavedModel.
+    """What a run exports.
 
     Attributes:
+      saved_model: ``saved_model/``, the servable sparse SavedModel, also logged to MLflow as the
+        run's model (default True). False for runs whose numbers matter and whose model does not
+        (``tf-awt compare``'s selection tries): the summary still gives the model's sizes.
       tflite: also ``model.tflite``, the pruned kernels stored sparse (default True).
       keras3: also ``model.keras``, the trained ticket as a Keras 3 model (default False).
     """
 
+    saved_model: bool = True
     tflite: bool = True
     keras3: bool = False
 
     def __post_init__(self):
+        _flag(self, "saved_model")
         _flag(self, "tflite")
         _flag(self, "keras3")

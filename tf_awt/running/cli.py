@@ -366,7 +366,8 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
         lines.append(f"  mlflow ui                      # from this directory, then open {ui_url or 'http://127.0.0.1:5000'}")
     if summary.get("registered_model"):
         lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
-    lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
+    if summary.get("saved_model"):
+        lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
     return "\n".join(lines)
 
 

@@ -177,7 +177,7 @@ class Run:
             # a distributed model is exported from a one-device copy of its trained weights
             stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
             summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings,
-                                     self.path("saved_model"), self.tracker.run_id)
+                                     self.path("saved_model") if self.recipe.export.saved_model else None, self.tracker.run_id)
             self._finish(summary, ticket, hist, stripped, reasons)
             if reasons and self.recipe.train.fail_on_collapse:
                 raise TrainingCollapsed(f"training collapsed (train.fail_on_collapse): {summary['collapse_reason']}")

@@ -24,7 +24,7 @@ def collapse_report(recipe, split, history: dict, result) -> List[str]:
 
 
 def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List[str], timings: dict,
-            saved_model: str, run_id: Optional[str]) -> dict:
+            saved_model: Optional[str], run_id: Optional[str]) -> dict:
     """The run's ``summary.json``: headline numbers, densities, sizes, timings, collapse, MLflow ids."""
     return {
         "natural_accuracy": result.natural_accuracy,
@@ -40,7 +40,7 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
         "sanity_warnings": result.warnings,
         "collapsed": bool(reasons),
         "collapse_reason": (f"{'; '.join(reasons)}. {advice(recipe.train)}" if reasons else None),
-        "saved_model": os.path.abspath(saved_model),
+        "saved_model": os.path.abspath(saved_model) if saved_model else None,
         "mlflow_run_id": run_id,
         "model_uri": None,
         "registered_model": None,

@@ -276,7 +276,8 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
     tags = {"method": recipe.method, "density": f"{summary['density']:.4f}", "eps": f"{recipe.attack.eps:g}",
             "norm": recipe.attack.norm, "recipe": recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
             "robust_accuracy": f"{summary['robust_accuracy']:.4f}"}
-    summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags)
+    if recipe.export.saved_model:  # else no model: a comparison's selection try, say
+        summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags)
     summary["registered_model"] = tracker.registered_uri
     tracker.describe(description)
     tracker.log_metrics({"density": summary["density"], "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})

@@ -43,14 +43,14 @@ class ExportResult:
     """What :func:`export_saved_model` wrote.
 
     Attributes:
-      path: the SavedModel folder.
+      path: the SavedModel folder (None when a run wrote none: ``export.saved_model: false``).
       model: the stripped tf_keras model (no tfmot wrappers) that was saved.
       raw_bytes: bytes of its weights as float32 arrays.
       sparse_gzip_bytes: :func:`gzip_size` of its weights.
       zeros: fraction of exact zeros in its prunable weights.
     """
 
-    path: str
+    path: Optional[str]
     model: object
     raw_bytes: int
     sparse_gzip_bytes: int
@@ -93,13 +93,19 @@ def export_saved_model(model, path: str, input_shape: Optional[tuple] = None) ->
     from tensorflow_model_optimization.python.core.sparsity.keras import prune
 
     from tf_awt._files import atomic_directory
-    from tf_awt.engine.layer_rules import layer_rule, prunable_layers
 
     input_shape = _input_shape(model, input_shape, "export_saved_model")
     stripped = prune.strip_pruning(model)
     serving_default = _serving_function(stripped, input_shape)
     atomic_directory(path, lambda tmp: stripped.save(tmp, save_format="tf", include_optimizer=False,
                                                      signatures={"serving_default": serving_default}))
+    return _stripped_result(stripped, path)
+
+
+def _stripped_result(stripped, path: Optional[str]) -> ExportResult:
+    """The sizes of a stripped model's weights (what :func:`export_saved_model` reports)."""
+    from tf_awt.engine.layer_rules import layer_rule, prunable_layers
+
     weights = stripped.get_weights()
     kernels = [np.asarray(layer_rule(layer).weights(layer)[0]) for layer in prunable_layers(stripped)]
     total = sum(k.size for k in kernels)
@@ -185,8 +191,8 @@ def export_keras3(model, path: str) -> int:
 
 
 def export_run(model, directory: str, input_shape: tuple, dense_weights, config=None):
-    """A run's exports in ``directory``: ``saved_model/``, and ``model.tflite`` / ``model.keras`` as
-    its :class:`~tf_awt.ExportConfig` says (default ``ExportConfig()``).
+    """A run's exports in ``directory``: ``saved_model/``, ``model.tflite`` and ``model.keras`` as
+    its :class:`~tf_awt.ExportConfig` says (default ``ExportConfig()``: the first two).
 
     Returns (the stripped model, sizes in bytes: ``raw_bytes``, ``dense_gzip_bytes`` of
     ``dense_weights``, ``sparse_gzip_bytes``, and ``tflite_bytes``/``keras3_bytes`` when written, a
@@ -194,7 +200,12 @@ def export_run(model, directory: str, input_shape: tuple, dense_weights, config=
     from tf_awt.adversarial.phase_config import ExportConfig
 
     config = config if config is not None else ExportConfig()
-    result = export_saved_model(model, os.path.join(directory, "saved_model"), input_shape)
+    if config.saved_model:
+        result = export_saved_model(model, os.path.join(directory, "saved_model"), input_shape)
+    else:
+        from tensorflow_model_optimization.python.core.sparsity.keras import prune
+
+        result = _stripped_result(prune.strip_pruning(model), None)
     sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(dense_weights),
              "sparse_gzip_bytes": result.sparse_gzip_bytes}
     if config.tflite:
@@ -204,6 +215,6 @@ def export_run(model, directory: str, input_shape: tuple, dense_weights, config=
         sizes["keras3_bytes"] = export_keras3(result.model, os.path.join(directory, "model.keras"))
     extra = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"),
                                                                    ("keras3_bytes", "model.keras")) if key in sizes)
-    line = (f"export: {result.path} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, "
+    line = (f"export: {result.path or 'no SavedModel (export.saved_model: false)'} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, "
             f"sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
     return result.model, sizes, line
