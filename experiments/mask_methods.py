@@ -1,5 +1,12 @@
 """Issue 14: every ticket method with the same budget of tries, chosen on a validation split.
 
+Since issue 28 this protocol is one command, ``tf-awt compare`` (tf_awt/running/compare.py,
+docs/distributed.md), with each method's search space declared in the library. This script stays as
+the exact record of docs/results.md section 7, whose commands run it: its three tries per method
+were hand-picked (``awt-scores`` is a separate row), and its final step adds AutoAttack on 200 test
+digits. Rerunning section 7 through ``tf-awt compare`` would be a new experiment with other tries,
+not a reproduction. New comparisons: use ``tf-awt compare``.
+
     python experiments/mask_methods.py select [--density 0.036]   # 3 settings per method, validation split, seed 0
     python experiments/mask_methods.py table  [--density 0.036]   # markdown table of the finished selection runs
     python experiments/mask_methods.py final --densities 0.036,0.018 --seeds 3 [--families awt,magnitude,...]
