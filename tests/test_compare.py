@@ -149,3 +149,21 @@ def test_every_tuned_built_in_method_declares_a_space_at_least_as_large_as_the_d
         assert len(points) >= (2 if method == "erk" else 4), method
         for point in points:
             compare_module.with_settings(recipe, point)  # raises on an invalid point
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("ray")
+def test_compare_on_two_ray_workers_equals_the_sequential_comparison(tmp_path, capsys):
+    """``--workers 2``: the same selection, the same chosen tries and the same final numbers as one
+    cell after another (its fast variant: the sequential test above; the Ray path is the sweep's,
+    tested with killed workers in tests/test_sweep.py)."""
+    recipe = digits_recipe(tmp_path, epochs=1, density=0.1)
+    tables = {}
+    for workers in ("1", "2"):
+        out = str(tmp_path / f"w{workers}")
+        proc = tf_awt_main(capsys, "compare", recipe, "--methods", "magnitude,dense", "--tries", "2", "--select-seeds", "1",
+                           "--seeds", "2", *SPACE, "--out", out, "--quiet", "--no-mlflow", "--workers", workers)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tables[workers] = [open(os.path.join(out, name)).read() for name in ("selection.csv", "final.csv", "verdict.md")]
+    assert "cells on Ray (2 local workers)" in proc.stderr
+    assert tables["1"] == tables["2"]
