@@ -137,9 +137,14 @@ def test_a_parallel_sweep_without_ray_says_what_to_install(tmp_path, capsys, mon
                        "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "2")
     assert proc.returncode == 2
     assert "needs Ray: pip install" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    proc = tf_awt_main(capsys, "sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "random",
-                       "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "0")
-    assert proc.returncode == 2 and "workers must be an integer >= 1. You passed: 0" in proc.stderr
+    proc = tf_awt_main(capsys, "compare", tiny_recipe(tmp_path), "--methods", "random", "--out", str(tmp_path / "s"),
+                       "--quiet", "--no-mlflow", "--workers", "2")
+    assert proc.returncode == 2 and "needs Ray: pip install" in proc.stderr
+    assert not (tmp_path / "s").exists()  # nothing written
+    for command in (["sweep", "--densities", "0.3"], ["compare"]):
+        proc = tf_awt_main(capsys, command[0], tiny_recipe(tmp_path), *command[1:], "--methods", "random",
+                           "--out", str(tmp_path / "s"), "--quiet", "--no-mlflow", "--workers", "0")
+        assert proc.returncode == 2 and "workers must be an integer >= 1. You passed: 0" in proc.stderr
 
 
 @pytest.mark.slow

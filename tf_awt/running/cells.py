@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Callable, Dict, Optional, Sequence
 
-__all__ = ["Cell", "run_cells", "run_on_ray", "CellsFailed"]
+__all__ = ["Cell", "run_cells", "run_on_ray", "CellsFailed", "check_parallel"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +132,17 @@ def run_cell(cell: Cell, tracking_uri: Optional[str] = None, parent_run_id: Opti
     import ray
 
     return ray.util.get_node_ip_address() + " (node " + ray.get_runtime_context().get_node_id()[:8] + ")"
+
+
+def check_parallel(workers, address: Optional[str] = None) -> int:
+    """``workers`` checked (an integer >= 1), and Ray importable when the cells are to run on it
+    (``workers > 1``, ``address`` or ``RAY_ADDRESS``): a one-line error before anything is written."""
+    from tf_awt import _validate
+
+    workers = _validate.integer(workers, "workers", low=1)
+    if workers > 1 or address or os.environ.get("RAY_ADDRESS"):
+        _import_ray()
+    return workers
 
 
 def _import_ray():

@@ -277,6 +277,10 @@ def _main(argv):
         args.spaces = _spaces(args.space)
         plan_comparison(recipe, args.methods, args.density, args.tries, args.spaces, args.space_seed)  # before TensorFlow
         args.out = args.out or os.path.join("runs", f"compare-{_recipe_stem(args.recipe)}")
+    if args.command in ("sweep", "compare"):
+        from tf_awt.running.cells import check_parallel
+
+        check_parallel(args.workers, args.address)  # a missing Ray is one line, before anything is written
     log = (lambda msg: print(msg, file=sys.stderr, flush=True))
     from tf_awt._files import DirectoryLock
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from tf_awt import _validate
 from tf_awt._files import atomic_write_bytes, atomic_write_json
-from tf_awt.running.cells import Cell, run_cells
+from tf_awt.running.cells import Cell, check_parallel, run_cells
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
 from tf_awt.running.tracking import NullTracker, Tracker
@@ -166,7 +166,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
     plan = plan_comparison(recipe, methods, density, tries, spaces, space_seed)
     methods, density = list(plan), float(density)
     select_seeds, seeds = (_validate.integer(v, n, low=1) for v, n in ((select_seeds, "select_seeds"), (seeds, "seeds")))
-    workers = _validate.integer(workers, "workers", low=1)
+    workers = check_parallel(workers, address)
 
     os.makedirs(out, exist_ok=True)
     spec = {"recipe": recipe.to_dict(), "density": density, "tries": plan, "select_seeds": select_seeds, "seeds": seeds}

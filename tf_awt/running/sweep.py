@@ -23,7 +23,7 @@ import numpy as np
 
 from tf_awt import _validate
 from tf_awt._files import atomic_write_bytes, atomic_write_json
-from tf_awt.running.cells import Cell, run_cells
+from tf_awt.running.cells import Cell, check_parallel, run_cells
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.tracking import NullTracker, Tracker
@@ -71,7 +71,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
         raise ValueError(f"densities must be numbers in (0, 1]. You passed: {list(densities)}")
     densities = [float(d) for d in densities]
     seeds = _validate.integer(seeds, "seeds", low=1)
-    workers = _validate.integer(workers, "workers", low=1)
+    workers = check_parallel(workers, address)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
     state = json.load(open(state_path)) if os.path.exists(state_path) else {}
