@@ -4,6 +4,7 @@
     python experiments/sketch_quality.py digest                 # docs/results/sketch_quality/*.json
     python experiments/sketch_quality.py report                 # the markdown table
     python experiments/sketch_quality.py spread                 # single-probe spread at the first step
+    python experiments/sketch_quality.py test   [--queue 0/1]   # the CNN on the TEST split: K = 4 and exact, seeds 0-2
 
 MLP: ``mnist5k-mlp`` at 3.6% with the AWT setting the fair run chose on validation (issue 25:
 2 search epochs, T_m = 20, NTT's decay λ = 1e-4 / density), ``search.kernel=sketch`` with K = 1, 4
@@ -48,9 +49,21 @@ def cells(models=("mlp", "cnn")):
                        ["eval.split=validation", f"seed={seed}", f"search.kernel={kernel}", "search.probes=4"])
 
 
-def run(queue: str, models) -> None:
+TEST_SEEDS = (0, 1, 2)
+
+
+def test_cells():
+    """The chosen K (4: the validation pairs agree) and the exact search on the test split, the
+    paper CNN at 3%, seeds 0-2; ordered so that two queues each get a mix of sketch and exact."""
+    order = [(0, "sketch"), (0, "full"), (1, "full"), (1, "sketch"), (2, "sketch"), (2, "full")]
+    for seed, kernel in order:
+        yield (os.path.join(ROOT, f"cnn-test-{'k4' if kernel == 'sketch' else 'exact'}-s{seed}"), "mnist5k-cnn",
+               [f"seed={seed}", f"search.kernel={kernel}", "search.probes=4"])
+
+
+def run(queue: str, models, which=cells) -> None:
     index, count = (int(v) for v in queue.split("/"))
-    for i, (out, recipe, overrides) in enumerate(cells(models)):
+    for i, (out, recipe, overrides) in enumerate(which(models) if which is cells else which()):
         if i % count == index and not os.path.exists(os.path.join(DIGESTS, os.path.basename(out) + ".json")):
             tf_awt_run(recipe, out, overrides)
 
@@ -61,6 +74,8 @@ def _masks(out):
 
 
 def _exact_dir(name):
+    if name.startswith("cnn-test-"):
+        return os.path.join(ROOT, f"cnn-test-exact-{name.split('-')[-1]}")
     model, kind, seed = name.split("-")
     if model == "mlp":
         return os.path.join(FAIR, f"awt-e2-tm20-decay-{seed}")
@@ -69,7 +84,7 @@ def _exact_dir(name):
 
 def digest() -> None:
     os.makedirs(DIGESTS, exist_ok=True)
-    names = [os.path.basename(out) for out, _, _ in cells()]
+    names = [os.path.basename(out) for out, _, _ in [*cells(), *test_cells()]]
     for name in names + [f"mlp-exact-s{s}" for s in SEEDS]:
         out = _exact_dir(f"mlp-x-s{name[-1]}") if name.startswith("mlp-exact") else os.path.join(ROOT, name)
         if not os.path.exists(os.path.join(out, "summary.json")):
@@ -104,6 +119,33 @@ def report() -> str:
             overlap = " / ".join(f"{np.mean([r['overlap_exact'][l] for r in found]):.2f}" for l in layers)
         lines.append(f"| {model} | {label} | {len(found)} | {nat} | {rob} | {np.mean([r['robust_accuracy'] for r in found]):.3f} | "
                      f"{overlap or '—'} | {found[0]['phase_seconds'].get('search', 0):.0f} |")
+    return "\n".join(lines)
+
+
+def test_report() -> str:
+    """The test split: mean ± std over seeds 0-2 per kernel, the overlap with the exact ticket, the gap."""
+    lines = ["| model | kernel distance | seeds | natural | robust (PGD-100×5) | kept weights also in the exact search's mask "
+             "(per layer, mean of seeds) | search s (mean) |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    stats = {}
+    for kind in ("exact", "k4"):
+        found = [os.path.join(DIGESTS, f"cnn-test-{kind}-s{s}.json") for s in TEST_SEEDS]
+        found = [json.load(open(p)) for p in found if os.path.exists(p)]
+        if not found:
+            continue
+        nat, rob = (np.array([r[k] for r in found]) for k in ("natural_accuracy", "robust_accuracy"))
+        stats[kind] = (rob.mean(), rob.std(), len(found))
+        overlap = "—"
+        if all("overlap_exact" in r for r in found):
+            layers = list(found[0]["overlap_exact"])
+            overlap = " / ".join(f"{np.mean([r['overlap_exact'][l] for r in found]):.2f}" for l in layers)
+        search = np.mean([r["phase_seconds"].get("search", 0) for r in found])
+        lines.append(f"| cnn | {'exact (full)' if kind == 'exact' else 'sketch K=4'} | {len(found)} | {nat.mean():.3f} ± {nat.std():.3f} | "
+                     f"{rob.mean():.3f} ± {rob.std():.3f} | {overlap} | {search:.0f} |")
+    if len(stats) == 2:
+        (me, se, _), (mk, sk, _) = stats["exact"], stats["k4"]
+        within = abs(mk - me) <= se + sk
+        lines.append(f"| cnn | sketch − exact: {mk - me:+.3f} robust ({'within' if within else 'beyond'} the sum of the stds, "
+                     f"{se + sk:.3f}) | | | | | |")
     return "\n".join(lines)
 
 
@@ -144,18 +186,20 @@ def spread(samples: int = 256) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=("run", "digest", "report", "spread"))
+    parser.add_argument("command", choices=("run", "test", "digest", "report", "spread"))
     parser.add_argument("--queue", default="0/1")
     parser.add_argument("--models", default="mlp,cnn")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args.queue, tuple(args.models.split(",")))
+    elif args.command == "test":
+        run(args.queue, None, which=test_cells)
     elif args.command == "digest":
         digest()
     elif args.command == "spread":
         print(spread())
     else:
-        print(report())
+        print(report() + "\n\nTest split:\n\n" + test_report())
 
 
 if __name__ == "__main__":
