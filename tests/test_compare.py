@@ -167,3 +167,15 @@ def test_compare_on_two_ray_workers_equals_the_sequential_comparison(tmp_path, c
         tables[workers] = [open(os.path.join(out, name)).read() for name in ("selection.csv", "final.csv", "verdict.md")]
     assert "cells on Ray (2 local workers)" in proc.stderr
     assert tables["1"] == tables["2"]
+
+
+def test_force_replaces_a_different_comparison_in_the_same_directory(tmp_path, capsys):
+    recipe, out = tiny_recipe(tmp_path, train={"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05}), str(tmp_path / "c")
+    base = ["compare", recipe, "--methods", "dense", "--out", out, "--quiet", "--no-mlflow"]
+    assert tf_awt_main(capsys, *base, "--seeds", "1").returncode == 0
+    refused = tf_awt_main(capsys, *base, "--seeds", "2")
+    assert refused.returncode == 2 and "(seeds differ)" in refused.stderr
+    forced = tf_awt_main(capsys, *base, "--seeds", "2", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    assert json.load(open(os.path.join(out, "compare.json")))["seeds"] == 2
+    assert "running final/dense-s0" in forced.stderr and "running final/dense-s1" in forced.stderr  # s0 run again

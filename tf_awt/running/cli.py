@@ -318,7 +318,7 @@ def _dispatch(args, recipe, densities, log) -> int:
         result = compare(recipe, args.out, args.methods, args.density, args.tries, args.select_seeds, args.seeds,
                          args.spaces, args.space_seed, recipe_name=args.recipe, data_dir=args.data_dir,
                          progress=_Progress(args.quiet), track=not args.no_mlflow, log=log, workers=args.workers,
-                         address=args.address, verbose=args.verbose)
+                         address=args.address, verbose=args.verbose, force=args.force)
         with open(os.path.join(args.out, "final.md"), encoding="utf-8") as fh:
             print(fh.read() + "\n" + result.verdict + "\n")
         print(f"tables, plot, verdict -> {args.out}/ (selection.md, final.md, robust_vs_natural.png, verdict.md)")

@@ -111,12 +111,12 @@ def plan_comparison(recipe: Recipe, methods: Sequence[str], density: Optional[fl
     return plan
 
 
-def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir):
+def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir, force=False):
     """A selection cell (``split="validation"``) exports no model: only its numbers are used."""
     no_model = {"export.saved_model": False, "export.tflite": False, "export.keras3": False} if split == "validation" else {}
     run = with_settings(recipe, {**settings, "method": method, "density": density if get_method(method).prunes else 1.0,
                                  "seed": seed, "eval.split": split, **no_model}, f"compare: {name}")
-    return Cell(name, run, os.path.join(out, name), recipe_name, data_dir)
+    return Cell(name, run, os.path.join(out, name), recipe_name, data_dir, force)
 
 
 def _summary(cell: Cell) -> dict:
@@ -142,7 +142,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
             select_seeds: int = 2, seeds: int = 3, spaces: Optional[Mapping[str, Any]] = None, space_seed: int = 0,
             recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
             log: Callable[[str], None] = print, workers: int = 1, address: Optional[str] = None,
-            verbose: bool = False) -> Comparison:
+            verbose: bool = False, force: bool = False) -> Comparison:
     """Tunes every method with the same budget on a validation split, then runs each chosen try on
     the test split (see the module docstring); resumable.
 
@@ -161,6 +161,8 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
       track: one MLflow parent run, a child run per cell (default True).
       log: progress lines (default ``print``).
       workers, address, verbose: as :func:`tf_awt.sweep`'s (default 1, None, False).
+      force: run every cell again and replace what ``out`` holds, a different comparison included
+        (default False: finished cells are kept, a different comparison is refused).
     """
     density = recipe.density if density is None else density
     plan = plan_comparison(recipe, methods, density, tries, spaces, space_seed)
@@ -170,7 +172,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
 
     os.makedirs(out, exist_ok=True)
     spec = {"recipe": recipe.to_dict(), "density": density, "tries": plan, "select_seeds": select_seeds, "seeds": seeds}
-    state = _check_state(out, spec)
+    state = {} if force else _check_state(out, spec)
     parent = Tracker() if track else NullTracker()
     state["parent_run_id"] = parent.start_parent(
         f"compare-{recipe_name or 'recipe'}-d{density:g}",
@@ -181,12 +183,13 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
     run = dict(workers=workers, address=address, parent_run_id=parent.run_id, track=track, log=log, verbose=verbose,
                progress=progress)
     try:
-        cells = {(m, i, s): _cell(recipe, m, settings, density, s, "validation", out, f"select/{m}-t{i}-s{s}", recipe_name, data_dir)
+        cells = {(m, i, s): _cell(recipe, m, settings, density, s, "validation", out, f"select/{m}-t{i}-s{s}", recipe_name, data_dir,
+                                     force)
                  for m in methods if len(plan[m]) > 1 for i, settings in enumerate(plan[m], 1) for s in range(select_seeds)}
         run_cells(_unfinished(cells.values(), log), label="compare: selection", **run)
         selection = _selection_rows(plan, cells, select_seeds)
         chosen = {m: _chosen(plan[m], [r for r in selection if r["method"] == m]) for m in methods}
-        finals = {(m, s): _cell(recipe, m, chosen[m], density, s, "test", out, f"final/{m}-s{s}", recipe_name, data_dir)
+        finals = {(m, s): _cell(recipe, m, chosen[m], density, s, "test", out, f"final/{m}-s{s}", recipe_name, data_dir, force)
                   for m in methods for s in range(seeds)}
         run_cells(_unfinished(finals.values(), log), label="compare: test split", **run)
         final = _final_rows(methods, finals, seeds)
@@ -203,7 +206,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
 def _unfinished(cells, log) -> List[Cell]:
     todo = []
     for cell in cells:
-        if os.path.exists(os.path.join(cell.out, "summary.json")):
+        if os.path.exists(os.path.join(cell.out, "summary.json")) and not cell.force:
             log(f"compare: {cell.name} already finished, kept")
         else:
             todo.append(cell)
