@@ -33,7 +33,9 @@ def test_every_bundled_recipe_loads():
         assert recipe.search.density == recipe.density
         assert all(names[name] for name in names)  # one line each
     vgg = load_recipe("cifar10-vgg16")
-    assert vgg.search.kernel == "diagonal" and vgg.model == "vgg16"
+    assert vgg.search.kernel == "sketch" and vgg.search.probes == 4 and vgg.model == "vgg16"
+    for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 9
+        assert load_recipe(name).search.kernel == "sketch", name
     toy = load_recipe("toy-gaussian")
     assert toy.attack.norm == "l2" and toy.attack.eps == 2.0 and toy.density == 0.1
 
