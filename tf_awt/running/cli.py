@@ -75,12 +75,12 @@ def _parser():
     p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def recipe_args(sp, out_required):
+    def recipe_args(sp, out_required, out_default="runs/<recipe name>"):
         sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
         sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
         sp.add_argument("--out", required=out_required, default=None,
-                        help="output directory" + ("" if out_required else " (default: runs/<recipe name>)"))
+                        help="output directory" + ("" if out_required else f" (default: {out_default})"))
         sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
         sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
         sp.add_argument("--force", action="store_true",
@@ -114,13 +114,13 @@ def _parser():
     ev.add_argument("--max-examples", type=int, default=None, help="evaluate the first N test examples only")
     ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
     sw = sub.add_parser("sweep", help="a resumable grid of runs: methods x densities x seeds")
-    recipe_args(sw, out_required=False)
+    recipe_args(sw, out_required=False, out_default="runs/sweep-<recipe name>")
     sw.add_argument("--densities", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
     sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
     sw.add_argument("--seeds", type=int, default=1)
     cp = sub.add_parser("compare", help="every method tuned with the same budget on a validation split, then the "
                                         "chosen settings once on the test split")
-    recipe_args(cp, out_required=False)
+    recipe_args(cp, out_required=False, out_default="runs/compare-<recipe name>")
     cp.add_argument("--methods", default="awt,cosentino,snip,magnitude,random,dense",
                     help="comma-separated methods (default awt,cosentino,snip,magnitude,random,dense)")
     cp.add_argument("--density", type=float, default=None, help="fraction of weights kept (default: the recipe's)")
