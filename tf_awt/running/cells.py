@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Callable, Dict, Optional, Sequence
 
-__all__ = ["Cell", "run_cells", "run_on_ray", "CellsFailed", "check_parallel"]
+__all__ = ["Cell", "run_cells", "run_on_ray", "CellsFailed", "check_parallel", "unfinished"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,18 @@ class _Progress:
         state = "finished" + (f" on {where}" if where else "") if error is None else f"FAILED ({type(error).__name__}: {error})"
         self.log(f"{self.label}: {cell.name} {state} ({self.done} done, {running} running, {len(self.failed)} failed, "
                  f"{left} left of {self.total}; {elapsed:.0f} s{eta})")
+
+
+def unfinished(cells, log: Callable[[str], None], label: str) -> list:
+    """The cells still to run: a cell whose ``summary.json`` exists finished and is kept (logged),
+    unless it is forced."""
+    todo = []
+    for cell in cells:
+        if os.path.exists(os.path.join(cell.out, "summary.json")) and not cell.force:
+            log(f"{label}: {cell.name} already finished, kept")
+        else:
+            todo.append(cell)
+    return todo
 
 
 def run_cells(cells: Sequence[Cell], workers: int = 1, address: Optional[str] = None, parent_run_id: Optional[str] = None,

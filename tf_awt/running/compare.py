@@ -36,7 +36,7 @@ import numpy as np
 
 from tf_awt import _validate
 from tf_awt._files import atomic_write_bytes, atomic_write_json
-from tf_awt.running.cells import Cell, check_parallel, run_cells
+from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
 from tf_awt.running.tracking import NullTracker, Tracker
@@ -186,12 +186,12 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
         cells = {(m, i, s): _cell(recipe, m, settings, density, s, "validation", out, f"select/{m}-t{i}-s{s}", recipe_name, data_dir,
                                      force)
                  for m in methods if len(plan[m]) > 1 for i, settings in enumerate(plan[m], 1) for s in range(select_seeds)}
-        run_cells(_unfinished(cells.values(), log), label="compare: selection", **run)
+        run_cells(unfinished(cells.values(), log, "compare"), label="compare: selection", **run)
         selection = _selection_rows(plan, cells, select_seeds)
         chosen = {m: _chosen(plan[m], [r for r in selection if r["method"] == m]) for m in methods}
         finals = {(m, s): _cell(recipe, m, chosen[m], density, s, "test", out, f"final/{m}-s{s}", recipe_name, data_dir, force)
                   for m in methods for s in range(seeds)}
-        run_cells(_unfinished(finals.values(), log), label="compare: test split", **run)
+        run_cells(unfinished(finals.values(), log, "compare"), label="compare: test split", **run)
         final = _final_rows(methods, finals, seeds)
         verdict = _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan)
         _write_outputs(out, selection, chosen, final, verdict)
@@ -201,16 +201,6 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
         return Comparison(selection, chosen, final, verdict)
     finally:
         parent.end_all()
-
-
-def _unfinished(cells, log) -> List[Cell]:
-    todo = []
-    for cell in cells:
-        if os.path.exists(os.path.join(cell.out, "summary.json")) and not cell.force:
-            log(f"compare: {cell.name} already finished, kept")
-        else:
-            todo.append(cell)
-    return todo
 
 
 # --------------------------------------------------------------------------- tables

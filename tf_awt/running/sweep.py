@@ -23,7 +23,7 @@ import numpy as np
 
 from tf_awt import _validate
 from tf_awt._files import atomic_write_bytes, atomic_write_json
-from tf_awt.running.cells import Cell, check_parallel, run_cells
+from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.tracking import NullTracker, Tracker
@@ -83,16 +83,10 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     atomic_write_json(state_path, state)
     rows, grid = [], list(_cells(methods, densities, seeds))
     try:
-        todo = []
-        for method, density, seed in grid:
-            name = cell_name(method, density, seed)
-            cell_dir = os.path.join(out, "cells", name)
-            if os.path.exists(os.path.join(cell_dir, "summary.json")) and not force:
-                log(f"sweep: {name} already finished, kept")
-            else:
-                todo.append(Cell(name, dataclasses.replace(recipe, method=method, density=density, seed=seed),
-                                 cell_dir, recipe_name, data_dir, force))
-        run_cells(todo, workers, address, parent.run_id, track, log=log, verbose=verbose, progress=progress)
+        cells = [Cell(cell_name(m, d, s), dataclasses.replace(recipe, method=m, density=d, seed=s),
+                      os.path.join(out, "cells", cell_name(m, d, s)), recipe_name, data_dir, force) for m, d, s in grid]
+        run_cells(unfinished(cells, log, "sweep"), workers, address, parent.run_id, track, log=log, verbose=verbose,
+                  progress=progress)
         for method, density, seed in grid:
             name = cell_name(method, density, seed)
             s = json.load(open(os.path.join(out, "cells", name, "summary.json")))
