@@ -241,7 +241,8 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
     best = max(tickets, key=lambda r: (r["robust_mean"], r["natural_mean"]))
     for r in rows:
         r["gap_to_best"] = r["robust_mean"] - best["robust_mean"]
-        r["exceeds_spread"] = bool(abs(r["gap_to_best"]) > r["robust_std"] + best["robust_std"])
+        # one seed has no spread: no gap can be said to exceed it
+        r["exceeds_spread"] = None if seeds < 2 else bool(abs(r["gap_to_best"]) > r["robust_std"] + best["robust_std"])
         r["best"] = r is best
     return sorted(rows, key=lambda r: (not get_method(r["method"]).prunes, -r["robust_mean"], -r["natural_mean"]))
 
@@ -257,6 +258,9 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
             f"{best['robust_mean']:.3f} ± {best['robust_std']:.3f} robust, {best['natural_mean']:.3f} ± {best['natural_std']:.3f} natural.")
     if tickets:
         runner = tickets[0]
+        if runner["exceeds_spread"] is None:
+            return text + (f" Its lead over {runner['method']} is {-runner['gap_to_best']:.3f}; with one seed per method "
+                           "there is no spread to compare it with.") + _notes(final, tries, plan)
         text += (f" Its lead over {runner['method']} ({runner['robust_mean']:.3f} ± {runner['robust_std']:.3f}) is "
                  f"{-runner['gap_to_best']:.3f}, which {'exceeds' if runner['exceeds_spread'] else 'does not exceed'} the sum "
                  "of their standard deviations")
@@ -264,6 +268,12 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
         within = [r["method"] for r in tickets[1:] if not r["exceeds_spread"]]
         text += "." + (f" The lead also exceeds the spread over {', '.join(beaten)}." if beaten else "") + \
                 (f" Within the spread of {best['method']}: {', '.join(within)}." if within else "")
+    return text + _notes(final, tries, plan)
+
+
+def _notes(final, tries, plan) -> str:
+    """The verdict's closing sentences: smaller spaces, collapses, the dense reference."""
+    text = ""
     smaller = [m for m, t in plan.items() if get_method(m).prunes and len(t) < tries]
     if smaller:
         text += f" Fewer than {tries} tries (the whole space): {', '.join(f'{m} ({len(plan[m])})' for m in smaller)}."
@@ -302,7 +312,7 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
         gap = "best" if r["best"] else f"{r['gap_to_best']:+.3f}"
         lines.append(f"| {r['method']} | {_describe(chosen[r['method']])} | {r['seeds']} | {r['density']:.4f} | "
                      f"{r['natural_mean']:.3f} ± {r['natural_std']:.3f} | {r['robust_mean']:.3f} ± {r['robust_std']:.3f} | "
-                     f"{gap} | {'' if r['best'] else ('yes' if r['exceeds_spread'] else 'no')} | {r['collapsed']} of {r['seeds']} |")
+                     f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | {r['collapsed']} of {r['seeds']} |")
     atomic_write_bytes(os.path.join(out, "final.md"), ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(os.path.join(out, "verdict.md"), (verdict + "\n").encode())
     _plot(out, selection, final)
