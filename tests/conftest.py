@@ -204,8 +204,9 @@ def tiny_recipe(tmp_path, **changes):
         "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
         "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
         "eval": {"steps": 3, "restarts": 1},
-        # The TFLite file (0.6 s a run) only where a test looks at it: export={} gives the default (written).
-        "export": {"tflite": False},
+        # The TFLite file (0.6 s a run) and the plots (0.35 s) only where a test looks at them: export={}
+        # gives the defaults (both written).
+        "export": {"tflite": False, "plots": False},
     }
     data.update(changes)
     path = tmp_path / "tiny.yaml"

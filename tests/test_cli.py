@@ -539,7 +539,7 @@ def _mode(path):
 
 def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
     umask = 0o027  # not the usual 0o022: files written 0o644 regardless of the umask would fail
-    recipe = tiny_recipe(tmp_path)
+    recipe = tiny_recipe(tmp_path, export={"tflite": False})  # the plots too
     out = tmp_path / "run"
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # a new store: MLflow would log its table creation at INFO
     proc = subprocess.run([sys.executable, "-m", "tf_awt.running.cli", "run", recipe, "--out", str(out), "--quiet", "--no-register"],
@@ -608,7 +608,7 @@ def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, cap
 
 
 def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
-    recipe = tiny_recipe(tmp_path, train=NO_TRAINING)
+    recipe = tiny_recipe(tmp_path, train=NO_TRAINING, export={"tflite": False})  # plots on (the default)
     out = tmp_path / "run"
     proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--no-mlflow")
     assert proc.returncode in (0, 3), proc.stderr[-2000:]
@@ -618,8 +618,10 @@ def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
     assert os.path.join(str(out), "density.png") in text
     assert f"tf-awt evaluate --model {os.path.join(str(out), 'saved_model')} --dataset {tmp_path / 'tiny.npz'} --attack autoattack" in text
     assert "mlflow ui" not in text  # no MLflow run: no MLflow commands
-    quiet = tf_awt_main(capsys, "run", recipe, "--out", str(tmp_path / "quiet"), "--no-mlflow", "--quiet")
+    quiet = tf_awt_main(capsys, "run", tiny_recipe(tmp_path, train=NO_TRAINING), "--out", str(tmp_path / "quiet"),
+                        "--no-mlflow", "--quiet")  # export.plots: false
     assert "next:" not in quiet.stdout and len(quiet.stdout.strip().splitlines()) == 1
+    assert not [f for f in os.listdir(tmp_path / "quiet") if f.endswith(".png")]
 
 
 def test_two_runs_started_at_once_on_one_directory(tmp_path):

@@ -49,7 +49,7 @@ def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
-    recipe = digits_recipe(tmp_path, epochs=1, density=0.1)
+    recipe = digits_recipe(tmp_path, epochs=1, density=0.1, export={"tflite": False, "plots": True})
     out = str(tmp_path / "cmp")
     args = ["compare", recipe, "--methods", "magnitude,random,dense", "--tries", "2", "--select-seeds", "1", "--seeds", "2",
             *SPACE, "--out", out, "--quiet"]
@@ -79,6 +79,7 @@ def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_
         for name in os.listdir(os.path.join(out, phase)):
             summary = json.load(open(os.path.join(out, phase, name, "summary.json")))
             assert os.path.isdir(os.path.join(out, phase, name, "saved_model")) == has_model, name
+            assert os.path.exists(os.path.join(out, phase, name, "density.png")) == has_model, name  # nor plotted
             assert (summary["model_uri"] is not None) == has_model and summary["model_size"]["sparse_gzip_bytes"] > 0
 
     final = list(csv.DictReader(open(os.path.join(out, "final.csv"))))

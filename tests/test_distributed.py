@@ -61,14 +61,15 @@ def _finish(proc, timeout=600):
 
 VARIANTS = {"full-kernel": (),
             "diagonal-decay-per-entry": ("search.kernel=diagonal", "search.weight_decay=0.001", "search.normalization=per_entry"),
-            "scores": ("search.optimize=scores", "search.learning_rate=0.01"),
-            "sketch-full-student": ("search.kernel=sketch", "search.probes=2", "search.student_kernel=full")}
+            # the score search with the sketched distance and the full student kernel: three paths in one run
+            "scores-sketch-full-student": ("search.optimize=scores", "search.learning_rate=0.01", "search.kernel=sketch",
+                                           "search.probes=2", "search.student_kernel=full")}
 
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """The tiny recipe, its one-device runs (made on first use) and one MirroredStrategy worker process
-    (two logical CPUs) that runs every variant: one TensorFlow start instead of three, and the case
+    (two logical CPUs) that runs every variant: one TensorFlow start instead of one per variant, and the case
     of a sweep (several runs in one process), whose second run died with "Shape mismatch in the
     collective instance" until ``strategy_for`` reused the process's strategy."""
     tmp = tmp_path_factory.mktemp("distributed")

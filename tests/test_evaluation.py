@@ -121,18 +121,29 @@ def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
     assert result.suites["autoattack"] <= result.natural_accuracy
 
 
-def test_autoattack_exposes_gradient_masking_that_fools_pgd():
+def test_autoattack_exposes_gradient_masking_that_fools_pgd(monkeypatch):
     pytest.importorskip("art")
     pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
+    from tf_awt.adversarial import attack_suites
+    from tf_awt.adversarial.attack_suites import AutoAttackSuite
+
+    made = []
+
+    def cheaper(restarts, square_queries):  # what autoattack=True makes, with 20 × 1 APGD iterations (not 100 × 5)
+        made.append(square_queries)
+        return AutoAttackSuite(square_queries, apgd_iterations=20, apgd_restarts=1)
+
+    monkeypatch.setitem(attack_suites._BY_NAME, "autoattack", cheaper)
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.3, steps=10)
     with pytest.warns(UserWarning) as caught:
-        result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=200)
+        result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=50)
     said = [str(w.message) for w in caught]
     assert any("all-zero input gradient" in m for m in said) and any("PGD overestimates robustness" in m for m in said)
     assert result.suites["autoattack"] < result.suites["pgd"]
     assert any("PGD overestimates robustness" in w for w in result.warnings)
+    assert made == [50]  # autoattack=True went through the registry, with the given square_queries
 
 
 def test_evaluation_takes_a_list_of_attack_suites():

@@ -94,6 +94,6 @@ def test_every_recipe_section_class_round_trips_through_its_config():
                 tf_awt.TrainConfig(epochs=3, learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=0.5, clip_norm=1.0,
                                    rescale="fan_in", fail_on_collapse=True),
                 tf_awt.EvalConfig(steps=20, restarts=2, max_examples=100, autoattack=True, split="validation"),
-                tf_awt.ExportConfig(tflite=False, keras3=True)):
+                tf_awt.ExportConfig(tflite=False, keras3=True, plots=False)):
         config = _json.loads(_json.dumps(obj.get_config()))
         assert type(obj).from_config(config) == obj, type(obj).__name__

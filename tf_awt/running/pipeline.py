@@ -207,7 +207,8 @@ class Run:
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):
         """Plots, the MLflow record (:func:`tf_awt.running.tracking.record_run`), then summary.json (written last)."""
 
-        plots.write_all(self.out, ticket, hist)
+        if self.recipe.export.plots:
+            plots.write_all(self.out, ticket, hist)
         last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
         artifacts = [self.path(name) for name in (*_ARTIFACTS, *plots.NAMES) if self.directory.has(name)]
         record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.inputs.split.x_test[:2], last_epoch,

@@ -32,10 +32,10 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
     # autoattack: + AutoAttack (ART); split: validation trains on 80% of the training data and
     # evaluates on the other 20% (stratified, fixed), for choosing hyper-parameters without the test split
-    export: {saved_model: true, tflite: true, keras3: false}
+    export: {saved_model: true, tflite: true, keras3: false, plots: true}
     # saved_model: the servable SavedModel, also logged to MLflow (false: sizes only, no model: a
     # comparison's selection tries); tflite: model.tflite (pruned kernels stored sparse);
-    # keras3: model.keras, the trained ticket as a Keras 3 model
+    # keras3: model.keras, the trained ticket as a Keras 3 model; plots: the run's three PNGs
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
 ``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainingSchedule`),
