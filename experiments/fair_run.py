@@ -309,18 +309,32 @@ def final_cells(families=None):
                     yield out, [f"density={density}", f"seed={seed}", *eps_overrides, *overrides], family
 
 
-def final(queue: str, families=None) -> None:
-    """The final cells on the test split (not ``eval.split=validation``), then AutoAttack on 200 test digits."""
-    for out, overrides, _ in _queue(list(final_cells(families)), queue):
-        summary = os.path.join(out, "summary.json")
-        if not os.path.exists(_digest_path(out)):
-            tf_awt_run(RECIPE, out, overrides)
-        target = os.path.join(out, "autoattack-200.json")
-        if os.path.exists(summary) and not os.path.exists(target):
-            eps = next((o.split("=")[1] for o in overrides if o.startswith("attack.eps=")), "0.1")
-            subprocess.check_call([sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
-                                   "--dataset", "mnist-5k", "--attack", "autoattack", "--norm", "linf", "--eps", eps,
-                                   "--max-examples", "200", "--json", target, "--quiet"])
+def final(queue: str, families=None, reverse: bool = False) -> None:
+    """The final cells on the test split (not ``eval.split=validation``), then AutoAttack on 200 test digits.
+
+    ``reverse``: the queue's cells from the end, a cell another process holds (its directory lock)
+    skipped: a second process on a queue whose partner queue finished early (how the ε = 0.3 grid
+    ended: ``--queue 0/2`` and ``--queue 0/2 --reverse`` met in the middle)."""
+    cells = _queue(list(final_cells(families)), queue)
+    for out, overrides, _ in (reversed(cells) if reverse else cells):
+        try:
+            _final_cell(out, overrides)
+        except (SystemExit, subprocess.CalledProcessError) as error:
+            if not reverse:
+                raise
+            print(f"skipped {out}: {error}", flush=True)
+
+
+def _final_cell(out: str, overrides) -> None:
+    summary = os.path.join(out, "summary.json")
+    if not os.path.exists(_digest_path(out)):
+        tf_awt_run(RECIPE, out, overrides)
+    target = os.path.join(out, "autoattack-200.json")
+    if os.path.exists(summary) and not os.path.exists(target):
+        eps = next((o.split("=")[1] for o in overrides if o.startswith("attack.eps=")), "0.1")
+        subprocess.check_call([sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
+                               "--dataset", "mnist-5k", "--attack", "autoattack", "--norm", "linf", "--eps", eps,
+                               "--max-examples", "200", "--json", target, "--quiet"])
 
 
 def _best_ticket_line(density, stats, measure: str) -> str:
@@ -408,13 +422,15 @@ def main(argv=None):
     parser.add_argument("command", choices=("lengths", "select", "final", "digest", "report", "plot"))
     parser.add_argument("--families", default=None, help="final: comma-separated families (default: all)")
     parser.add_argument("--queue", default="0/1", help="i/n: run every n-th cell starting at i (default 0/1: all)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="final: the queue's cells from the end, skipping a cell another process holds")
     args = parser.parse_args(argv)
     if args.command == "lengths":
         lengths(args.queue)
     elif args.command == "select":
         select(args.queue)
     elif args.command == "final":
-        final(args.queue, args.families.split(",") if args.families else None)
+        final(args.queue, args.families.split(",") if args.families else None, args.reverse)
     elif args.command == "digest":
         digest()
     elif args.command == "report":
