@@ -8,9 +8,10 @@ Every method gets the same tuning budget and the test split is read once:
    method with nothing to choose, such as ``dense``, runs once).
 2. **Selection, on a validation split.** Every try runs with ``select_seeds`` seeds and
    ``eval.split: validation``: it trains on 80% of the training data and is evaluated on the other
-   20%; the test split is not read, and no model is exported or logged, nor plotted
-   (``export.saved_model: false``, ``export.plots: false``: only the numbers are used). A method's chosen try has the best mean validation robust
-   accuracy (ties: natural accuracy, then the first try).
+   20%; the test split is not read, and no model is exported, logged or plotted
+   (``export.saved_model: false``, ``export.plots: false``: only the numbers are used). A method's
+   chosen try has the best mean validation robust accuracy (ties: natural accuracy, then the first
+   try).
 3. **The test split, once.** Each method's chosen try runs with ``seeds`` seeds on the test split.
    The final table gives mean ± std over seeds and, for every method, its gap to the best one and
    whether the gap exceeds the sum of their standard deviations.
@@ -111,11 +112,15 @@ def plan_comparison(recipe: Recipe, methods: Sequence[str], density: Optional[fl
     return plan
 
 
+_EXPORTS = ("export.saved_model", "export.tflite", "export.keras3", "export.plots")
+"""What a selection cell turns off."""
+
+
 def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir, force=False):
-    """A selection cell (``split="validation"``) exports no model: only its numbers are used."""
-    no_model = {"export.saved_model": False, "export.tflite": False, "export.keras3": False, "export.plots": False} if split == "validation" else {}
+    """A selection cell (``split="validation"``) exports no model and no plot: only its numbers are used."""
+    numbers_only = {key: False for key in _EXPORTS} if split == "validation" else {}
     run = with_settings(recipe, {**settings, "method": method, "density": density if get_method(method).prunes else 1.0,
-                                 "seed": seed, "eval.split": split, **no_model}, f"compare: {name}")
+                                 "seed": seed, "eval.split": split, **numbers_only}, f"compare: {name}")
     return Cell(name, run, os.path.join(out, name), recipe_name, data_dir, force)
 
 
