@@ -53,9 +53,13 @@ def test_recipe_overrides_and_errors():
         load_recipe("nope")
     with pytest.raises(ValueError, match=r"train.epochs must be a int. You passed: 'many'"):
         load_recipe("quickstart", ["train.epochs=many"])
-    assert load_recipe("quickstart", ["eval.autoattack=true"]).eval.autoattack is True
-    with pytest.raises(ValueError, match=r"eval.autoattack must be true or false. You passed: 'maybe'"):
-        load_recipe("quickstart", ["eval.autoattack=maybe"])
+    assert load_recipe("quickstart").eval.attacks == ("pgd", "autoattack")  # the worst case by default
+    assert load_recipe("quickstart", ["eval.attacks=[pgd]"]).eval.attacks == ("pgd",)
+    assert load_recipe("quickstart", ["eval.attacks=pgd,apgd-t"]).eval.attacks == ("pgd", "apgd-t")
+    with pytest.raises(ValueError, match=r"attacks must name \['autoattack'\] or .*You passed: 'fgsm'"):
+        load_recipe("quickstart", ["eval.attacks=[pgd, fgsm]"])
+    with pytest.raises(ValueError, match=r"eval.autoattack was removed: .*eval.attacks"):
+        load_recipe("quickstart", ["eval.autoattack=true"])
 
 
 def test_cli_errors_are_one_line_without_traceback(tmp_path, capsys):
@@ -426,9 +430,7 @@ def test_sweep_command_runs_a_tiny_grid(tmp_path, capsys):
                      "--quiet", "--no-mlflow"]) == 2
 
 
-def test_evaluate_with_autoattack_through_the_cli(tmp_path):
-    pytest.importorskip("art")
-    pytest.importorskip("multiprocess")
+def test_evaluate_reports_the_worst_case_of_pgd_and_the_standard_autoattack_through_the_cli(tmp_path, capsys):
     import tf_awt
 
     from conftest import tiny_data, trained_model
@@ -437,12 +439,20 @@ def test_evaluate_with_autoattack_through_the_cli(tmp_path):
     np.savez(tmp_path / "d.npz", x=x[:20], y=y[:20], x_test=x[20:], y_test=y[20:])
     tf_awt.export_saved_model(trained_model(), str(tmp_path / "m"))
     target = tmp_path / "aa.json"
-    assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attack", "autoattack",
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--square-queries", "50",
                      "--eps", "0.1", "--steps", "5", "--restarts", "1", "--max-examples", "8", "--json", str(target),
                      "--quiet"]) == 0
     result = json.loads(target.read_text())
-    assert set(result["suites"]) == {"pgd", "autoattack"} and result["num_examples"] == 8
-    assert result["robust_accuracy"] <= min(result["suites"].values()) + 1e-12
+    assert list(result["suites"]) == ["pgd", "apgd-ce", "apgd-t", "square"] and result["num_examples"] == 8
+    assert result["robust_accuracy"] == result["suites"]["square"] == min(result["suites"].values())
+    err = capsys.readouterr().err
+    assert "worst case of PGD-5 ×1, APGD-CE-100, APGD-T-100 ×9 targets, Square-50" in err
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attacks", "pgd",
+                     "--eps", "0.1", "--steps", "5", "--restarts", "1", "--max-examples", "8", "--quiet"]) == 0
+    assert "PGD-only (PGD-5 ×1)" in capsys.readouterr().err
+    assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attacks", "pgd,fgsm",
+                     "--quiet"]) == 2
+    assert "You passed: 'fgsm'" in capsys.readouterr().err
 
 
 def test_evaluate_defaults_to_the_runs_own_attack_and_says_which(tmp_path, capsys):
@@ -616,7 +626,7 @@ def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
     text = proc.stdout
     assert f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} at linf eps 0.1 (chance 0.333)" in text
     assert os.path.join(str(out), "density.png") in text
-    assert f"tf-awt evaluate --model {os.path.join(str(out), 'saved_model')} --dataset {tmp_path / 'tiny.npz'} --attack autoattack" in text
+    assert f"tf-awt evaluate --model {os.path.join(str(out), 'saved_model')} --dataset {tmp_path / 'tiny.npz'}" in text
     assert "mlflow ui" not in text  # no MLflow run: no MLflow commands
     quiet = tf_awt_main(capsys, "run", tiny_recipe(tmp_path, train=NO_TRAINING), "--out", str(tmp_path / "quiet"),
                         "--no-mlflow", "--quiet")  # export.plots: false

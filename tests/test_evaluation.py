@@ -99,51 +99,54 @@ def _image_model(masked_gradient=False):
     return model
 
 
-def test_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
+def test_art_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
     pytest.importorskip("art")
     pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
-    from tf_awt.adversarial.attack_suites import AutoAttackSuite
+    from tf_awt.adversarial.attack_suites import ARTAutoAttackSuite
     from tf_awt.adversarial.autoattack import autoattack
 
     for bad in ("apgd_iterations", "apgd_restarts", "square_queries"):
         with pytest.raises(ValueError, match=f"{bad}.*You passed: 0"):
-            AutoAttackSuite(**{bad: 0})
+            ARTAutoAttackSuite(**{bad: 0})
     model = _image_model()
     x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.08, steps=10)
     adv = autoattack(lambda z: model(z, training=False), x, y, attack, 3, square_queries=50, apgd_iterations=20,
                      apgd_restarts=1)
     assert np.abs(adv - x).max() <= 0.08 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
-    suite = AutoAttackSuite(square_queries=50, apgd_iterations=20, apgd_restarts=1)
+    suite = ARTAutoAttackSuite(square_queries=50, apgd_iterations=20, apgd_restarts=1)
     result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, attacks=["pgd", suite])
-    assert set(result.suites) == {"pgd", "autoattack"}
-    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
-    assert result.suites["autoattack"] <= result.natural_accuracy
+    assert list(result.suites) == ["pgd", "art-autoattack"]
+    assert result.robust_accuracy == result.suites["art-autoattack"] <= result.suites["pgd"] <= result.natural_accuracy
 
 
-def test_autoattack_exposes_gradient_masking_that_fools_pgd(monkeypatch):
-    pytest.importorskip("art")
-    pytest.importorskip("multiprocess")  # ART's AutoAttack needs it; without it the test skips, not fails
-    from tf_awt.adversarial import attack_suites
-    from tf_awt.adversarial.attack_suites import AutoAttackSuite
-
-    made = []
-
-    def cheaper(restarts, square_queries):  # what autoattack=True makes, with 20 × 1 APGD iterations (not 100 × 5)
-        made.append(square_queries)
-        return AutoAttackSuite(square_queries, apgd_iterations=20, apgd_restarts=1)
-
-    monkeypatch.setitem(attack_suites._BY_NAME, "autoattack", cheaper)
+def test_the_default_evaluation_exposes_gradient_masking_that_fools_pgd():
+    """Input quantization masks the gradient: PGD alone overstates robustness, the default suites
+    (PGD, then the native standard AutoAttack) do not, and the black-box Square says why."""
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
     attack = tf_awt.evaluation_attack(0.3, steps=10)
+    config = tf_awt.EvalConfig(restarts=1, apgd_iterations=20, square_queries=300)
     with pytest.warns(UserWarning) as caught:
-        result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, autoattack=True, square_queries=50)
+        result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
     said = [str(w.message) for w in caught]
-    assert any("all-zero input gradient" in m for m in said) and any("PGD overestimates robustness" in m for m in said)
-    assert result.suites["autoattack"] < result.suites["pgd"]
-    assert any("PGD overestimates robustness" in w for w in result.warnings)
-    assert made == [50]  # autoattack=True went through the registry, with the given square_queries
+    assert any("all-zero input gradient" in m for m in said)
+    assert any("black-box Square attack broke" in m and "gradient masking" in m for m in said)
+    assert list(result.suites) == ["pgd", "apgd-ce", "apgd-t", "square"]
+    assert result.robust_accuracy == result.suites["square"] < result.suites["pgd"] - 0.2
+    assert result.broken_by["square"] > 0.1 and result.attack_label.startswith("worst case of PGD-10 ×1, APGD-CE-20")
+
+
+def test_a_pgd_only_evaluation_of_a_masked_network_warns_and_is_labelled_so():
+    model = _image_model(masked_gradient=True)
+    x, y = _image_task(48, seed=1)
+    attack = tf_awt.evaluation_attack(0.3, steps=10)
+    config = tf_awt.EvalConfig(attacks=["pgd"], restarts=1, apgd_iterations=20, square_queries=300)
+    with pytest.warns(UserWarning):
+        result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
+    assert list(result.suites) == ["pgd"] and result.pgd_only and result.attack_label == "PGD-only (PGD-10 ×1)"
+    probe = [w for w in result.warnings if w.startswith("on the first 48 examples, the black-box Square broke")]
+    assert probe and "overestimates robustness" in probe[0] and "eval.attacks: [pgd, autoattack]" in probe[0]
 
 
 def test_evaluation_takes_a_list_of_attack_suites():
@@ -152,9 +155,9 @@ def test_evaluation_takes_a_list_of_attack_suites():
     model = _image_model()
     x, y = _image_task(48, seed=2)
     attack = tf_awt.evaluation_attack(0.2, steps=5)
-    by_flag = tf_awt.evaluate(model, (x, y), attack=attack, restarts=2)
+    by_name = tf_awt.evaluate(model, (x, y), attack=attack, restarts=2, attacks=["pgd"])
     by_list = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[PGDSuite(restarts=2)])
-    assert by_flag.suites == by_list.suites and by_flag.robust_accuracy == by_list.robust_accuracy
+    assert by_name.suites == by_list.suites and by_name.robust_accuracy == by_list.robust_accuracy
     assert by_list.restarts == 2
 
     class Blur(AttackSuite):  # a user's own attack: a wrong input outside the ball is not counted, and reported
@@ -164,10 +167,10 @@ def test_evaluation_takes_a_list_of_attack_suites():
             yield np.clip(context.x + 0.05, 0, 1)           # inside the L∞ ball of 0.2
             yield np.clip(context.x + 0.5, 0, 1)            # outside: must not be counted
 
-    with pytest.warns(UserWarning, match="Blur returned 48 inputs outside the eps-ball"):
-        result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", Blur()], restarts=1)
-    assert set(result.suites) == {"pgd", "blur"}
-    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
+    with pytest.warns(UserWarning, match=r"Blur returned \d+ inputs outside the eps-ball"):
+        result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[Blur(), "pgd"], restarts=1)
+    assert list(result.suites) == ["blur", "pgd"]
+    assert result.robust_accuracy == result.suites["pgd"] <= result.suites["blur"]
     assert any(w.startswith("Blur returned") and "not counted" in w for w in result.warnings)
     for bad, message in (([], "non-empty list"), (["pgd", "pgd"], "must not repeat"), (["fgsm"], "You passed: 'fgsm'"),
                          ("pgd", "non-empty list")):
@@ -203,16 +206,17 @@ def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
             self.name = self.label = name
             self.flips = flips
 
-        def adversarial_sets(self, context):
+        def adversarial_sets(self, context):  # flips examples by their place in the evaluation set
             for which in self.flips:
-                yield _flip(context.x, which)
+                yield _flip(context.x, [list(context.index).index(i) for i in which if i in context.index])
 
     first = Sets("first", [[0], [1, 2], []])           # restarts of one suite: worst over its sets
     second = Sets("second", [[3], [0, 4]])
     attack = tf_awt.evaluation_attack(0.25, steps=1)
     result = tf_awt.evaluate(_sign_model(), (x, y), attack=attack, attacks=[first, second], check_subset=8)
     assert result.natural_accuracy == 7 / 8
-    assert result.suites == {"first": 4 / 8, "second": 4 / 8}  # clean-wrong 6 never counts as robust
+    assert result.suites == {"first": 4 / 8, "second": 2 / 8}  # after each suite; clean-wrong 6 never counts as robust
+    assert result.broken_by == {"first": 3 / 8, "second": 2 / 8}  # second attacked only 3, 4, 5, 7
     assert result.robust_accuracy == 2 / 8                     # survivors: 5 and 7 only
     assert result.per_class[0]["robust_accuracy"] == 0.0 and result.per_class[1]["robust_accuracy"] == 2 / 5
 
@@ -278,21 +282,22 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
         def adversarial_sets(self, context):
             yield np.clip(context.x + context.attack.eps, 0, 1)  # a corner of the ε-ball: an adversarial input
 
-    tf_awt.register_attack_suite("shift", lambda restarts, square_queries: Shift(restarts))
-    assert "shift" in tf_awt.attack_suite_names() and tf_awt.attack_suite_names()[:2] == ("pgd", "autoattack")
+    tf_awt.register_attack_suite("shift", lambda config: Shift(config.restarts))
+    assert "shift" in tf_awt.attack_suite_names() and tf_awt.attack_suite_names()[:2] == ("pgd", "apgd-ce")
     model = _image_model()
     x, y = _image_task(48, seed=2)
     attack = tf_awt.evaluation_attack(0.2, steps=5)
+    alone = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["shift"], restarts=2)
     result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", "shift"], restarts=2)
-    assert made == [2] and set(result.suites) == {"pgd", "shift"}
+    assert made == [2, 2] and list(result.suites) == ["pgd", "shift"]
     shifted = np.clip(x + 0.2, 0, 1)
     natural = model.predict(x, verbose=0).argmax(-1) == y  # an example counts only if it is also classified right
     expected = float((natural & (model.predict(shifted, verbose=0).argmax(-1) == y)).mean())
-    assert result.suites["shift"] == pytest.approx(expected)
-    assert result.robust_accuracy <= min(result.suites.values()) + 1e-12
-    tf_awt.register_attack_suite("wrong", lambda restarts, square_queries: Shift(restarts))
+    assert alone.suites["shift"] == pytest.approx(expected)
+    assert result.robust_accuracy == result.suites["shift"] <= min(result.suites["pgd"], expected)
+    tf_awt.register_attack_suite("wrong", lambda config: Shift(config.restarts))
     with pytest.raises(ValueError, match=r"registered as 'wrong' must make an AttackSuite named 'wrong'"):
         tf_awt.evaluate(model, (x, y), attack=attack, attacks=["wrong"])
-    for name, make, message in (("a b", lambda r, q: None, "letters, digits"), ("ok", "nope", "make must be a callable")):
+    for name, make, message in (("a b", lambda c: None, "letters, digits"), ("autoattack", lambda c: None, "not a preset"), ("ok", "nope", "make must be a callable")):
         with pytest.raises(ValueError, match=message):
             tf_awt.register_attack_suite(name, make)

@@ -14,7 +14,7 @@ _KEYS = ["dataset", "model", "method", "density", "seed", "distribute", "descrip
          "attack.norm", "attack.eps", "attack.steps", "attack.step_size", "search.epochs", "search.learning_rate", "search.gamma",
          "search.update_every", "search.kernel", "search.kernel_weight", "search.normalization", "search.scope",
          "search.batch_size", "train.epochs", "train.learning_rate", "train.batch_size", "train.steps", "train.step_size",
-         "eval.steps", "eval.restarts", "eval.max_examples", "eval.autoattack", "densty", "attack.epz", "a.b.c", "", "."]
+         "eval.steps", "eval.restarts", "eval.max_examples", "eval.attacks", "eval.square_examples", "densty", "attack.epz", "a.b.c", "", "."]
 
 
 _VALUES = st.one_of(
@@ -93,7 +93,7 @@ def test_every_recipe_section_class_round_trips_through_its_config():
                                     layer_densities=[0.2, 0.05, 0.5], scope="layer"),
                 tf_awt.TrainConfig(epochs=3, learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=0.5, clip_norm=1.0,
                                    rescale="fan_in", fail_on_collapse=True),
-                tf_awt.EvalConfig(steps=20, restarts=2, max_examples=100, autoattack=True, split="validation"),
+                tf_awt.EvalConfig(attacks=("pgd", "apgd-t"), steps=20, restarts=2, square_examples=50, max_examples=100, split="validation"),
                 tf_awt.ExportConfig(tflite=False, keras3=True, plots=False)):
         config = _json.loads(_json.dumps(obj.get_config()))
         assert type(obj).from_config(config) == obj, type(obj).__name__

@@ -15,8 +15,9 @@ Public API (everything else is private):
   :func:`compare` (every method tuned with the same budget of tries on a validation split, the
   chosen tries once on the test split: ``tf-awt compare``); both run on Ray with ``workers``/``address``.
 * Attacks: :class:`Attack`, :func:`pgd`; the suites an evaluation runs, :class:`AttackSuite`,
-  :class:`PGDSuite`, :class:`AutoAttackSuite`, and their registry :func:`register_attack_suite`,
-  :func:`attack_suite_names` (:mod:`tf_awt.adversarial.attack_suites`).
+  :class:`PGDSuite`, the standard AutoAttack's :class:`APGDSuite` (APGD-CE, APGD-T) and
+  :class:`SquareSuite`, and their registry :func:`register_attack_suite`, :func:`attack_suite_names`
+  (:mod:`tf_awt.adversarial.attack_suites`; ``"autoattack"`` names the standard set).
 * Adversarial training and evaluation: :class:`AdversarialTrainer`, :func:`adversarial_fit`,
   :class:`TrainingSchedule` (ε warm-up, :class:`WarmupDecay` learning rate, clipping),
   their settings :class:`TrainConfig` and :class:`EvalConfig` (with :class:`ExportConfig`, a
@@ -29,7 +30,7 @@ Public API (everything else is private):
 * Runs that resume and scale out: ``find_ticket(..., checkpoint_dir=)`` and
   ``adversarial_fit(..., checkpoint_dir=)``; :class:`PhaseCheckpoint`, :func:`epoch_batches` (per-epoch
   checkpoints, stateless epoch order), :func:`strategy_for` (a recipe's ``distribute`` value as a
-  ``tf.distribute`` strategy); the optional AutoAttack suite in :mod:`tf_awt.adversarial.autoattack`.
+  ``tf.distribute`` strategy); ART's AutoAttack, the cross-check, in :mod:`tf_awt.adversarial.autoattack`.
 * What can be pruned and how the kernel sees each layer: :class:`LayerRule`,
   :func:`register_layer_rule`, :func:`layer_rule` (:mod:`tf_awt.engine.layer_rules`).
 * Keras 3 models at the edges: :mod:`tf_awt.keras3` (``to_tf_keras``, ``to_keras3``); every entry
@@ -67,7 +68,8 @@ _EXPORTS = {
     "pgd": "tf_awt.adversarial.attacks",
     "AttackSuite": "tf_awt.adversarial.attack_suites",
     "PGDSuite": "tf_awt.adversarial.attack_suites",
-    "AutoAttackSuite": "tf_awt.adversarial.attack_suites",
+    "APGDSuite": "tf_awt.adversarial.attack_suites",
+    "SquareSuite": "tf_awt.adversarial.attack_suites",
     "register_attack_suite": "tf_awt.adversarial.attack_suites",
     "attack_suite_names": "tf_awt.adversarial.attack_suites",
     "search_optimizer": "tf_awt.tickets.search",

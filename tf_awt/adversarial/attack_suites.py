@@ -1,24 +1,45 @@
-"""The attacks an evaluation runs: one interface for PGD with restarts and the AutoAttack suite.
+"""The attacks an evaluation runs, and their registry: PGD with restarts and the standard AutoAttack.
 
-:func:`tf_awt.evaluate` takes a list of :class:`AttackSuite` s (``attacks=[PGDSuite(restarts=5),
-AutoAttackSuite()]``, or their names ``["pgd", "autoattack"]``). Each suite produces one or more
-sets of adversarial inputs for all examples; an example counts as robust only if the model
-classifies it correctly in *every* set of *every* suite (per-example worst case), and every set is
-checked the same way (inside the ε-ball and the data range; inputs outside are not counted and
-are reported). A new attack is a subclass with a ``name`` and :meth:`AttackSuite.adversarial_sets`.
+:func:`tf_awt.evaluate` takes a list of :class:`AttackSuite` objects or registered names. The
+names are :data:`PRESETS` (``"autoattack"``: APGD-CE, APGD-T and Square, the standard AutoAttack
+without FAB-T) or single suites (:func:`attack_suite_names`):
 
-TensorFlow and ART are imported inside the functions that use them.
+========================  =================================================================
+``pgd``                   PGD (the evaluation's steps, step 2.5ε/steps) with ``restarts`` random starts
+``apgd-ce``               APGD with cross-entropy, ``apgd_iterations`` (100), one restart (:mod:`.apgd`)
+``apgd-t``                APGD with the targeted DLR loss, 9 target classes, 100 iterations each
+``square``                the black-box Square attack, L∞, ``square_queries`` (5,000) (:mod:`.square`)
+``art-autoattack``        ART's AutoAttack (APGD-CE, APGD-DLR, Square): the independent cross-check
+========================  =================================================================
+
+The suites run in order, AutoAttack's way: each attacks only the examples that every earlier suite
+left correctly classified, and an example counts as robust only if it survives every adversarial
+set of every suite (the per-example worst case). ``result.suites`` is the robust accuracy after
+each suite (so the first is PGD's own figure, the last the worst case) and ``result.broken_by`` the
+share of the examples that each suite was the first to break. Every set is checked the same way
+(inside the ε-ball and the data range; inputs outside are not counted and are reported).
+
+A new attack is a subclass with a ``name`` and :meth:`AttackSuite.adversarial_sets`, registered
+with :func:`register_attack_suite` (``make(config)`` builds it from an :class:`~tf_awt.EvalConfig`).
+
+TensorFlow and ART are imported inside the functions that use them: a recipe's ``eval.attacks`` is
+checked without them.
 """
 from __future__ import annotations
 
 import abc
 import dataclasses
+import zlib
 from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "AutoAttackSuite", "attack_suites", "register_attack_suite",
-           "attack_suite_names"]
+__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "APGDSuite", "SquareSuite", "ARTAutoAttackSuite", "attack_suites",
+           "register_attack_suite", "attack_suite_names", "PRESETS", "expand_attack_names"]
+
+PRESETS = {"autoattack": ("apgd-ce", "apgd-t", "square")}
+"""Names that stand for several suites. ``autoattack`` is Croce & Hein's standard version less
+FAB-T (not implemented here; RobustBench's reports rarely see it add to APGD-T)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,12 +48,14 @@ class AttackContext:
 
     Attributes:
       forward: ``forward(x) -> logits`` (a tensor function, differentiable in x).
-      x, y: the examples (numpy arrays) and their integer labels.
+      x, y: the examples still to attack (numpy arrays) and their integer labels.
       attack: the :class:`~tf_awt.Attack` (norm, ε, data range; PGD's steps and step size).
       batch_size: examples per attack call.
       num_classes: the number of model outputs.
-      strategy: a ``tf.distribute`` strategy or None.
+      strategy: a ``tf.distribute`` strategy or None (PGD only; the others run on one device).
       pgd_batch: the (possibly distributed) compiled PGD of ``attack`` on one batch.
+      index: each example's position in the evaluation set (default None: 0, 1, ...).
+      seed: the evaluation's seed: every random start derives from it.
     """
 
     forward: Callable
@@ -43,6 +66,18 @@ class AttackContext:
     num_classes: int
     strategy: object = None
     pgd_batch: Optional[Callable] = None
+    index: Optional[np.ndarray] = None
+    seed: int = 0
+
+    def subset(self, keep: np.ndarray) -> "AttackContext":
+        """The same context on the examples where ``keep`` is True."""
+        index = np.arange(len(self.x)) if self.index is None else self.index
+        return dataclasses.replace(self, x=self.x[keep], y=self.y[keep], index=index[keep])
+
+    @property
+    def clip(self) -> Tuple[float, float]:
+        lo, hi = self.attack.clip_min, self.attack.clip_max
+        return (-np.inf if lo is None else float(lo)), (np.inf if hi is None else float(hi))
 
 
 class AttackSuite(abc.ABC):
@@ -50,14 +85,28 @@ class AttackSuite(abc.ABC):
 
     name: str = "suite"
     label: str = "suite"  # how messages name it
+    black_box: bool = False  # uses no gradient: breaking what gradient attacks missed means masking
 
     @abc.abstractmethod
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
         """Yields arrays shaped like ``context.x``: adversarial inputs for every example."""
 
+    def describe(self, attack) -> str:
+        """What ran, for labels: e.g. ``PGD-100 ×5``."""
+        return self.label
+
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({fields})"
+
+
+def _batches(context: AttackContext):
+    for start in range(0, len(context.x), context.batch_size):
+        yield start, context.x[start:start + context.batch_size], context.y[start:start + context.batch_size]
+
+
+def _stream(name: str) -> int:
+    return zlib.crc32(name.encode()) % (2**31 - 1)
 
 
 class PGDSuite(AttackSuite):
@@ -71,16 +120,137 @@ class PGDSuite(AttackSuite):
 
         self.restarts = _validate.integer(restarts, "restarts", low=1)
 
+    def describe(self, attack) -> str:
+        return f"PGD-{attack.steps} ×{self.restarts}"
+
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
         for _ in range(self.restarts):
-            parts = [context.pgd_batch(context.x[i:i + context.batch_size], context.y[i:i + context.batch_size]).numpy()
-                     for i in range(0, len(context.x), context.batch_size)]
+            parts = [context.pgd_batch(xb, yb).numpy() for _, xb, yb in _batches(context)]
             yield np.concatenate(parts) if parts else context.x.copy()
 
 
-class AutoAttackSuite(AttackSuite):
-    """AutoAttack (APGD-CE, APGD-DLR, Square; through ART, :mod:`tf_awt.adversarial.autoattack`) at
-    ``context.attack``'s norm and ε.
+class _Compiled(AttackSuite):
+    """A suite whose attack is one compiled batch function ``run(xb, yb, seed, target) -> (adv, fooled)``."""
+
+    def _compile(self, context: AttackContext):
+        raise NotImplementedError
+
+    def _targets(self, context: AttackContext):
+        """Per example, the target class of each run (one untargeted run: the labels)."""
+        return [context.y]
+
+    def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
+        import tensorflow as tf
+
+        if context.attack.eps <= 0 or not len(context.x):
+            return
+        run = tf.function(self._compile(context), reduce_retracing=True)
+        adv, fooled = context.x.copy(), np.zeros(len(context.x), bool)
+        for k, targets in enumerate(self._targets(context)):
+            left = np.flatnonzero(~fooled)
+            for start in range(0, len(left), context.batch_size):
+                rows = left[start:start + context.batch_size]
+                seed = tf.constant([context.seed, _stream(self.name) + 7919 * k + int(rows[0])], tf.int64)
+                out, hit = run(tf.constant(context.x[rows]), tf.constant(context.y[rows]), seed, tf.constant(targets[rows]))
+                adv[rows], fooled[rows] = out.numpy(), hit.numpy()
+        yield adv
+
+
+class APGDSuite(_Compiled):
+    """APGD (:mod:`tf_awt.adversarial.apgd`): ``loss="ce"`` is APGD-CE, ``"dlr-targeted"`` APGD-T.
+
+    Args:
+      loss: "ce" (default) or "dlr-targeted".
+      iterations: iterations per run (default 100, the standard AutoAttack's).
+      restarts: runs of APGD-CE from new random starts (default 1); APGD-T runs once per target.
+      targets: APGD-T's target classes, the highest clean logits after the top one (default 9;
+        at most the number of classes less one).
+    """
+
+    def __init__(self, loss: str = "ce", iterations: int = 100, restarts: int = 1, targets: int = 9):
+        from tf_awt import _validate
+        from tf_awt.adversarial.apgd import LOSSES
+
+        if loss not in LOSSES:
+            raise ValueError(f"APGD loss must be one of {LOSSES}. You passed: {loss!r}")
+        self.loss = loss
+        self.iterations = _validate.integer(iterations, "apgd iterations", low=1)
+        self.restarts = _validate.integer(restarts, "apgd restarts", low=1)
+        self.targets = _validate.integer(targets, "apgd targets", low=1)
+        self.name, self.label = ("apgd-ce", "APGD-CE") if loss == "ce" else ("apgd-t", "APGD-T")
+
+    def describe(self, attack) -> str:
+        runs = f" ×{self.targets} targets" if self.loss != "ce" else (f" ×{self.restarts}" if self.restarts > 1 else "")
+        return f"{self.label}-{self.iterations}{runs}"
+
+    def _targets(self, context: AttackContext):
+        if self.loss == "ce":
+            return [context.y] * self.restarts
+        import tensorflow as tf
+
+        logits = np.concatenate([context.forward(tf.constant(xb)).numpy() for _, xb, _ in _batches(context)])
+        order = np.argsort(-logits, axis=1, kind="stable")
+        count = min(self.targets, context.num_classes - 1)
+        return [order[:, k].astype(np.int32) for k in range(1, count + 1)]
+
+    def _compile(self, context: AttackContext):
+        from tf_awt.adversarial.apgd import apgd
+
+        a = context.attack
+        return lambda xb, yb, seed, target: apgd(context.forward, xb, yb, eps=a.eps, norm=a.norm, clip=context.clip,
+                                                 iterations=self.iterations, seed=seed, loss=self.loss, target=target,
+                                                 num_classes=context.num_classes)
+
+
+class SquareSuite(_Compiled):
+    """The Square attack, L∞ (:mod:`tf_awt.adversarial.square`); black-box.
+
+    Args:
+      queries: model queries per example (default 5,000, the standard AutoAttack's).
+      max_examples: attack only the first this many examples of the evaluation set (default None:
+        all); the output says so.
+      p_init: the initial share of pixels changed (default 0.8).
+    """
+
+    name = "square"
+    label = "Square"
+    black_box = True
+
+    def __init__(self, queries: int = 5000, max_examples: Optional[int] = None, p_init: float = 0.8):
+        from tf_awt import _validate
+
+        self.queries = _validate.integer(queries, "square queries", low=1)
+        self.max_examples = None if max_examples is None else _validate.integer(max_examples, "square max_examples", low=1)
+        self.p_init = _validate.real(p_init, "square p_init", low=0, low_open=True, high=1)
+
+    def describe(self, attack) -> str:
+        subset = f" on the first {self.max_examples} examples" if self.max_examples is not None else ""
+        return f"Square-{self.queries}{subset}"
+
+    def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
+        if context.attack.norm != "linf":
+            raise ValueError(f"the square suite attacks L∞ only. You passed norm {context.attack.norm!r}: "
+                             "leave square out of eval.attacks (attacks: [pgd, apgd-ce, apgd-t])")
+        if self.max_examples is None:
+            yield from super().adversarial_sets(context)
+            return
+        index = np.arange(len(context.x)) if context.index is None else context.index
+        chosen = index < self.max_examples
+        adv = context.x.copy()
+        for found in super().adversarial_sets(context.subset(chosen)):
+            adv[chosen] = found
+        yield adv
+
+    def _compile(self, context: AttackContext):
+        from tf_awt.adversarial.square import square_linf
+
+        return lambda xb, yb, seed, target: square_linf(context.forward, xb, yb, eps=context.attack.eps, clip=context.clip,
+                                                        queries=self.queries, seed=seed, p_init=self.p_init)
+
+
+class ARTAutoAttackSuite(AttackSuite):
+    """ART's AutoAttack (APGD-CE, APGD-DLR, Square; :mod:`tf_awt.adversarial.autoattack`): the
+    independent cross-check of the native suites, not a default.
 
     Args:
       square_queries: Square attack iterations (default 1000).
@@ -88,8 +258,8 @@ class AutoAttackSuite(AttackSuite):
       apgd_restarts: random restarts of each APGD attack (default 5).
     """
 
-    name = "autoattack"
-    label = "AutoAttack"
+    name = "art-autoattack"
+    label = "ART AutoAttack"
 
     def __init__(self, square_queries: int = 1000, apgd_iterations: int = 100, apgd_restarts: int = 5):
         from tf_awt import _validate
@@ -99,7 +269,7 @@ class AutoAttackSuite(AttackSuite):
         self.apgd_restarts = _validate.integer(apgd_restarts, "apgd_restarts", low=1)
 
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
-        if context.attack.eps <= 0:
+        if context.attack.eps <= 0 or not len(context.x):
             return
         from tf_awt.adversarial.autoattack import autoattack
 
@@ -108,45 +278,69 @@ class AutoAttackSuite(AttackSuite):
                          apgd_iterations=self.apgd_iterations, apgd_restarts=self.apgd_restarts)
 
 
-_BY_NAME = {"pgd": lambda restarts, square_queries: PGDSuite(restarts),
-            "autoattack": lambda restarts, square_queries: AutoAttackSuite(square_queries)}
-"""The suite registry: a name -> how :func:`attack_suites` builds it from ``restarts`` and ``square_queries``."""
+_BY_NAME = {
+    "pgd": lambda config: PGDSuite(config.restarts),
+    "apgd-ce": lambda config: APGDSuite("ce", config.apgd_iterations),
+    "apgd-t": lambda config: APGDSuite("dlr-targeted", config.apgd_iterations),
+    "square": lambda config: SquareSuite(config.square_queries, config.square_examples),
+    "art-autoattack": lambda config: ARTAutoAttackSuite(),
+}
+"""The suite registry: a name -> how :func:`attack_suites` builds it from an :class:`~tf_awt.EvalConfig`."""
 
 
-def register_attack_suite(name: str, make: Callable[[int, int], AttackSuite]) -> None:
-    """Registers (or replaces) the attack suite ``name``: ``evaluate(..., attacks=[name])`` then runs
-    ``make(restarts, square_queries)``, which returns an :class:`AttackSuite` whose ``name`` is ``name``
+def register_attack_suite(name: str, make: Callable[[object], AttackSuite]) -> None:
+    """Registers (or replaces) the attack suite ``name``: ``evaluate(..., attacks=[name])`` (and a
+    recipe's ``eval.attacks``) then runs ``make(config)``, which gets the evaluation's
+    :class:`~tf_awt.EvalConfig` and returns an :class:`AttackSuite` whose ``name`` is ``name``
     (like :func:`tf_awt.register_method` for ticket methods)."""
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
-        raise ValueError(f"an attack suite name is letters, digits, '_' and '-'. You passed: {name!r}")
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name) or name in PRESETS:
+        raise ValueError(f"an attack suite name is letters, digits, '_' and '-', and not a preset {sorted(PRESETS)}. "
+                         f"You passed: {name!r}")
     if not callable(make):
-        raise ValueError(f"make must be a callable make(restarts, square_queries) -> AttackSuite. You passed: {make!r}")
+        raise ValueError(f"make must be a callable make(config) -> AttackSuite. You passed: {make!r}")
     _BY_NAME[name] = make
 
 
 def attack_suite_names() -> Tuple[str, ...]:
-    """The registered attack suites' names, built-in first."""
+    """The registered attack suites' names, built-in first (the presets are :data:`PRESETS`)."""
     return tuple(_BY_NAME)
 
 
-def attack_suites(attacks: Sequence[Union[str, AttackSuite]], restarts: int = 5, square_queries: int = 1000):
-    """``attacks`` as suite objects: names ("pgd", "autoattack") become suites with ``restarts`` /
-    ``square_queries``; suite objects are kept. The list must be non-empty and hold each name once."""
-    if isinstance(attacks, (str, AttackSuite)) or not attacks:
-        raise ValueError(f"attacks must be a non-empty list of {sorted(_BY_NAME)} or AttackSuite objects. You passed: {attacks!r}")
-    suites = []
+def expand_attack_names(attacks: Sequence) -> Tuple:
+    """``attacks`` with each preset name replaced by its suites; a ValueError names an unknown name
+    or a repeated suite. Suite objects pass through."""
+    if isinstance(attacks, (str, AttackSuite)) or not isinstance(attacks, (list, tuple)) or not attacks:
+        raise ValueError(f"attacks must be a non-empty list of {sorted(PRESETS)}, {list(_BY_NAME)} or AttackSuite objects. "
+                         f"You passed: {attacks!r}")
+    out = []
     for item in attacks:
-        if isinstance(item, AttackSuite):
-            suites.append(item)
-        elif isinstance(item, str) and item in _BY_NAME:
-            suite = _BY_NAME[item](restarts, square_queries)
-            if not isinstance(suite, AttackSuite) or suite.name != item:
-                raise ValueError(f"the attack suite registered as {item!r} must make an AttackSuite named {item!r}. "
-                                 f"It made: {suite!r}")
-            suites.append(suite)
+        if isinstance(item, str) and item in PRESETS:
+            out.extend(PRESETS[item])
+        elif isinstance(item, AttackSuite) or (isinstance(item, str) and item in _BY_NAME):
+            out.append(item)
         else:
-            raise ValueError(f"attacks must name {sorted(_BY_NAME)} or be AttackSuite objects. You passed: {item!r}")
-    names = [s.name for s in suites]
+            raise ValueError(f"attacks must name {sorted(PRESETS)} or {list(_BY_NAME)}, or be AttackSuite objects. "
+                             f"You passed: {item!r}")
+    names = [getattr(item, "name", item) for item in out]
     if len(set(names)) != len(names):
         raise ValueError(f"attacks must not repeat a suite (robust accuracy is reported per name). You passed: {names}")
+    return tuple(out)
+
+
+def attack_suites(attacks: Sequence[Union[str, AttackSuite]], config=None):
+    """``attacks`` as suite objects: names (and presets) become suites built from ``config`` (an
+    :class:`~tf_awt.EvalConfig`, default ``EvalConfig()``); suite objects are kept."""
+    from tf_awt.adversarial.phase_config import EvalConfig
+
+    config = EvalConfig() if config is None else config
+    suites = []
+    for item in expand_attack_names(attacks):
+        if isinstance(item, AttackSuite):
+            suites.append(item)
+            continue
+        suite = _BY_NAME[item](config)
+        if not isinstance(suite, AttackSuite) or suite.name != item:
+            raise ValueError(f"the attack suite registered as {item!r} must make an AttackSuite named {item!r}. "
+                             f"It made: {suite!r}")
+        suites.append(suite)
     return suites

@@ -1,17 +1,22 @@
 """Robustness evaluation that checks itself.
 
-``evaluate(model, data)`` measures natural accuracy and robust accuracy under PGD (default: the
-paper's PGD-100 with step 2.5ε/100) with random restarts: an example counts as robust only if it
-is classified correctly under *every* restart (per-example worst case). ``attacks=["pgd",
-"autoattack"]`` (or ``autoattack=True``) adds the AutoAttack suite (APGD-CE, APGD-DLR, Square,
-through ART; :mod:`tf_awt.adversarial.autoattack`) and counts the worst case over both; any
-:class:`~tf_awt.adversarial.attack_suites.AttackSuite` can be added the same way. Every evaluation also
-runs sanity checks and reports failures as warnings (and in ``result.warnings``):
+``evaluate(model, data)`` measures natural accuracy and robust accuracy. By default the attacks are
+PGD (the paper's PGD-100 with step 2.5ε/100, 5 random restarts) and then the standard AutoAttack
+(APGD-CE, APGD-T, Square; native, :mod:`tf_awt.adversarial.attack_suites`), each run on the examples
+that the earlier ones left correctly classified. An example counts as robust only if it survives
+every attack (the per-example worst case); ``result.attack_label`` names what ran, and
+``attacks=["pgd"]`` gives the paper's PGD-only figure, labelled so. Every evaluation also runs
+sanity checks and reports failures as warnings (and in ``result.warnings``):
 
 * ε = 0 through the same attack code gives the natural accuracy;
 * robust accuracy ≤ natural accuracy;
 * every adversarial input lies within the ε-ball (L∞ or L2) and the data range;
-* twice the PGD steps on a subset does not raise robust accuracy beyond binomial noise;
+* twice the PGD steps on a subset neither raises nor lowers robust accuracy beyond binomial noise;
+* a later suite does not break more than noise allows of what the first (PGD) left robust, and a
+  black-box suite (Square) does not break what every gradient attack missed (gradient masking);
+* when the standard suites were not all asked for, the missing ones run on the check subset, and
+  the same gap is reported (so a PGD-only evaluation of a masked network warns);
+* at ε as large as the data range, PGD brings accuracy down to about the largest class share;
 * input gradients of the loss are non-zero (zero gradients are a sign of gradient masking).
 
 The model must output logits: an output that looks like probabilities (a softmax layer, or
@@ -27,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt.adversarial.attack_suites import AttackContext, AttackSuite, PGDSuite, attack_suites
+from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, AttackSuite, PGDSuite, SquareSuite, attack_suites
 from tf_awt.adversarial.attacks import Attack, pgd
 from tf_awt.adversarial.phase_config import EvalConfig
 from tf_awt.paper import attack_numbers
@@ -54,17 +59,35 @@ class EvaluationResult:
 
     natural_accuracy: float
     robust_accuracy: float
+    """The per-example worst case over every suite in ``attacks`` (:attr:`attack_label` names them)."""
     per_class: Dict[int, Dict[str, float]]
     num_examples: int
     attack: Dict[str, object]
     restarts: int
     warnings: List[str]
     suites: Dict[str, float] = dataclasses.field(default_factory=dict)
-    """Robust accuracy under each attack suite run ("pgd", and "autoattack" when asked for);
-    ``robust_accuracy`` is the per-example worst case over all of them."""
+    """Robust accuracy after each suite, in the order they ran (AutoAttack's convention: the first
+    is the first suite's own figure, the last equals ``robust_accuracy``)."""
     zero_gradient_fraction: Optional[float] = None
     """Share of the checked examples whose input gradient is all zero (a dead network, or
     gradient masking); None when not measured (ε = 0)."""
+    broken_by: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Share of all examples that each suite was the first to misclassify."""
+    attacks: List[str] = dataclasses.field(default_factory=list)
+    """What ran, in order: e.g. ``["PGD-100 ×5", "APGD-CE-100", "APGD-T-100 ×9 targets", "Square-5000"]``."""
+
+    @property
+    def pgd_only(self) -> bool:
+        return len(self.suites) == 1 and "pgd" in self.suites
+
+    @property
+    def attack_label(self) -> str:
+        """How a printed robust accuracy names its attacks: ``PGD-only (PGD-100 ×5)`` or
+        ``worst case of PGD-100 ×5, APGD-CE-100, ...``."""
+        what = ", ".join(self.attacks) or "no attack"
+        if self.pgd_only:
+            return f"PGD-only ({what})"
+        return f"worst case of {what}" if len(self.attacks) > 1 else what
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,8 +120,8 @@ def _lp_distance(adv, x, norm):
 
 
 def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[int] = None, batch_size: int = 256,
-             check_subset: int = 256, seed: int = 0, strategy=None, autoattack: Optional[bool] = None,
-             square_queries: int = 1000, attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
+             check_subset: int = 256, seed: int = 0, strategy=None,
+             attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
              config: Optional[EvalConfig] = None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
@@ -109,47 +132,41 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         a ValueError naming the first bad entry.
       attack: the :class:`~tf_awt.Attack` (default :func:`evaluation_attack`: L∞, ε = 0.3,
         PGD-100, step 2.5ε/100).
-      restarts: random restarts per example (default 5), worst case counted; >= 1.
+      restarts: PGD's random restarts per example (default: ``config.restarts``, 5), >= 1.
       batch_size: evaluation batch size (default 256).
-      check_subset: examples used by the more-steps and gradient checks (default 256).
-      seed: seed of the attack's random starts (default 0).
-      strategy: a ``tf.distribute`` strategy (default None: one device). Each evaluation batch
-        is split into one contiguous slice per replica, every replica attacks its slice and the
-        adversarial examples are gathered back (every worker of a multi-worker strategy gets the
-        whole result). The model's variables must have been created in ``strategy.scope()``.
-      autoattack: also run the AutoAttack suite (default False; needs the
-        adversarial-robustness-toolbox package, see :mod:`tf_awt.adversarial.autoattack`); an example then
-        counts as robust only if it survives both PGD and AutoAttack. Its adversarial inputs are
-        checked (ε-ball, data range) like PGD's.
-      square_queries: Square attack iterations within the AutoAttack suite (default 1000).
-      attacks: the attack suites to run (:mod:`tf_awt.adversarial.attack_suites`): a list of names ("pgd",
-        "autoattack", built with ``restarts`` / ``square_queries``) or :class:`AttackSuite`
-        objects. Default None: ``["pgd"]``, plus ``"autoattack"`` when ``autoattack=True``. An
-        example counts as robust only if it survives every adversarial set of every suite;
-        ``result.suites`` has each suite's robust accuracy.
-      config: an :class:`~tf_awt.EvalConfig` (default None: ``EvalConfig()``): ``restarts`` and
-        ``autoattack`` unless given here. Its ``steps``/``max_examples``/``split`` are a run's: pass
+      check_subset: examples used by the sanity checks (default 256).
+      seed: seed of the attacks' random starts (default 0).
+      strategy: a ``tf.distribute`` strategy (default None: one device). Each PGD batch is split
+        into one contiguous slice per replica, every replica attacks its slice and the
+        adversarial examples are gathered back. The other suites run on one device. The model's
+        variables must have been created in ``strategy.scope()``.
+      attacks: the attack suites to run, in order (:mod:`tf_awt.adversarial.attack_suites`): names
+        (``"pgd"``, the preset ``"autoattack"``, ``"apgd-ce"``, ...; built from ``config``) or
+        :class:`AttackSuite` objects. Default: ``config.attacks``, i.e. PGD then the standard
+        AutoAttack. Robust accuracy is the per-example worst case over all of them.
+      config: an :class:`~tf_awt.EvalConfig` (default ``EvalConfig()``): the suites and their
+        budgets. Its ``steps``/``max_examples``/``split`` are a run's: pass
         ``attack=config.attack(attack)`` for its PGD.
     """
 
     if config is not None and not isinstance(config, EvalConfig):
         raise ValueError(f"config must be a tf_awt.EvalConfig. You passed: {config!r}")
-    given = {k: v for k, v in dict(restarts=restarts, autoattack=autoattack).items() if v is not None}
-    settings = (config or EvalConfig()).replace(**given)  # validated there
-    restarts, autoattack = settings.restarts, settings.autoattack
+    settings = (config or EvalConfig()).replace(**({} if restarts is None else {"restarts": restarts}))  # validated there
     model = as_tf_keras(model)
     attack = attack if attack is not None else evaluation_attack()
-    restarts, square_queries, batch_size, check_subset, seed = _check_numbers(restarts, square_queries, batch_size, check_subset, seed)
-    chosen = attack_suites(attacks if attacks is not None else ["pgd", *(["autoattack"] if autoattack else [])],
-                           restarts, square_queries)
+    batch_size, check_subset, seed = _check_numbers(batch_size, check_subset, seed)
+    chosen = attack_suites(attacks if attacks is not None else settings.attacks, settings)
+    if attack.norm != "linf":  # the Square attack here is L∞ only: an L2 evaluation runs without it (its label says so)
+        chosen = [suite for suite in chosen if not isinstance(suite, SquareSuite)] or chosen
     x, y = _checked_data(model, data, attack)
     tf.random.set_seed(seed)
     forward = _forward(model)
     predict = _Predictor(forward, batch_size)
     attack_batch = _pgd_fn(forward, attack, strategy)
     nat = predict.all(x) == y
-    context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy, attack_batch)
-    rob, suites, found = _run_suites(chosen, context, nat, predict)
+    context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
+                            attack_batch, seed=seed)
+    rob, suites, broken, found = _run_suites(chosen, context, nat, predict)
     natural, robust = float(nat.mean()), float(rob.mean())
     sub = slice(0, min(check_subset, len(x)))
     found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
@@ -158,6 +175,9 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
     zero_gradients = None
     if attack.eps > 0 and attack.steps > 0:
         found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
+        found += _large_eps_check(predict, x[sub], y[sub], attack, forward, strategy)
+        found += _masking_probe(chosen, context.subset(rob[:len(x)] & (np.arange(len(x)) < check_subset)), settings,
+                                predict, min(check_subset, len(x)))
         zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
         if zero_gradients > 0:
             found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
@@ -168,13 +188,13 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
                  "count": int((y == c).sum())}
         for c in np.unique(y)
     }
-    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), restarts)
-    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites, zero_gradients)
+    pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), settings.restarts)
+    return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites,
+                            zero_gradients, broken, [suite.describe(attack) for suite in chosen])
 
 
-def _check_numbers(restarts, square_queries, batch_size, check_subset, seed):
-    return (_validate.integer(restarts, "restarts", low=1), _validate.integer(square_queries, "square_queries", low=1),
-            _validate.integer(batch_size, "batch_size", low=1), _validate.integer(check_subset, "check_subset", low=1),
+def _check_numbers(batch_size, check_subset, seed):
+    return (_validate.integer(batch_size, "batch_size", low=1), _validate.integer(check_subset, "check_subset", low=1),
             _validate.integer(seed, "seed"))
 
 
@@ -238,33 +258,108 @@ class _Predictor:
         return out
 
 
-def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: _Predictor):
-    """(robust per example over every suite, each suite's robust accuracy, warnings)."""
-    x, y, attack = context.x, context.y, context.attack
-    rob = nat.copy()
+def _noise(p: float, n: int) -> float:
+    """Two binomial standard errors of an accuracy p measured on n examples."""
+    return 2 * np.sqrt(max(p * (1 - p), 1 / max(n, 1)) / max(n, 1))
+
+
+def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict: "_Predictor"):
+    """Runs each suite on the examples of ``context`` still robust (``still``, updated in place);
+    returns (robust accuracy after each suite, share each broke first, warnings)."""
+    attack, n = context.attack, len(context.x)
     suites: Dict[str, float] = {}
+    broken: Dict[str, float] = {}
     found: List[str] = []
     for suite in chosen:
-        survived = nat.copy()
-        for adv in suite.adversarial_sets(context):
+        before = still.copy()
+        part = context.subset(before)
+        survived = np.ones(len(part.x), bool)
+        for adv in (suite.adversarial_sets(part) if len(part.x) else ()):
             adv = np.array(adv, copy=True)
-            outside, worst = _outside(adv, x, attack)
+            outside, worst = _outside(adv, part.x, attack)
             if outside.any():
                 found.append(f"{suite.label} returned {int(outside.sum())} inputs outside the eps-ball or the data range "
                              f"[{attack.clip_min}, {attack.clip_max}] (largest distance {worst:.6g}, eps {attack.eps:g}); "
                              "they were not counted")
-                adv[outside] = x[outside]
-            survived &= predict.all(adv) == y
-        suites[suite.name] = float(survived.mean())
-        rob &= survived
-    first = chosen[0]
+                adv[outside] = part.x[outside]
+            survived &= predict.all(adv) == part.y
+        still[np.flatnonzero(before)] = survived
+        suites[suite.name] = float(still.mean()) if n else 0.0
+        broken[suite.name] = float((before & ~still).mean()) if n else 0.0
+    return suites, broken, found
+
+
+def _gap_warnings(chosen, suites, broken, n: int, where: str = "") -> List[str]:
+    """A later suite (or a black-box one) breaking more than noise allows of what the first left robust."""
+    first, found = chosen[0], []
     reference = suites[first.name]
-    noise = 2 * np.sqrt(max(reference * (1 - reference), 1 / len(x)) / len(x))
-    for suite in chosen[1:]:
-        if suites[suite.name] < reference - noise:
-            found.append(f"{suite.label} lowers robust accuracy from {reference:.4f} ({first.label}) to "
-                         f"{suites[suite.name]:.4f}, beyond noise {noise:.4f}: {first.label} overestimates robustness here")
-    return rob, suites, found
+    noise = _noise(reference, n)
+    gradient_labels = []
+    for suite in chosen:
+        if suite is not first and broken[suite.name] > noise:
+            if suite.black_box:
+                found.append(f"{where}the black-box {suite.label} attack broke {broken[suite.name]:.4f} of the examples "
+                             f"that every gradient attack before it ({', '.join(gradient_labels)}) left robust, beyond "
+                             f"noise {noise:.4f}: gradient masking; the gradient attacks overestimate robustness here")
+            else:
+                found.append(f"{where}{suite.label} broke {broken[suite.name]:.4f} of the examples that {first.label} left "
+                             f"robust ({first.label} {reference:.4f}, after {suite.label} {suites[suite.name]:.4f}), beyond "
+                             f"noise {noise:.4f}: {first.label} overestimates robustness here")
+        if not suite.black_box:
+            gradient_labels.append(suite.label)
+    return found
+
+
+def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: "_Predictor"):
+    """(robust per example over every suite, robust accuracy after each, share each broke first, warnings)."""
+    rob = nat.copy()
+    suites, broken, found = _attack_in_order(chosen, context, rob, predict)
+    return rob, suites, broken, found + _gap_warnings(chosen, suites, broken, len(context.x))
+
+
+def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: "_Predictor", n: int) -> List[str]:
+    """When the standard AutoAttack suites were not all run: those missing, on the robust examples
+    among the first ``n`` (the check subset). They breaking more than noise allows is reported."""
+    names = {suite.name for suite in chosen}
+    missing = [name for name in PRESETS["autoattack"] if name not in names
+               and not (name == "square" and context.attack.norm != "linf")]
+    if not missing or not len(context.x):
+        return []
+    probe = attack_suites(missing, config.replace(square_examples=None))
+    still = np.ones(len(context.x), bool)
+    _, broken, found = _attack_in_order(probe, context, still, predict)
+    robust = len(context.x) / n
+    noise = _noise(robust, n)
+    labels = ", ".join(suite.label for suite in chosen)
+    for suite in probe:
+        share = broken[suite.name] * len(context.x) / n
+        if share > noise:
+            kind = "the black-box " if suite.black_box else ""
+            found.append(f"on the first {n} examples, {kind}{suite.label} broke {share:.4f} of those that {labels} left "
+                         f"robust ({robust:.4f}), beyond noise {noise:.4f}: the reported robust accuracy ({labels} only) "
+                         f"overestimates robustness{'; gradient masking' if suite.black_box else ''}. "
+                         "Evaluate with eval.attacks: [pgd, autoattack] (the default)")
+    return found
+
+
+def _large_eps_check(predict: "_Predictor", x, y, attack: Attack, forward, strategy) -> List[str]:
+    """At ε as large as the data range (L∞), any input can be reached: PGD must bring accuracy to
+    about the largest class share; accuracy that stays high means PGD cannot follow the gradient."""
+    if attack.clip_min is None or attack.clip_max is None or not len(x):
+        return []
+    span = float(attack.clip_max - attack.clip_min)
+    eps = span if attack.norm == "linf" else span * float(np.sqrt(np.prod(x.shape[1:])))
+    if attack.eps >= eps:
+        return []
+    big = attack.replace(eps=eps, step_size=None)
+    accuracy = float(predict.robust(_pgd_fn(forward, big, strategy), x, y).mean())
+    share = float(np.bincount(y).max() / len(y))
+    noise = _noise(share, len(y))
+    if accuracy > share + noise:
+        return [f"at eps {eps:g} (the whole data range) PGD-{big.steps} leaves accuracy {accuracy:.3f} on {len(y)} examples, "
+                f"above the largest class share {share:.3f} + noise {noise:.3f}: the attack does not reach inputs that "
+                "exist (gradient masking or a broken attack)"]
+    return []
 
 
 def _zero_eps_check(forward, predict: _Predictor, x, y, nat, attack: Attack) -> List[str]:
@@ -277,10 +372,14 @@ def _convergence_check(forward, predict: _Predictor, x, y, attack: Attack, attac
     stronger = _pgd_fn(forward, attack.replace(steps=attack.steps * 2, step_size=attack.step_size), strategy)
     rob_strong, rob_one = predict.robust(stronger, x, y), predict.robust(attack_fn, x, y)
     n = len(rob_one)
-    noise = 2 * np.sqrt(max(rob_one.mean() * (1 - rob_one.mean()), 1 / n) / n)
+    noise = _noise(float(rob_one.mean()), n)
     if rob_strong.mean() > rob_one.mean() + noise:
         return [f"twice the PGD steps raised robust accuracy on {n} examples from {rob_one.mean():.3f} to "
                 f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): the attack may not converge"]
+    if rob_strong.mean() < rob_one.mean() - noise:
+        return [f"twice the PGD steps lowered robust accuracy on {n} examples from {rob_one.mean():.3f} to "
+                f"{rob_strong.mean():.3f} (beyond noise {noise:.3f}): PGD-{attack.steps} has not converged and "
+                "overestimates robustness"]
     return []
 
 

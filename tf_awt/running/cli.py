@@ -102,8 +102,13 @@ def _parser():
     ev.add_argument("--model", help="an exported SavedModel directory (instead of --out DIR)")
     ev.add_argument("--dataset", help="a tf_awt.data name (with --model)")
     ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
-    ev.add_argument("--attack", default="pgd", choices=["pgd", "autoattack"],
-                    help="pgd (default), or autoattack: PGD plus the AutoAttack suite (needs adversarial-robustness-toolbox)")
+    ev.add_argument("--attacks", default="pgd,autoattack",
+                    help="comma-separated attack suites, run in order; robust accuracy is the per-example worst case "
+                         "(default pgd,autoattack: PGD, then the standard AutoAttack's APGD-CE, APGD-T and Square; "
+                         "pgd alone is the paper's PGD-only figure; also apgd-ce, apgd-t, square, art-autoattack)")
+    ev.add_argument("--square-queries", type=int, default=5000, help="the Square attack's queries per example (default 5000)")
+    ev.add_argument("--square-examples", type=int, default=None,
+                    help="run Square on the first N examples only (default: all); the output says so")
     ev.add_argument("--norm", default=None, choices=["linf", "l2"],
                     help="the attack's norm (default: the run's recipe's attack.norm when --model is a run's saved_model, else linf)")
     ev.add_argument("--eps", type=float, default=None,
@@ -153,6 +158,7 @@ def _evaluate_saved_model(args):
 
     if (args.dataset is None) == (args.data is None):
         raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
+    config = _eval_config(args)
     if not os.path.isdir(args.model):
         raise ValueError(f"--model {args.model} is not a SavedModel directory")
     _attack_defaults(args)
@@ -185,18 +191,36 @@ def _evaluate_saved_model(args):
 
     model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
     attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
-    result = evaluate(model, (x, y), attack=attack, restarts=args.restarts, autoattack=args.attack == "autoattack")
+    result = evaluate(model, (x, y), attack=attack, config=config)
     out = result.to_dict()
-    echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts, "attack": args.attack}
+    echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts,
+            "attacks": list(config.attacks), "robust_accuracy_attacks": result.attack_label}
     print(f"natural accuracy {out['natural_accuracy']:.4f}, robust accuracy {out['robust_accuracy']:.4f} "
-          f"({'PGD' if args.attack == 'pgd' else 'PGD + AutoAttack'}-{args.steps} ×{args.restarts}, {args.norm} ε = {args.eps:g}, "
+          f"({result.attack_label}; {args.norm} ε = {args.eps:g}, "
           f"{out['num_examples']} examples{'; ε and norm from ' + args.attack_source if args.attack_source else ''})",
           file=sys.stderr)
+    for message in result.warnings:
+        print(f"warning: {message}", file=sys.stderr)
     print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
-                      "suites": out["suites"], "num_examples": out["num_examples"], "attack": echo,
-                      "warnings": out["warnings"]}))
+                      "suites": out["suites"], "broken_by": out["broken_by"], "num_examples": out["num_examples"],
+                      "attack": echo, "warnings": out["warnings"]}))
     if args.json_out:
         atomic_write_json(args.json_out, out)
+
+
+def _eval_config(args):
+    """``evaluate --model``'s suites and budgets as an EvalConfig (checked before TensorFlow loads)."""
+    from tf_awt.adversarial.phase_config import EvalConfig
+
+    try:
+        return EvalConfig(attacks=args.attacks, restarts=args.restarts, steps=args.steps, square_queries=args.square_queries,
+                          square_examples=args.square_examples)
+    except ValueError as err:
+        text = str(err)
+        for field in ("attacks", "restarts", "steps", "square_queries", "square_examples"):
+            if text.startswith(field + " "):
+                text = "--" + field.replace("_", "-") + text[len(field):]
+        raise ValueError(text) from None
 
 
 def _attack_defaults(args) -> None:
@@ -324,8 +348,8 @@ def _dispatch(args, recipe, densities, log) -> int:
         print(f"tables, plot, verdict -> {args.out}/ (selection.md, final.md, robust_vs_natural.png, verdict.md)")
     elif args.command == "run":
         summary = run.all()
-        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f}  "
-              f"density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
+        print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f} "
+              f"({summary.get('robust_accuracy_attacks', 'PGD-only')})  density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
         if not args.quiet:
             print(closing_block(summary, args.out, recipe, num_classes=run.inputs.split.num_classes, ui_url=_run_page(tracker)))
     else:
@@ -358,6 +382,11 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
     lines.append(f"ticket: {summary.get('method', recipe.method)} at density {summary['density']:.4f}, "
                  f"natural {summary['natural_accuracy']:.4f}, robust {summary['robust_accuracy']:.4f} "
                  f"at {recipe.attack.norm} eps {recipe.attack.eps:g}{against}")
+    if summary.get("robust_accuracy_attacks"):
+        lines.append(f"robust accuracy = {summary['robust_accuracy_attacks']}"
+                     + "".join(f"; after {k} {v:.4f}" for k, v in summary.get("suites", {}).items()))
+    for message in summary.get("sanity_warnings") or []:
+        lines.append(f"warning: {message}")
     if summary.get("collapsed"):
         lines.append("warning: training collapsed (see the warning above for what to try)")
     plots = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
@@ -371,7 +400,7 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
     if summary.get("registered_model"):
         lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
     if summary.get("saved_model"):
-        lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset} --attack autoattack")
+        lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset}")
     return "\n".join(lines)
 
 

@@ -40,6 +40,7 @@ from tf_awt._files import atomic_write_bytes, atomic_write_json
 from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
+from tf_awt.running.report import attacks_note
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
 from tf_awt.tickets.search_space import SearchSpace
@@ -220,7 +221,8 @@ def _selection_rows(plan, cells, select_seeds) -> List[dict]:
             nat, rob = [f["natural_accuracy"] for f in found], [f["robust_accuracy"] for f in found]
             rows.append({"method": method, "try": i, "settings": _describe(settings), "seeds": select_seeds,
                          "natural": nat, "robust": rob, "natural_mean": float(np.mean(nat)), "robust_mean": float(np.mean(rob)),
-                         "collapsed": sum(bool(f.get("collapsed")) for f in found), "chosen": False})
+                         "collapsed": sum(bool(f.get("collapsed")) for f in found), "chosen": False,
+                         "robust_accuracy_attacks": attacks_note(found)})
     return rows
 
 
@@ -241,7 +243,8 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
         rob = np.array([f["robust_accuracy"] for f in found])
         rows.append({"method": method, "seeds": seeds, "natural_mean": float(nat.mean()), "natural_std": float(nat.std()),
                      "robust_mean": float(rob.mean()), "robust_std": float(rob.std()), "density": float(found[0]["density"]),
-                     "collapsed": sum(bool(f.get("collapsed")) for f in found), "robust": rob.tolist(), "natural": nat.tolist()})
+                     "collapsed": sum(bool(f.get("collapsed")) for f in found), "robust": rob.tolist(), "natural": nat.tolist(),
+                     "robust_accuracy_attacks": attacks_note(found)})
     tickets = [r for r in rows if get_method(r["method"]).prunes] or rows
     best = max(tickets, key=lambda r: (r["robust_mean"], r["natural_mean"]))
     for r in rows:
@@ -295,6 +298,12 @@ def _seeds(n: int) -> str:
     return f"{n} seed{'s' if n != 1 else ''}"
 
 
+def _note(rows) -> str:
+    """The tables' attack line: every row's (they are the same unless the recipe changed)."""
+    notes = sorted({r["robust_accuracy_attacks"] for r in rows if r.get("robust_accuracy_attacks")})
+    return " ".join(notes)
+
+
 def _write_outputs(out, selection, chosen, final, verdict) -> None:
     fields = ("method", "try", "settings", "seeds", "natural", "robust", "natural_mean", "robust_mean", "collapsed", "chosen")
     _csv(os.path.join(out, "selection.csv"), fields, selection)
@@ -307,6 +316,7 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
         per = lambda key: ", ".join(f"{v:.3f}" for v in r[key])  # noqa: E731
         lines.append(f"| {r['method']} | {r['try']} | {r['settings']} | {per('natural')} | {per('robust')} | "
                      f"{r['robust_mean']:.3f} | {'**yes**' if r['chosen'] else ''} |")
+    lines += ["", _note(selection)]
     atomic_write_bytes(os.path.join(out, "selection.md"), ("\n".join(lines) + "\n").encode())
     fields = ("method", "seeds", "density", "natural_mean", "natural_std", "robust_mean", "robust_std", "gap_to_best",
               "exceeds_spread", "collapsed", "natural", "robust")
@@ -318,6 +328,7 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
         lines.append(f"| {r['method']} | {_describe(chosen[r['method']])} | {r['seeds']} | {r['density']:.4f} | "
                      f"{r['natural_mean']:.3f} ± {r['natural_std']:.3f} | {r['robust_mean']:.3f} ± {r['robust_std']:.3f} | "
                      f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | {r['collapsed']} of {r['seeds']} |")
+    lines += ["", _note(final)]
     atomic_write_bytes(os.path.join(out, "final.md"), ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(os.path.join(out, "verdict.md"), (verdict + "\n").encode())
     _plot(out, selection, final)

@@ -136,7 +136,10 @@ class Run:
         result = evaluation.evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
                           strategy=None if r.distribute == "none" else self.inputs.strategy)
         self.directory.write_json("evaluation.json", result.to_dict())
-        self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy})
+        self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy,
+                                  **{f"robust_accuracy_after_{name.replace('-', '_')}": value for name, value in result.suites.items()}})
+        self.tracker.set_tags({"robust_accuracy_attacks": result.attack_label,
+                               "sanity_warnings": " | ".join(result.warnings)[:5000] or "none"})
         self.timings["evaluate"] = time.time() - t0
         self.log(report.evaluation_line(r, result, self.timings["evaluate"]))
         return result

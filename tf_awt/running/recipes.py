@@ -29,9 +29,13 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     train: {epochs: 100, learning_rate: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
-    eval: {steps: 100, restarts: 5, max_examples: null, autoattack: false, split: test}
-    # autoattack: + AutoAttack (ART); split: validation trains on 80% of the training data and
-    # evaluates on the other 20% (stratified, fixed), for choosing hyper-parameters without the test split
+    eval: {attacks: [pgd, autoattack], steps: 100, restarts: 5, apgd_iterations: 100, square_queries: 5000,
+           square_examples: null, max_examples: null, split: test}
+    # attacks: run in order, robust accuracy = the per-example worst case; autoattack = apgd-ce,
+    # apgd-t, square (the standard AutoAttack less FAB-T); [pgd] = the paper's PGD-only evaluation.
+    # square_examples: Square on the first N examples only (a cheaper preset, named in the output).
+    # split: validation trains on 80% of the training data and evaluates on the other 20%
+    # (stratified, fixed), for choosing hyper-parameters without the test split
     export: {saved_model: true, tflite: true, keras3: false, plots: true}
     # saved_model: the servable SavedModel, also logged to MLflow (false: sizes only, no model: a
     # comparison's selection tries); tflite: model.tflite (pruned kernels stored sparse);
@@ -76,6 +80,9 @@ NOT_KEYS = {"attack": ("clip_min", "clip_max"), "search": ("density", "method", 
 density, method, attack and seed are the recipe's top-level keys."""
 RENAMED = {"search.lr": "search.learning_rate", "train.lr": "train.learning_rate"}
 """Keys of earlier versions, still read (with a FutureWarning) as the key they were renamed to."""
+REMOVED = {"eval.autoattack": "the standard AutoAttack now runs by default; eval.attacks lists the suites "
+                              "(default [pgd, autoattack]; [pgd] is the paper's PGD-only evaluation)"}
+"""Keys of earlier versions that no longer exist, and what replaces them."""
 _DEFAULT_ATTACK = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "attack")
 
 
@@ -214,6 +221,8 @@ def _section(name: str, value, source: str, fixed: Dict[str, Any]):
             warnings.warn(f"{source}: {dotted} is now {RENAMED[dotted]}; the old name will stop working", FutureWarning,
                           stacklevel=4)
             key = RENAMED[dotted].split(".", 1)[1]
+        if dotted in REMOVED:
+            raise ValueError(f"{source}: {dotted} was removed: {REMOVED[dotted]}")
         if key not in keys:
             raise ValueError(f"{source}: unknown key '{dotted}'{_did_you_mean(key, keys, name + '.')}. "
                              f"Allowed keys under {name}: {sorted(keys)}")

@@ -12,7 +12,7 @@ import numpy as np
 
 from tf_awt.adversarial.collapse import advice, collapse_reasons
 
-__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line"]
+__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line", "attacks_note"]
 
 
 def collapse_report(recipe, split, history: dict, result) -> List[str]:
@@ -29,6 +29,9 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
     return {
         "natural_accuracy": result.natural_accuracy,
         "robust_accuracy": result.robust_accuracy,
+        "robust_accuracy_attacks": result.attack_label,
+        "suites": dict(result.suites),
+        "broken_by": dict(result.broken_by),
         "density": ticket.density,
         "layer_density": ticket.layer_density,
         "method": recipe.method,
@@ -52,7 +55,12 @@ def description(recipe, summary: dict) -> str:
     r = recipe
     line = (f"{r.method} ticket of the {r.model} at density {summary['density']:.4f} on {r.dataset} "
             f"({r.attack.norm} ε = {r.attack.eps:g}): natural accuracy {summary['natural_accuracy']:.4f}, robust "
-            f"accuracy {summary['robust_accuracy']:.4f} (PGD-{r.eval.steps} ×{r.eval.restarts}, {r.eval.split} split)")
+            f"accuracy {summary['robust_accuracy']:.4f} ({summary['robust_accuracy_attacks']}, {r.eval.split} split)")
+    after = ", ".join(f"{k} {v:.4f}" for k, v in summary.get("suites", {}).items())
+    if after and len(summary.get("suites", {})) > 1:
+        line += f"; robust accuracy after each attack: {after}"
+    if summary.get("sanity_warnings"):
+        line += ". Evaluation warnings: " + " | ".join(summary["sanity_warnings"])
     if summary["collapsed"]:
         line += f". Training collapsed: {summary['collapse_reason']}"
     return f"{r.description.strip()}\n\n{line}." if r.description.strip() else line + "."
@@ -65,8 +73,15 @@ def training_line(epochs: int, seconds: float, history: dict) -> str:
 
 
 def evaluation_line(recipe, result, seconds: float) -> str:
-    """``evaluate: natural 0.85, robust 0.68 (PGD-100 x5, eps 0.1, 1000 examples, 60 s)``."""
-    e = recipe.eval
+    """``evaluate: natural 0.85, robust 0.68 (worst case of PGD-100 ×5, APGD-CE-100, ..., eps 0.1, 1000 examples, 60 s)``."""
     return (f"evaluate: natural {result.natural_accuracy:.4f}, robust {result.robust_accuracy:.4f} "
-            f"(PGD-{e.steps} x{e.restarts}{' + AutoAttack' if e.autoattack else ''}, eps {recipe.attack.eps:g}, "
-            f"{result.num_examples} examples, {seconds:.0f} s)")
+            f"({result.attack_label}, eps {recipe.attack.eps:g}, {result.num_examples} examples, {seconds:.0f} s)")
+
+
+def attacks_note(summaries) -> str:
+    """The line under a table that says which attacks its robust accuracies are the worst case of
+    (a summary written before the attacks were recorded counts as PGD-only)."""
+    labels = sorted({s.get("robust_accuracy_attacks") or "PGD-only (attacks not recorded)" for s in summaries})
+    if not labels:
+        return ""
+    return "Robust accuracy: " + ("; ".join(labels) if len(labels) > 1 else labels[0]) + "."

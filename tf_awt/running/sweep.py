@@ -26,13 +26,15 @@ from tf_awt._files import atomic_write_bytes, atomic_write_json
 from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
+from tf_awt.running.report import attacks_note
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
 from tf_awt.tickets.ticket import Ticket
 
 __all__ = ["sweep", "cell_name"]
 
-FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell", "collapsed")
+FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell", "collapsed",
+          "robust_accuracy_attacks")
 
 
 def cell_name(method: str, density: float, seed: int) -> str:
@@ -93,7 +95,8 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
                          "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,
-                         "collapsed": bool(s.get("collapsed", False))})
+                         "collapsed": bool(s.get("collapsed", False)),
+                         "robust_accuracy_attacks": s.get("robust_accuracy_attacks") or "PGD-only (attacks not recorded)"})
         _write_outputs(out, rows)
         for name in ("sweep.csv", "sweep.md", "accuracy_vs_density.png", "search_distances.png"):
             if os.path.exists(os.path.join(out, name)):
@@ -128,6 +131,7 @@ def _write_outputs(out: str, rows: List[dict]) -> None:
     for s in summarize(rows):
         lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
                      f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['collapsed']} of {s['seeds']} |")
+    lines += ["", attacks_note(rows)]
     atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
     _plots(out, rows)
 

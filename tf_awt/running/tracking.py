@@ -275,7 +275,8 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
     ``summary["model_uri"]`` and ``summary["registered_model"]``."""
     tags = {"method": recipe.method, "density": f"{summary['density']:.4f}", "eps": f"{recipe.attack.eps:g}",
             "norm": recipe.attack.norm, "recipe": recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
-            "robust_accuracy": f"{summary['robust_accuracy']:.4f}"}
+            "robust_accuracy": f"{summary['robust_accuracy']:.4f}",
+            "robust_accuracy_attacks": summary.get("robust_accuracy_attacks", "")}
     if recipe.export.saved_model:  # else no model: a comparison's selection try, say
         summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags)
     summary["registered_model"] = tracker.registered_uri
