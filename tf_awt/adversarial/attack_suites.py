@@ -327,12 +327,10 @@ def expand_attack_names(attacks: Sequence) -> Tuple:
     return tuple(out)
 
 
-def attack_suites(attacks: Sequence[Union[str, AttackSuite]], config=None):
+def attack_suites(attacks: Sequence[Union[str, AttackSuite]], config):
     """``attacks`` as suite objects: names (and presets) become suites built from ``config`` (an
-    :class:`~tf_awt.EvalConfig`, default ``EvalConfig()``); suite objects are kept."""
-    from tf_awt.adversarial.phase_config import EvalConfig
-
-    config = EvalConfig() if config is None else config
+    :class:`~tf_awt.EvalConfig`, which validates its names through :func:`expand_attack_names`, so
+    this module does not import it); suite objects are kept."""
     suites = []
     for item in expand_attack_names(attacks):
         if isinstance(item, AttackSuite):
