@@ -161,11 +161,12 @@ def autoattack(densities, families, examples: int = 200) -> None:
         for family in families:
             for name in sorted(d for d in os.listdir(FINAL) if d.startswith(f"{family}-d{density:g}-s")):
                 out = os.path.join(FINAL, name)
+                # ART's AutoAttack when the committed tables ran; the standard one from issue 36 on
                 target = os.path.join(out, f"autoattack-{examples}.json")
                 if os.path.exists(target) or not os.path.exists(os.path.join(out, "summary.json")):
                     continue
                 args = [sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
-                        "--dataset", "mnist-5k", "--attack", "autoattack", "--norm", "linf", "--eps", "0.1",
+                        "--dataset", "mnist-5k", "--attacks", "pgd,autoattack", "--norm", "linf", "--eps", "0.1",
                         "--max-examples", str(examples), "--json", target, "--quiet"]
                 print(" ".join(args), flush=True)
                 if subprocess.call(args) != 0:

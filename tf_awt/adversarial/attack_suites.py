@@ -144,14 +144,19 @@ class _Compiled(AttackSuite):
 
         if context.attack.eps <= 0 or not len(context.x):
             return
-        run = tf.function(self._compile(context), reduce_retracing=True)
+        # one trace for every batch size (the examples left shrink from run to run)
+        signature = [tf.TensorSpec((None,) + context.x.shape[1:], tf.as_dtype(context.x.dtype)),
+                     tf.TensorSpec((None,), tf.as_dtype(context.y.dtype)), tf.TensorSpec((2,), tf.int64),
+                     tf.TensorSpec((None,), tf.as_dtype(context.y.dtype))]
+        run = tf.function(self._compile(context), input_signature=signature)
         adv, fooled = context.x.copy(), np.zeros(len(context.x), bool)
         for k, targets in enumerate(self._targets(context)):
             left = np.flatnonzero(~fooled)
             for start in range(0, len(left), context.batch_size):
                 rows = left[start:start + context.batch_size]
                 seed = tf.constant([context.seed, _stream(self.name) + 7919 * k + int(rows[0])], tf.int64)
-                out, hit = run(tf.constant(context.x[rows]), tf.constant(context.y[rows]), seed, tf.constant(targets[rows]))
+                out, hit = run(tf.constant(context.x[rows]), tf.constant(context.y[rows]), seed,
+                                tf.constant(np.asarray(targets[rows]).astype(context.y.dtype)))
                 adv[rows], fooled[rows] = out.numpy(), hit.numpy()
         yield adv
 

@@ -25,6 +25,7 @@ non-negative rows summing to one) is refused with a ValueError.
 from __future__ import annotations
 
 import dataclasses
+import time
 import warnings
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -75,6 +76,9 @@ class EvaluationResult:
     """Share of all examples that each suite was the first to misclassify."""
     attacks: List[str] = dataclasses.field(default_factory=list)
     """What ran, in order: e.g. ``["PGD-100 ×5", "APGD-CE-100", "APGD-T-100 ×9 targets", "Square-5000"]``."""
+    seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall-clock seconds of each suite (on the examples still robust when it ran) and of the
+    sanity checks (``"checks"``)."""
 
     @property
     def pgd_only(self) -> bool:
@@ -166,7 +170,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
     nat = predict.all(x) == y
     context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
                             attack_batch, seed=seed)
-    rob, suites, broken, found = _run_suites(chosen, context, nat, predict)
+    rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict)
+    checks_start = time.perf_counter()
     natural, robust = float(nat.mean()), float(rob.mean())
     sub = slice(0, min(check_subset, len(x)))
     found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
@@ -181,6 +186,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
         if zero_gradients > 0:
             found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+    seconds["checks"] = time.perf_counter() - checks_start
     for message in found:
         warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
     per_class = {
@@ -190,7 +196,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
     }
     pgd_restarts = next((suite.restarts for suite in chosen if isinstance(suite, PGDSuite)), settings.restarts)
     return EvaluationResult(natural, robust, per_class, len(x), attack.get_config(), pgd_restarts, found, suites,
-                            zero_gradients, broken, [suite.describe(attack) for suite in chosen])
+                            zero_gradients, broken, [suite.describe(attack) for suite in chosen],
+                            {k: round(v, 3) for k, v in seconds.items()})
 
 
 def _check_numbers(batch_size, check_subset, seed):
@@ -265,12 +272,14 @@ def _noise(p: float, n: int) -> float:
 
 def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict: "_Predictor"):
     """Runs each suite on the examples of ``context`` still robust (``still``, updated in place);
-    returns (robust accuracy after each suite, share each broke first, warnings)."""
+    returns (robust accuracy after each suite, share each broke first, warnings, seconds of each)."""
     attack, n = context.attack, len(context.x)
     suites: Dict[str, float] = {}
     broken: Dict[str, float] = {}
     found: List[str] = []
+    seconds: Dict[str, float] = {}
     for suite in chosen:
+        start = time.perf_counter()
         before = still.copy()
         part = context.subset(before)
         survived = np.ones(len(part.x), bool)
@@ -286,7 +295,8 @@ def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict:
         still[np.flatnonzero(before)] = survived
         suites[suite.name] = float(still.mean()) if n else 0.0
         broken[suite.name] = float((before & ~still).mean()) if n else 0.0
-    return suites, broken, found
+        seconds[suite.name] = time.perf_counter() - start
+    return suites, broken, found, seconds
 
 
 def _gap_warnings(chosen, suites, broken, n: int, where: str = "") -> List[str]:
@@ -311,10 +321,11 @@ def _gap_warnings(chosen, suites, broken, n: int, where: str = "") -> List[str]:
 
 
 def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: "_Predictor"):
-    """(robust per example over every suite, robust accuracy after each, share each broke first, warnings)."""
+    """(robust per example over every suite, robust accuracy after each, share each broke first,
+    warnings, seconds of each)."""
     rob = nat.copy()
-    suites, broken, found = _attack_in_order(chosen, context, rob, predict)
-    return rob, suites, broken, found + _gap_warnings(chosen, suites, broken, len(context.x))
+    suites, broken, found, seconds = _attack_in_order(chosen, context, rob, predict)
+    return rob, suites, broken, found + _gap_warnings(chosen, suites, broken, len(context.x)), seconds
 
 
 def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: "_Predictor", n: int) -> List[str]:
@@ -327,7 +338,7 @@ def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: 
         return []
     probe = attack_suites(missing, config.replace(square_examples=None))
     still = np.ones(len(context.x), bool)
-    _, broken, found = _attack_in_order(probe, context, still, predict)
+    _, broken, found, _ = _attack_in_order(probe, context, still, predict)
     robust = len(context.x) / n
     noise = _noise(robust, n)
     labels = ", ".join(suite.label for suite in chosen)
