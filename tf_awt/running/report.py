@@ -39,6 +39,7 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
         "dataset": recipe.dataset,
         "seed": recipe.seed,
         "phase_seconds": dict(timings),
+        "evaluation_seconds": dict(result.seconds),
         "model_size": sizes,
         "sanity_warnings": result.warnings,
         "collapsed": bool(reasons),
