@@ -119,3 +119,23 @@ def test_a_registered_data_set_is_a_name_like_the_built_in_ones(tmp_path, capsys
             data.register_dataset(bad, lambda d: None)
     with pytest.raises(ValueError, match=r"dataset must be one of \['mnist-5k', 'fashion-mnist'.*You passed: 'nope'"):
         data.load("nope")
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION), reason="needs `apt-get install dataset-fashion-mnist` (.ci/run installs it)")
+def test_tf_awt_run_fashion_mlp_trains_on_the_60000_images_and_reports_the_worst_case(tmp_path, capsys):
+    """The bundled full-size recipe through the CLI, on the real files, shortened by --set (one
+    training epoch, the one-shot magnitude ticket, the attacks on 100 test images)."""
+    import json
+
+    out = tmp_path / "run"
+    assert cli.main(["run", "fashion-mlp", "--out", str(out), "--no-mlflow", "--quiet", "--set", "method=magnitude",
+                     "--set", "train.epochs=1", "--set", "eval.max_examples=100", "--set", "eval.steps=10",
+                     "--set", "eval.restarts=1", "--set", "eval.apgd_iterations=10", "--set", "eval.square_queries=100",
+                     "--set", "export.tflite=false", "--set", "export.plots=false"]) == 0
+    summary = json.load(open(out / "summary.json"))
+    history = json.load(open(out / "history.json"))
+    assert summary["dataset"] == "fashion-mnist" and summary["robust_accuracy_attacks"].startswith("worst case of PGD-10 ×1")
+    assert summary["natural_accuracy"] > 0.5  # one epoch on 60,000 images learns (chance is 0.1)
+    assert set(summary["evaluation_seconds"]) >= {"pgd", "apgd-ce", "apgd-t", "square"}
+    assert {"search", "train", "evaluate"} <= set(summary["phase_seconds"]), summary["phase_seconds"]
+    assert history and summary["density"] == pytest.approx(0.036, abs=1e-3)
