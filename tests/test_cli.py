@@ -36,6 +36,13 @@ def test_every_bundled_recipe_loads():
     assert vgg.search.kernel == "sketch" and vgg.search.probes == 4 and vgg.model == "vgg16"
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 9
         assert load_recipe(name).search.kernel == "sketch", name
+    for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "fashion-cnn"):
+        # the cheaper preset (issue 36): Square on a stated subset, every other attack on every example
+        recipe = load_recipe(name)
+        assert recipe.eval.square_examples in (200, 1000) and recipe.eval.max_examples is None, name
+        assert recipe.eval.attacks == ("pgd", "autoattack"), name
+    for name in ("quickstart", "mnist5k-mlp", "mnist-mlp", "fashion-mlp"):  # the MLPs: the full standard set
+        assert load_recipe(name).eval.square_examples is None, name
     toy = load_recipe("toy-gaussian")
     assert toy.attack.norm == "l2" and toy.attack.eps == 2.0 and toy.density == 0.1
 
@@ -270,7 +277,8 @@ def test_the_worst_case_its_attacks_and_each_suite_reach_mlflow_over_rest(mlflow
             return json.load(reply)
 
     label = "worst case of PGD-3 ×1, APGD-CE-5, APGD-T-5 ×9 targets, Square-50"
-    assert summary["robust_accuracy_attacks"] == label and list(summary["suites"]) == ["pgd", "apgd-ce", "apgd-t", "square"]
+    order = ["pgd", "apgd-ce", "apgd-t", "square"]  # as they ran (summary.json's keys are sorted)
+    assert summary["robust_accuracy_attacks"] == label and set(summary["suites"]) == set(order)
     assert summary["robust_accuracy"] == summary["suites"]["square"] <= summary["suites"]["pgd"]
     assert set(summary["evaluation_seconds"]) == {"pgd", "apgd-ce", "apgd-t", "square", "checks"}
     run = get("runs/get", run_id=summary["mlflow_run_id"])["run"]
@@ -285,7 +293,7 @@ def test_the_worst_case_its_attacks_and_each_suite_reach_mlflow_over_rest(mlflow
     version_tags = {t["key"]: t["value"] for t in version["tags"]}
     assert version_tags["robust_accuracy_attacks"] == label
     assert f"robust accuracy {summary['robust_accuracy']:.4f} ({label}, test split)" in version["description"]
-    assert "robust accuracy after each attack: " + ", ".join(f"{k} {v:.4f}" for k, v in summary["suites"].items()) \
+    assert "robust accuracy after each attack: " + ", ".join(f"{k} {summary['suites'][k]:.4f}" for k in order) \
         in version["description"]
     printed = (tmp / "printed.txt").read_text()  # the console's closing block
     assert f"robust accuracy = {label}" in printed and f"after square {summary['suites']['square']:.4f}" in printed
@@ -461,7 +469,16 @@ def test_sweep_command_runs_a_tiny_grid(tmp_path, capsys):
     assert {"sweep.csv", "sweep.md", "accuracy_vs_density.png"} <= set(os.listdir(out))
     table = (out / "sweep.md").read_text()
     assert "| random | 0.3 | 1 |" in table and "| dense | 1 | 1 |" in table
+    assert "| search + training (s, mean) |" in table
     assert "| random | 0.3 | 1 |" in capsys.readouterr().out
+    import csv
+
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    summary = json.load(open(out / "cells" / "random-d0.3-s0" / "summary.json"))
+    assert set(summary["phase_cpu_seconds"]) == {"search", "train", "evaluate", "export"}  # each phase's CPU time
+    row = next(r for r in rows if r["cell"] == "random-d0.3-s0")
+    assert float(row["cpu_seconds"]) == round(sum(summary["phase_cpu_seconds"].values()), 1) > 0
+    assert float(row["evaluate_seconds"]) == round(summary["phase_seconds"]["evaluate"], 1)
     assert cli.main(["sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "grasp", "--out", str(out),
                      "--quiet", "--no-mlflow"]) == 2
 

@@ -47,7 +47,7 @@ from tf_awt.tickets.search_space import SearchSpace
 
 __all__ = ["compare", "Comparison", "plan_comparison", "with_settings"]
 
-OUTPUTS = ("selection.csv", "selection.md", "final.csv", "final.md", "robust_vs_natural.png", "verdict.md")
+OUTPUTS = ("selection.csv", "selection.md", "final.csv", "final.md", "robust_vs_natural.png", "robust_vs_cost.png", "verdict.md")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,7 +244,7 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
         rows.append({"method": method, "seeds": seeds, "natural_mean": float(nat.mean()), "natural_std": float(nat.std()),
                      "robust_mean": float(rob.mean()), "robust_std": float(rob.std()), "density": float(found[0]["density"]),
                      "collapsed": sum(bool(f.get("collapsed")) for f in found), "robust": rob.tolist(), "natural": nat.tolist(),
-                     "robust_accuracy_attacks": attacks_note(found)})
+                     "robust_accuracy_attacks": attacks_note(found), **_costs(found)})
     tickets = [r for r in rows if get_method(r["method"]).prunes] or rows
     best = max(tickets, key=lambda r: (r["robust_mean"], r["natural_mean"]))
     for r in rows:
@@ -253,6 +253,29 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
         r["exceeds_spread"] = None if seeds < 2 else bool(abs(r["gap_to_best"]) > r["robust_std"] + best["robust_std"])
         r["best"] = r is best
     return sorted(rows, key=lambda r: (not get_method(r["method"]).prunes, -r["robust_mean"], -r["natural_mean"]))
+
+
+def _costs(found) -> dict:
+    """What a method's runs cost: wall seconds of search + training (mean, std over seeds), its CPU
+    seconds (mean; None for runs made before CPU time was recorded) and the evaluation's wall seconds."""
+    wall = np.array([f["phase_seconds"].get("search", 0.0) + f["phase_seconds"].get("train", 0.0) for f in found])
+    cpu = [f["phase_cpu_seconds"].get("search", 0.0) + f["phase_cpu_seconds"].get("train", 0.0)
+           for f in found if f.get("phase_cpu_seconds")]
+    return {"cost_mean": float(wall.mean()), "cost_std": float(wall.std()),
+            "cpu_mean": float(np.mean(cpu)) if len(cpu) == len(found) else None,
+            "evaluate_seconds_mean": float(np.mean([f["phase_seconds"].get("evaluate", 0.0) for f in found]))}
+
+
+def _cheapest_line(final) -> str:
+    """The verdict's sentence on cost: the cheapest ticket whose robust accuracy is within the spread of the best."""
+    best = next(r for r in final if r["best"])
+    within = [r for r in final if get_method(r["method"]).prunes and (r is best or r["exceeds_spread"] is False)]
+    cheapest = min(within, key=lambda r: (r["cost_mean"], -r["robust_mean"]))
+    if cheapest is best:
+        return (f" The best ticket is also the cheapest within its spread: {best['cost_mean']:.0f} s of search and "
+                "training per seed.")
+    return (f" The cheapest ticket within the spread of the best is **{cheapest['method']}**: {cheapest['cost_mean']:.0f} s "
+            f"of search and training per seed against {best['cost_mean']:.0f} s for {best['method']}.")
 
 
 def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> str:
@@ -265,6 +288,7 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
             f"({_seeds(best['seeds'])}), the best ticket by robust accuracy is **{best['method']}**: "
             f"{best['robust_mean']:.3f} ± {best['robust_std']:.3f} robust, {best['natural_mean']:.3f} ± {best['natural_std']:.3f} natural.")
     text += f" {_note(final)}" if _note(final) else " Robust accuracy: PGD-only (attacks not recorded)."
+    text += _cheapest_line(final)
     if tickets:
         runner = tickets[0]
         if runner["exceeds_spread"] is None:
@@ -320,15 +344,17 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
     lines += ["", _note(selection)]
     atomic_write_bytes(os.path.join(out, "selection.md"), ("\n".join(lines) + "\n").encode())
     fields = ("method", "seeds", "density", "natural_mean", "natural_std", "robust_mean", "robust_std", "gap_to_best",
-              "exceeds_spread", "collapsed", "natural", "robust")
+              "exceeds_spread", "collapsed", "natural", "robust", "cost_mean", "cost_std", "cpu_mean", "evaluate_seconds_mean")
     _csv(os.path.join(out, "final.csv"), fields, final)
-    lines = ["| method | chosen try | seeds | density | natural | robust | robust gap to the best | exceeds the spread | collapsed |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | chosen try | seeds | density | natural | robust | robust gap to the best | exceeds the spread | "
+             "search + training (s per seed) | collapsed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in final:
         gap = "best" if r["best"] else f"{r['gap_to_best']:+.3f}"
         lines.append(f"| {r['method']} | {_describe(chosen[r['method']])} | {r['seeds']} | {r['density']:.4f} | "
                      f"{r['natural_mean']:.3f} ± {r['natural_std']:.3f} | {r['robust_mean']:.3f} ± {r['robust_std']:.3f} | "
-                     f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | {r['collapsed']} of {r['seeds']} |")
+                     f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | "
+                     f"{r['cost_mean']:.0f} ± {r['cost_std']:.0f} | {r['collapsed']} of {r['seeds']} |")
     lines += ["", _note(final)]
     atomic_write_bytes(os.path.join(out, "final.md"), ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(os.path.join(out, "verdict.md"), (verdict + "\n").encode())
@@ -365,4 +391,14 @@ def _plot(out, selection, final) -> None:
         ax.set_ylabel("robust accuracy")
     ax_final.legend(fontsize=7)
     save(fig, os.path.join(out, "robust_vs_natural.png"))
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for r in final:
+        ax.errorbar(r["cost_mean"], r["robust_mean"], xerr=r["cost_std"], yerr=r["robust_std"], fmt="o",
+                    color=colors[r["method"]], capsize=3, label=r["method"])
+    ax.set_xlabel("search + training, wall seconds per seed")
+    ax.set_ylabel("robust accuracy (test split)")
+    ax.set_title("what each method's robustness costs, mean ± std over seeds", fontsize=9)
+    ax.legend(fontsize=7)
+    save(fig, os.path.join(out, "robust_vs_cost.png"))
     plt.close(fig)

@@ -67,6 +67,9 @@ class Run:
         self.directory, self.inputs = RunDirectory(out, recipe), RunInputs(recipe, data_dir)
         self.path = self.directory.path
         self.timings: Dict[str, float] = {}
+        """Wall-clock seconds of each phase."""
+        self.cpu_seconds: Dict[str, float] = {}
+        """CPU seconds of each phase (every thread of this process: on two busy cores about 2× the wall time)."""
 
     def _resuming(self, phase: str, epochs: int, batch_size: int):
         """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase continues."""
@@ -80,6 +83,7 @@ class Run:
 
     # ------------------------------------------------------------------ the phases
     def search(self):
+        c0 = time.process_time()
         t0, r = time.time(), self.recipe
         with self.inputs.strategy.scope():
             config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
@@ -92,6 +96,7 @@ class Run:
         log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss"),
                     ticket.history.get("step", []))
         self.timings["search"] = time.time() - t0
+        self.cpu_seconds["search"] = time.process_time() - c0
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
 
@@ -105,6 +110,7 @@ class Run:
             return ticket, ticket.to_model(self.inputs.base_model(), rescale=self.recipe.train.rescale)
 
     def train(self):
+        c0 = time.process_time()
         t0, r, s = time.time(), self.recipe, self.inputs.split
         _, model = self.ticket_model()
         tf_keras.utils.set_random_seed(r.seed)
@@ -120,6 +126,7 @@ class Run:
         self.directory.drop_checkpoint("train")
         log_history(self.tracker, hist, "train_")
         self.timings["train"] = time.time() - t0
+        self.cpu_seconds["train"] = time.process_time() - c0
         self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
         return model, hist
 
@@ -130,6 +137,7 @@ class Run:
         return ticket, model
 
     def evaluate(self, model=None):
+        c0 = time.process_time()
         t0, r, s = time.time(), self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
@@ -141,15 +149,18 @@ class Run:
         self.tracker.set_tags({"robust_accuracy_attacks": result.attack_label,
                                "sanity_warnings": " | ".join(result.warnings)[:5000] or "none"})
         self.timings["evaluate"] = time.time() - t0
+        self.cpu_seconds["evaluate"] = time.process_time() - c0
         self.log(report.evaluation_line(r, result, self.timings["evaluate"]))
         return result
 
     def export(self, model=None):
+        c0 = time.process_time()
         t0 = time.time()
         model = model if model is not None else self.trained_model(distributed=False)[1]
         stripped, sizes, line = export.export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
                                            self.recipe.export)
         self.timings["export"] = time.time() - t0
+        self.cpu_seconds["export"] = time.process_time() - c0
         self.log(line)
         return stripped, sizes
 
@@ -163,6 +174,7 @@ class Run:
         self.inputs.split  # the data load first: a data set that cannot be read leaves nothing behind
         state = self.directory.prepare(self.force)
         self.timings.update(state.get("phase_seconds", {}))
+        self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
         self.directory.write_recipe()
         fresh = not state.get("mlflow_run_id")
         self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"),
@@ -171,7 +183,7 @@ class Run:
         state["mlflow_run_id"] = self.tracker.run_id
         if fresh:
             self.tracker.log_training_data(self.inputs.split.x_train, self.inputs.split.y_train, self.recipe.dataset)
-        self.directory.save_state(state, self.timings)
+        self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
         try:
             ticket, model, hist, result = self._phases(state)
             reasons = report.collapse_report(self.recipe, self.inputs.split, hist, result)
@@ -179,7 +191,7 @@ class Run:
                 self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
             # a distributed model is exported from a one-device copy of its trained weights
             stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
-            summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings,
+            summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings, self.cpu_seconds,
                                      self.path("saved_model") if self.recipe.export.saved_model else None, self.tracker.run_id)
             self._finish(summary, ticket, hist, stripped, reasons)
             if reasons and self.recipe.train.fail_on_collapse:
@@ -204,7 +216,7 @@ class Run:
                 self.log(f"{phase}: {outputs[0]} exists, kept")
             else:
                 done[phase] = run()
-                self.directory.save_state(state, self.timings)
+                self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
         return (done["search"], *done["train"], done["evaluate"])
 
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):

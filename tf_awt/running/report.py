@@ -23,9 +23,10 @@ def collapse_report(recipe, split, history: dict, result) -> List[str]:
                             result.zero_gradient_fraction)
 
 
-def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List[str], timings: dict,
+def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List[str], timings: dict, cpu_seconds: dict,
             saved_model: Optional[str], run_id: Optional[str]) -> dict:
-    """The run's ``summary.json``: headline numbers, densities, sizes, timings, collapse, MLflow ids."""
+    """The run's ``summary.json``: headline numbers, densities, sizes, wall and CPU seconds per phase
+    (and per attack suite), collapse, MLflow ids."""
     return {
         "natural_accuracy": result.natural_accuracy,
         "robust_accuracy": result.robust_accuracy,
@@ -39,6 +40,7 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
         "dataset": recipe.dataset,
         "seed": recipe.seed,
         "phase_seconds": dict(timings),
+        "phase_cpu_seconds": {k: round(v, 2) for k, v in cpu_seconds.items()},
         "evaluation_seconds": dict(result.seconds),
         "model_size": sizes,
         "sanity_warnings": result.warnings,

@@ -33,8 +33,10 @@ from tf_awt.tickets.ticket import Ticket
 
 __all__ = ["sweep", "cell_name"]
 
-FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "cell", "collapsed",
-          "robust_accuracy_attacks")
+FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "search_seconds",
+          "train_seconds", "evaluate_seconds", "cpu_seconds", "cell", "collapsed", "robust_accuracy_attacks")
+"""sweep.csv's columns: ``seconds`` is the cell's wall time, ``*_seconds`` each phase's, ``cpu_seconds``
+the CPU time of every phase (empty for a cell run before it was recorded)."""
 
 
 def cell_name(method: str, density: float, seed: int) -> str:
@@ -94,7 +96,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
             s = json.load(open(os.path.join(out, "cells", name, "summary.json")))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
-                         "seconds": round(sum(s["phase_seconds"].values()), 1), "cell": name,
+                         "seconds": round(sum(s["phase_seconds"].values()), 1), **phase_costs(s), "cell": name,
                          "collapsed": bool(s.get("collapsed", False)),
                          "robust_accuracy_attacks": s.get("robust_accuracy_attacks") or "PGD-only (attacks not recorded)"})
         _write_outputs(out, rows)
@@ -104,6 +106,13 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
         return rows
     finally:
         parent.end_all()
+
+
+def phase_costs(summary: dict) -> dict:
+    """A run's cost columns: wall seconds of search, training and evaluation, and its CPU seconds."""
+    wall, cpu = summary.get("phase_seconds", {}), summary.get("phase_cpu_seconds")
+    return {**{f"{phase}_seconds": round(wall.get(phase, 0.0), 1) for phase in ("search", "train", "evaluate")},
+            "cpu_seconds": round(sum(cpu.values()), 1) if cpu else None}
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -117,7 +126,8 @@ def summarize(rows: List[dict]) -> List[dict]:
         rob = np.array([i["robust_accuracy"] for i in items])
         out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat.mean(),
                     "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std(),
-                    "collapsed": sum(bool(i.get("collapsed")) for i in items)})
+                    "collapsed": sum(bool(i.get("collapsed")) for i in items),
+                    "cost_mean": float(np.mean([i.get("search_seconds", 0) + i.get("train_seconds", 0) for i in items]))})
     return out
 
 
@@ -127,10 +137,11 @@ def _write_outputs(out: str, rows: List[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_bytes(os.path.join(out, "sweep.csv"), buf.getvalue().encode())
-    lines = ["| method | density | seeds | natural accuracy | robust accuracy | collapsed |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | density | seeds | natural accuracy | robust accuracy | search + training (s, mean) | collapsed |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in summarize(rows):
         lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
-                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['collapsed']} of {s['seeds']} |")
+                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['cost_mean']:.0f} | {s['collapsed']} of {s['seeds']} |")
     lines += ["", attacks_note(rows)]
     atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
     _plots(out, rows)
