@@ -139,3 +139,17 @@ def test_tf_awt_run_fashion_mlp_trains_on_the_60000_images_and_reports_the_worst
     assert set(summary["evaluation_seconds"]) >= {"pgd", "apgd-ce", "apgd-t", "square"}
     assert {"search", "train", "evaluate"} <= set(summary["phase_seconds"]), summary["phase_seconds"]
     assert history and summary["density"] == pytest.approx(0.036, abs=1e-3)
+
+
+@pytest.mark.parametrize("content", ["garbage", "objects"])
+def test_a_corrupt_npz_is_one_line_that_never_advises_unpickling(tmp_path, capsys, content):
+    path = tmp_path / "bad.npz"
+    if content == "garbage":
+        path.write_bytes(b"this is not a zip archive at all" * 10)
+    else:
+        np.savez(path, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    out = tmp_path / "never"
+    assert cli.main(["run", tiny_recipe(tmp_path, dataset=str(path)), "--out", str(out), "--no-mlflow", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a readable .npz file" in err[0] and "pickle" not in err[0], err
+    assert not out.exists()
