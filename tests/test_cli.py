@@ -741,3 +741,12 @@ def test_a_ticket_with_the_fair_runs_masked_allocation_prints_its_worst_case_and
                      "--restarts", "1", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "PGD-only (PGD-20 ×1)" in err and "the reported robust accuracy (PGD only) overestimates robustness" in err
+
+
+def test_run_refuses_an_eps_beyond_the_data_range_before_writing_anything(tmp_path, capsys):
+    """What `tf-awt evaluate` refuses, `tf-awt run` refuses too: no training, no registered model."""
+    out = tmp_path / "never"
+    proc = tf_awt_main(capsys, "run", tiny_recipe(tmp_path), "--out", out, "--no-mlflow", "--set", "attack.eps=3")
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.strip() == ("tf-awt: error: attack.eps must be in [0, 1] for an L∞ attack on data in [0, 1] "
+                                   "(tiny.npz). You passed: 3")

@@ -10,7 +10,18 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["RunInputs"]
+__all__ = ["RunInputs", "check_eps_in_range"]
+
+
+def check_eps_in_range(attack, split) -> None:
+    """An L∞ ``attack.eps`` beyond the data's range moves every input anywhere (what ``tf-awt
+    evaluate`` refuses): a ValueError naming it, raised before a run writes anything."""
+    if attack.norm != "linf" or split.clip_min is None or split.clip_max is None:
+        return
+    high = float(split.clip_max - split.clip_min)
+    if not 0 <= attack.eps <= high:
+        raise ValueError(f"attack.eps must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, "
+                         f"{split.clip_max:g}] ({split.name}). You passed: {attack.eps:g}")
 
 
 class RunInputs:
@@ -32,6 +43,7 @@ class RunInputs:
             from tf_awt import data
 
             self._split = data.load(self.recipe.dataset, self.data_dir)
+            check_eps_in_range(self.recipe.attack, self._split)
             if self.recipe.eval.split == "validation":
                 self._split = data.validation_split(self._split)
         return self._split
