@@ -270,6 +270,8 @@ def _cheapest_line(final) -> str:
     """The verdict's sentence on cost: the cheapest ticket whose robust accuracy is within the spread of the best."""
     best = next(r for r in final if r["best"])
     within = [r for r in final if get_method(r["method"]).prunes and (r is best or r["exceeds_spread"] is False)]
+    if not within:  # no ticket compared (the dense reference alone)
+        return ""
     cheapest = min(within, key=lambda r: (r["cost_mean"], -r["robust_mean"]))
     if cheapest is best:
         return (f" The best ticket is also the cheapest within its spread: {best['cost_mean']:.0f} s of search and "
