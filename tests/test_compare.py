@@ -188,3 +188,15 @@ def test_force_replaces_a_different_comparison_in_the_same_directory(tmp_path, c
     assert forced.returncode == 0, forced.stderr[-2000:]
     assert json.load(open(os.path.join(out, "compare.json")))["seeds"] == 2
     assert "running final/dense-s0" in forced.stderr and "running final/dense-s1" in forced.stderr  # s0 run again
+
+
+def test_compare_with_one_try_says_nothing_was_tuned(tmp_path, capsys):
+    """``--tries 1`` runs no selection on validation: the verdict must not say the methods were tuned."""
+    recipe = tiny_recipe(tmp_path, train={"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05})
+    out = str(tmp_path / "c")
+    proc = tf_awt_main(capsys, "compare", recipe, "--methods", "magnitude,dense", "--tries", "1", "--seeds", "1",
+                       "--out", out, "--quiet", "--no-mlflow")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    verdict = open(os.path.join(out, "verdict.md")).read()
+    assert "tuned with up to" not in verdict and "not tuned: nothing ran on a validation split" in verdict
+    assert not os.path.exists(os.path.join(out, "select")) or not os.listdir(os.path.join(out, "select"))

@@ -284,9 +284,13 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
     best = next(r for r in final if r["best"])
     tickets = [r for r in final if get_method(r["method"]).prunes and r is not best]
     attack = recipe.eval_attack()
+    tuned = any(len(t) > 1 for t in plan.values())
+    how = (f"every method tuned with up to {tries} tries on a validation split ({_seeds(select_seeds)} each) and its "
+           "chosen try run once on the test split" if tuned else
+           "every method run with one setting (its first draw, or its only one), not tuned: nothing ran on a validation "
+           "split, so this compares untuned methods; it ran on the test split")
     text = (f"On {recipe_name or 'the recipe'} at density {density:g} ({recipe.dataset}, {recipe.model}, {attack.norm} "
-            f"ε = {attack.eps:g}), every method tuned with up to {tries} "
-            f"tries on a validation split ({_seeds(select_seeds)} each) and its chosen try run once on the test split "
+            f"ε = {attack.eps:g}), {how} "
             f"({_seeds(best['seeds'])}), the best ticket by robust accuracy is **{best['method']}**: "
             f"{best['robust_mean']:.3f} ± {best['robust_std']:.3f} robust, {best['natural_mean']:.3f} ± {best['natural_std']:.3f} natural.")
     text += f" {_note(final)}" if _note(final) else " Robust accuracy: PGD-only (attacks not recorded)."
