@@ -155,6 +155,7 @@ def _evaluate_saved_model(args):
     from tf_awt import data as data_mod
     from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
     from tf_awt._files import atomic_write_json
+    from tf_awt.running.run_inputs import check_eps_in_range
 
     if (args.dataset is None) == (args.data is None):
         raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
@@ -163,10 +164,7 @@ def _evaluate_saved_model(args):
         raise ValueError(f"--model {args.model} is not a SavedModel directory")
     _attack_defaults(args)
     split = data_mod.load(args.data or args.dataset, getattr(args, "data_dir", None))
-    high = split.clip_max - split.clip_min if split.clip_max is not None and split.clip_min is not None else None
-    if args.eps < 0 or (args.norm == "linf" and high is not None and args.eps > high):
-        raise ValueError(f"--eps must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, {split.clip_max:g}]. "
-                         f"You passed: {args.eps:g}" if high is not None else f"--eps must be >= 0. You passed: {args.eps:g}")
+    check_eps_in_range(args.eps, args.norm, split, "--eps")
     x = np.concatenate([split.x_train, split.x_test]) if args.data else split.x_test
     y = np.concatenate([split.y_train, split.y_test]) if args.data else split.y_test
     if args.max_examples:

@@ -293,7 +293,7 @@ def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> 
             f"ε = {attack.eps:g}), {how} "
             f"({_seeds(best['seeds'])}), the best ticket by robust accuracy is **{best['method']}**: "
             f"{best['robust_mean']:.3f} ± {best['robust_std']:.3f} robust, {best['natural_mean']:.3f} ± {best['natural_std']:.3f} natural.")
-    text += f" {_note(final)}" if _note(final) else " Robust accuracy: PGD-only (attacks not recorded)."
+    text += f" {_note(final) or 'Robust accuracy: PGD-only (attacks not recorded).'}"
     text += _cheapest_line(final)
     if tickets:
         runner = tickets[0]

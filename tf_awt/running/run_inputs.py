@@ -13,15 +13,16 @@ from typing import Optional
 __all__ = ["RunInputs", "check_eps_in_range"]
 
 
-def check_eps_in_range(attack, split) -> None:
-    """An L∞ ``attack.eps`` beyond the data's range moves every input anywhere (what ``tf-awt
-    evaluate`` refuses): a ValueError naming it, raised before a run writes anything."""
-    if attack.norm != "linf" or split.clip_min is None or split.clip_max is None:
-        return
-    high = float(split.clip_max - split.clip_min)
-    if not 0 <= attack.eps <= high:
-        raise ValueError(f"attack.eps must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, "
-                         f"{split.clip_max:g}] ({split.name}). You passed: {attack.eps:g}")
+def check_eps_in_range(eps: float, norm: str, split, name: str = "attack.eps", where: str = "") -> None:
+    """ε below 0, or an L∞ ε beyond the data's range (it moves every input anywhere): a ValueError
+    naming ``name`` and what is allowed. ``tf-awt run`` checks its recipe's attack with it before
+    writing anything, ``tf-awt evaluate`` its ``--eps``."""
+    bounded = split.clip_min is not None and split.clip_max is not None
+    high = float(split.clip_max - split.clip_min) if bounded else None
+    if eps < 0 or (norm == "linf" and bounded and eps > high):
+        raise ValueError(f"{name} must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, "
+                         f"{split.clip_max:g}]{where}. You passed: {eps:g}" if bounded else
+                         f"{name} must be >= 0. You passed: {eps:g}")
 
 
 class RunInputs:
@@ -43,7 +44,8 @@ class RunInputs:
             from tf_awt import data
 
             self._split = data.load(self.recipe.dataset, self.data_dir)
-            check_eps_in_range(self.recipe.attack, self._split)
+            attack = self.recipe.attack
+            check_eps_in_range(attack.eps, attack.norm, self._split, where=f" ({self._split.name})")
             if self.recipe.eval.split == "validation":
                 self._split = data.validation_split(self._split)
         return self._split
