@@ -200,3 +200,32 @@ def test_compare_with_one_try_says_nothing_was_tuned(tmp_path, capsys):
     verdict = open(os.path.join(out, "verdict.md")).read()
     assert "tuned with up to" not in verdict and "not tuned: nothing ran on a validation split" in verdict
     assert not os.path.exists(os.path.join(out, "select")) or not os.listdir(os.path.join(out, "select"))
+
+
+def test_select_examples_evaluates_each_try_on_the_first_n_validation_examples_and_the_test_split_whole(tmp_path, capsys):
+    """A large data set's selection evaluates each try on a subset; the final table still reads the whole test split."""
+    recipe = tiny_recipe(tmp_path, train={"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05})
+    out = str(tmp_path / "c")
+    args = ["compare", recipe, "--methods", "magnitude,dense", "--tries", "2", "--select-seeds", "1", "--seeds", "1",
+            *SPACE, "--out", out, "--quiet", "--no-mlflow"]
+    proc = tf_awt_main(capsys, *args, "--select-examples", "7")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    counts = {}
+    for phase in ("select", "final"):
+        for name in os.listdir(os.path.join(out, phase)):
+            counts[f"{phase}/{name}"] = json.load(open(os.path.join(out, phase, name, "evaluation.json")))["num_examples"]
+    assert {k: v for k, v in counts.items() if k.startswith("select/")} == {"select/magnitude-t1-s0": 7, "select/magnitude-t2-s0": 7}
+    split = RunInputs(load_recipe(recipe)).split
+    assert counts["final/magnitude-s0"] == counts["final/dense-s0"] == len(split.y_test) > 7
+    # the same directory with another subset, or with none, is another comparison: refused
+    for other in (["--select-examples", "8"], []):
+        refused = tf_awt_main(capsys, *args, *other)
+        assert refused.returncode == 2 and "(select_examples differ)" in refused.stderr, refused.stderr
+
+
+def test_a_bad_select_examples_is_one_line_before_anything_runs(tmp_path, capsys):
+    out = tmp_path / "c"
+    proc = tf_awt_main(capsys, "compare", tiny_recipe(tmp_path), "--methods", "dense", "--select-examples", "0",
+                       "--out", str(out), "--no-mlflow")
+    assert proc.returncode == 2 and "--select-examples must be an integer >= 1. You passed: 0" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -136,6 +136,8 @@ def _parser():
                     help="a knob of METHOD's search space (repeatable); a method given any --space has exactly the grid "
                          "of its --space knobs instead of its declared space")
     cp.add_argument("--space-seed", type=int, default=0, help="draws the tries from a space larger than --tries (default 0)")
+    cp.add_argument("--select-examples", type=int, default=None, metavar="N",
+                    help="evaluate each try on the first N validation examples (default: all); the test split as the recipe says")
     for sp in (sw, cp):
         sp.add_argument("--no-mlflow", action="store_true", help=f"do not track the {sp.prog.split()[-1]} in MLflow")
         sp.add_argument("--workers", type=int, default=1,
@@ -298,6 +300,10 @@ def _main(argv):
         args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
         args.spaces = _spaces(args.space)
         plan_comparison(recipe, args.methods, args.density, args.tries, args.spaces, args.space_seed)  # before TensorFlow
+        if args.select_examples is not None:
+            from tf_awt._validate import integer
+
+            integer(args.select_examples, "--select-examples", low=1)
         args.out = args.out or os.path.join("runs", f"compare-{_recipe_stem(args.recipe)}")
     if args.command in ("sweep", "compare"):
         from tf_awt.running.cells import check_parallel
@@ -340,7 +346,8 @@ def _dispatch(args, recipe, densities, log) -> int:
         result = compare(recipe, args.out, args.methods, args.density, args.tries, args.select_seeds, args.seeds,
                          args.spaces, args.space_seed, recipe_name=args.recipe, data_dir=args.data_dir,
                          progress=_Progress(args.quiet), track=not args.no_mlflow, log=log, workers=args.workers,
-                         address=args.address, verbose=args.verbose, force=args.force)
+                         address=args.address, verbose=args.verbose, force=args.force,
+                         select_examples=args.select_examples)
         with open(os.path.join(args.out, "final.md"), encoding="utf-8") as fh:
             print(fh.read() + "\n" + result.verdict + "\n")
         print(f"tables, plot, verdict -> {args.out}/ (selection.md, final.md, robust_vs_natural.png, verdict.md)")

@@ -117,9 +117,13 @@ _EXPORTS = ("export.saved_model", "export.tflite", "export.keras3", "export.plot
 """What a selection cell turns off."""
 
 
-def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir, force=False):
-    """A selection cell (``split="validation"``) exports no model and no plot: only its numbers are used."""
+def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name, data_dir, force=False,
+          select_examples=None):
+    """A selection cell (``split="validation"``) exports no model and no plot: only its numbers are used;
+    with ``select_examples`` it is evaluated on the validation split's first that many examples."""
     numbers_only = {key: False for key in _EXPORTS} if split == "validation" else {}
+    if split == "validation" and select_examples is not None:
+        numbers_only["eval.max_examples"] = select_examples
     run = with_settings(recipe, {**settings, "method": method, "density": density if get_method(method).prunes else 1.0,
                                  "seed": seed, "eval.split": split, **numbers_only}, f"compare: {name}")
     return Cell(name, run, os.path.join(out, name), recipe_name, data_dir, force)
@@ -136,11 +140,12 @@ def _check_state(out: str, spec: dict) -> dict:
         return {}
     with open(path, encoding="utf-8") as fh:
         state = json.load(fh)
-    differs = sorted(k for k in spec if json.dumps(state.get(k), sort_keys=True) != json.dumps(spec[k], sort_keys=True))
+    keys = (set(spec) | set(state)) - {"parent_run_id"}
+    differs = sorted(k for k in keys if json.dumps(state.get(k), sort_keys=True) != json.dumps(spec.get(k), sort_keys=True))
     if differs:
         raise ValueError(f"{out} holds a comparison with other settings ({', '.join(differs)} differ): its cells would mix. "
                          f"Use another --out, or delete {out}. You passed: "
-                         + "; ".join(f"{k}={json.dumps(spec[k], sort_keys=True)[:80]}" for k in differs))
+                         + "; ".join(f"{k}={json.dumps(spec.get(k), sort_keys=True)[:80]}" for k in differs))
     return state
 
 
@@ -148,7 +153,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
             select_seeds: int = 2, seeds: int = 3, spaces: Optional[Mapping[str, Any]] = None, space_seed: int = 0,
             recipe_name: str = "", data_dir: Optional[str] = None, progress=None, track: bool = True,
             log: Callable[[str], None] = print, workers: int = 1, address: Optional[str] = None,
-            verbose: bool = False, force: bool = False) -> Comparison:
+            verbose: bool = False, force: bool = False, select_examples: Optional[int] = None) -> Comparison:
     """Tunes every method with the same budget on a validation split, then runs each chosen try on
     the test split (see the module docstring); resumable.
 
@@ -169,15 +174,22 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
       workers, address, verbose: as :func:`tf_awt.sweep`'s (default 1, None, False).
       force: run every cell again and replace what ``out`` holds, a different comparison included
         (default False: finished cells are kept, a different comparison is refused).
+      select_examples: evaluate each selection try on the first this many validation examples
+        (default None: the whole validation split, or the recipe's ``eval.max_examples``); the test
+        split is always evaluated as the recipe says. A cheaper selection for large data sets.
     """
     density = recipe.density if density is None else density
     plan = plan_comparison(recipe, methods, density, tries, spaces, space_seed)
     methods, density = list(plan), float(density)
     select_seeds, seeds = (_validate.integer(v, n, low=1) for v, n in ((select_seeds, "select_seeds"), (seeds, "seeds")))
+    if select_examples is not None:
+        select_examples = _validate.integer(select_examples, "select_examples", low=1)
     workers = check_parallel(workers, address)
 
     os.makedirs(out, exist_ok=True)
     spec = {"recipe": recipe.to_dict(), "density": density, "tries": plan, "select_seeds": select_seeds, "seeds": seeds}
+    if select_examples is not None:  # absent when unused: directories of earlier comparisons still resume
+        spec["select_examples"] = select_examples
     state = {} if force else _check_state(out, spec)
     parent = Tracker() if track else NullTracker()
     state["parent_run_id"] = parent.start_parent(
@@ -190,7 +202,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
                progress=progress)
     try:
         cells = {(m, i, s): _cell(recipe, m, settings, density, s, "validation", out, f"select/{m}-t{i}-s{s}", recipe_name, data_dir,
-                                     force)
+                                     force, select_examples)
                  for m in methods if len(plan[m]) > 1 for i, settings in enumerate(plan[m], 1) for s in range(select_seeds)}
         run_cells(unfinished(cells.values(), log, "compare"), label="compare: selection", **run)
         selection = _selection_rows(plan, cells, select_seeds)
