@@ -20,7 +20,7 @@ METHODS=awt,ntt,cosentino,snip,magnitude,erk,dense
 SEARCH_SPACE=""
 for m in awt ntt; do
   SEARCH_SPACE+=" --space $m:search.epochs=1,2 --space $m:search.update_every=20,100"
-  SEARCH_SPACE+=" --space $m:search.weight_decay=0.0,1e-4 --space $m:search.student_kernel=masked,full"
+  SEARCH_SPACE+=" --space $m:search.weight_decay=0.0,1.0e-4 --space $m:search.student_kernel=masked,full"
   SEARCH_SPACE+=" --space $m:search.scope=global,frankle_carbin --space $m:search.normalization=per_example,per_entry"
 done
 
