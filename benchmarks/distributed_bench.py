@@ -30,6 +30,7 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
+    from tf_awt.adversarial.training import AdversarialTrainer
     from tf_awt.checkpoint import epoch_batches
 
     split = tf_awt.data.load("mnist-5k")
@@ -52,7 +53,7 @@ def main(argv=None):
         with strategy.scope():
             ticket = search.ticket()
             sparse = ticket.to_model(tf_awt.models.mlp())
-            trainer = tf_awt.AdversarialTrainer(sparse, attack, seed=0)
+            trainer = AdversarialTrainer(sparse, attack, seed=0)
             trainer.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
         trainer.fit(epoch_batches(x, y, 64, 0, 0, 1), epochs=1, steps_per_epoch=args.steps, verbose=0)
         t0 = time.perf_counter()

@@ -7,9 +7,9 @@ For the paper MLP (784-300-100-10) and the paper CNN at 5% and 1% density (magni
 
 * ``keras dense``: the dense model (same architecture, no mask) as a compiled ``tf.function``,
   what the exported SavedModel runs;
-* ``tflite dense``: :func:`tf_awt.export_tflite` with ``sparse=False`` (kernels stored dense, zeros
+* ``tflite dense``: :func:`export_tflite` with ``sparse=False`` (kernels stored dense, zeros
   included) in TFLite's interpreter;
-* ``tflite sparse``: :func:`tf_awt.export_tflite` (``Optimize.EXPERIMENTAL_SPARSITY``), what
+* ``tflite sparse``: :func:`export_tflite` (``Optimize.EXPERIMENTAL_SPARSITY``), what
   ``tf-awt run`` writes as ``model.tflite``.
 
 Latency: median of ``--repeats`` calls after warm-up, batch 1 and 64, ``--threads`` interpreter
@@ -68,6 +68,7 @@ def _measure(arch, density, repeats, threads, workdir):
     import tf_keras
 
     import tf_awt
+    from tf_awt.tickets.export import export_tflite
 
     tf_keras.utils.set_random_seed(0)
     model = getattr(tf_awt.models, arch)()
@@ -77,8 +78,8 @@ def _measure(arch, density, repeats, threads, workdir):
     pruned = ticket.to_model(model)
     base = os.path.join(workdir, f"{arch}-{density}")
     saved = tf_awt.export_saved_model(pruned, base + "-saved")
-    sparse_bytes = tf_awt.export_tflite(pruned, base + "-sparse.tflite")
-    dense_bytes = tf_awt.export_tflite(pruned, base + "-dense.tflite", sparse=False)
+    sparse_bytes = export_tflite(pruned, base + "-sparse.tflite")
+    dense_bytes = export_tflite(pruned, base + "-dense.tflite", sparse=False)
     keras_fn = tf.function(lambda z: saved.model(z, training=False))
     rows = []
     for batch in (1, 64):

@@ -48,6 +48,8 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
+    from tf_awt.adversarial.training import AdversarialTrainer
+    from tf_awt.engine.distances import target_distance
     from tf_awt.tickets.search import TicketSearch, TicketSearchCallback, search_optimizer
 
     split = tf_awt.data.load("mnist-5k")
@@ -79,7 +81,7 @@ def main(argv=None):
         with tf.GradientTape() as tape:
             f_s = search._student_fn(b)
             theta_s = search._student_kernel(x, b, diagonal=diagonal)
-            loss = tf_awt.target_distance(f_t, f_s) + config.effective_kernel_weight * tf_awt.kernel_distance(theta_t, theta_s)
+            loss = target_distance(f_t, f_s) + config.effective_kernel_weight * tf_awt.kernel_distance(theta_t, theta_s)
         return tape.gradient(loss, search.student.trainable_variables, unconnected_gradients="zero")
 
     step_fn = tf.function(search.train_step)
@@ -91,7 +93,7 @@ def main(argv=None):
     t_ak = median_time(lambda: force(attacks_and_kernels()), args.repeats)
     t_step = median_time(lambda: force(step_fn((x, y))), args.repeats)
     ticket = tf_awt.find_ticket(model, (split.x_train[:64], split.y_train[:64]), density=args.density, method="magnitude")
-    trainer = tf_awt.AdversarialTrainer(ticket.to_model(model), attack=tf_awt.Attack(eps=0.3, steps=40, step_size=0.01))
+    trainer = AdversarialTrainer(ticket.to_model(model), attack=tf_awt.Attack(eps=0.3, steps=40, step_size=0.01))
     trainer.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
     train_fn = tf.function(trainer.train_step)
     t_train = median_time(lambda: force(train_fn((x, y))), args.repeats)

@@ -29,6 +29,7 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
+    from tf_awt.adversarial.training import AdversarialTrainer
     import tf_awt.tickets.search
 
     split = tf_awt.data.load("mnist-5k")
@@ -80,7 +81,7 @@ def main(argv=None):
             masks = {layer.name: (rng.random(layer.kernel.shape) < ticket_density).astype("float32")
                      for layer in model.layers if layer.name in names}
             model = tf_awt.Ticket(masks=masks, initial_weights=model.get_weights(), method="random").to_model(model)
-        trainer = tf_awt.AdversarialTrainer(model, attack, seed=seed)
+        trainer = AdversarialTrainer(model, attack, seed=seed)
         trainer.compile(optimizer=tf_keras.optimizers.Adam(1e-3))
         trainer.fit(ds, epochs=1, verbose=0)  # warm-up: traces
         return lambda: trainer.fit(ds, epochs=1, verbose=0)

@@ -10,7 +10,7 @@ def tf_awt_run(recipe: str, out: str, overrides) -> dict:
     returns the summary. A collapsed training (exit code 3) is a result, any other failure stops."""
     summary = os.path.join(out, "summary.json")
     if not os.path.exists(summary):
-        args = [sys.executable, "-m", "tf_awt.cli", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
+        args = [sys.executable, "-m", "tf_awt.running.cli", "run", recipe, "--out", out, "--quiet", "--no-mlflow"]
         for item in overrides:
             args += ["--set", item]
         print(" ".join(args), flush=True)

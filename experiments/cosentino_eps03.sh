@@ -8,7 +8,7 @@ EPS="--set attack.eps=0.3 --set attack.step_size=0.075 --set train.step_size=0.0
 COS="--set method=cosentino --set search.rounds=5 --set search.epochs=5 --set density=0.036"
 for w in 0.5 2.5; do
   out=runs/mask-select/eps0.3-cosentino/w$w
-  [ -f $out/summary.json ] || taskset -c 0 python -m tf_awt.cli run mnist5k-mlp --out $out --quiet --no-mlflow $EPS $COS \
+  [ -f $out/summary.json ] || taskset -c 0 python -m tf_awt.running.cli run mnist5k-mlp --out $out --quiet --no-mlflow $EPS $COS \
       --set eval.split=validation --set search.eps_warmup_epochs=$w
 done
 best=$(python - <<'PY'
@@ -20,7 +20,7 @@ PY
 echo "chosen eps_warmup_epochs=$best"
 for s in 0 1; do
   out=runs/mask-table-eps0.3/cosentino-warmup-d0.036-s$s
-  [ -f $out/summary.json ] || taskset -c 0 python -m tf_awt.cli run mnist5k-mlp --out $out --quiet --no-mlflow $EPS $COS \
+  [ -f $out/summary.json ] || taskset -c 0 python -m tf_awt.running.cli run mnist5k-mlp --out $out --quiet --no-mlflow $EPS $COS \
       --set seed=$s --set search.eps_warmup_epochs=$best
 done
 echo done

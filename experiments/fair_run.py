@@ -195,7 +195,7 @@ def magnitude_masks(out):
     ``method: magnitude`` keeps at this density and seed), from the ticket's initial weights."""
     import tensorflow as tf
 
-    from tf_awt import _selection
+    from tf_awt.tickets import _selection
 
     with np.load(os.path.join(out, "ticket.npz")) as z:
         names = [k[5:] for k in z.files if k.startswith("mask/")]
@@ -334,7 +334,7 @@ def _final_cell(out: str, overrides) -> None:
     target = os.path.join(out, "autoattack-200.json")
     if os.path.exists(summary) and not os.path.exists(target):
         eps = next((o.split("=")[1] for o in overrides if o.startswith("attack.eps=")), "0.1")
-        subprocess.check_call([sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
+        subprocess.check_call([sys.executable, "-m", "tf_awt.running.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
                                "--dataset", "mnist-5k", "--attacks", "pgd,autoattack", "--norm", "linf", "--eps", eps,
                                "--max-examples", "200", "--json", target, "--quiet"])
 

@@ -165,7 +165,7 @@ def autoattack(densities, families, examples: int = 200) -> None:
                 target = os.path.join(out, f"autoattack-{examples}.json")
                 if os.path.exists(target) or not os.path.exists(os.path.join(out, "summary.json")):
                     continue
-                args = [sys.executable, "-m", "tf_awt.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
+                args = [sys.executable, "-m", "tf_awt.running.cli", "evaluate", "--model", os.path.join(out, "saved_model"),
                         "--dataset", "mnist-5k", "--attacks", "pgd,autoattack", "--norm", "linf", "--eps", "0.1",
                         "--max-examples", str(examples), "--json", target, "--quiet"]
                 print(" ".join(args), flush=True)

@@ -13,6 +13,8 @@ import warnings
 
 import tf_awt
 import tf_keras
+from tf_awt.adversarial.evaluation import evaluation_attack
+from tf_awt.adversarial.training_schedule import TrainingSchedule
 
 tf_awt.quiet()
 warnings.simplefilter("ignore")
@@ -29,9 +31,9 @@ for seed in (0, 1):
     sparse = ticket.to_model(model)
     warm = max(1, epochs // 10) * ((n_train + 63) // 64)
     tf_awt.adversarial_fit(sparse, (x, y), attack=tf_awt.Attack(eps=eps, steps=10, step_size=eps / 4), epochs=epochs,
-                           schedule=tf_awt.TrainingSchedule(eps_warmup_steps=warm), seed=seed)
+                           schedule=TrainingSchedule(eps_warmup_steps=warm), seed=seed)
     data = (split.x_test[:n_test], split.y_test[:n_test])
-    attack = tf_awt.evaluation_attack(eps=eps, steps=20)
+    attack = evaluation_attack(eps=eps, steps=20)
     worst = tf_awt.evaluate(sparse, data, attack=attack, config=tf_awt.EvalConfig(**budget))
     print(seed, f"{time.time() - t:.0f} s", "natural", worst.natural_accuracy, "worst case", worst.robust_accuracy,
           worst.suites, worst.warnings, flush=True)

@@ -158,6 +158,9 @@ def spread(samples: int = 256) -> str:
     import tf_keras
 
     import tf_awt
+    from tf_awt.engine._layers import masked_forward
+    from tf_awt.engine._masks import resolve_masks
+    from tf_awt.engine.kernel_sketch import kernel_distance_sketch
 
     split = tf_awt.data.load("mnist-5k")
     x, y = tf.constant(split.x_train[:32]), tf.constant(split.y_train[:32])
@@ -171,12 +174,12 @@ def spread(samples: int = 256) -> str:
         student = tf_keras.models.clone_model(teacher)
         student.set_weights(teacher.get_weights())
         x_t = tf_awt.pgd(lambda z: teacher(z, training=False), x, y, attack)
-        masked = lambda z: tf_awt.kernel._layers.masked_forward(student, z, tf_awt.kernel.resolve_masks(student, masks))  # noqa: E731
+        masked = lambda z: masked_forward(student, z, resolve_masks(student, masks))  # noqa: E731
         x_s = tf_awt.pgd(masked, x, y, attack)
         exact = float(tf_awt.kernel_distance(tf_awt.mixed_tangent_kernel(teacher, x, x_t),
                                              tf_awt.mixed_tangent_kernel(student, x, x_s, masks=masks)))
         draws = np.concatenate([  # 32 probes a call: the memory is O(probes · (weights + activations))
-            tf_awt.kernel_distance_sketch(teacher, student, x, x_t, x_s, masks=masks, probes=32, seed=(0, i),
+            kernel_distance_sketch(teacher, student, x, x_t, x_s, masks=masks, probes=32, seed=(0, i),
                                           return_samples=True)[1].numpy() for i in range(samples // 32)])
         rel = float(np.std(draws) / np.mean(draws))
         lines.append(f"| {name} | {density:.1%} | {exact:.4g} | {np.mean(draws):.4g} ± {np.std(draws) / np.sqrt(samples):.2g} | "

@@ -18,6 +18,7 @@ import yaml  # noqa: E402
 
 import tf_awt  # noqa: E402
 from tf_awt.running import cli  # noqa: E402
+from tf_awt.adversarial.evaluation import evaluation_attack
 
 L = tf_keras.layers
 
@@ -268,7 +269,7 @@ class _StopAfterSecondEpoch(tf_keras.callbacks.Callback):
 def trained_model():
     """The tiny MLP trained naturally (ε = 0) for 3 epochs: a model worth attacking."""
     model = tiny_model()
-    tf_awt.adversarial_fit(model, tiny_data(96), attack=tf_awt.evaluation_attack(0.1, steps=5).replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
+    tf_awt.adversarial_fit(model, tiny_data(96), attack=evaluation_attack(0.1, steps=5).replace(eps=0.0), epochs=3, batch_size=16, learning_rate=1e-2)
     return model
 
 

@@ -7,6 +7,7 @@ import tf_keras
 import tf_awt
 from tf_awt.adversarial.apgd import checkpoints
 from tf_awt.adversarial.square import image_layout, p_schedule
+from tf_awt.adversarial.evaluation import evaluation_attack
 
 
 def test_apgd_checkpoints_follow_the_published_schedule():
@@ -45,7 +46,7 @@ def test_each_native_attack_reaches_the_exact_robust_accuracy_of_a_linear_classi
     model, x, y, score, w = _linear_task()
     eps = 0.05
     exact = ((y == 0) & (score - eps * w.sum() > 0)) | ((y == 1) & (score + eps * w.sum() < 0))
-    attack = tf_awt.evaluation_attack(eps, steps=10).replace(clip_min=None, clip_max=None)
+    attack = evaluation_attack(eps, steps=10).replace(clip_min=None, clip_max=None)
     config = tf_awt.EvalConfig(apgd_iterations=20, square_queries=300)
     result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[suite], config=config)
     assert 0.2 < exact.mean() < 0.8  # the ε-ball matters for this data: a test that can fail
@@ -72,7 +73,7 @@ def _art_robust(model, x, y, make):
     pytest.importorskip("art")
     from tf_awt.adversarial.autoattack import art_classifier
 
-    attack = tf_awt.evaluation_attack(0.04).replace(clip_min=0.0, clip_max=1.0)
+    attack = evaluation_attack(0.04).replace(clip_min=0.0, clip_max=1.0)
     classifier = art_classifier(lambda z: model(z), x.shape[1:], 10, attack)
     natural = model.predict(x, verbose=0).argmax(1) == y
     return float(np.mean(natural & (model.predict(make(classifier), verbose=0).argmax(1) == y)))
@@ -108,7 +109,7 @@ def test_each_native_attack_agrees_with_arts_implementation(digits_model, suite)
     made = tf_awt.adversarial.attack_suites.attack_suites([suite], tf_awt.EvalConfig(**budget))[0]
     if suite == "apgd-t":
         made.targets = 3
-    ours = tf_awt.evaluate(model, (x, y), attack=tf_awt.evaluation_attack(0.04), attacks=[made]).robust_accuracy
+    ours = tf_awt.evaluate(model, (x, y), attack=evaluation_attack(0.04), attacks=[made]).robust_accuracy
     assert 0.2 < theirs < 0.9  # an ε where the attacks have work to do
     assert abs(ours - theirs) <= _noise(theirs, len(x)), (suite, ours, theirs)
 
@@ -118,7 +119,7 @@ def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
     from tf_awt.adversarial.attack_suites import ARTAutoAttackSuite
 
     model, x, y = digits_model
-    attack = tf_awt.evaluation_attack(0.04, steps=20)
+    attack = evaluation_attack(0.04, steps=20)
     ours = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, config=tf_awt.EvalConfig(square_queries=1000))
     theirs = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[ARTAutoAttackSuite(apgd_restarts=1)])
     assert list(ours.suites) == ["pgd", "apgd-ce", "apgd-t", "square"]
@@ -128,7 +129,7 @@ def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
 
 def test_native_attacks_are_reproducible_and_stay_in_the_ball(digits_model):
     model, x, y = digits_model
-    attack = tf_awt.evaluation_attack(0.04, steps=5)
+    attack = evaluation_attack(0.04, steps=5)
     config = tf_awt.EvalConfig(apgd_iterations=10, square_queries=100)
     one = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, attacks=["autoattack"], config=config, seed=3)
     two = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, attacks=["autoattack"], config=config, seed=3)
@@ -138,5 +139,5 @@ def test_native_attacks_are_reproducible_and_stay_in_the_ball(digits_model):
 def test_square_on_a_stated_subset_is_named_in_the_label(digits_model):
     model, x, y = digits_model
     config = tf_awt.EvalConfig(restarts=1, apgd_iterations=10, square_queries=100, square_examples=20)
-    result = tf_awt.evaluate(model, (x[:64], y[:64]), attack=tf_awt.evaluation_attack(0.04, steps=5), config=config)
+    result = tf_awt.evaluate(model, (x[:64], y[:64]), attack=evaluation_attack(0.04, steps=5), config=config)
     assert result.attack_label.endswith("Square-100 on the first 20 examples")

@@ -14,6 +14,8 @@ from tf_awt.running import cli
 from tf_awt.adversarial.collapse import collapse_reasons, CollapseMonitor
 
 from conftest import tiny_recipe
+from tf_awt.adversarial.evaluation import evaluation_attack
+from tf_awt.adversarial.training import AdversarialTrainer
 
 L = tf_keras.layers
 
@@ -32,7 +34,7 @@ def test_collapse_detector_fires_on_a_collapsed_model_and_stays_quiet_on_a_healt
     x, y = rng.uniform(0, 1, (200, 8)).astype("float32"), rng.integers(0, 10, 200)
     messages = []
     monitor = CollapseMonitor(10, patience=3, log=messages.append)
-    trainer = tf_awt.AdversarialTrainer(_collapsed_model(), tf_awt.Attack(eps=0.1, steps=1, step_size=0.1), seed=0)
+    trainer = AdversarialTrainer(_collapsed_model(), tf_awt.Attack(eps=0.1, steps=1, step_size=0.1), seed=0)
     trainer.compile(optimizer=tf_keras.optimizers.SGD(0.0))  # stays where it is: the uniform prediction
     history = trainer.fit(x, y, batch_size=50, epochs=4, verbose=0, callbacks=[monitor]).history
     assert history["loss"] == pytest.approx([math.log(10)] * 4, rel=1e-5)
@@ -50,7 +52,7 @@ def test_collapse_detector_fires_on_a_collapsed_model_and_stays_quiet_on_a_healt
     fit = tf_awt.adversarial_fit(model, (split.x_train[:2000], split.y_train[:2000]), epochs=3,
                                  attack=tf_awt.Attack(eps=0.1, steps=3, step_size=0.05),
                                  callbacks=[CollapseMonitor(10, patience=1, log=quiet.append)])
-    healthy = tf_awt.evaluate(model, (split.x_test[:300], split.y_test[:300]), attack=tf_awt.evaluation_attack(0.1, steps=10), restarts=1)
+    healthy = tf_awt.evaluate(model, (split.x_test[:300], split.y_test[:300]), attack=evaluation_attack(0.1, steps=10), restarts=1)
     assert not quiet
     assert collapse_reasons(fit.history, healthy.natural_accuracy, 10, 300, None, healthy.zero_gradient_fraction) == []
 

@@ -10,6 +10,7 @@ from conftest import digits_recipe, tf_awt_main, tiny_recipe
 from tf_awt.running import compare as compare_module
 from tf_awt.running.recipes import load_recipe
 from tf_awt.running.run_inputs import RunInputs
+from tf_awt.tickets.methods import METHODS
 
 SPACE = ["--space", "magnitude:search.scope=global,layer"]
 
@@ -150,7 +151,7 @@ def test_every_tuned_built_in_method_declares_a_space_at_least_as_large_as_the_d
     import tf_awt
 
     recipe = load_recipe("mnist5k-mlp")
-    plan = compare_module.plan_comparison(recipe, [m for m in tf_awt.METHODS if m != "random_layerwise"], tries=10 ** 6)
+    plan = compare_module.plan_comparison(recipe, [m for m in METHODS if m != "random_layerwise"], tries=10 ** 6)
     for method, points in plan.items():
         assert len(points) >= (2 if method == "erk" else 4), method
         for point in points:

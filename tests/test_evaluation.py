@@ -8,8 +8,10 @@ import tf_keras
 
 import tf_awt
 from conftest import tiny_data, tiny_model, trained_model
+from tf_awt.adversarial.attack_suites import AttackSuite, attack_suite_names, register_attack_suite
+from tf_awt.adversarial.evaluation import evaluation_attack
 
-ATTACK = tf_awt.evaluation_attack(0.1, steps=5)
+ATTACK = evaluation_attack(0.1, steps=5)
 
 
 def test_accuracies_and_per_class():
@@ -43,7 +45,7 @@ def test_restarts_never_raise_robust_accuracy():
 
 
 def test_default_attack_is_the_papers_pgd100():
-    attack = tf_awt.evaluation_attack(0.3)
+    attack = evaluation_attack(0.3)
     assert attack.steps == 100 and np.isclose(attack.effective_step_size, 2.5 * 0.3 / 100) and attack.random_start
 
 
@@ -110,7 +112,7 @@ def test_art_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
             ARTAutoAttackSuite(**{bad: 0})
     model = _image_model()
     x, y = _image_task(48, seed=1)
-    attack = tf_awt.evaluation_attack(0.08, steps=10)
+    attack = evaluation_attack(0.08, steps=10)
     adv = autoattack(lambda z: model(z, training=False), x, y, attack, 3, square_queries=50, apgd_iterations=20,
                      apgd_restarts=1)
     assert np.abs(adv - x).max() <= 0.08 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
@@ -125,7 +127,7 @@ def test_the_default_evaluation_exposes_gradient_masking_that_fools_pgd():
     (PGD, then the native standard AutoAttack) do not, and the black-box Square says why."""
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
-    attack = tf_awt.evaluation_attack(0.3, steps=10)
+    attack = evaluation_attack(0.3, steps=10)
     config = tf_awt.EvalConfig(restarts=1, apgd_iterations=20, square_queries=300)
     with pytest.warns(UserWarning) as caught:
         result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
@@ -140,7 +142,7 @@ def test_the_default_evaluation_exposes_gradient_masking_that_fools_pgd():
 def test_a_pgd_only_evaluation_of_a_masked_network_warns_and_is_labelled_so():
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
-    attack = tf_awt.evaluation_attack(0.3, steps=10)
+    attack = evaluation_attack(0.3, steps=10)
     config = tf_awt.EvalConfig(attacks=["pgd"], restarts=1, apgd_iterations=20, square_queries=300)
     with pytest.warns(UserWarning):
         result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
@@ -154,7 +156,7 @@ def test_evaluation_takes_a_list_of_attack_suites():
 
     model = _image_model()
     x, y = _image_task(48, seed=2)
-    attack = tf_awt.evaluation_attack(0.2, steps=5)
+    attack = evaluation_attack(0.2, steps=5)
     by_name = tf_awt.evaluate(model, (x, y), attack=attack, restarts=2, attacks=["pgd"])
     by_list = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[PGDSuite(restarts=2)])
     assert by_name.suites == by_list.suites and by_name.robust_accuracy == by_list.robust_accuracy
@@ -212,7 +214,7 @@ def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
 
     first = Sets("first", [[0], [1, 2], []])           # restarts of one suite: worst over its sets
     second = Sets("second", [[3], [0, 4]])
-    attack = tf_awt.evaluation_attack(0.25, steps=1)
+    attack = evaluation_attack(0.25, steps=1)
     result = tf_awt.evaluate(_sign_model(), (x, y), attack=attack, attacks=[first, second], check_subset=8)
     assert result.natural_accuracy == 7 / 8
     assert result.suites == {"first": 4 / 8, "second": 2 / 8}  # after each suite; clean-wrong 6 never counts as robust
@@ -254,7 +256,7 @@ def test_cli_evaluate_equals_the_library_at_a_non_default_attack(tmp_path):
                      "--eps", "0.7", "--steps", "4", "--restarts", "2", "--max-examples", "40", "--json", str(out),
                      "--quiet"]) == 0
     got = json.loads(out.read_text())
-    attack = tf_awt.evaluation_attack(0.7, norm="l2", steps=4)
+    attack = evaluation_attack(0.7, norm="l2", steps=4)
     want = tf_awt.evaluate(model, (x[:40], y[:40]), attack=attack, restarts=2)
     assert got["num_examples"] == 40
     assert (got["attack"]["norm"], got["attack"]["eps"], got["attack"]["steps"]) == ("l2", 0.7, 4)
@@ -272,7 +274,7 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
     monkeypatch.setattr(attack_suites, "_BY_NAME", dict(attack_suites._BY_NAME))  # the test's registration is undone
     made = []
 
-    class Shift(tf_awt.AttackSuite):
+    class Shift(AttackSuite):
         name, label = "shift", "Shift"
 
         def __init__(self, restarts):
@@ -282,11 +284,11 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
         def adversarial_sets(self, context):
             yield np.clip(context.x + context.attack.eps, 0, 1)  # a corner of the ε-ball: an adversarial input
 
-    tf_awt.register_attack_suite("shift", lambda config: Shift(config.restarts))
-    assert "shift" in tf_awt.attack_suite_names() and tf_awt.attack_suite_names()[:2] == ("pgd", "apgd-ce")
+    register_attack_suite("shift", lambda config: Shift(config.restarts))
+    assert "shift" in attack_suite_names() and attack_suite_names()[:2] == ("pgd", "apgd-ce")
     model = _image_model()
     x, y = _image_task(48, seed=2)
-    attack = tf_awt.evaluation_attack(0.2, steps=5)
+    attack = evaluation_attack(0.2, steps=5)
     alone = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["shift"], restarts=2)
     result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", "shift"], restarts=2)
     assert made == [2, 2] and list(result.suites) == ["pgd", "shift"]
@@ -295,9 +297,9 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
     expected = float((natural & (model.predict(shifted, verbose=0).argmax(-1) == y)).mean())
     assert alone.suites["shift"] == pytest.approx(expected)
     assert result.robust_accuracy == result.suites["shift"] <= min(result.suites["pgd"], expected)
-    tf_awt.register_attack_suite("wrong", lambda config: Shift(config.restarts))
+    register_attack_suite("wrong", lambda config: Shift(config.restarts))
     with pytest.raises(ValueError, match=r"registered as 'wrong' must make an AttackSuite named 'wrong'"):
         tf_awt.evaluate(model, (x, y), attack=attack, attacks=["wrong"])
     for name, make, message in (("a b", lambda c: None, "letters, digits"), ("autoattack", lambda c: None, "not a preset"), ("ok", "nope", "make must be a callable")):
         with pytest.raises(ValueError, match=message):
-            tf_awt.register_attack_suite(name, make)
+            register_attack_suite(name, make)

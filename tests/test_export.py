@@ -7,6 +7,8 @@ import tensorflow as tf
 import tf_keras
 
 import tf_awt
+from tf_awt.adversarial.phase_config import ExportConfig
+from tf_awt.tickets.export import export_tflite, tflite_predict
 
 
 def _cnn():
@@ -42,9 +44,9 @@ def test_a_run_without_a_saved_model_reports_the_same_sizes_and_writes_nothing(t
     x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
     pruned = tf_awt.find_ticket(model, (x, np.arange(5) % 3), density=0.25, method="magnitude").to_model(model)
     weights = model.get_weights()
-    _, written, line = export_run(pruned, str(tmp_path / "a"), (6, 6, 1), weights, tf_awt.ExportConfig(tflite=False))
+    _, written, line = export_run(pruned, str(tmp_path / "a"), (6, 6, 1), weights, ExportConfig(tflite=False))
     stripped, sizes, line = export_run(pruned, str(tmp_path / "b"), (6, 6, 1), weights,
-                                       tf_awt.ExportConfig(saved_model=False, tflite=False))
+                                       ExportConfig(saved_model=False, tflite=False))
     assert sizes == written and not os.path.exists(tmp_path / "b")
     assert "no SavedModel (export.saved_model: false)" in line
     np.testing.assert_allclose(stripped(x).numpy(), pruned(x).numpy(), atol=1e-6)
@@ -68,12 +70,12 @@ def test_tflite_export_stores_the_ticket_sparse_and_predicts_like_it(tmp_path):
     x = np.random.default_rng(1).uniform(0, 1, (7, 6, 6, 1)).astype("float32")
     pruned = tf_awt.find_ticket(model, (x, np.arange(7) % 3), density=0.1, method="magnitude").to_model(model)
     sparse_path, dense_path = str(tmp_path / "sparse.tflite"), str(tmp_path / "dense.tflite")
-    sparse_bytes = tf_awt.export_tflite(pruned, sparse_path)
-    dense_bytes = tf_awt.export_tflite(pruned, dense_path, sparse=False)
+    sparse_bytes = export_tflite(pruned, sparse_path)
+    dense_bytes = export_tflite(pruned, dense_path, sparse=False)
     assert sparse_bytes == os.path.getsize(sparse_path) and dense_bytes == os.path.getsize(dense_path)
     assert sparse_bytes < 0.5 * dense_bytes  # 10% of the kernels kept: stored sparse, not as zeros
     for batch in (1, 7):
         expected = pruned(x[:batch]).numpy()
-        np.testing.assert_allclose(tf_awt.tflite_predict(sparse_path, x[:batch]), expected, atol=1e-5)
-        np.testing.assert_allclose(tf_awt.tflite_predict(dense_path, x[:batch]), expected, atol=1e-5)
+        np.testing.assert_allclose(tflite_predict(sparse_path, x[:batch]), expected, atol=1e-5)
+        np.testing.assert_allclose(tflite_predict(dense_path, x[:batch]), expected, atol=1e-5)
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".")]

@@ -9,6 +9,7 @@ import tf_keras
 
 import tf_awt
 from tf_awt.keras3 import as_tf_keras, is_keras3, to_keras3, to_tf_keras
+from tf_awt.tickets.export import export_keras3
 
 keras = pytest.importorskip("keras")
 if not keras.__version__.startswith("3."):
@@ -136,4 +137,4 @@ def test_a_run_can_export_a_keras3_file(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model_size"]["keras3_bytes"] == os.path.getsize(out / "model.keras")
     with pytest.raises(ValueError, match=r"ends in '.keras'. You passed: 'model.h5'"):
-        tf_awt.export_keras3(loaded, "model.h5")
+        export_keras3(loaded, "model.h5")

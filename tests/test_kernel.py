@@ -9,6 +9,8 @@ import tf_keras
 import tf_awt
 from conftest import BUILDERS, alive_masks, inputs_for, make_model, random_masks
 from _reference import reference_kernel, relative_error
+from tf_awt.engine.distances import target_distance
+from tf_awt.engine.kernel import KernelImplementation
 
 PATHS = ["structured", "jacobian"]
 
@@ -212,7 +214,7 @@ def test_kernel_inside_tf_function(implementation):
 
 def test_auto_uses_structured_and_falls_back_with_one_warning():
     model = make_model("cnn")
-    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is tf_awt.KernelImplementation.STRUCTURED
+    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is KernelImplementation.STRUCTURED
     unsupported = tf_keras.Sequential(
         [tf_keras.layers.Input((4,), dtype="float64"), tf_keras.layers.Dense(3, dtype="float64"),
          tf_keras.layers.LayerNormalization(name="ln", dtype="float64"), tf_keras.layers.Dense(2, dtype="float64")]
@@ -223,7 +225,7 @@ def test_auto_uses_structured_and_falls_back_with_one_warning():
         tf_awt.mixed_tangent_kernel_fn(unsupported)
     messages = [str(w.message) for w in caught if "falls back" in str(w.message)]
     assert len(messages) == 1 and "'ln'" in messages[0] and "LayerNormalization" in messages[0]
-    assert fn.implementation is tf_awt.KernelImplementation.JACOBIAN
+    assert fn.implementation is KernelImplementation.JACOBIAN
     x = inputs_for(unsupported, 3)
     assert relative_error(fn(x, x), reference_kernel(unsupported, x, x)) < 1e-5
     with pytest.raises(ValueError, match="structured.*'ln'"):
@@ -283,7 +285,7 @@ class TestBadInput:
 
     def test_distances_need_equal_shapes(self):
         with pytest.raises(ValueError, match=r"\(2, 3\) and \(2, 4\)"):
-            tf_awt.target_distance(tf.zeros((2, 3)), tf.zeros((2, 4)))
+            target_distance(tf.zeros((2, 3)), tf.zeros((2, 4)))
         with pytest.raises(ValueError, match="normalization.*'mean'"):
             tf_awt.kernel_distance(tf.zeros((2, 2, 3, 3)), tf.zeros((2, 2, 3, 3)), normalization="mean")
 
@@ -291,8 +293,8 @@ class TestBadInput:
 def test_distances_follow_equation_13():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
-    assert np.isclose(float(tf_awt.target_distance(a, b)), np.sum((a - b) ** 2) / 5)
-    assert np.isclose(float(tf_awt.target_distance(a, b, "per_entry")), np.mean((a - b) ** 2))
+    assert np.isclose(float(target_distance(a, b)), np.sum((a - b) ** 2) / 5)
+    assert np.isclose(float(target_distance(a, b, "per_entry")), np.mean((a - b) ** 2))
     t1, t2 = rng.normal(size=(5, 5, 3, 3)), rng.normal(size=(5, 5, 3, 3))
     assert np.isclose(float(tf_awt.kernel_distance(t1, t2)), np.sum((t1 - t2) ** 2) / 25)
     assert np.isclose(float(tf_awt.kernel_distance(t1, t2, "per_entry")), np.mean((t1 - t2) ** 2))
@@ -306,7 +308,7 @@ def test_nested_feature_extractor_with_image_output_is_structured():
     inp = L.Input((6, 6, 1), dtype="float64")
     out = L.Dense(3, name="cls", dtype="float64")(L.Flatten(dtype="float64")(features(inp)))
     model = tf_keras.Model(inp, out)
-    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is tf_awt.KernelImplementation.STRUCTURED
+    assert tf_awt.mixed_tangent_kernel_fn(model).implementation is KernelImplementation.STRUCTURED
     masks = random_masks(model, density=0.6)
     x1, x2 = inputs_for(model, 3, seed=4), inputs_for(model, 2, seed=5)
     theta = tf_awt.mixed_tangent_kernel(model, x1, x2, masks=masks, implementation="structured")
@@ -323,7 +325,7 @@ def test_one_call_api_is_compiled_once_per_signature_and_checks_inputs_eagerly()
         for i in range(20):  # 20 calls with new values of the same shapes: no retracing (the check)
             theta = tf_awt.mixed_tangent_kernel(model, x1 + 0.01 * i, x2)
             np.testing.assert_allclose(theta.numpy(), eager(x1 + 0.01 * i, x2).numpy(), rtol=1e-5, atol=1e-6)
-    traced = model._tf_awt_kernel_fns[(tf_awt.KernelImplementation.AUTO, "float32")].traced
+    traced = model._tf_awt_kernel_fns[(KernelImplementation.AUTO, "float32")].traced
     assert traced.experimental_get_tracing_count() == 1
     masks = random_masks(model)
     for i in range(3):

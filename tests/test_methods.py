@@ -10,6 +10,7 @@ from tf_awt.tickets import methods
 from tf_awt.tickets.ticket import Ticket
 
 from conftest import NO_TRAINING, tiny_recipe
+from tf_awt.tickets.methods import METHODS, get_method
 
 
 @pytest.fixture
@@ -51,7 +52,7 @@ def test_a_registered_method_runs_through_find_ticket_and_the_cli(tmp_path, mine
 def test_dense_is_a_method_that_keeps_every_weight(tmp_path, capsys):
     from conftest import tiny_data, tiny_model
 
-    assert not tf_awt.get_method("dense").prunes and "dense" not in tf_awt.METHODS
+    assert not get_method("dense").prunes and "dense" not in METHODS
     ticket = tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.3, method="dense")
     assert ticket.density == 1.0 and all(m.all() for m in ticket.masks.values())
     out = tmp_path / "dense"
@@ -72,7 +73,7 @@ def test_unknown_and_bad_methods_are_refused():
 def test_every_method_runs_from_the_cli_and_its_ticket_round_trips(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32}, train={"epochs": 0},
                          export={"saved_model": False, "tflite": False})  # the tickets are checked, not the models
-    variants = [(m, ()) for m in tf_awt.METHODS] + [("awt", ("search.optimize=scores",)),
+    variants = [(m, ()) for m in METHODS] + [("awt", ("search.optimize=scores",)),
                                                       ("random_layerwise", ("search.reference=magnitude",))]
     for method, extra in variants:
         out = tmp_path / f"{method}-{len(extra)}"

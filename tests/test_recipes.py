@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from tf_awt.running import cli
 from tf_awt.running.recipes import from_dict, load_recipe
+from tf_awt.adversarial.phase_config import ExportConfig
 
 
 _KEYS = ["dataset", "model", "method", "density", "seed", "distribute", "description", "attack", "search", "train", "eval",
@@ -94,6 +95,6 @@ def test_every_recipe_section_class_round_trips_through_its_config():
                 tf_awt.TrainConfig(epochs=3, learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=0.5, clip_norm=1.0,
                                    rescale="fan_in", fail_on_collapse=True),
                 tf_awt.EvalConfig(attacks=("pgd", "apgd-t"), steps=20, restarts=2, square_examples=50, max_examples=100, split="validation"),
-                tf_awt.ExportConfig(tflite=False, keras3=True, plots=False)):
+                ExportConfig(tflite=False, keras3=True, plots=False)):
         config = _json.loads(_json.dumps(obj.get_config()))
         assert type(obj).from_config(config) == obj, type(obj).__name__

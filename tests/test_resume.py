@@ -135,7 +135,9 @@ def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(t
 
 
 def test_adversarial_fit_with_a_checkpoint_dir_resumes_to_the_uninterrupted_weights(tmp_path):
-    from tf_awt import CollapseMonitor, TrainingSchedule, adversarial_fit
+    from tf_awt import adversarial_fit
+    from tf_awt.adversarial.collapse import CollapseMonitor
+    from tf_awt.adversarial.training_schedule import TrainingSchedule
 
     x, y = _data()
     settings = dict(attack=Attack(eps=0.1, steps=2, step_size=0.05), epochs=4, batch_size=16, seed=3,
@@ -157,7 +159,7 @@ def test_adversarial_fit_with_a_checkpoint_dir_resumes_to_the_uninterrupted_weig
 
 
 def test_collapse_monitor_continues_its_count_over_a_resume():
-    from tf_awt import CollapseMonitor
+    from tf_awt.adversarial.collapse import CollapseMonitor
 
     stuck, fine = {"loss": float(np.log(10))}, {"loss": 0.5}
     monitor = CollapseMonitor(10, patience=3, log=lambda m: None)

@@ -10,6 +10,9 @@ from tf_awt.engine.distances import kernel_distance
 from tf_awt.tickets.search import search_optimizer, TicketSearch, TicketSearchCallback
 
 from conftest import ATTACK, tiny_data, tiny_model, total_prunable
+from tf_awt.engine.distances import target_distance
+from tf_awt.tickets.methods import METHODS
+from tf_awt.tickets.pruning_schedule import AWTSchedule
 
 def run_search(model, density=0.3, epochs=2, update_every=2, **settings):
     x, y = tiny_data()
@@ -33,7 +36,7 @@ def test_loss_decreases_over_the_search():
 
 
 @pytest.mark.parametrize("scope", _selection.SCOPES)
-@pytest.mark.parametrize("method", tf_awt.METHODS)
+@pytest.mark.parametrize("method", METHODS)
 def test_density_is_exactly_met(method, scope):
     model = tiny_model()
     ticket = tf_awt.find_ticket(model, tiny_data(), density=0.25, method=method, attack=ATTACK, epochs=1,
@@ -150,14 +153,14 @@ def test_ticket_save_load_round_trip(tmp_path):
 
 
 def test_schedule_round_trips_and_freezes():
-    schedule = tf_awt.AWTSchedule(0.05, update_every=10, end_step=100)
-    assert tf_awt.AWTSchedule.from_config(schedule.get_config()) == schedule
+    schedule = AWTSchedule(0.05, update_every=10, end_step=100)
+    assert AWTSchedule.from_config(schedule.get_config()) == schedule
     steps = {s: bool(schedule(tf.constant(s))[0]) for s in (0, 5, 10, 100, 110)}
     assert steps == {0: True, 5: False, 10: True, 100: True, 110: False}
     assert np.isclose(float(schedule(0)[1]), 0.95)
-    frozen = tf_awt.AWTSchedule.frozen_at(0.05)
+    frozen = AWTSchedule.frozen_at(0.05)
     assert not any(bool(frozen(s)[0]) for s in (0, 1, 100))
-    assert tf_awt.AWTSchedule.from_config(frozen.get_config()) == frozen
+    assert AWTSchedule.from_config(frozen.get_config()) == frozen
 
 
 def test_configs_round_trip():
@@ -363,7 +366,7 @@ def test_first_step_distances_equal_an_independent_computation():
     x_t = pgd(lambda z: model(z, training=False), x, y, attack, seed=tf.constant([6, 0], tf.int64))
     x_s = pgd(lambda z: student(z, training=False), x, y, attack, seed=tf.constant([7, 0], tf.int64))
     assert float(tf.reduce_max(tf.abs(x_t - x_s))) > 1e-3  # the two attacks differ
-    target = tf_awt.target_distance(model(x_t), student(x_s))
+    target = target_distance(model(x_t), student(x_s))
     kernel = tf_awt.kernel_distance(tf_awt.mixed_tangent_kernel(model, x, x_t),
                                     tf_awt.mixed_tangent_kernel(student, x, x_s, masks=masks))
     h = callback.history

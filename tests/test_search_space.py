@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import tf_awt
 from tf_awt.tickets.search_space import SearchSpace
+from tf_awt.tickets.methods import get_method
 
 KNOBS = st.dictionaries(st.sampled_from(["init", "search.scope", "search.epochs", "search.rounds"]),
                         st.lists(st.one_of(st.integers(0, 50), st.sampled_from(["a", "b", "c"]), st.none()),
@@ -42,7 +43,7 @@ def test_a_draw_is_uniform_over_the_points():
 
 def test_an_empty_space_is_one_try_with_the_recipes_settings():
     assert SearchSpace().tries(4) == [{}]
-    assert tf_awt.get_method("dense").space == SearchSpace()
+    assert get_method("dense").space == SearchSpace()
 
 
 @pytest.mark.parametrize("make, message", [

@@ -1,6 +1,6 @@
-"""The package's structure, checked statically: four layers that import only downward, no import
-cycle (function-level imports included), old module paths still importing, and no method
-special-cased outside the method registry."""
+"""The package's structure: four layers that import only downward, no import cycle (function-level
+imports included), a front door of at most 20 documented names, no compatibility shims, no function
+over 60 lines, and no method special-cased outside the method registry."""
 import ast
 import os
 
@@ -95,7 +95,7 @@ def upward_imports(graph):
 
 
 def test_each_layer_imports_only_the_layers_below_it():
-    graph = {m: deps for m, deps in import_graph().items() if m not in ("tf_awt.__main__", "tf_awt._moved")}
+    graph = {m: deps for m, deps in import_graph().items() if m != "tf_awt.__main__"}
     assert {layer(m) for m in graph} == {0, 1, 2, 3, 4}  # every layer holds modules
     assert upward_imports(graph) == []
     # the checker itself: an engine module importing a ticket module is found
@@ -103,21 +103,53 @@ def test_each_layer_imports_only_the_layers_below_it():
         == [("tf_awt.engine.kernel", "tf_awt.tickets.search")]
 
 
-def test_every_module_path_of_earlier_versions_is_the_same_module():
-    """``tf_awt.search`` (0.1's path) is the module ``tf_awt.tickets.search``, as an import, a
-    from-import and an attribute of the package."""
+def test_the_public_api_is_the_documented_front_door_and_nothing_else():
+    """``__all__`` is exactly the names the package docstring's front-door list gives (at most 20),
+    each one resolves, and a name that is not public (a helper of a sub-package) is not an attribute."""
+    import re
+
+    front_door = tf_awt.__doc__.split("The front door")[1].split("\n\n")[1]
+    documented = re.findall(r":(?:func|class):`(\w+)`", front_door)
+    assert sorted(documented) == sorted(tf_awt.__all__) and len(documented) == len(set(documented))
+    assert len(tf_awt.__all__) <= 20
+    for name in tf_awt.__all__:
+        assert getattr(tf_awt, name).__name__ == name, name
+    for private in ("strategy_for", "evaluation_attack", "AWTSchedule", "METHODS"):
+        assert not hasattr(tf_awt, private), private
+
+
+def test_no_old_module_path_and_no_compatibility_shim():
+    """The modules live in their layer only: ``tf_awt.search`` (an earlier path) is an ordinary
+    ModuleNotFoundError, and no module keeps a finder or re-exports "for compatibility"."""
     import importlib
 
-    from tf_awt._moved import MOVED
+    import pytest
 
-    # every module of a layer had a top-level path, but those written after the layout (no earlier path)
-    added = {"tf_awt.tickets.search_space", "tf_awt.running.compare", "tf_awt.adversarial.apgd", "tf_awt.adversarial.square"}
-    assert {m for m in _modules() if layer(m)} - added == set(MOVED.values())
-    for old, new in MOVED.items():
-        if old.rsplit(".", 1)[1].startswith("_") or old.endswith(("autoattack", "cells")):
-            continue  # private, or imports an optional dependency
-        assert importlib.import_module(old) is importlib.import_module(new), old
-        assert getattr(tf_awt, old.rsplit(".", 1)[1]) is importlib.import_module(new)
+    for old in ("tf_awt.search", "tf_awt.kernel", "tf_awt.cli", "tf_awt._moved"):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(old)
+    for module, path in _modules().items():
+        source = open(path, encoding="utf-8").read()
+        assert "meta_path" not in source and "for compatibility" not in source, module
+
+
+def _function_lengths():
+    """(lines of code, module, function) for every function of the package, its docstring not counted."""
+    rows = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = node.body[0]
+                doc = isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str)
+                rows.append((node.end_lineno - node.lineno + 1 - ((first.end_lineno - first.lineno + 1) if doc else 0),
+                             module, node.name))
+    return rows
+
+
+def test_no_function_is_longer_than_60_lines():
+    rows = _function_lengths()
+    assert len(rows) > 400  # the functions are read, not an empty walk
+    assert sorted(r for r in rows if r[0] > 60) == []
 
 
 def test_no_method_is_special_cased_outside_the_registry():
@@ -144,7 +176,11 @@ def test_every_recipe_key_is_a_field_of_a_library_config_declared_once():
     assert declared == ["Recipe"]
     assert {name: cls.__name__ for name, cls in SECTIONS.items()} == {
         "attack": "Attack", "search": "SearchConfig", "train": "TrainConfig", "eval": "EvalConfig", "export": "ExportConfig"}
-    assert all(getattr(tf_awt, cls.__name__) is cls for cls in SECTIONS.values())  # the public classes themselves
+    # the library's classes themselves
+    from tf_awt.adversarial.phase_config import ExportConfig
+
+    assert [SECTIONS[k] for k in ("attack", "search", "train", "eval", "export")] == [
+        tf_awt.Attack, tf_awt.SearchConfig, tf_awt.TrainConfig, tf_awt.EvalConfig, ExportConfig]
     recipe = Recipe()
     for name, cls in SECTIONS.items():
         fields = [f.name for f in dataclasses.fields(cls)]
@@ -174,9 +210,8 @@ def test_a_recipe_section_is_the_object_the_api_takes():
     assert isinstance(config, tf_awt.SearchConfig) and isinstance(recipe.train, tf_awt.TrainConfig)
     assert (config.probes, config.kernel, config.learning_rate, config.density, config.seed) == (7, "sketch", 0.002, 0.1, 3)
     assert config.attack is recipe.attack and config.attack.eps == 0.2 and recipe.train.learning_rate == 0.003
-    with pytest.warns(FutureWarning, match=r"(search|train)\.lr is now (search|train)\.learning_rate"):
-        old = load_recipe("quickstart", ["search.lr=0.002", "train.lr=0.003"])
-    assert (old.search.learning_rate, old.train.learning_rate) == (0.002, 0.003)
+    with pytest.raises(ValueError, match=r"unknown key 'search.lr'. Allowed keys under search: .*'learning_rate'"):
+        load_recipe("quickstart", ["search.lr=0.002"])  # a key of an earlier version is an ordinary unknown key
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match=r"unknown key 'search.density'.*Allowed keys under search"):

@@ -11,6 +11,7 @@ import tf_awt
 from tf_awt.engine._layers import iter_layers, unwrap
 
 from conftest import good_data, small_mlp
+from tf_awt.tickets.pruning_schedule import AWTSchedule
 
 L = tf_keras.layers
 
@@ -97,7 +98,7 @@ def test_a_ticket_model_survives_save_load_and_clone(tmp_path, fmt):
         with prune.prune_scope():
             back = tf_keras.models.load_model(path)
     schedules = [l.pruning_schedule for l in iter_layers(back) if hasattr(l, "pruning_schedule")]
-    assert len(schedules) == 3 and all(s == tf_awt.AWTSchedule.frozen_at(ticket.density) for s in schedules)
+    assert len(schedules) == 3 and all(s == AWTSchedule.frozen_at(ticket.density) for s in schedules)
     masks = {unwrap(l)[0].name: unwrap(l)[1].numpy() for l in iter_layers(back) if unwrap(l)[1] is not None}
     for name, mask in ticket.masks.items():
         np.testing.assert_array_equal(masks[name], mask)
@@ -168,8 +169,8 @@ def test_results_and_configs_round_trip_through_json_with_their_types():
     assert again == result and all(isinstance(c, int) for c in again.per_class)
     config = tf_awt.SearchConfig(0.2, method="magnitude", scope="layer")
     assert tf_awt.SearchConfig.from_config(json.loads(json.dumps(config.get_config()))) == config
-    schedule = tf_awt.AWTSchedule(0.2, 7, end_step=30)
-    assert tf_awt.AWTSchedule.from_config(json.loads(json.dumps(schedule.get_config()))) == schedule
+    schedule = AWTSchedule(0.2, 7, end_step=30)
+    assert AWTSchedule.from_config(json.loads(json.dumps(schedule.get_config()))) == schedule
 
 
 def test_ticket_on_another_architecture_says_what_differs(tmp_path):

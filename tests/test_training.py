@@ -7,6 +7,8 @@ import tf_awt
 from tf_awt.adversarial.attacks import Attack
 
 from conftest import ATTACK, tiny_data, tiny_model
+from tf_awt.adversarial.evaluation import evaluation_attack
+from tf_awt.adversarial.training import AdversarialTrainer, training_attack
 
 
 def test_masks_stay_fixed_and_pruned_weights_exactly_zero():
@@ -38,7 +40,7 @@ def test_dense_model_trains_too():
 def test_training_examples_are_adversarial():
     """The trainer's PGD examples raise the loss over the clean batch (on an untrained net)."""
     model = tiny_model()
-    trainer = tf_awt.AdversarialTrainer(model, ATTACK.replace(eps=0.3, steps=5, step_size=0.1))
+    trainer = AdversarialTrainer(model, ATTACK.replace(eps=0.3, steps=5, step_size=0.1))
     x, y = tiny_data(32)
     adv = tf_awt.pgd(trainer._inference, x, y, trainer.attack)
     ce = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -47,8 +49,8 @@ def test_training_examples_are_adversarial():
 
 
 def test_paper_training_attacks():
-    assert tf_awt.training_attack("mnist") == tf_awt.Attack(eps=0.3, steps=40, step_size=0.01)
-    cifar = tf_awt.training_attack("cifar10")
+    assert training_attack("mnist") == tf_awt.Attack(eps=0.3, steps=40, step_size=0.01)
+    cifar = training_attack("cifar10")
     assert np.isclose(cifar.eps, 8 / 255) and cifar.steps == 10 and np.isclose(cifar.step_size, 2 / 255)
 
 
@@ -62,7 +64,7 @@ def test_adversarial_training_buys_robustness_on_real_mnist():
         model = tf_awt.models.mlp(hidden=(64,))
         tf_awt.adversarial_fit(model, (split.x_train, split.y_train), attack=tf_awt.Attack(eps=eps, steps=10, step_size=0.025),
                                epochs=3)
-        result = tf_awt.evaluate(model, test, attack=tf_awt.evaluation_attack(0.1, steps=20), restarts=1)
+        result = tf_awt.evaluate(model, test, attack=evaluation_attack(0.1, steps=20), restarts=1)
         assert result.natural_accuracy > 0.75
         robust[eps] = result.robust_accuracy
     assert robust[0.1] > robust[0.0] + 0.2, robust
@@ -76,7 +78,7 @@ def test_one_training_step_descends_the_loss_on_the_seeded_pgd_inputs():
     reference.set_weights(model.get_weights())
     attack = ATTACK.replace(eps=0.3, steps=3, step_size=0.1)
     x, y = tiny_data(16)
-    trainer = tf_awt.AdversarialTrainer(model, attack, seed=4)
+    trainer = AdversarialTrainer(model, attack, seed=4)
     trainer.compile(optimizer=tf_keras.optimizers.SGD(0.5))
     trainer.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
     x_adv = tf_awt.pgd(lambda z: reference(z, training=False), tf.constant(x), y, attack, seed=tf.constant([4, 0], tf.int64))

@@ -17,6 +17,7 @@ from tf_awt.tickets.ticket import fan_in_scale
 from tf_awt.adversarial.training_schedule import TrainingSchedule, WarmupDecay
 
 from conftest import _StopAfterSecondEpoch, tiny_recipe
+from tf_awt.adversarial.training import AdversarialTrainer
 
 
 L = tf_keras.layers
@@ -93,7 +94,7 @@ def test_trainer_ramps_eps_per_step_and_clips_gradients(monkeypatch):
     model = tf_keras.Sequential([L.Input((8,)), L.Dense(16, activation="relu"), L.Dense(3)])
     rng = np.random.default_rng(0)
     x, y = rng.uniform(0, 1, (48, 8)).astype("float32"), rng.integers(0, 3, 48)
-    trainer = tf_awt.AdversarialTrainer(model, tf_awt.Attack(eps=0.3, steps=2, step_size=0.1), seed=0,
+    trainer = AdversarialTrainer(model, tf_awt.Attack(eps=0.3, steps=2, step_size=0.1), seed=0,
                                         schedule=TrainingSchedule(eps_warmup_steps=4, clip_norm=1e-3))
     trainer.compile(optimizer=tf_keras.optimizers.SGD(1.0), run_eagerly=True)
     before = [w.numpy().copy() for w in model.trainable_variables]

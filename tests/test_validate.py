@@ -9,6 +9,8 @@ import tensorflow as tf
 import tf_awt
 
 from conftest import BAD_DATA, bad_data, good_data, small_mlp
+from tf_awt.adversarial.training import AdversarialTrainer
+from tf_awt.tickets.pruning_schedule import AWTSchedule
 
 
 @pytest.mark.parametrize("case,message", BAD_DATA)
@@ -65,18 +67,18 @@ def test_numpy_scalars_are_numbers():
                                 epochs=np.int64(1), batch_size=np.int32(16), seed=np.int64(3), update_every=np.int16(1))
     assert abs(ticket.density - 0.5) < 0.02
     json.dumps(ticket.config)  # stored as Python numbers
-    trainer = tf_awt.AdversarialTrainer(model, attack, seed=np.int64(0))
+    trainer = AdversarialTrainer(model, attack, seed=np.int64(0))
     assert trainer.seed == 0 and type(trainer.seed) is int
     tf_awt.adversarial_fit(model, data, attack=attack, epochs=np.int64(1), learning_rate=np.float32(1e-3),
                            batch_size=np.int64(16), seed=np.int32(1))
     result = tf_awt.evaluate(model, data, attack=attack, restarts=np.int64(1))
     assert result.restarts == 1
-    assert tf_awt.AWTSchedule(np.float64(0.2), np.int32(5)).get_config()["config"]["update_every"] == 5
+    assert AWTSchedule(np.float64(0.2), np.int32(5)).get_config()["config"]["update_every"] == 5
     for bad, message in ((True, "density must be in"), (np.float32("nan"), "density must be in"), ("0.1", "density must be in")):
         with pytest.raises(ValueError, match=message):
             tf_awt.find_ticket(model, data, density=bad, method="random")
     with pytest.raises(ValueError, match=r"seed must be an integer. You passed: 1.5"):
-        tf_awt.AdversarialTrainer(model, attack, seed=1.5)
+        AdversarialTrainer(model, attack, seed=1.5)
 
 
 def test_corrupt_data_file_is_named(tmp_path):

@@ -2,7 +2,7 @@
 
 ``Recipe`` (and with it every ``tf-awt`` command) checks a recipe through the library's own
 configuration classes (:class:`tf_awt.SearchConfig`, :class:`tf_awt.Attack`,
-:class:`tf_awt.TrainingSchedule`); keeping their vocabularies here lets a bad recipe be refused
+:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`); keeping their vocabularies here lets a bad recipe be refused
 before TensorFlow loads. The modules that compute with them re-export these names.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ NTT's / stax's (glorot_normal weights, N(0, 0.01²) biases)."""
 
 SCOPES = ("global", "layer", "erk", "frankle_carbin")
 LR_SCHEDULES = ("constant", "cosine", "step")
-"""Adversarial training's learning-rate schedules (:class:`tf_awt.TrainingSchedule`)."""
+"""Adversarial training's learning-rate schedules (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`)."""
 UNSTRUCTURED = "unstructured"
 RESCALES = ("none", "fan_in")
 """How a ticket's kept weights are scaled for training (:meth:`tf_awt.Ticket.to_model`)."""

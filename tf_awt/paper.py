@@ -2,7 +2,7 @@
 
 Every default that reproduces the paper reads from here: the attacks of the search, of adversarial
 training and of evaluation (:class:`tf_awt.Attack`, :class:`tf_awt.SearchConfig`,
-:func:`tf_awt.training_attack`, :func:`tf_awt.evaluation_attack`, the recipes' defaults), and the
+:func:`tf_awt.adversarial.training.training_attack`, :func:`tf_awt.adversarial.evaluation.evaluation_attack`, the recipes' defaults), and the
 names of the paper's search methods (every method is registered in :mod:`tf_awt.tickets.methods`).
 """
 

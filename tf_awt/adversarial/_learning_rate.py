@@ -1,9 +1,9 @@
-"""The learning-rate schedule of :class:`tf_awt.TrainingSchedule` (a Keras ``LearningRateSchedule``).
+"""The learning-rate schedule of :class:`tf_awt.adversarial.training_schedule.TrainingSchedule` (a Keras ``LearningRateSchedule``).
 
-Its own module so that a :class:`~tf_awt.TrainingSchedule` (a recipe's ``train.*`` settings) is
-validated without importing TensorFlow; ``tf_awt.adversarial.training_schedule.WarmupDecay`` and
-``tf_awt.WarmupDecay`` name this class. It is registered with Keras (``tf_awt>WarmupDecay``) when
-this module loads: on any of those names' first use, or the first
+Its own module so that a :class:`~tf_awt.adversarial.training_schedule.TrainingSchedule` (a recipe's ``train.*`` settings) is
+validated without importing TensorFlow; ``tf_awt.adversarial.training_schedule.WarmupDecay`` names
+this class. It is registered with Keras (``tf_awt>WarmupDecay``) when this module loads: on that
+name's first use, or the first
 ``TrainingSchedule.learning_rate`` that returns one.
 """
 from __future__ import annotations

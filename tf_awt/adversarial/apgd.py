@@ -92,6 +92,29 @@ def _loss(logits, y, target, kind: str, num_classes: int):
     return -(z_y - z_t) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
 
+def _checkpoint_schedule(iterations: int):
+    """Two constant tensors over the iterations: whether iteration i is a checkpoint, and the
+    length of the interval that ends there (0 elsewhere)."""
+    import tensorflow as tf
+
+    at_check = np.zeros(iterations, bool)
+    at_check[checkpoints(iterations)] = True
+    length_at = np.zeros(iterations, np.float32)
+    length_at[checkpoints(iterations)] = np.diff([-1] + checkpoints(iterations)).astype(np.float32)
+    return tf.constant(at_check), tf.constant(length_at)
+
+
+def _random_start(x, norm: str, seed):
+    """A random direction per example: uniform in the unit L∞ ball, or a unit L2 vector."""
+    import tensorflow as tf
+
+    if norm == "linf":
+        return tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
+    start = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
+    return start / _per_example(tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(start, [tf.shape(x)[0], -1])), axis=1)),
+                                len(x.shape))
+
+
 def apgd(forward: Callable, x, y, *, eps: float, norm: str, clip: Tuple[float, float], iterations: int, seed,
          loss: str = "ce", target=None, num_classes: int = 10):
     """One APGD run on a batch: ``(adversarial inputs, fooled per example)``.
@@ -115,12 +138,7 @@ def apgd(forward: Callable, x, y, *, eps: float, norm: str, clip: Tuple[float, f
     rank, batch = len(x.shape), tf.shape(x)[0]
     y = tf.cast(y, tf.int32)
     target = y if target is None else tf.cast(target, tf.int32)
-    at_check = np.zeros(iterations, bool)
-    at_check[checkpoints(iterations)] = True
-    lengths = np.diff([-1] + checkpoints(iterations)).astype(np.float32)
-    length_at = np.zeros(iterations, np.float32)
-    length_at[checkpoints(iterations)] = lengths
-    at_check, length_at = tf.constant(at_check), tf.constant(length_at)
+    at_check, length_at = _checkpoint_schedule(iterations)
 
     def loss_and_grad(z):
         with tf.GradientTape() as tape:
@@ -130,12 +148,7 @@ def apgd(forward: Callable, x, y, *, eps: float, norm: str, clip: Tuple[float, f
         grad = tape.gradient(values, z, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return values, grad, tf.argmax(logits, axis=1, output_type=tf.int32) != y
 
-    if norm == "linf":
-        start = tf.random.stateless_uniform(tf.shape(x), seed, -1.0, 1.0, dtype=x.dtype)
-    else:
-        start = tf.random.stateless_normal(tf.shape(x), seed, dtype=x.dtype)
-        start = start / _per_example(tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(start, [batch, -1])), axis=1)), rank)
-    adv = _project(x + eps * start, x, eps, norm, lo, hi)
+    adv = _project(x + eps * _random_start(x, norm, seed), x, eps, norm, lo, hi)
     value, grad, fooled = loss_and_grad(adv)
     found = tf.where(_per_example(fooled, rank), adv, x)
     step = tf.fill([batch], tf.cast(2.0 * eps, x.dtype))

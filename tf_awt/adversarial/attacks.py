@@ -177,7 +177,7 @@ def pgd(model_fn: Callable[[tf.Tensor], tf.Tensor], x, y, attack: Attack, seed=N
         each replica draws the start of the whole global batch and takes its own rows, so the
         adversarial examples equal those of one device on the same global batch.
       scale: None (default) or a scalar in [0, 1] (may be a tensor): ε and the step size are
-        multiplied by it (an ε warm-up, :class:`tf_awt.TrainingSchedule`); 0 returns ``x``. With
+        multiplied by it (an ε warm-up, :class:`tf_awt.adversarial.training_schedule.TrainingSchedule`); 0 returns ``x``. With
         ``seed=None`` the random start is then drawn statelessly from a seed taken from the
         global generator.
 

@@ -63,12 +63,12 @@ class TrainConfig(_Config):
       steps, step_size: the training PGD's iterations and step (default 40 and 0.01; ``step_size``
         None means 2.5·ε/steps); ε and norm are the attack's (:meth:`attack`).
       eps_warmup_epochs: ε and the PGD step ramp up linearly from 0 over this many epochs (default 0).
-      lr_schedule: "constant" (default), "cosine" or "step" (:class:`tf_awt.TrainingSchedule`).
+      lr_schedule: "constant" (default), "cosine" or "step" (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`).
       lr_warmup_epochs: linear learning-rate warm-up (default 0).
       clip_norm: clip the gradient's global norm (default None: no clipping).
       rescale: "none" (default) or "fan_in": the ticket's kept weights rescaled to the dense
         layer's output variance (:meth:`tf_awt.Ticket.to_model`; a run's setting).
-      fail_on_collapse: a run whose training collapsed fails (:class:`tf_awt.TrainingCollapsed`;
+      fail_on_collapse: a run whose training collapsed fails (:class:`tf_awt.errors.TrainingCollapsed`;
         ``tf-awt run`` exits 3) instead of only saying so (default False; a run's setting).
     """
 
@@ -101,7 +101,7 @@ class TrainConfig(_Config):
         return attack.replace(steps=self.steps, step_size=self.step_size)
 
     def schedule(self, steps_per_epoch: int):
-        """The warm-ups, learning-rate schedule and clipping as a :class:`tf_awt.TrainingSchedule`."""
+        """The warm-ups, learning-rate schedule and clipping as a :class:`tf_awt.adversarial.training_schedule.TrainingSchedule`."""
         from tf_awt.adversarial.training_schedule import TrainingSchedule
 
         return TrainingSchedule.from_epochs(steps_per_epoch, self.epochs, eps_warmup_epochs=self.eps_warmup_epochs,

@@ -60,7 +60,7 @@ class AdversarialTrainer(tf_keras.Model):
         an epoch share [seed + 1, t]), so training is reproducible and resumes exactly from a
         checkpoint of the model and optimizer.
 
-      schedule: a :class:`~tf_awt.TrainingSchedule` (default None: full ε from the first step, no
+      schedule: a :class:`~tf_awt.adversarial.training_schedule.TrainingSchedule` (default None: full ε from the first step, no
         clipping): the ε warm-up and gradient clipping happen here; give the optimizer
         ``schedule.learning_rate(peak)`` for its learning-rate schedule. Every part is a function
         of the optimizer's step, so resuming from a checkpoint of the optimizer continues it.
@@ -74,7 +74,7 @@ class AdversarialTrainer(tf_keras.Model):
                  schedule: Optional[TrainingSchedule] = None, **kwargs):
         super().__init__(**kwargs)
         if schedule is not None and not isinstance(schedule, TrainingSchedule):
-            raise ValueError(f"schedule must be a tf_awt.TrainingSchedule or None. You passed: {schedule!r}")
+            raise ValueError(f"schedule must be a tf_awt.adversarial.training_schedule.TrainingSchedule or None. You passed: {schedule!r}")
         self.schedule = schedule or TrainingSchedule()
         self.seed = None if seed is None else _validate.integer(seed, "seed")
         if not isinstance(model, tf_keras.Model):
@@ -167,7 +167,7 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
       callbacks: more Keras callbacks (default none), run after the epoch's checkpoint is saved.
       verbose: ``fit`` verbosity (default 0).
       seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
-      schedule: a :class:`~tf_awt.TrainingSchedule` (ε warm-up, learning-rate schedule with
+      schedule: a :class:`~tf_awt.adversarial.training_schedule.TrainingSchedule` (ε warm-up, learning-rate schedule with
         ``learning_rate`` as its peak, gradient clipping); default None: none of them.
       checkpoint_dir: save model, optimizer and the epoch logs after every epoch in this directory
         (:mod:`tf_awt.checkpoint`) and, if it holds a checkpoint of the same call, continue after

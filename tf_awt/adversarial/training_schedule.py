@@ -14,7 +14,7 @@ the optimizer continues them exactly; nothing else needs saving):
 * **gradient clipping**: the gradient rescaled to global norm at most ``clip_norm``.
 
 :class:`TrainingSchedule` holds the three (frozen, validated; ``from_config(get_config())``
-round-trips); :class:`~tf_awt.AdversarialTrainer` and :func:`~tf_awt.adversarial_fit` take it.
+round-trips); :class:`~tf_awt.adversarial.training.AdversarialTrainer` and :func:`~tf_awt.adversarial_fit` take it.
 
 TensorFlow is imported inside the functions that compute on tensors, so a recipe's schedule is
 checked without it.

@@ -221,7 +221,7 @@ def register_layer_rule(layer_class: type, rule: LayerRule) -> None:
     if not (isinstance(layer_class, type) and issubclass(layer_class, tf_keras.layers.Layer)):
         raise ValueError(f"layer_class must be a tf_keras Layer subclass. You passed: {layer_class!r}")
     if not isinstance(rule, LayerRule):
-        raise ValueError(f"rule must be a tf_awt.LayerRule. You passed: {rule!r}")
+        raise ValueError(f"rule must be a tf_awt.engine.layer_rules.LayerRule. You passed: {rule!r}")
     _Registry.rules[layer_class] = rule
 
 
@@ -248,7 +248,7 @@ def prunable_layers(model) -> List[tf_keras.layers.Layer]:
             if key not in _Registry.warned:
                 _Registry.warned.add(key)
                 warnings.warn(f"layer {inner.name!r} ({type(inner).__name__}) has no tf_awt layer rule: it is left dense. "
-                              "Register one with tf_awt.register_layer_rule to prune it.", stacklevel=3)
+                              "Register one with tf_awt.engine.layer_rules.register_layer_rule to prune it.", stacklevel=3)
     return out
 
 

@@ -69,36 +69,36 @@ class _Progress:
         return Bar()
 
 
-def _parser():
-    p = argparse.ArgumentParser(prog="tf-awt", description="Adversarial Winning Tickets: search, adversarial training, evaluation, export.")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
-    sub = p.add_subparsers(dest="command", required=True)
+def _recipe_args(sp, out_required, out_default="runs/<recipe name>"):
+    """The arguments every command that reads a recipe takes."""
+    sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
+    sp.add_argument("--out", required=out_required, default=None,
+                    help="output directory" + ("" if out_required else f" (default: {out_default})"))
+    sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
+    sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
+    sp.add_argument("--force", action="store_true",
+                    help="discard what --out holds (a finished or interrupted run) and start over")
+    sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
+    sp.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
 
-    def recipe_args(sp, out_required, out_default="runs/<recipe name>"):
-        sp.add_argument("recipe", nargs="?", default="quickstart", help="bundled recipe name or YAML path (default: quickstart)")
-        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a recipe key, e.g. --set attack.eps=0.1 (repeatable)")
-        sp.add_argument("--out", required=out_required, default=None,
-                        help="output directory" + ("" if out_required else f" (default: {out_default})"))
-        sp.add_argument("--data-dir", default=None, help="tensorflow-datasets data_dir")
-        sp.add_argument("--quiet", action="store_true", help="log lines instead of progress bars")
-        sp.add_argument("--force", action="store_true",
-                        help="discard what --out holds (a finished or interrupted run) and start over")
-        sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
-        sp.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
 
+def _run_commands(sub):
     run = sub.add_parser("run", help="search -> adversarial training -> evaluation -> export")
-    recipe_args(run, out_required=False)
+    _recipe_args(run, out_required=False)
     run.add_argument("--no-mlflow", action="store_true", help="do not track the run in MLflow")
     run.add_argument("--register-as", metavar="NAME",
                      help="register the model in MLflow's model registry under NAME (default: tf_awt-RECIPE)")
     run.add_argument("--no-register", action="store_true", help="log the model in MLflow without registering it")
     for name, text in (("search", "find the ticket (writes ticket.npz)"), ("train", "adversarially train the ticket"),
                        ("export", "export the sparse SavedModel")):
-        recipe_args(sub.add_parser(name, help=text), out_required=True)
+        _recipe_args(sub.add_parser(name, help=text), out_required=True)
+
+
+def _evaluate_command(sub):
     ev = sub.add_parser("evaluate", help="natural and robust accuracy of a run's model or of any SavedModel")
-    recipe_args(ev, out_required=False)
+    _recipe_args(ev, out_required=False)
     ev.add_argument("--model", help="an exported SavedModel directory (instead of --out DIR)")
     ev.add_argument("--dataset", help="a tf_awt.data name (with --model)")
     ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
@@ -118,14 +118,17 @@ def _parser():
     ev.add_argument("--restarts", type=int, default=5, help="PGD random restarts, worst case counted (default 5)")
     ev.add_argument("--max-examples", type=int, default=None, help="evaluate the first N test examples only")
     ev.add_argument("--json", dest="json_out", help="write the result as JSON here")
+
+
+def _grid_commands(sub):
     sw = sub.add_parser("sweep", help="a resumable grid of runs: methods x densities x seeds")
-    recipe_args(sw, out_required=False, out_default="runs/sweep-<recipe name>")
+    _recipe_args(sw, out_required=False, out_default="runs/sweep-<recipe name>")
     sw.add_argument("--densities", required=True, help="comma-separated, e.g. 0.01,0.02,0.05")
     sw.add_argument("--methods", default="awt,random,magnitude,snip,dense", help="comma-separated methods")
     sw.add_argument("--seeds", type=int, default=1)
     cp = sub.add_parser("compare", help="every method tuned with the same budget on a validation split, then the "
                                         "chosen settings once on the test split")
-    recipe_args(cp, out_required=False, out_default="runs/compare-<recipe name>")
+    _recipe_args(cp, out_required=False, out_default="runs/compare-<recipe name>")
     cp.add_argument("--methods", default="awt,cosentino,snip,magnitude,random,dense",
                     help="comma-separated methods (default awt,cosentino,snip,magnitude,random,dense)")
     cp.add_argument("--density", type=float, default=None, help="fraction of weights kept (default: the recipe's)")
@@ -144,6 +147,15 @@ def _parser():
                         help="cells run at once as Ray tasks on a local Ray instance (default 1: one after another, no Ray)")
         sp.add_argument("--address", default=None,
                         help="run the cells on this existing Ray cluster (default: RAY_ADDRESS if set; see docs/distributed.md)")
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="tf-awt", description="Adversarial Winning Tickets: search, adversarial training, evaluation, export.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines (hidden by default)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for add in (_run_commands, _evaluate_command, _grid_commands):
+        add(sub)
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
 

@@ -2,8 +2,8 @@
 
 Every method gets the same tuning budget and the test split is read once:
 
-1. **Tries.** Each method's declared search space (:attr:`tf_awt.TicketMethod.space`: the knobs
-   that matter for *that* method) gives ``tries`` settings (:meth:`tf_awt.SearchSpace.tries`: the
+1. **Tries.** Each method's declared search space (:attr:`tf_awt.tickets.methods.TicketMethod.space`: the knobs
+   that matter for *that* method) gives ``tries`` settings (:meth:`tf_awt.tickets.search_space.SearchSpace.tries`: the
    same number for every method, drawn with ``space_seed``; a smaller space is tried whole, and a
    method with nothing to choose, such as ``dense``, runs once).
 2. **Selection, on a validation split.** Every try runs with ``select_seeds`` seeds and
@@ -165,7 +165,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
       tries: settings tried per method (default 4).
       select_seeds: seeds per try on the validation split (default 2).
       seeds: seeds of each chosen try on the test split (default 3).
-      spaces: method -> a :class:`tf_awt.SearchSpace` or {recipe key: values} replacing the
+      spaces: method -> a :class:`tf_awt.tickets.search_space.SearchSpace` or {recipe key: values} replacing the
         method's declared space (default None: the declared ones).
       space_seed: the seed that draws the tries from a space larger than ``tries`` (default 0).
       recipe_name, data_dir, progress: as :class:`tf_awt.running.pipeline.Run`'s.

@@ -13,7 +13,7 @@ checkpoint (:mod:`tf_awt.checkpoint`) and logs into the same MLflow run; randomn
 (seed, step) and (seed, epoch), so it ends with the summary an uninterrupted run writes. A finished
 directory (``summary.json``) is left alone; ``force=True`` discards what it holds and starts over.
 The library raises (a collapsed training with ``train.fail_on_collapse``:
-:class:`tf_awt.TrainingCollapsed`); the command line turns errors into exit codes.
+:class:`tf_awt.errors.TrainingCollapsed`); the command line turns errors into exit codes.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 A recipe fixes a whole run (search → adversarial training → evaluation → export). Its sections are
 the objects the API takes (:data:`SECTIONS`): ``attack`` an :class:`~tf_awt.Attack`, ``search`` a
 :class:`~tf_awt.SearchConfig`, ``train`` a :class:`~tf_awt.TrainConfig`, ``eval`` an
-:class:`~tf_awt.EvalConfig`, ``export`` an :class:`~tf_awt.ExportConfig`; a key is a field of its
+:class:`~tf_awt.EvalConfig`, ``export`` an :class:`~tf_awt.adversarial.phase_config.ExportConfig`; a key is a field of its
 section's class, by the same name and with the same default (declared there, once). This module only
 parses YAML, applies ``--set`` overrides and reports unknown keys with a "did you mean"::
 
@@ -42,12 +42,12 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     # keras3: model.keras, the trained ticket as a Keras 3 model; plots: the run's three PNGs
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
-``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainingSchedule`),
+``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`),
 ``train.lr_schedule`` is constant | cosine | step, ``train.clip_norm`` clips the gradient's global
 norm, ``train.rescale`` is none | fan_in (:meth:`tf_awt.Ticket.to_model`), and
 ``train.fail_on_collapse`` makes ``tf-awt run`` exit with code 3 when training collapsed;
-``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them;
-``search.lr`` and ``train.lr`` (earlier versions) are read as ``learning_rate`` with a FutureWarning.
+``eval.steps`` uses step 2.5ε/steps. Unknown keys and bad values are ValueErrors naming them (an
+unknown key with the allowed key it is closest to).
 
 Nothing here imports TensorFlow (a recipe is checked before it loads).
 """
@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from importlib import resources
 from typing import Any, Dict, List, Optional
 
@@ -78,11 +77,6 @@ its class's fields, by the same names and with the same defaults, except those i
 NOT_KEYS = {"attack": ("clip_min", "clip_max"), "search": ("density", "method", "attack", "seed")}
 """Fields that are not section keys: the attack's data range comes from the data set; the search's
 density, method, attack and seed are the recipe's top-level keys."""
-RENAMED = {"search.lr": "search.learning_rate", "train.lr": "train.learning_rate"}
-"""Keys of earlier versions, still read (with a FutureWarning) as the key they were renamed to."""
-REMOVED = {"eval.autoattack": "the standard AutoAttack now runs by default; eval.attacks lists the suites "
-                              "(default [pgd, autoattack]; [pgd] is the paper's PGD-only evaluation)"}
-"""Keys of earlier versions that no longer exist, and what replaces them."""
 _DEFAULT_ATTACK = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "attack")
 
 
@@ -217,12 +211,6 @@ def _section(name: str, value, source: str, fixed: Dict[str, Any]):
     settings = {}
     for key, item in value.items():
         dotted = f"{name}.{key}"
-        if dotted in RENAMED:
-            warnings.warn(f"{source}: {dotted} is now {RENAMED[dotted]}; the old name will stop working", FutureWarning,
-                          stacklevel=4)
-            key = RENAMED[dotted].split(".", 1)[1]
-        if dotted in REMOVED:
-            raise ValueError(f"{source}: {dotted} was removed: {REMOVED[dotted]}")
         if key not in keys:
             raise ValueError(f"{source}: unknown key '{dotted}'{_did_you_mean(key, keys, name + '.')}. "
                              f"Allowed keys under {name}: {sorted(keys)}")

@@ -192,7 +192,7 @@ def export_keras3(model, path: str) -> int:
 
 def export_run(model, directory: str, input_shape: tuple, dense_weights, config=None):
     """A run's exports in ``directory``: ``saved_model/``, ``model.tflite`` and ``model.keras`` as
-    its :class:`~tf_awt.ExportConfig` says (default ``ExportConfig()``: the first two).
+    its :class:`~tf_awt.adversarial.phase_config.ExportConfig` says (default ``ExportConfig()``: the first two).
 
     Returns (the stripped model, sizes in bytes: ``raw_bytes``, ``dense_gzip_bytes`` of
     ``dense_weights``, ``sparse_gzip_bytes``, and ``tflite_bytes``/``keras3_bytes`` when written, a

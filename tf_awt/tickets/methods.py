@@ -60,7 +60,7 @@ class TicketMethod:
         runs it once, at density 1 (default True).
       description: one line for listings (default "").
       space: what the method has to choose, the settings ``tf-awt compare`` tries
-        (:class:`tf_awt.SearchSpace`; default empty: nothing, one try with the recipe's settings).
+        (:class:`tf_awt.tickets.search_space.SearchSpace`; default empty: nothing, one try with the recipe's settings).
     """
 
     name: str
@@ -78,7 +78,7 @@ def register_method(name: str, find: Callable, *, trains: bool = False, prunes: 
                     description: str = "", space: Union[SearchSpace, Mapping[str, Sequence[Any]], None] = None) -> TicketMethod:
     """Registers (or replaces) the ticket method ``name``; returns it. See the module docstring.
 
-    ``space`` is what ``tf-awt compare`` tunes for it: a :class:`tf_awt.SearchSpace`, or a mapping
+    ``space`` is what ``tf-awt compare`` tunes for it: a :class:`tf_awt.tickets.search_space.SearchSpace`, or a mapping
     {recipe key: candidate values} taken as their grid (default None: nothing to tune)."""
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"a method name is letters, digits, '_' and '-'. You passed: {name!r}")

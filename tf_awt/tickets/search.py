@@ -16,18 +16,18 @@ Each ``train_step`` on a batch :math:`(X, Y)`:
    the optimizer's all-reduce sums the shares' gradients into the exact global gradient. Not a
    per-replica estimate: the kernel distance couples all pairs of examples, and a block-diagonal
    estimate would change the objective with the number of replicas;
-4. if the :class:`~tf_awt.AWTSchedule` says so (every ``update_every`` = T_m steps until the
+4. if the :class:`~tf_awt.tickets.pruning_schedule.AWTSchedule` says so (every ``update_every`` = T_m steps until the
    last search step), m = top-k magnitudes of w (global over all prunable kernels by default,
    every layer first keeping as many of its top weights as it has output units; ``scope="layer"``: the density in
    every layer; ``scope="erk"``: at Erdős–Rényi-Kernel layer densities).
 
 **Optimizing the mask itself** (``optimize="scores"``). Algorithm 1 learns w and reads the mask
-off |w|; for a linear model :math:`f(x) = (m \odot w)^	op x` the masked kernel
+off |w|; for a linear model :math:`f(x) = (m \odot w)^\top x` the masked kernel
 :math:`\Theta^s(x, x') = \sum_p m_p x_p x'_p` does not depend on w at all, so the kernel term
 cannot steer the choice of m. The paper's objective (appendix eq. A.5) is a minimization over
 m; with ``optimize="scores"`` every prunable weight gets a real score :math:`s_p` (initialized to
-:math:`|	heta_{0,p}|`, so :math:`m_0` is Algorithm 1's), the student is
-:math:`f(m(s) \odot 	heta_0)` with
+:math:`|\theta_{0,p}|`, so :math:`m_0` is Algorithm 1's), the student is
+:math:`f(m(s) \odot \theta_0)` with
 
 .. math::
 
@@ -36,8 +36,8 @@ m; with ``optimize="scores"`` every prunable weight gets a real score :math:`s_p
 (the exact 0/1 top-k mask of the same ``scope`` forward, the identity backward: a
 straight-through estimator as in edge-popup, Ramanujan et al. 2020, and HYDRA, Sehwag et al.
 2020), and the same loss, target + kernel distance, is minimized over s. The student kernel is the
-masked MTK :math:`\Theta^s = \sum_p m_p\,\partial_p f(X)\,\partial_p f(	ilde X^s)^	op` evaluated at
-:math:`m \odot 	heta_0`; it depends on m both through the factor :math:`m_p` and through the
+masked MTK :math:`\Theta^s = \sum_p m_p\,\partial_p f(X)\,\partial_p f(\tilde X^s)^\top` evaluated at
+:math:`m \odot \theta_0`; it depends on m both through the factor :math:`m_p` and through the
 evaluation point, so the kernel distance's gradient reaches every score, kept or pruned. The mask
 is re-derived from s at every step (``update_every`` applies to ``optimize="weights"``); w stays
 at θ0. The scores' gradient is divided by its root mean square over all scores before the
@@ -77,17 +77,14 @@ from tf_awt.engine.kernel import mixed_tangent_kernel_fn
 from tf_awt.engine.kernel_sketch import draw_probes, sketch_distance, tangent_products_fn
 from tf_awt.tickets.pruning_schedule import AWTSchedule
 from tf_awt.tickets.ticket import Ticket
-
-__all__ = ["SearchConfig", "TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "METHODS",
-           "prunable_layer_names"]
-
-from tf_awt.tickets.methods import METHODS  # noqa: E402,F401  (the built-in methods, for compatibility)
-from tf_awt.paper import SEARCH_METHODS  # noqa: E402
-from tf_awt.tickets.search_config import KERNELS, SearchConfig  # noqa: E402,F401  (validated without TensorFlow)
+from tf_awt.paper import SEARCH_METHODS
+from tf_awt.tickets.search_config import SearchConfig  # its own module: validated without TensorFlow
 from tf_awt.keras3 import as_tf_keras
-from tf_awt.tickets.methods import FindOptions, get_method
+from tf_awt.tickets.methods import FindOptions, get_method, method_names
 from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
-from tf_awt.tickets.methods import method_names
+
+__all__ = ["TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "prunable_layer_names"]
+
 REWINDS = ("init", "learned")
 
 

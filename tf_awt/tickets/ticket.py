@@ -1,7 +1,7 @@
 """A ticket: the masks found at initialization, the initialization θ0 itself, and how it was found.
 
 The ticket is ``m ⊙ θ0``: :meth:`Ticket.to_model` rebuilds it as a tfmot-pruned model (masks in
-``PruneLowMagnitude`` wrappers with a frozen :class:`~tf_awt.AWTSchedule`, weights θ0 with pruned
+``PruneLowMagnitude`` wrappers with a frozen :class:`~tf_awt.tickets.pruning_schedule.AWTSchedule`, weights θ0 with pruned
 entries zero), ready for (adversarial) training with ``model.fit`` and ``UpdatePruningStep``.
 
 TensorFlow and tfmot are imported inside the functions that use them, so a ticket file loads and a
