@@ -655,6 +655,7 @@ def test_a_directory_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path, cap
         proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--quiet", "--no-mlflow")
         assert proc.returncode == 2
         assert f"is in use by another tf-awt process (pid {holder.pid}" in proc.stderr
+        assert proc.stderr.strip().endswith("Wait for it to finish, or use another --out directory.")
         assert sorted(os.listdir(out)) == [".tf-awt.lock"]  # nothing written beside the owner's lock
         # ... and refused at once: before TensorFlow's import (≈ 12 s), in a fresh process
         code = ("import sys; from tf_awt.running import cli; "

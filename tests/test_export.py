@@ -44,11 +44,11 @@ def test_a_run_without_a_saved_model_reports_the_same_sizes_and_writes_nothing(t
     x = np.random.default_rng(0).uniform(0, 1, (5, 6, 6, 1)).astype("float32")
     pruned = tf_awt.find_ticket(model, (x, np.arange(5) % 3), density=0.25, method="magnitude").to_model(model)
     weights = model.get_weights()
-    _, written, line = export_run(pruned, str(tmp_path / "a"), (6, 6, 1), weights, ExportConfig(tflite=False))
-    stripped, sizes, line = export_run(pruned, str(tmp_path / "b"), (6, 6, 1), weights,
+    _, written, path = export_run(pruned, str(tmp_path / "a"), (6, 6, 1), weights, ExportConfig(tflite=False))
+    assert path == str(tmp_path / "a" / "saved_model") and os.path.isdir(path)
+    stripped, sizes, path = export_run(pruned, str(tmp_path / "b"), (6, 6, 1), weights,
                                        ExportConfig(saved_model=False, tflite=False))
-    assert sizes == written and not os.path.exists(tmp_path / "b")
-    assert "no SavedModel (export.saved_model: false)" in line
+    assert sizes == written and path is None and not os.path.exists(tmp_path / "b")
     np.testing.assert_allclose(stripped(x).numpy(), pruned(x).numpy(), atol=1e-6)
 
 

@@ -287,3 +287,16 @@ def test_sigkill_mid_training_then_rerun_continues_the_same_mlflow_run(tmp_path,
 
     again = tf_awt_main(capsys, "run", recipe_path, "--quiet", "--out", out)
     assert again.returncode == 0 and "finished run" in again.stderr
+
+
+def test_a_corrupt_checkpoint_is_one_cli_line_that_names_the_directory_and_force(tmp_path, capsys):
+    """The library's CheckpointError names the directory to delete; the command line adds its own way out."""
+    recipe, out = tiny_recipe(tmp_path), tmp_path / "run"
+    (out / "checkpoints" / "search").mkdir(parents=True)
+    (out / "checkpoints" / "search" / "state.json").write_text("{not json")
+    proc = tf_awt_main(capsys, "search", recipe, "--out", str(out), "--quiet")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("tf-awt: error: checkpoint state ") and "is corrupt" in line
+    assert line.endswith(f"Delete {out / 'checkpoints' / 'search'} to start this phase over, or rerun with --force.")
+    assert tf_awt_main(capsys, "search", recipe, "--out", str(out), "--quiet", "--force").returncode == 0

@@ -14,6 +14,8 @@ import tempfile
 
 import numpy as np
 
+from tf_awt.errors import DirectoryBusy
+
 
 def process_umask() -> int:
     """The process umask, read without changing it where /proc allows (else set and restored)."""
@@ -130,8 +132,8 @@ class DirectoryLock:
             except FileExistsError:
                 owner = self._owner()
                 if owner is not None and owner != os.getpid() and _alive(owner):
-                    raise ValueError(f"{self.directory} is in use by another tf-awt process (pid {owner}, lock file "
-                                     f"{self.path}). Wait for it to finish, or use another --out directory.") from None
+                    raise DirectoryBusy(f"{self.directory} is in use by another tf-awt process (pid {owner}, lock file "
+                                        f"{self.path}). Wait for it to finish", self.directory, owner) from None
                 self.took_over = owner or -1
                 try:
                     os.remove(self.path)  # stale: its owner is gone

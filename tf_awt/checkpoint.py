@@ -34,6 +34,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 from tf_awt._files import atomic_write_json
+from tf_awt.errors import CheckpointError
 
 __all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "completed_epochs", "fingerprint"]
 
@@ -106,11 +107,11 @@ class PhaseCheckpoint:
                 raise ValueError("not a mapping")
             fields = (state["format"], state["fingerprint"], int(state["epoch"]), state["checkpoint"])
         except (OSError, ValueError, KeyError, TypeError) as err:
-            raise ValueError(f"checkpoint state {self.state_path} is corrupt ({err}). Delete {self.directory} to start "
-                             "this phase over, or rerun with --force.") from None
+            raise CheckpointError(f"checkpoint state {self.state_path} is corrupt ({err}). Delete {self.directory} to "
+                                  "start this phase over", self.directory) from None
         if fields[0] != _FORMAT or fields[1] != self.fingerprint:
-            raise ValueError(f"checkpoint {self.state_path} belongs to another run (its recipe or phase differs from this "
-                             f"one). Use another --out directory, or rerun with --force to discard it.")
+            raise CheckpointError(f"checkpoint {self.state_path} belongs to another run (its recipe or phase differs from "
+                                  "this one)", self.directory, other_run=True)
         return state
 
     def restore(self) -> Optional[Dict[str, Any]]:
@@ -128,8 +129,8 @@ class PhaseCheckpoint:
             status.assert_existing_objects_matched()
         except Exception as err:  # OpError, IndexError (truncated data), AssertionError (mismatch), ...
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"checkpoint {prefix} is corrupt or does not fit this model ({first}). Delete "
-                             f"{self.directory} to start this phase over, or rerun with --force.") from None
+            raise CheckpointError(f"checkpoint {prefix} is corrupt or does not fit this model ({first}). Delete "
+                                  f"{self.directory} to start this phase over", self.directory) from None
         return state
 
     def save(self, epoch: int, extra: Optional[Dict[str, Any]] = None) -> str:

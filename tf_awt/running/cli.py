@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Optional
 
-from tf_awt.errors import TrainingCollapsed
+from tf_awt.errors import CheckpointError, DirectoryBusy, TrainingCollapsed
 
 EXIT_COLLAPSED = 3
 """``tf-awt run``'s exit code when training collapsed and the recipe sets ``train.fail_on_collapse``."""
@@ -481,6 +481,16 @@ def error_message(err: BaseException) -> str:
     return type(err).__name__
 
 
+def _what_to_do(err: BaseException) -> str:
+    """The command line's advice for a library error that names none (its options are the CLI's)."""
+    if isinstance(err, CheckpointError):
+        return (". Use another --out directory, or rerun with --force to discard it." if err.other_run else
+                ", or rerun with --force.")
+    if isinstance(err, DirectoryBusy):
+        return ", or use another --out directory."
+    return ""
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
@@ -497,7 +507,7 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, ImportError) as err:
         if debug:
             traceback.print_exc()
-        print(f"tf-awt: error: {error_message(err)}", file=sys.stderr)
+        print(f"tf-awt: error: {error_message(err)}{_what_to_do(err)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:  # anything unexpected: still one line unless --debug
         if debug:

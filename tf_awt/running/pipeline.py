@@ -72,8 +72,10 @@ class Run:
         """CPU seconds of each phase (every thread of this process: on two busy cores about 2× the wall time)."""
 
     def _resuming(self, phase: str, epochs: int, batch_size: int):
-        """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase continues."""
-
+        """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase
+        continues. ``force``: the phase's checkpoint is discarded first (a single-phase command starts over)."""
+        if self.force:
+            self.directory.drop_checkpoint(phase)
         directory, first = self.directory.resume_point(phase, epochs)
         if first:
             self.log(f"{phase}: resuming after epoch {first} of {epochs} ({directory})")
@@ -157,11 +159,11 @@ class Run:
         c0 = time.process_time()
         t0 = time.time()
         model = model if model is not None else self.trained_model(distributed=False)[1]
-        stripped, sizes, line = export.export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
+        stripped, sizes, path = export.export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
                                            self.recipe.export)
         self.timings["export"] = time.time() - t0
         self.cpu_seconds["export"] = time.process_time() - c0
-        self.log(line)
+        self.log(report.export_line(path, sizes))
         return stripped, sizes
 
     # ------------------------------------------------------------------ everything

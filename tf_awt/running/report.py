@@ -81,6 +81,14 @@ def evaluation_line(recipe, result, seconds: float) -> str:
             f"({result.attack_label}, eps {recipe.attack.eps:g}, {result.num_examples} examples, {seconds:.0f} s)")
 
 
+def export_line(path: Optional[str], sizes: dict) -> str:
+    """The export's log line: where the SavedModel went and the sizes written."""
+    extra = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"),
+                                                                   ("keras3_bytes", "model.keras")) if key in sizes)
+    return (f"export: {path or 'no SavedModel (export.saved_model: false)'} (weights gzip: dense "
+            f"{sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
+
+
 def attacks_note(summaries) -> str:
     """The line under a table that says which attacks its robust accuracies are the worst case of
     (a summary written before the attacks were recorded counts as PGD-only)."""

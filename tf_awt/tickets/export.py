@@ -195,8 +195,8 @@ def export_run(model, directory: str, input_shape: tuple, dense_weights, config=
     its :class:`~tf_awt.adversarial.phase_config.ExportConfig` says (default ``ExportConfig()``: the first two).
 
     Returns (the stripped model, sizes in bytes: ``raw_bytes``, ``dense_gzip_bytes`` of
-    ``dense_weights``, ``sparse_gzip_bytes``, and ``tflite_bytes``/``keras3_bytes`` when written, a
-    one-line report)."""
+    ``dense_weights``, ``sparse_gzip_bytes``, and ``tflite_bytes``/``keras3_bytes`` when written,
+    the SavedModel's path or None)."""
     from tf_awt.adversarial.phase_config import ExportConfig
 
     config = config if config is not None else ExportConfig()
@@ -213,8 +213,4 @@ def export_run(model, directory: str, input_shape: tuple, dense_weights, config=
                                               input_shape=input_shape)
     if config.keras3:
         sizes["keras3_bytes"] = export_keras3(result.model, os.path.join(directory, "model.keras"))
-    extra = "".join(f", {name} {sizes[key]:,} B" for key, name in (("tflite_bytes", "model.tflite"),
-                                                                   ("keras3_bytes", "model.keras")) if key in sizes)
-    line = (f"export: {result.path or 'no SavedModel (export.saved_model: false)'} (weights gzip: dense {sizes['dense_gzip_bytes']:,} B, "
-            f"sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
-    return result.model, sizes, line
+    return result.model, sizes, result.path
