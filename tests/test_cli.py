@@ -319,7 +319,7 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
     x = np.load(str(tmp / "tiny.npz"))["x"][:4]
     np.save(str(tmp / "x.npy"), x)
     expected = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
-    from tf_awt import tflite_predict  # the sparse TFLite file answers like the SavedModel, at any batch size
+    from tf_awt.tickets.export import tflite_predict  # the sparse TFLite file answers like the SavedModel, at any batch size
 
     for batch in (1, 4):
         np.testing.assert_allclose(tflite_predict(os.path.join(out, "model.tflite"), x[:batch]), expected[:batch], atol=1e-5)

@@ -118,6 +118,32 @@ def test_the_public_api_is_the_documented_front_door_and_nothing_else():
         assert not hasattr(tf_awt, private), private
 
 
+def _callers():
+    """Every Python file outside the package that a user or CI runs: tests, benchmarks, experiments."""
+    root = os.path.dirname(PACKAGE)
+    for top in ("tests", "benchmarks", "experiments"):
+        for folder, _, files in os.walk(os.path.join(root, top)):
+            yield from (os.path.join(folder, n) for n in files if n.endswith(".py"))
+
+
+def test_every_caller_uses_names_the_package_has():
+    """A name imported from ``tf_awt`` (or read as ``tf_awt.name``) by a test, a benchmark or an
+    experiment exists: a name dropped from the front door fails here, not in a slow CLI test."""
+    import importlib
+
+    missing = []
+    for path in _callers():
+        for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "tf_awt" and node.level == 0:
+                module = importlib.import_module(node.module)
+                missing += [(path, f"{node.module}.{a.name}") for a in node.names
+                            if not hasattr(module, a.name) and f"{node.module}.{a.name}" not in _modules()]
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "tf_awt" \
+                    and not hasattr(tf_awt, node.attr):
+                missing.append((path, f"tf_awt.{node.attr}"))
+    assert missing == []
+
+
 def test_no_old_module_path_and_no_compatibility_shim():
     """The modules live in their layer only: ``tf_awt.search`` (an earlier path) is an ordinary
     ModuleNotFoundError, and no module keeps a finder or re-exports "for compatibility"."""

@@ -26,9 +26,7 @@ verdict as its description) and a child run per cell.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
@@ -36,8 +34,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from tf_awt import _validate
-from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt._files import atomic_write_json
 from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
+from tf_awt.running.grid import mean_std, pyplot, read_summary, write_csv, write_markdown
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
 from tf_awt.running.report import attacks_note
@@ -130,8 +129,7 @@ def _cell(recipe, method, settings, density, seed, split, out, name, recipe_name
 
 
 def _summary(cell: Cell) -> dict:
-    with open(os.path.join(cell.out, "summary.json"), encoding="utf-8") as fh:
-        return json.load(fh)
+    return read_summary(cell.out)
 
 
 def _check_state(out: str, spec: dict) -> dict:
@@ -251,11 +249,12 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
     rows = []
     for method in methods:
         found = [_summary(finals[method, s]) for s in range(seeds)]
-        nat = np.array([f["natural_accuracy"] for f in found])
-        rob = np.array([f["robust_accuracy"] for f in found])
-        rows.append({"method": method, "seeds": seeds, "natural_mean": float(nat.mean()), "natural_std": float(nat.std()),
-                     "robust_mean": float(rob.mean()), "robust_std": float(rob.std()), "density": float(found[0]["density"]),
-                     "collapsed": sum(bool(f.get("collapsed")) for f in found), "robust": rob.tolist(), "natural": nat.tolist(),
+        (nat_mean, nat_std), (rob_mean, rob_std) = mean_std(found, "natural_accuracy"), mean_std(found, "robust_accuracy")
+        rows.append({"method": method, "seeds": seeds, "natural_mean": nat_mean, "natural_std": nat_std,
+                     "robust_mean": rob_mean, "robust_std": rob_std, "density": float(found[0]["density"]),
+                     "collapsed": sum(bool(f.get("collapsed")) for f in found),
+                     "robust": [float(f["robust_accuracy"]) for f in found],
+                     "natural": [float(f["natural_accuracy"]) for f in found],
                      "robust_accuracy_attacks": attacks_note(found), **_costs(found)})
     tickets = [r for r in rows if get_method(r["method"]).prunes] or rows
     best = max(tickets, key=lambda r: (r["robust_mean"], r["natural_mean"]))
@@ -349,7 +348,7 @@ def _note(rows) -> str:
 
 def _write_outputs(out, selection, chosen, final, verdict) -> None:
     fields = ("method", "try", "settings", "seeds", "natural", "robust", "natural_mean", "robust_mean", "collapsed", "chosen")
-    _csv(os.path.join(out, "selection.csv"), fields, selection)
+    write_csv(os.path.join(out, "selection.csv"), fields, selection)
     lines = ["| method | try | settings | validation natural (per seed) | validation robust (per seed) | mean robust | chosen |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in selection:
@@ -360,10 +359,10 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
         lines.append(f"| {r['method']} | {r['try']} | {r['settings']} | {per('natural')} | {per('robust')} | "
                      f"{r['robust_mean']:.3f} | {'**yes**' if r['chosen'] else ''} |")
     lines += ["", _note(selection)]
-    atomic_write_bytes(os.path.join(out, "selection.md"), ("\n".join(lines) + "\n").encode())
+    write_markdown(os.path.join(out, "selection.md"), lines)
     fields = ("method", "seeds", "density", "natural_mean", "natural_std", "robust_mean", "robust_std", "gap_to_best",
               "exceeds_spread", "collapsed", "natural", "robust", "cost_mean", "cost_std", "cpu_mean", "evaluate_seconds_mean")
-    _csv(os.path.join(out, "final.csv"), fields, final)
+    write_csv(os.path.join(out, "final.csv"), fields, final)
     lines = ["| method | chosen try | seeds | density | natural | robust | robust gap to the best | exceeds the spread | "
              "search + training (s per seed) | collapsed |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -374,25 +373,13 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
                      f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | "
                      f"{r['cost_mean']:.0f} ± {r['cost_std']:.0f} | {r['collapsed']} of {r['seeds']} |")
     lines += ["", _note(final)]
-    atomic_write_bytes(os.path.join(out, "final.md"), ("\n".join(lines) + "\n").encode())
-    atomic_write_bytes(os.path.join(out, "verdict.md"), (verdict + "\n").encode())
+    write_markdown(os.path.join(out, "final.md"), lines)
+    write_markdown(os.path.join(out, "verdict.md"), [verdict])
     _plot(out, selection, final)
 
 
-def _csv(path, fields, rows) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows([{k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()} for r in rows])
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
 def _plot(out, selection, final) -> None:
-    import matplotlib  # only when plotting, with the file backend chosen before pyplot loads
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax_select, ax_final) = plt.subplots(1, 2, figsize=(10, 4))
     colors = {r["method"]: f"C{i % 10}" for i, r in enumerate(final)}
     for r in selection:

@@ -33,6 +33,7 @@ from tf_awt.running import plots, report
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.run_directory import RunDirectory
 from tf_awt.running.run_inputs import RunInputs
+from tf_awt.running.grid import run_name_of
 from tf_awt.running.tracking import NullTracker, log_history, record_run
 from tf_awt.tickets import export, search
 from tf_awt.tickets.methods import get_method
@@ -180,8 +181,7 @@ class Run:
         self.directory.write_recipe()
         fresh = not state.get("mlflow_run_id")
         self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"),
-                           run_name=f"{self.recipe_name or 'recipe'}-{self.recipe.method}-d{self.recipe.density:g}-s{self.recipe.seed}"
-                                    f"-{os.path.basename(os.path.abspath(self.out))}")
+                           run_name=f"{run_name_of(self.recipe, self.recipe_name)}-{os.path.basename(os.path.abspath(self.out))}")
         state["mlflow_run_id"] = self.tracker.run_id
         if fresh:
             self.tracker.log_training_data(self.inputs.split.x_train, self.inputs.split.y_train, self.recipe.dataset)

@@ -12,18 +12,15 @@ density).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
-import numpy as np
-
 from tf_awt import _validate
-from tf_awt._files import atomic_write_bytes, atomic_write_json
+from tf_awt._files import atomic_write_json
 from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
+from tf_awt.running.grid import cell_name, mean_std, pyplot, read_summary, write_csv, write_markdown
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.report import attacks_note
@@ -31,16 +28,12 @@ from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
 from tf_awt.tickets.ticket import Ticket
 
-__all__ = ["sweep", "cell_name"]
+__all__ = ["sweep"]
 
 FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "search_seconds",
           "train_seconds", "evaluate_seconds", "cpu_seconds", "cell", "collapsed", "robust_accuracy_attacks")
 """sweep.csv's columns: ``seconds`` is the cell's wall time, ``*_seconds`` each phase's, ``cpu_seconds``
 the CPU time of every phase (empty for a cell run before it was recorded)."""
-
-
-def cell_name(method: str, density: float, seed: int) -> str:
-    return f"{method}-d{density:g}-s{seed}"
 
 
 def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
@@ -78,7 +71,10 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     workers = check_parallel(workers, address)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
-    state = json.load(open(state_path)) if os.path.exists(state_path) else {}
+    state = {}
+    if os.path.exists(state_path):
+        with open(state_path, encoding="utf-8") as fh:
+            state = json.load(fh)
     parent = Tracker() if track else NullTracker()
     state["parent_run_id"] = parent.start_parent(
         f"sweep-{recipe_name or 'recipe'}", {"sweep.methods": ",".join(methods), "sweep.densities": ",".join(map(str, densities)),
@@ -93,7 +89,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
                   progress=progress)
         for method, density, seed in grid:
             name = cell_name(method, density, seed)
-            s = json.load(open(os.path.join(out, "cells", name, "summary.json")))
+            s = read_summary(os.path.join(out, "cells", name))
             rows.append({"method": method, "density": density, "seed": seed, "natural_accuracy": s["natural_accuracy"],
                          "robust_accuracy": s["robust_accuracy"], "achieved_density": s["density"],
                          "seconds": round(sum(s["phase_seconds"].values()), 1), **phase_costs(s), "cell": name,
@@ -122,37 +118,28 @@ def summarize(rows: List[dict]) -> List[dict]:
         groups.setdefault((r["method"], r["density"]), []).append(r)
     out = []
     for (method, density), items in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
-        nat = np.array([i["natural_accuracy"] for i in items])
-        rob = np.array([i["robust_accuracy"] for i in items])
-        out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat.mean(),
-                    "natural_std": nat.std(), "robust_mean": rob.mean(), "robust_std": rob.std(),
+        (nat_mean, nat_std), (rob_mean, rob_std) = mean_std(items, "natural_accuracy"), mean_std(items, "robust_accuracy")
+        out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat_mean,
+                    "natural_std": nat_std, "robust_mean": rob_mean, "robust_std": rob_std,
                     "collapsed": sum(bool(i.get("collapsed")) for i in items),
-                    "cost_mean": float(np.mean([i.get("search_seconds", 0) + i.get("train_seconds", 0) for i in items]))})
+                    "cost_mean": sum(i.get("search_seconds", 0) + i.get("train_seconds", 0) for i in items) / len(items)})
     return out
 
 
 def _write_outputs(out: str, rows: List[dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(os.path.join(out, "sweep.csv"), buf.getvalue().encode())
+    write_csv(os.path.join(out, "sweep.csv"), FIELDS, rows)
     lines = ["| method | density | seeds | natural accuracy | robust accuracy | search + training (s, mean) | collapsed |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in summarize(rows):
         lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
                      f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['cost_mean']:.0f} | {s['collapsed']} of {s['seeds']} |")
     lines += ["", attacks_note(rows)]
-    atomic_write_bytes(os.path.join(out, "sweep.md"), ("\n".join(lines) + "\n").encode())
+    write_markdown(os.path.join(out, "sweep.md"), lines)
     _plots(out, rows)
 
 
 def _plots(out: str, rows: List[dict]) -> None:
-    import matplotlib  # only when plotting, and with the file backend chosen before pyplot loads
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     stats = summarize(rows)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
     for ax, key in zip(axes, ("natural", "robust")):

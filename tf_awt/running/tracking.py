@@ -15,6 +15,8 @@ import urllib.error
 import urllib.request
 from typing import Dict, Optional
 
+from tf_awt.running import grid
+
 __all__ = ["Tracker", "NullTracker", "check_server", "record_run", "log_history"]
 
 
@@ -108,7 +110,7 @@ class Tracker:
                                  "Use the tracking URI the run started with, or --force to start over.") from None
             self.run_id = run.info.run_id
             return self.run_id
-        run = mlflow.start_run(run_name=run_name or f"{recipe_name or 'recipe'}-{recipe.method}-d{recipe.density:g}-s{recipe.seed}",
+        run = mlflow.start_run(run_name=run_name or grid.run_name_of(recipe, recipe_name),
                                nested=self.nested, parent_run_id=self.parent_run_id)
         self.run_id = run.info.run_id
         mlflow.log_params({k: ("null" if v is None else v) for k, v in recipe.flat().items()})
@@ -212,43 +214,20 @@ def _training_experiment(experiment) -> None:
         mlflow.set_experiment_tag(_EXPERIMENT_KIND, "custom_model_development")
 
 
-class NullTracker:
-    """A :class:`Tracker` that records nothing (runs without MLflow): the same methods, doing nothing,
-    so a caller never asks whether it tracks. ``run_id`` and ``registered_uri`` stay None."""
+class NullTracker(Tracker):
+    """A :class:`Tracker` that records nothing (runs without MLflow): every public method of
+    :class:`Tracker` is there and does nothing, so a caller never asks whether it tracks.
+    ``run_id`` and ``registered_uri`` stay None."""
 
-    run_id: Optional[str] = None
-    registered_uri: Optional[str] = None
 
-    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> None:
-        return None
+def _does_nothing(*args, **kwargs) -> None:
+    return None
 
-    def start_parent(self, name: str, params: Dict[str, object], run_id: Optional[str] = None) -> None:
-        return None
 
-    def end_all(self) -> None:
-        pass
-
-    def log_metrics(self, metrics: Dict[str, float], step: Optional[int] = None) -> None:
-        pass
-
-    def set_tags(self, tags: Dict[str, str]) -> None:
-        pass
-
-    def log_artifact(self, path: str) -> None:
-        pass
-
-    def log_model(self, model, input_example, step: Optional[int] = None, description: str = "",
-                  tags: Optional[Dict[str, str]] = None) -> None:
-        return None
-
-    def log_training_data(self, x, y, name: str) -> None:
-        pass
-
-    def describe(self, text: str) -> None:
-        pass
-
-    def end(self, status: str = "FINISHED") -> None:
-        pass
+for _name, _value in list(vars(Tracker).items()):
+    if callable(_value) and not _name.startswith("_"):
+        setattr(NullTracker, _name, _does_nothing)
+del _name, _value
 
 
 def _serving_requirements():
