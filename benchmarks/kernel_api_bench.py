@@ -3,9 +3,8 @@
     python benchmarks/kernel_api_bench.py [--repeats 5]
 
 Times ``tf_awt.mixed_tangent_kernel(model, x, x_adv)`` (the README's call, compiled and cached on
-the model since issue 15), ``tf.function(mixed_tangent_kernel_fn(model))`` (compiled explicitly by
-the user, the issue's reference), ``mixed_tangent_kernel_fn(model, compiled=False)`` (plain eager,
-what the call was before) and ``mixed_tangent_kernel_fn(model, jit_compile=True)`` (XLA), for the
+the model), ``tf.function(mixed_tangent_kernel_fn(model))`` (compiled explicitly by
+the user: the reference), ``mixed_tangent_kernel_fn(model, compiled=False)`` (plain eager) and ``mixed_tangent_kernel_fn(model, jit_compile=True)`` (XLA), for the
 paper MLP (784-300-100-10) and the paper CNN (``--models mlp,cnn``, default both) at B = 64: the
 dense kernel, and a 5%-masked kernel with the gradient of a kernel distance with respect to the
 weights (the gradient taken outside the call, as a user's training step does). Median of

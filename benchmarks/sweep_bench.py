@@ -1,4 +1,4 @@
-"""Sequential sweep vs its cells on Ray workers (issue 28): the same grid, both ways, in one run.
+"""Sequential sweep vs its cells on Ray workers: the same grid, both ways, in one run.
 
     python benchmarks/sweep_bench.py [--workers 2] [--recipe quickstart] [--out runs/sweep_bench]
 

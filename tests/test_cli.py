@@ -37,7 +37,7 @@ def test_every_bundled_recipe_loads():
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 9
         assert load_recipe(name).search.kernel == "sketch", name
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "fashion-cnn"):
-        # the cheaper preset (issue 36): Square on a stated subset, every other attack on every example
+        # the cheaper preset: Square on a stated subset, every other attack on every example
         recipe = load_recipe(name)
         assert recipe.eval.square_examples in (200, 1000) and recipe.eval.max_examples is None, name
         assert recipe.eval.attacks == ("pgd", "autoattack"), name
@@ -374,7 +374,7 @@ def test_tfds_data_is_read_through_tensorflow_datasets(monkeypatch):
 
 
 @pytest.mark.parametrize("error,message", [
-    # Seen for real (issue 16): tfds' download code imports importlib_resources, which tfds does not declare;
+    # Seen for real: tfds' download code imports importlib_resources, which tfds does not declare;
     # the error used to be reported as a network problem.
     (ModuleNotFoundError("No module named 'importlib_resources'"),
      r"cannot prepare 'mnist': No module named 'importlib_resources'\. Install"),
@@ -433,7 +433,7 @@ def test_unbounded_attack_leaves_the_unit_box():
     assert adv.min() < -5.0 + 1e-3 and np.all(np.linalg.norm(adv - x, axis=1) <= 1.0 + 1e-5)
 
 
-# --------------------------------------------------------------------------- flags through the entry point (issue 29)
+# --------------------------------------------------------------------------- flags through the entry point
 def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
     import mlflow
 

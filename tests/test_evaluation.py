@@ -180,7 +180,7 @@ def test_evaluation_takes_a_list_of_attack_suites():
             tf_awt.evaluate(model, (x, y), attack=attack, attacks=bad)
 
 
-# --------------------------------------------------------------------------- exact aggregation (issue 29)
+# --------------------------------------------------------------------------- exact aggregation
 def _sign_model():
     """logits = (x0 − x1, x1 − x0): class 0 iff x0 > x1; known outcome for any input."""
     inp = tf_keras.Input((2,))

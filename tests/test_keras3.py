@@ -1,4 +1,4 @@
-"""Keras 3 models in (converted to tf_keras at every entry point) and out (issue 16)."""
+"""Keras 3 models in (converted to tf_keras at every entry point) and out."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

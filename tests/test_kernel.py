@@ -315,14 +315,14 @@ def test_nested_feature_extractor_with_image_output_is_structured():
     assert relative_error(theta, reference_kernel(model, x1, x2, masks)) < 1e-5
 
 
-# ---------------------------------------------------------------------------- compiled by default (issue 15)
+# ---------------------------------------------------------------------------- compiled by default
 def test_one_call_api_is_compiled_once_per_signature_and_checks_inputs_eagerly():
     model = make_model("mlp", dtype="float32")
     x1, x2 = inputs_for(model, 4, seed=2), inputs_for(model, 3, seed=3)
     eager = tf_awt.mixed_tangent_kernel_fn(model, compiled=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # TensorFlow's retracing warning would be an error here
-        for i in range(20):  # 20 calls with new values of the same shapes: no retracing (the issue's check)
+        for i in range(20):  # 20 calls with new values of the same shapes: no retracing
             theta = tf_awt.mixed_tangent_kernel(model, x1 + 0.01 * i, x2)
             np.testing.assert_allclose(theta.numpy(), eager(x1 + 0.01 * i, x2).numpy(), rtol=1e-5, atol=1e-6)
     traced = model._tf_awt_kernel_fns[(KernelImplementation.AUTO, "float32")].traced

@@ -1,4 +1,4 @@
-"""The sketched kernel distance (issue 26): unbiased against the float64 brute-force reference, its
+"""The sketched kernel distance: unbiased against the float64 brute-force reference, its
 gradient too, variance ∝ 1/K, and ``search.kernel: sketch`` from the search and the command line."""
 import numpy as np
 import pytest

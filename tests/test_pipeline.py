@@ -1,4 +1,4 @@
-"""Every recipe key reaches the library call it names (issue 13: one meaning per key)."""
+"""Every recipe key reaches the library call it names, with one meaning per key."""
 import json
 
 import pytest
@@ -83,7 +83,7 @@ def test_every_search_and_train_key_reaches_the_library(tmp_path, spies, capsys)
 
 
 def test_the_papers_conventions_reach_the_library_from_the_cli(tmp_path, spies, monkeypatch, capsys):
-    """Issue 25's keys through ``tf-awt run --set``: student kernel, decay form, allocation, init."""
+    """The paper's conventions through ``tf-awt run --set``: student kernel, decay form, allocation, init."""
     from tf_awt import models
 
     built = {}

@@ -82,6 +82,22 @@ def test_invalid_overrides_through_the_cli_exit_2_and_leave_no_directory(tmp_pat
     assert not out.exists()
 
 
+def test_yaml_1_2_numbers_in_an_override_and_in_a_recipe_file(tmp_path, capsys):
+    """``1e-4`` is a float as in YAML 1.2 (PyYAML's YAML 1.1 reads it as a string), ``2:4`` stays a
+    string (YAML 1.1 reads the base-60 integer 124), ``10`` stays an integer."""
+    recipe = load_recipe("quickstart", ["train.learning_rate=1e-4", "search.learning_rate=2E+3", "search.pattern=2:4", "density=0.5",
+                                        "train.epochs=10"])
+    assert (recipe.train.learning_rate, recipe.search.learning_rate, recipe.search.pattern, recipe.train.epochs) \
+        == (1e-4, 2000.0, "2:4", 10)
+    assert isinstance(recipe.train.epochs, int)
+    path = tmp_path / "r.yaml"
+    path.write_text("dataset: toy-gaussian\nmodel: mlp\ntrain: {learning_rate: 5e-4}\n")
+    assert load_recipe(str(path)).train.learning_rate == 5e-4
+    # through the CLI: 1e-4 is accepted, the next bad value is the one named
+    assert cli.main(["run", "--set", "train.learning_rate=1e-4", "--set", "attack.eps=-1", "--out", str(tmp_path / "o")]) == 2
+    assert "eps must be a number >= 0. You passed: -1.0" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_every_recipe_section_class_round_trips_through_its_config():
     """``from_config(get_config())`` gives the same object for each configuration a recipe is made of,
     with non-default values (JSON-able in between: what a ticket file and MLflow store)."""

@@ -237,7 +237,7 @@ def test_tfmot_callbacks_and_strip_pruning_work_with_the_search(tmp_path):
             assert np.count_nonzero(kernel) == int(ticket.masks[layer.name].sum())
 
 
-# --------------------------------------------------------------------------- issue 25: the paper's conventions
+# --------------------------------------------------------------------------- the paper's conventions
 def _decay_of_first_step(form, weight_decay, density=0.3):
     """The decay term of step 1 as logged (loss − target − weighted kernel) and ‖m0 ⊙ θ0‖²."""
     model = tiny_model()

@@ -1,4 +1,4 @@
-"""N:M structured sparsity (issue 16): the pattern is exact for every method, checked against a NumPy reference."""
+"""N:M structured sparsity: the pattern is exact for every method, checked against a NumPy reference."""
 import json
 
 import numpy as np

@@ -168,6 +168,9 @@ _Loader.yaml_implicit_resolvers = {key: [(tag, regexp) for tag, regexp in resolv
                                    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
                               list("-+0123456789"))
+# YAML 1.2 floats: PyYAML's YAML 1.1 float needs a dot (``1.0e-4``), so ``1e-4`` was the string "1e-4"
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+                              list("-+.0123456789"))
 
 
 def _load_yaml(text):

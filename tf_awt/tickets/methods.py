@@ -141,8 +141,7 @@ _dense = _entry_point(_BUILT_IN["dense"])
 
 
 # ----------------------------------------------------------------- what each built-in method tunes
-# The knobs that matter for each method (issue 25's review of the paper and of the code it builds
-# on, NTT): a comparison draws the same number of tries from each. Absolute values, sized for the
+# The knobs that matter for each method (read off the paper and the code it builds on, NTT): a comparison draws the same number of tries from each. Absolute values, sized for the
 # bundled CPU recipes; `tf-awt compare --space METHOD:KEY=V1,V2` replaces a knob's values.
 SEARCH_SPACE = SearchSpace.grid({
     "search.epochs": (2, 10),  # search length: the paper runs ~190 mask updates, the CPU recipes ~6

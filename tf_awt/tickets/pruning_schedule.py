@@ -5,7 +5,7 @@ weights every ``update_every`` (T_m) steps, from ``begin_step`` up to ``end_step
 step); after that it is frozen. The sparsity is constant: ``1 - density``.
 
 The schedule also plugs into plain ``tfmot.sparsity.keras.prune_low_magnitude``, where tfmot's
-wrappers then prune layer by layer on the same steps. :meth:`AWTSchedule.frozen` never prunes: the
+wrappers then prune layer by layer on the same steps. :meth:`AWTSchedule.frozen_at` never prunes: the
 schedule of a found ticket during adversarial training.
 """
 from __future__ import annotations
