@@ -21,6 +21,8 @@ from __future__ import annotations
 import sys
 from typing import Any, Callable, Dict
 
+from tf_awt import _internals
+
 __all__ = ["is_keras3", "to_tf_keras", "to_keras3", "as_tf_keras", "CONVERTIBLE"]
 
 _DROPPED = ("dtype", "quantization_config", "optional", "kernel_initializer", "bias_initializer", "beta_initializer",
@@ -103,7 +105,7 @@ def to_tf_keras(model):
     layers = [l for l in model.layers if type(l).__name__ != "InputLayer"]
     input_layer = next((l for l in model.layers if type(l).__name__ == "InputLayer"), None)
     x = tf_keras.Input(tuple(model.inputs[0].shape[1:]), name=input_layer.name if input_layer is not None else None)
-    tensors[_history_name(model.inputs[0])] = x
+    tensors[_internals.keras3_history(model.inputs[0])] = x
     for layer in layers:
         if isinstance(layer, _keras3_model_class()):
             raise ValueError(f"layer {layer.name!r} is a nested Keras 3 model; flatten it (or build the model with tf_keras, "
@@ -111,23 +113,18 @@ def to_tf_keras(model):
         class_name = type(layer).__name__
         config = _clean(class_name, layer.get_config())
         converted[layer.name] = tf_keras.layers.deserialize({"class_name": class_name, "config": config})
-        nodes = layer._inbound_nodes
+        nodes = _internals.keras3_inbound_nodes(layer)
         if len(nodes) != 1:
             raise ValueError(f"layer {layer.name!r} is called {len(nodes)} times (shared weights); the conversion supports "
                              "layers called once.")
-        args = [tensors[_history_name(t)] for t in nodes[0].input_tensors]
+        args = [tensors[_internals.keras3_history(t)] for t in nodes[0].input_tensors]
         out = converted[layer.name](args if len(args) > 1 else args[0])
         for t in nodes[0].output_tensors:
-            tensors[_history_name(t)] = out
-    result = tf_keras.Model(x, tensors[_history_name(model.outputs[0])], name=model.name)
+            tensors[_internals.keras3_history(t)] = out
+    result = tf_keras.Model(x, tensors[_internals.keras3_history(model.outputs[0])], name=model.name)
     for layer in layers:
         converted[layer.name].set_weights(layer.get_weights())
     return result
-
-
-def _history_name(tensor) -> tuple:
-    history = tensor._keras_history
-    return (history.operation.name, history.node_index, history.tensor_index)
 
 
 def to_keras3(model):

@@ -27,7 +27,7 @@ from typing import Optional
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _validate
+from tf_awt import _internals, _validate
 from tf_awt.engine import _layers
 from tf_awt._distribute import assign_in_replica
 from tf_awt.engine._masks import sparse_forward
@@ -116,7 +116,7 @@ class AdversarialTrainer(tf_keras.Model):
 
     def _remask(self):
         assign_in_replica([(weight * tf.cast(mask, weight.dtype), weight)
-                            for wrapper in self._wrappers for weight, mask, _ in wrapper.pruning_vars])
+                            for wrapper in self._wrappers for weight, mask, _ in _internals.pruning_vars(wrapper)])
 
     def _update_metrics(self, y, adv_logits, nat_logits):
         self._trackers["loss"].update_state(self._loss(y, adv_logits))  # per-example losses, averaged by Mean

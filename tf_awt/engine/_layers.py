@@ -15,24 +15,20 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import tensorflow as tf
 import tf_keras
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
-
-def _prune_wrapper_class():
-    return pruning_wrapper.PruneLowMagnitude
+from tf_awt import _internals
 
 
 def is_prune_wrapper(layer) -> bool:
     # Avoid importing tfmot for models that never use it: the wrapper class name is unique.
     if type(layer).__name__ != "PruneLowMagnitude":
         return False
-    return isinstance(layer, _prune_wrapper_class())
+    return isinstance(layer, _internals.prune_wrapper_class())
 
 
 def unwrap(layer) -> Tuple[tf_keras.layers.Layer, Optional[tf.Variable]]:
     """Returns ``(inner_layer, wrapper_mask_or_None)`` for a layer that may be a tfmot wrapper."""
     if is_prune_wrapper(layer):
-        masks = [mask for weight, mask, _ in layer.pruning_vars if weight is getattr(layer.layer, "kernel", None)]
+        masks = [mask for weight, mask, _ in _internals.pruning_vars(layer) if weight is getattr(layer.layer, "kernel", None)]
         return layer.layer, (masks[0] if masks else None)
     return layer, None
 
@@ -65,7 +61,7 @@ def kernel_layers(model) -> Dict[str, tf_keras.layers.Layer]:
 
 
 def is_graph_network(model) -> bool:
-    return bool(getattr(model, "_is_graph_network", False)) and len(model.inputs) == 1
+    return _internals.is_graph_network(model) and len(model.inputs) == 1
 
 
 ApplyFn = Callable[[tf_keras.layers.Layer, tuple, dict], tf.Tensor]
@@ -81,12 +77,13 @@ def run_graph(model, x, apply_fn: ApplyFn):
     if not is_graph_network(model):
         raise TypeError(f"{model.name} is not a single-input Functional/Sequential model.")
     tensor_dict = {}
-    usage = model._tensor_usage_count
+    graph = _internals.layer_graph(model)
+    usage = graph.usage
     ref = model.inputs[0]
     x_id = str(id(ref))
     tensor_dict[x_id] = [x] * usage[x_id]
-    for depth in sorted(model._nodes_by_depth.keys(), reverse=True):
-        for node in model._nodes_by_depth[depth]:
+    for depth in sorted(graph.nodes_by_depth.keys(), reverse=True):
+        for node in graph.nodes_by_depth[depth]:
             if node.is_input:
                 continue
             if any(t_id not in tensor_dict for t_id in node.flat_input_ids):
@@ -100,7 +97,7 @@ def run_graph(model, x, apply_fn: ApplyFn):
             for out_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
                 tensor_dict[out_id] = [y] * usage[out_id]
     outputs = [tensor_dict[str(id(t))].pop() for t in model.outputs]
-    return tf.nest.pack_sequence_as(model._nested_outputs, outputs)
+    return tf.nest.pack_sequence_as(graph.nested_outputs, outputs)
 
 
 @contextlib.contextmanager

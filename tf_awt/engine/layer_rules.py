@@ -35,9 +35,8 @@ from typing import Callable, List, Optional, Tuple
 import tensorflow as tf
 import tf_keras
 
+from tf_awt import _internals
 from tf_awt.engine import _contract, _layers
-from tensorflow_model_optimization.python.core.sparsity.keras import prune
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry
 
 __all__ = ["LayerRule", "register_layer_rule", "layer_rule", "prunable_layers", "DENSE_RULE", "CONV2D_RULE",
            "BATCHNORM_RULE"]
@@ -265,12 +264,12 @@ def clone_wrapping(model, names, schedule):
     wrapped = set()
 
     def clone(layer):
-        if _layers.is_model(layer) and (isinstance(layer, tf_keras.Sequential) or getattr(layer, "_is_graph_network", False)):
+        if _layers.is_model(layer) and (isinstance(layer, tf_keras.Sequential) or _internals.is_graph_network(layer)):
             return tf_keras.models.clone_model(layer, clone_function=clone)
         if layer.name in wanted:
             wrapped.add(layer.name)
             make_prunable(layer)
-            return prune.prune_low_magnitude(layer, pruning_schedule=schedule)
+            return _internals.prune_low_magnitude(layer, schedule)
         return layer
 
     out = tf_keras.models.clone_model(model, clone_function=clone)
@@ -286,6 +285,6 @@ def make_prunable(layer) -> None:
     own ``PruneRegistry.make_prunable`` does for built-in layers: a ``get_prunable_weights``)."""
 
     rule = layer_rule(layer)
-    if rule is None or hasattr(layer, "get_prunable_weights") or prune_registry.PruneRegistry.supports(layer):
+    if rule is None or hasattr(layer, "get_prunable_weights") or _internals.registry_supports(layer):
         return
     layer.get_prunable_weights = lambda: [getattr(layer, name) for name in rule.prunable]

@@ -26,6 +26,8 @@ from typing import Iterable, Optional
 
 import numpy as np
 
+from tf_awt import _internals
+
 __all__ = ["export_saved_model", "export_tflite", "export_keras3", "export_run", "ExportResult", "gzip_size", "tflite_predict"]
 
 
@@ -90,12 +92,10 @@ def export_saved_model(model, path: str, input_shape: Optional[tuple] = None) ->
       an :class:`ExportResult`. The signature is ``serving_default(images: float32[None, *input_shape])
       -> {"logits": float32[None, classes]}``.
     """
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
     from tf_awt._files import atomic_directory
 
     input_shape = _input_shape(model, input_shape, "export_saved_model")
-    stripped = prune.strip_pruning(model)
+    stripped = _internals.strip_pruning(model)
     serving_default = _serving_function(stripped, input_shape)
     atomic_directory(path, lambda tmp: stripped.save(tmp, save_format="tf", include_optimizer=False,
                                                      signatures={"serving_default": serving_default}))
@@ -128,12 +128,10 @@ def export_tflite(model, path: str, sparse: bool = True, input_shape: Optional[t
     the interpreter's input) and returns the logits; :func:`tflite_predict` runs it.
     """
     import tensorflow as tf
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
     from tf_awt._files import atomic_write_bytes
 
     input_shape = _input_shape(model, input_shape, "export_tflite")
-    stripped = prune.strip_pruning(model)
+    stripped = _internals.strip_pruning(model)
     function = _serving_function(stripped, input_shape)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()], stripped)
     converter.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else []
@@ -168,14 +166,12 @@ def export_keras3(model, path: str) -> int:
     """
     import tempfile
 
-    from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
     from tf_awt._files import apply_umask
     from tf_awt.keras3 import to_keras3
 
     if not path.endswith(".keras"):
         raise ValueError(f"a Keras 3 file name ends in '.keras'. You passed: {path!r}")
-    converted = to_keras3(prune.strip_pruning(model))
+    converted = to_keras3(_internals.strip_pruning(model))
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".keras")
@@ -203,9 +199,7 @@ def export_run(model, directory: str, input_shape: tuple, dense_weights, config=
     if config.saved_model:
         result = export_saved_model(model, os.path.join(directory, "saved_model"), input_shape)
     else:
-        from tensorflow_model_optimization.python.core.sparsity.keras import prune
-
-        result = _stripped_result(prune.strip_pruning(model), None)
+            result = _stripped_result(_internals.strip_pruning(model), None)
     sizes = {"raw_bytes": result.raw_bytes, "dense_gzip_bytes": gzip_size(dense_weights),
              "sparse_gzip_bytes": result.sparse_gzip_bytes}
     if config.tflite:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tf_keras
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule
+from tf_awt import _internals
 from tf_awt import _validate
 
 __all__ = ["AWTSchedule"]
 
 
 @tf_keras.saving.register_keras_serializable(package="tf_awt")
-class AWTSchedule(pruning_schedule.PruningSchedule):
+class AWTSchedule(_internals.PruningSchedule):
     """Constant sparsity ``1 - density``, mask re-derived every ``update_every`` steps until ``end_step``.
 
     Args:

@@ -66,7 +66,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _validate
+from tf_awt import _internals, _validate
 from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
@@ -202,7 +202,7 @@ class TicketSearch(tf_keras.Model):
     def update_masks(self):
         """m = top-k of the current scores: |w| (Algorithm 1) or s (``optimize="scores"``), by ``config.scope``."""
         new = self._top_k()
-        for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
+        for (_, mask, _), value in zip((_internals.pruning_vars(w)[0] for w in self._wrappers), new):
             mask.assign(tf.cast(value, mask.dtype))
         self.mask_updates.assign_add(1)
         return tf.constant(True)
@@ -211,7 +211,7 @@ class TicketSearch(tf_keras.Model):
         """:meth:`update_masks` when ``should_update``, from replica context (no control flow)."""
         new = self._top_k()
         pairs = []
-        for (_, mask, _), value in zip((w.pruning_vars[0] for w in self._wrappers), new):
+        for (_, mask, _), value in zip((_internals.pruning_vars(w)[0] for w in self._wrappers), new):
             pairs.append((tf.where(should_update, tf.cast(value, mask.dtype), mask), mask))
         pairs.append((self.mask_updates + tf.cast(should_update, tf.int64), self.mask_updates))
         assign_in_replica(pairs)
@@ -298,14 +298,14 @@ class TicketSearch(tf_keras.Model):
             return tf.constant(0.0, dtype)
         scale = c.weight_decay / c.density if c.weight_decay_form == "l2_per_density" else c.weight_decay
         return scale * tf.add_n(
-            [tf.reduce_sum(tf.square(w.layer.kernel * w.pruning_vars[0][1])) for w in self._wrappers])
+            [tf.reduce_sum(tf.square(w.layer.kernel * _internals.pruning_vars(w)[0][1])) for w in self._wrappers])
 
     def _decoupled_decay(self):
         """Algorithm 1 line 5's −β·m⊙w, applied after the optimizer step (``weight_decay_form="decoupled"``)."""
         c = self.config
         if not c.weight_decay or c.weight_decay_form != "decoupled" or self.scores:
             return
-        pairs = [(w.layer.kernel - c.weight_decay * w.layer.kernel * w.pruning_vars[0][1], w.layer.kernel)
+        pairs = [(w.layer.kernel - c.weight_decay * w.layer.kernel * _internals.pruning_vars(w)[0][1], w.layer.kernel)
                  for w in self._wrappers]
         assign_in_replica(pairs)
 
@@ -389,7 +389,7 @@ class TicketSearch(tf_keras.Model):
                 for w in inner[name].weights:
                     w.assign(next(values))
         for wrapper in self._wrappers:
-            weight, mask, _ = wrapper.pruning_vars[0]
+            weight, mask, _ = _internals.pruning_vars(wrapper)[0]
             weight.assign(weight * mask)
 
     def current_masks(self) -> Dict[str, np.ndarray]:
