@@ -79,7 +79,7 @@ def _allocation_tries():
 TRIES = {
     "awt": _search_tries(),
     "cosentino": [
-        ("global-r5-e5", ["search.rounds=5", "search.epochs=5"]),  # section 7's choice
+        ("global-r5-e5", ["search.rounds=5", "search.epochs=5"]),  # section 6's choice
         ("global-r3-e5", ["search.rounds=3", "search.epochs=5"]),
         ("fc-r15-e2", [*FC, "search.rounds=15", "search.epochs=2"]),  # Cosentino et al.'s own rates, 20% / 10%
         ("fc-r15-e1", [*FC, "search.rounds=15", "search.epochs=1"]),
@@ -329,7 +329,7 @@ def _final_cell(out: str, overrides) -> None:
     summary = os.path.join(out, "summary.json")
     if not os.path.exists(_digest_path(out)):
         tf_awt_run(RECIPE, out, overrides)
-    # The tables of docs/results.md section 8 (library at 85de9d5) ran ART's AutoAttack (APGD-CE, APGD-DLR,
+    # The tables of docs/results.md section 7 (library at 85de9d5) ran ART's AutoAttack (APGD-CE, APGD-DLR,
     # Square-1000) here; from issue 36 on it is the native standard AutoAttack, after PGD.
     target = os.path.join(out, "autoattack-200.json")
     if os.path.exists(summary) and not os.path.exists(target):

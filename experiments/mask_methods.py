@@ -2,9 +2,9 @@
 
 Since issue 28 this protocol is one command, ``tf-awt compare`` (tf_awt/running/compare.py,
 docs/distributed.md), with each method's search space declared in the library. This script stays as
-the exact record of docs/results.md section 7, whose commands run it: its three tries per method
+the exact record of docs/results.md section 6, whose commands run it: its three tries per method
 were hand-picked (``awt-scores`` is a separate row), and its final step adds AutoAttack on 200 test
-digits. Rerunning section 7 through ``tf-awt compare`` would be a new experiment with other tries,
+digits. Rerunning section 6 through ``tf-awt compare`` would be a new experiment with other tries,
 not a reproduction. New comparisons: use ``tf-awt compare``.
 
     python experiments/mask_methods.py select [--density 0.036]   # 3 settings per method, validation split, seed 0
@@ -19,7 +19,7 @@ not a reproduction. New comparisons: use ``tf-awt compare``.
         --set attack.eps=0.3 --set attack.step_size=0.075 --set train.step_size=0.075 --set train.epochs=100 \
         --set train.eps_warmup_epochs=10 --families snip,cosentino,...   # ε = 0.3 (section 5's settings)
 
-(Since issue 25 the ``mnist5k-mlp`` recipe's AWT search adds NTT's weight decay; section 7 ran without
+(Since issue 25 the ``mnist5k-mlp`` recipe's AWT search adds NTT's weight decay; section 6 ran without
 it: ``--set search.weight_decay=0`` reproduces it.) Every configuration is one ``tf-awt run mnist5k-mlp`` (MLP 784-300-100-10, L∞ ε = 0.1, search 2
 epochs, PGD-10 training 10 epochs, PGD-100 × 5 evaluation) into
 ``runs/mask-select/<density>/<name>`` with ``eval.split=validation``: it trains on 80% of mnist-5k's

@@ -1,8 +1,8 @@
-"""The fair run's masked 1.8% allocation at test size (docs/results.md section 10, issue 36).
+"""The fair run's masked 1.8% allocation at test size (docs/results.md section 9, issue 36).
 
     python experiments/masked_allocation.py 1000 30 0.3 200    # training digits, epochs, ε, test digits
 
-For seeds 0 and 1: a magnitude ticket at section 8's AWT layer densities (0.13% / 13% / 51%),
+For seeds 0 and 1: a magnitude ticket at section 7's AWT layer densities (0.13% / 13% / 51%),
 adversarially trained on the first N mnist-5k training digits at ε (PGD-10, step ε/4, ε warm-up
 over a tenth of the epochs), then evaluated on the first test digits twice: the default worst case
 (PGD-20, APGD-CE-20, APGD-T-20, Square-300) and PGD-only. Prints each suite's figure and the warnings.

@@ -34,7 +34,7 @@ def test_every_bundled_recipe_loads():
         assert all(names[name] for name in names)  # one line each
     vgg = load_recipe("cifar10-vgg16")
     assert vgg.search.kernel == "sketch" and vgg.search.probes == 4 and vgg.model == "vgg16"
-    for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 9
+    for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 8
         assert load_recipe(name).search.kernel == "sketch", name
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "fashion-cnn"):
         # the cheaper preset: Square on a stated subset, every other attack on every example
@@ -702,7 +702,7 @@ def test_two_runs_started_at_once_on_one_directory(tmp_path):
 
 
 def test_a_ticket_with_the_fair_runs_masked_allocation_prints_its_worst_case_and_pgd_only_warns(tmp_path, capsys):
-    """The fair run's failure (docs/results.md section 8), at test size: the 1.8% allocation with
+    """The fair run's failure (docs/results.md section 7), at test size: the 1.8% allocation with
     the first layer at the collapse guard's floor (0.13% / 13% / 51%), trained at ε = 0.3 with an ε
     warm-up, on 1,000 real digits. PGD overestimates it; `tf-awt run` prints the worst case, which
     agrees with ART's AutoAttack on the same digits within noise, and warns; a PGD-only

@@ -57,6 +57,14 @@ def test_readme_lists_every_bundled_recipe_and_where_mlflow_stores_runs():
     assert "`./mlflow.db` and `./mlruns/`" in text and "run.json" in text
 
 
+def test_the_readme_is_a_front_door():
+    """The quick start within the first 30 lines, and every document it links to exists."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    assert text.splitlines().index("## Quick start") < 30
+    for link in set(re.findall(r"\]\(((?:docs|serving)/[^)#]+)", text)):
+        assert os.path.exists(os.path.join(ROOT, link)), link
+
+
 def test_without_quiet_the_same_shell_shows_tensorflow_log_lines(tmp_path):
     """The control of the README tests' empty stderr: the first example's imports without
     ``tf_awt.quiet()`` print TensorFlow's log lines in the same clean shell, so the silence there is

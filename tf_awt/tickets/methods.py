@@ -157,7 +157,7 @@ ITERATIVE_SPACE = SearchSpace.grid({
     "search.rounds": (3, 5, 15),  # Cosentino et al. prune 20% / 10% a round: 15 rounds to 3.6%
     "search.epochs": (1, 2, 5),  # adversarial training per round
     "search.scope": ("global", "frankle_carbin"),
-    "search.eps_warmup_epochs": (0.0, 1.0),  # rounds at large ε collapse without it (results.md section 7)
+    "search.eps_warmup_epochs": (0.0, 1.0),  # rounds at large ε collapse without it (results.md section 6)
 })
 
 for _name, _text in (("awt", "Algorithm 1: the student keeps the dense net's adversarial training dynamics"),

@@ -85,7 +85,7 @@ class SearchConfig:
       eps_warmup_epochs: for ``method="cosentino"``: every round's adversarial training ramps ε
         (and the PGD step) up over this many epochs (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`; default 0:
         full ε from the first step). At large ε (0.3 on MNIST) rounds without it collapse, and
-        magnitudes of a collapsed network choose nothing (docs/results.md section 7).
+        magnitudes of a collapsed network choose nothing (docs/results.md section 6).
       reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
         masks reproduce: a method name (default "awt", searched with these same settings) or the
         path of a saved ticket (.npz). Ignored by other methods.
