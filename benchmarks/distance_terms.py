@@ -22,7 +22,8 @@ def main(argv=None):
     import tf_keras
 
     import tf_awt
-    from tf_awt.tickets.search import TicketSearch, TicketSearchCallback
+    from tf_awt.tickets.search import TicketSearch
+    from tf_awt.tickets.search_callback import TicketSearchCallback
 
     split = tf_awt.data.load("mnist-5k")
     ds = tf.data.Dataset.from_tensor_slices((split.x_train, split.y_train)).batch(64).take(args.steps)

@@ -50,7 +50,8 @@ def main(argv=None):
     import tf_awt
     from tf_awt.adversarial.training import AdversarialTrainer
     from tf_awt.engine.distances import target_distance
-    from tf_awt.tickets.search import TicketSearch, TicketSearchCallback, search_optimizer
+    from tf_awt.tickets.search import TicketSearch, search_optimizer
+    from tf_awt.tickets.search_callback import TicketSearchCallback
 
     split = tf_awt.data.load("mnist-5k")
     x = tf.constant(split.x_train[:64])

@@ -7,7 +7,8 @@ import tf_keras
 import tf_awt
 from tf_awt.tickets import _selection
 from tf_awt.engine.distances import kernel_distance
-from tf_awt.tickets.search import search_optimizer, TicketSearch, TicketSearchCallback
+from tf_awt.tickets.search import search_optimizer, TicketSearch
+from tf_awt.tickets.search_callback import TicketSearchCallback
 
 from conftest import ATTACK, tiny_data, tiny_model, total_prunable
 from tf_awt.engine.distances import target_distance

@@ -35,9 +35,9 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "find_ticket": "tf_awt.tickets.search",
+    "find_ticket": "tf_awt.tickets.find",
     "TicketSearch": "tf_awt.tickets.search",
-    "TicketSearchCallback": "tf_awt.tickets.search",
+    "TicketSearchCallback": "tf_awt.tickets.search_callback",
     "SearchConfig": "tf_awt.tickets.search_config",
     "Ticket": "tf_awt.tickets.ticket",
     "register_method": "tf_awt.tickets.methods",

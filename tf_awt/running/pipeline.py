@@ -35,7 +35,7 @@ from tf_awt.running.run_directory import RunDirectory
 from tf_awt.running.run_inputs import RunInputs
 from tf_awt.running.grid import run_name_of
 from tf_awt.running.tracking import NullTracker, log_history, record_run
-from tf_awt.tickets import export, search
+from tf_awt.tickets import export, find
 from tf_awt.tickets.methods import get_method
 from tf_awt.tickets.ticket import Ticket
 
@@ -92,7 +92,7 @@ class Run:
             config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
             epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
             directory, progress = self._resuming("search", epochs, config.batch_size)
-            ticket = search.find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
+            ticket = find.find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
                                  callbacks=progress, checkpoint_dir=directory)
         ticket.save(self.path("ticket.npz"))
         self.directory.drop_checkpoint("search")

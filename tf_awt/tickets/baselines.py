@@ -30,7 +30,7 @@ import tf_keras
 from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
 from tf_awt import _validate
-from tf_awt.tickets.search import reference_ticket
+from tf_awt.tickets.find import reference_ticket
 
 __all__ = ["one_shot_masks", "layerwise_shuffle", "find_one_shot", "find_layerwise_shuffle"]
 

@@ -111,7 +111,7 @@ def get_method(name: str) -> TicketMethod:
 # Named by "module:function" and imported on first use, like package entry points: this module stays
 # free of TensorFlow and below every implementation in the import graph (no cycle).
 _BUILT_IN = {
-    "search": "tf_awt.tickets.search:run_search",
+    "search": "tf_awt.tickets.find:run_search",
     "one_shot": "tf_awt.tickets.baselines:find_one_shot",
     "layerwise_shuffle": "tf_awt.tickets.baselines:find_layerwise_shuffle",
     "iterative": "tf_awt.tickets.iterative:find_iterative",

@@ -47,9 +47,9 @@ which keeps the ranking of |θ0| and cannot bring in a weight that starts far be
 normalized gradient keeps the gradients' relative sizes, and the learning rate is the root mean
 square of one step's change in the scores whatever the loss's scale.
 
-:class:`TicketSearchCallback` records both distances per step and, at the end, rewinds the
-student to θ0 keeping the masks, so the student *is* the ticket. :func:`find_ticket` is the
-functional entry point, which also runs the one-shot baselines (:mod:`tf_awt.tickets.baselines`).
+:class:`~tf_awt.tickets.search_callback.TicketSearchCallback` records both distances per step and,
+at the end, rewinds the student to θ0 keeping the masks, so the student *is* the ticket.
+:func:`~tf_awt.tickets.find.find_ticket` is the functional entry point for every method.
 
 Weighting: eq. (13) writes γ²/N² with γ = 1e-3 (``normalization="per_example"``,
 ``kernel_weight=None`` → γ² = 1e-6). NTT's public code weighs the kernel distance by 1e-3
@@ -58,20 +58,18 @@ unsquared and averages both distances over their entries (``normalization="per_e
 """
 from __future__ import annotations
 
-import dataclasses
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from tf_awt import _internals, _validate
+from tf_awt import _internals
 from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt.engine._masks import resolve_masks, sparse_forward
-from tf_awt.adversarial.attacks import Attack, pgd
+from tf_awt.adversarial.attacks import pgd
 from tf_awt.engine.distances import kernel_distance, target_distance
 from tf_awt.engine.kernel import mixed_tangent_kernel_fn
 from tf_awt.engine.kernel_sketch import draw_probes, sketch_distance, tangent_products_fn
@@ -80,10 +78,8 @@ from tf_awt.tickets.ticket import Ticket
 from tf_awt.paper import SEARCH_METHODS
 from tf_awt.tickets.search_config import SearchConfig  # its own module: validated without TensorFlow
 from tf_awt.keras3 import as_tf_keras
-from tf_awt.tickets.methods import FindOptions, get_method, method_names
-from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
 
-__all__ = ["TicketSearch", "TicketSearchCallback", "find_ticket", "search_optimizer", "prunable_layer_names"]
+__all__ = ["TicketSearch", "search_optimizer", "prunable_layer_names", "check_model", "REWINDS"]
 
 REWINDS = ("init", "learned")
 
@@ -100,7 +96,7 @@ def prunable_layer_names(model) -> List[str]:
     return names
 
 
-def _check_model(model):
+def check_model(model):
     """``model`` as a built tf_keras model (a Keras 3 model is converted: :mod:`tf_awt.keras3`)."""
 
     model = as_tf_keras(model)
@@ -141,7 +137,7 @@ class TicketSearch(tf_keras.Model):
 
     def __init__(self, model, config: SearchConfig, steps_per_epoch: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
-        model = _check_model(model)
+        model = check_model(model)
         if config.method not in SEARCH_METHODS:
             raise ValueError(f"TicketSearch runs methods 'awt' and 'ntt'. You passed: {config.method!r}")
         self.config = config
@@ -405,182 +401,3 @@ class TicketSearch(tf_keras.Model):
             config=self.config.get_config(),
             learned_weights=learned,
         )
-
-
-class TicketSearchCallback(tf_keras.callbacks.Callback):
-    """Records the search's distances per step; at the end rewinds the student (the ticket).
-
-    Args:
-      rewind: "init" (default: θ0 ⊙ m, the paper) or "learned" (learned weights ⊙ m); None
-        leaves the student as it is.
-      log_dir: if given (default None), per-step scalars are written there as TensorBoard
-        summaries (``search/target_distance``, ``search/kernel_distance``, ...).
-
-    Attributes:
-      history: dict of lists: "step", "loss", "target_distance", "kernel_distance",
-        "weighted_kernel_distance", "mask_updates" (one entry per training step).
-    """
-
-    def __init__(self, rewind: Optional[str] = "init", log_dir: Optional[str] = None):
-        super().__init__()
-        if rewind is not None and rewind not in REWINDS:
-            raise ValueError(f"rewind must be one of {REWINDS} or None. You passed: {rewind!r}")
-        self.rewind = rewind
-        self.log_dir = log_dir
-        self.history: Dict[str, List[float]] = {}
-        self._writer = None
-
-    def on_train_begin(self, logs=None):
-        if not isinstance(self.model, TicketSearch):
-            raise ValueError(f"TicketSearchCallback needs a TicketSearch model. You passed: {type(self.model).__name__}")
-        self.history = {key: [] for key in ("step", *self.model.step_values, "mask_updates")}
-        self._writer = tf.summary.create_file_writer(self.log_dir) if self.log_dir else None
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.optimizer.iterations.numpy())
-        self.history["step"].append(step)
-        values = {name: float(v.numpy()) for name, v in self.model.step_values.items()}
-        for name, value in values.items():
-            self.history[name].append(value)
-        self.history["mask_updates"].append(int(self.model.mask_updates.numpy()))
-        if self._writer is not None:
-            with self._writer.as_default(step=step):
-                for name, value in values.items():
-                    tf.summary.scalar(f"search/{name}", value)
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.flush()
-        if self.rewind is not None:
-            self.model.rewind(self.rewind)
-
-
-def find_ticket(
-    model,
-    data,
-    density: Optional[float] = None,
-    method: Optional[str] = None,
-    attack: Optional[Attack] = None,
-    epochs: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    callbacks: Sequence[tf_keras.callbacks.Callback] = (),
-    verbose: int = 0,
-    checkpoint_dir: Optional[str] = None,
-    config: Optional[SearchConfig] = None,
-    **settings,
-) -> Ticket:
-    """Finds a ticket of ``model`` at its initialization.
-
-    Args:
-      model: a built tf_keras model at θ0 with logit outputs (not modified).
-      data: a ``tf.data.Dataset`` of (x, y) batches, or a tuple (x, y) of arrays (batched by
-        ``batch_size``).
-      density: fraction of prunable (Dense/Conv2D) weights kept, in (0, 1]; needed unless ``config``
-        gives it.
-      method: "awt" (default), "ntt", "random", "magnitude", "snip", "synflow", "erk",
-        "random_layerwise" (:mod:`tf_awt.tickets.baselines`), "cosentino" (:mod:`tf_awt.tickets.iterative`) or
-        one registered with :func:`tf_awt.register_method`.
-      attack: the search's PGD :class:`~tf_awt.Attack` (default: L∞, ε = 0.3, 10 steps).
-      epochs: search epochs for awt/ntt (default 20; the paper's setting).
-      batch_size: the batch size of (x, y) array data (default 64).
-      config: a :class:`SearchConfig` holding every setting (default None: the defaults). The
-        keyword arguments are a convenience: those given replace the config's fields of the same
-        name, and with no config they build one.
-      callbacks: more Keras callbacks for the search's ``fit`` (e.g. ``PruningSummaries``).
-      verbose: ``fit`` verbosity (default 0).
-      checkpoint_dir: awt/ntt only: save the search after every epoch in this directory
-        (:mod:`tf_awt.checkpoint`) and, if it already holds a checkpoint of the same call, continue
-        after its last epoch (default None: no checkpoints). With (x, y) arrays the resumed search
-        ends with the ticket an uninterrupted one finds; the directory is left in place (a repeated
-        call returns at once), delete it once the ticket is saved. Other methods ignore it.
-      **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
-        learning_rate, update_every, weight_decay, kernel, scope, implementation, precision, optimize,
-        reference, rounds, prune_rate, eps_warmup_epochs, seed).
-
-    Returns:
-      a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
-
-    Example::
-
-        model = tf_awt.models.mlp()
-        ticket = tf_awt.find_ticket(model, (x_train, y_train), density=0.05, epochs=1)
-        sparse = ticket.to_model(model)          # θ0 ⊙ m in tfmot wrappers, ready for fit
-    """
-
-    model = _check_model(model)
-    given = {k: v for k, v in dict(density=density, method=method, attack=attack, epochs=epochs,
-                                   batch_size=batch_size).items() if v is not None}
-    config = _search_config(config, {**given, **settings})
-    options = FindOptions(config.batch_size, tuple(callbacks), verbose, checkpoint_dir)
-    prunable_layer_names(model)
-    found = get_method(config.method).find(model, data, config, options)
-    return _as_ticket(found, model, config)
-
-
-def _search_config(config: Optional[SearchConfig], settings: dict) -> SearchConfig:
-    """``config`` with ``settings`` replaced, or a new SearchConfig of ``settings`` (which then need a density)."""
-    if config is None:
-        if "density" not in settings:
-            raise ValueError("find_ticket needs a density, or a SearchConfig (config=) that holds one. You passed neither")
-        return SearchConfig(**settings)
-    if not isinstance(config, SearchConfig):
-        raise ValueError(f"config must be a tf_awt.SearchConfig. You passed: {config!r}")
-    return dataclasses.replace(config, **settings)
-
-
-def _as_ticket(found, model, config: SearchConfig) -> Ticket:
-    """A method's result (a Ticket, masks, or (masks, history)) as a Ticket of ``model``."""
-    if isinstance(found, Ticket):
-        return found
-    masks, history = found if isinstance(found, tuple) else (found, {})
-    return Ticket(masks=masks, initial_weights=[np.array(w, copy=True) for w in model.get_weights()],
-                  method=config.method, history=history, config=config.get_config())
-
-
-def run_search(model, data, config: SearchConfig, options) -> Ticket:
-    """Algorithm 1 (or its score variant) as a Keras ``fit``; resumable from ``options.checkpoint_dir``
-    (the ``find`` of methods awt and ntt, :mod:`tf_awt.tickets.methods`)."""
-    batch_size, callbacks, verbose, checkpoint_dir = options.batch_size, options.callbacks, options.verbose, options.checkpoint_dir
-
-    batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs)
-    search = TicketSearch(model, config, steps_per_epoch=steps)
-    search.compile(optimizer=search_optimizer(config))
-    # The slots now, not in the first step: a tf.function that creates variables is traced twice.
-    search.optimizer.build(search.optimized_variables)
-    checkpoint = None
-    if checkpoint_dir is not None:
-        scores = {"scores": list(search.scores)} if search.scores else {}
-        key = fingerprint("search", config=config.get_config(), batch_size=batch_size, steps=steps)
-        checkpoint = PhaseCheckpoint(checkpoint_dir, key, student=search.student, optimizer=search.optimizer,
-                                     mask_updates=search.mask_updates, **scores)
-    recorder = TicketSearchCallback(rewind="init")
-
-    def history(restored):
-        before = restored.get("history", {})
-        if not recorder.history:
-            return before
-        return {k: list(before.get(k, [])) + list(v) for k, v in recorder.history.items()}
-
-    with _validate.reraise_data_errors():
-        _, restored = resumable_fit(search, batches, config.epochs, checkpoint, callbacks=[recorder, *callbacks],
-                                    extra_fn=lambda restored: {"history": history(restored)},
-                                    steps_per_epoch=steps, verbose=verbose)
-    if not recorder.history:  # nothing left to run: the restored checkpoint is the final one
-        search.rewind("init")
-    return search.ticket(history=history(restored))
-
-
-def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
-    """The ticket whose layer densities ``random_layerwise`` reproduces (``config.reference``)."""
-
-    if config.reference in method_names():
-        searched = dataclasses.replace(config, method=config.reference, reference="awt", batch_size=options.batch_size)
-        return find_ticket(model, data, config=searched, callbacks=options.callbacks, verbose=options.verbose)
-    if not os.path.isfile(config.reference):
-        raise ValueError(f"reference must be one of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
-                         f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")
-    reference = Ticket.load(config.reference, model=model)
-    if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):
-        raise ValueError(f"the reference ticket {config.reference} has density {reference.density:.4f}, the search asks "
-                         f"for {config.density}: random_layerwise reproduces the reference's layer densities, so they must agree")
-    return reference
