@@ -303,3 +303,21 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
     for name, make, message in (("a b", lambda c: None, "letters, digits"), ("autoattack", lambda c: None, "not a preset"), ("ok", "nope", "make must be a callable")):
         with pytest.raises(ValueError, match=message):
             register_attack_suite(name, make)
+
+
+def test_evaluate_leaves_the_callers_global_seed_as_it_was():
+    """The attacks' random starts are seeded inside evaluate only: a caller's seeded stream of random
+    numbers continues after evaluate as if it had not run, and the result is the same whatever the
+    caller's seed (an unseeded caller: tests/test_internals.py)."""
+    from tensorflow.python.eager import context
+
+    model, data = trained_model(), tiny_data(16, seed=3)
+    tf.random.set_seed(7)
+    first, second = tf.random.uniform([4]).numpy(), tf.random.uniform([4]).numpy()
+    tf.random.set_seed(7)
+    assert np.array_equal(tf.random.uniform([4]).numpy(), first)
+    one = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, check_subset=8)
+    assert context.global_seed() == 7 and np.array_equal(tf.random.uniform([4]).numpy(), second)
+    tf.random.set_seed(123)
+    two = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, check_subset=8)
+    assert (one.natural_accuracy, one.robust_accuracy, one.suites) == (two.natural_accuracy, two.robust_accuracy, two.suites)

@@ -76,6 +76,18 @@ def test_keras3_history_and_nodes_are_read_as_the_conversion_needs():
     assert _internals.keras3_history(outputs) == ("d", 0, 0)
 
 
+def test_a_scoped_global_seed_leaves_an_unseeded_process_unseeded():
+    import subprocess
+    import sys
+
+    code = ("from tensorflow.python.eager import context; import tensorflow as tf; from tf_awt import _internals\n"
+            "with _internals.global_seed(3):\n    inside = tf.random.uniform([2]).numpy().tolist()\n"
+            "with _internals.global_seed(3):\n    again = tf.random.uniform([2]).numpy().tolist()\n"
+            "print(context.global_seed(), hasattr(context.context(), '_rng'), inside == again)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stdout.split() == ["None", "False", "True"], done.stderr[-2000:]
+
+
 def test_no_other_module_reads_the_internals():
     """The private names the adapter wraps appear in no other module of the package."""
     private = ("tensorflow_model_optimization.python", "pruning_vars", "_is_graph_network", "_nodes_by_depth",

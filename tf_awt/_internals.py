@@ -4,7 +4,8 @@ tf_awt needs a few things no public API gives: tfmot's wrapper class and its ``p
 (weight, mask, threshold) triples a ``PruneLowMagnitude`` wrapper holds), tfmot's ``PruneRegistry``
 (which built-in layers it can wrap), tf_keras's layer graph (to re-run a model node by node, as
 ``Functional._run_internal_graph`` does) and Keras 3's node history (to convert a Keras 3 model).
-Every such access is a function here and nowhere else; :data:`WRITTEN_FOR` names the versions they
+It also scopes TensorFlow's global seed (:func:`global_seed`), which TensorFlow can set but not give
+back. Every such access is a function here and nowhere else; :data:`WRITTEN_FOR` names the versions they
 were written for, and ``tests/test_internals.py`` checks each function against the installed
 versions, so an upgrade that moves one fails there, by name, and not deep inside a search.
 
@@ -14,11 +15,12 @@ module needs one import for everything tfmot.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Dict, List, NamedTuple, Tuple
 
 __all__ = ["WRITTEN_FOR", "prune_low_magnitude", "strip_pruning", "PruningSchedule", "prune_wrapper_class",
            "pruning_vars", "registry_supports", "is_graph_network", "LayerGraph", "layer_graph", "keras3_inbound_nodes",
-           "keras3_history"]
+           "keras3_history", "global_seed"]
 
 WRITTEN_FOR = {"tensorflow-model-optimization": "0.8", "tf-keras": "2.21", "keras": "3"}
 """Distribution name -> the version prefix the functions below were written and tested for."""
@@ -99,3 +101,31 @@ def keras3_history(tensor) -> Tuple[str, int, int]:
     """(operation name, node index, tensor index) of a Keras 3 symbolic tensor (private ``_keras_history``)."""
     history = tensor._keras_history
     return history.operation.name, history.node_index, history.tensor_index
+
+
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def global_seed(seed: int):
+    """``tf.random.set_seed(seed)`` inside the block only: on leaving it the caller's global seed and
+    the sequence of operation seeds it was drawing from are back, as if the block had not run.
+
+    Reads and restores the eager context's private ``_seed`` and ``_rng`` (``tf.random.set_seed``
+    replaces both; ``_rng`` does not exist before a first seed). Stateful random kernels cached
+    with an explicit op seed restart, as after any ``tf.random.set_seed``.
+    """
+    import tensorflow as tf
+    from tensorflow.python.eager import context as eager
+
+    ctx = eager.context()
+    saved_seed, saved_rng = ctx._seed, getattr(ctx, "_rng", _MISSING)
+    tf.random.set_seed(seed)
+    try:
+        yield
+    finally:
+        ctx._seed = saved_seed
+        if saved_rng is _MISSING:
+            del ctx._rng
+        else:
+            ctx._rng = saved_rng

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from tf_awt import _internals
 from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, AttackSuite, PGDSuite, SquareSuite, attack_suites
 from tf_awt.adversarial.attacks import Attack, pgd
 from tf_awt.adversarial.phase_config import EvalConfig
@@ -139,7 +140,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
       restarts: PGD's random restarts per example (default: ``config.restarts``, 5), >= 1.
       batch_size: evaluation batch size (default 256).
       check_subset: examples used by the sanity checks (default 256).
-      seed: seed of the attacks' random starts (default 0).
+      seed: seed of the attacks' random starts (default 0), TensorFlow's global seed during the call only:
+        the caller's global seed is left as it was.
       strategy: a ``tf.distribute`` strategy (default None: one device). Each PGD batch is split
         into one contiguous slice per replica, every replica attacks its slice and the
         adversarial examples are gathered back. The other suites run on one device. The model's
@@ -163,32 +165,32 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
     if attack.norm != "linf":  # the Square attack here is L∞ only: an L2 evaluation runs without it (its label says so)
         chosen = [suite for suite in chosen if not isinstance(suite, SquareSuite)] or chosen
     x, y = _checked_data(model, data, attack)
-    tf.random.set_seed(seed)
-    forward = _forward(model)
-    predict = _Predictor(forward, batch_size)
-    attack_batch = _pgd_fn(forward, attack, strategy)
-    nat = predict.all(x) == y
-    context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
-                            attack_batch, seed=seed)
-    rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict)
-    checks_start = time.perf_counter()
-    natural, robust = float(nat.mean()), float(rob.mean())
-    sub = slice(0, min(check_subset, len(x)))
-    found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
-    if robust > natural + 1e-12:
-        found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
-    zero_gradients = None
-    if attack.eps > 0 and attack.steps > 0:
-        found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
-        found += _large_eps_check(predict, x[sub], y[sub], attack, forward, strategy)
-        found += _masking_probe(chosen, context.subset(rob[:len(x)] & (np.arange(len(x)) < check_subset)), settings,
-                                predict, min(check_subset, len(x)))
-        zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
-        if zero_gradients > 0:
-            found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
-    seconds["checks"] = time.perf_counter() - checks_start
-    for message in found:
-        warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
+    with _internals.global_seed(seed):  # the attacks' random starts; the caller's seed is left as it was
+        forward = _forward(model)
+        predict = _Predictor(forward, batch_size)
+        attack_batch = _pgd_fn(forward, attack, strategy)
+        nat = predict.all(x) == y
+        context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
+                                attack_batch, seed=seed)
+        rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict)
+        checks_start = time.perf_counter()
+        natural, robust = float(nat.mean()), float(rob.mean())
+        sub = slice(0, min(check_subset, len(x)))
+        found += _zero_eps_check(forward, predict, x[sub], y[sub], nat[sub], attack)
+        if robust > natural + 1e-12:
+            found.append(f"robust accuracy {robust:.4f} exceeds natural accuracy {natural:.4f}")
+        zero_gradients = None
+        if attack.eps > 0 and attack.steps > 0:
+            found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
+            found += _large_eps_check(predict, x[sub], y[sub], attack, forward, strategy)
+            found += _masking_probe(chosen, context.subset(rob[:len(x)] & (np.arange(len(x)) < check_subset)), settings,
+                                    predict, min(check_subset, len(x)))
+            zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
+            if zero_gradients > 0:
+                found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
+        seconds["checks"] = time.perf_counter() - checks_start
+        for message in found:
+            warnings.warn(f"evaluate sanity check: {message}", stacklevel=2)
     per_class = {
         int(c): {"natural_accuracy": float(nat[y == c].mean()), "robust_accuracy": float(rob[y == c].mean()),
                  "count": int((y == c).sum())}
