@@ -192,10 +192,14 @@ def test_ticket_on_another_architecture_says_what_differs(tmp_path):
     for name, mask in ticket.masks.items():
         np.testing.assert_array_equal(unwrap(wrapped[name])[1].numpy(), mask)
         np.testing.assert_array_equal(unwrap(wrapped[name])[0].kernel.numpy(), model.get_layer(name).kernel.numpy() * mask)
-    for payload, name in ((b"PK\x03\x04 truncated", "trunc.npz"), (b"", "empty.npz")):
+    for payload, name in ((b"PK\x03\x04 truncated", "trunc.npz"), (b"", "empty.npz"), (b"garbage" * 10, "junk.npz")):
         (tmp_path / name).write_bytes(payload)
-        with pytest.raises(ValueError, match=f"{name} is not a tf_awt ticket file"):
+        with pytest.raises(ValueError, match=f"{name} is not a tf_awt ticket file") as refused:
             tf_awt.Ticket.load(str(tmp_path / name))
+        assert "pickle" not in str(refused.value)  # numpy's advice to unpickle a file that could not be read
+    np.savez(tmp_path / "objects.npz", meta=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="holds Python objects, which are never loaded"):
+        tf_awt.Ticket.load(str(tmp_path / "objects.npz"))
     with pytest.raises(ValueError, match="missing.npz does not exist"):
         tf_awt.Ticket.load(str(tmp_path / "missing.npz"))
     path = str(tmp_path / "t.npz")

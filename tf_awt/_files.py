@@ -17,6 +17,14 @@ import numpy as np
 from tf_awt.errors import DirectoryBusy
 
 
+def npz_error_cause(err: Exception) -> str:
+    """Why ``np.load(path, allow_pickle=False)`` failed, in words that never advise unpickling: numpy's
+    own message for a damaged file or an object array suggests ``allow_pickle=True``."""
+    if "pickle" in str(err):
+        return "not an .npz archive, or it holds Python objects, which are never loaded"
+    return f"{type(err).__name__}: {err}"
+
+
 def process_umask() -> int:
     """The process umask, read without changing it where /proc allows (else set and restored)."""
     try:

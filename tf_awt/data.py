@@ -144,6 +144,7 @@ def _tfds(name: str, data_dir: Optional[str], name_as: Optional[str] = None, cla
 def _npz(path: str) -> Split:
     import zipfile
 
+    from tf_awt._files import npz_error_cause
     from tf_awt._validate import check_arrays
 
     if not os.path.isfile(path):
@@ -153,11 +154,7 @@ def _npz(path: str) -> Split:
         files = set(data.files)
         arrays = {k: data[k] for k in ("x", "y", "x_test", "y_test") if k in files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        # numpy's own words for a damaged file or an object array advise allow_pickle=True: never
-        # suggest unpickling a file that could not be read
-        cause = ("not an .npz archive, or it holds Python objects, which are never loaded" if "pickle" in str(err)
-                 else f"{type(err).__name__}: {err}")
-        raise ValueError(f"{path} is not a readable .npz file ({cause}); it must hold numeric arrays 'x' "
+        raise ValueError(f"{path} is not a readable .npz file ({npz_error_cause(err)}); it must hold numeric arrays 'x' "
                          "(N, H, W, C) in [0, 1] and integer 'y' (np.savez(path, x=x, y=y))") from None
     if "x" not in arrays or "y" not in arrays:
         raise ValueError(f"{path} must hold arrays 'x' (N, H, W, C) in [0, 1] and integer 'y'. It holds: {sorted(files)}")

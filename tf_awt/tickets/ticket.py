@@ -159,6 +159,8 @@ class Ticket:
         """
         import zipfile
 
+        from tf_awt._files import npz_error_cause
+
         if not os.path.isfile(path):
             raise ValueError(f"ticket file {path} does not exist")
         try:
@@ -171,7 +173,7 @@ class Ticket:
             learned_keys = sorted(k for k in data.files if k.startswith("learned/"))
             learned = [data[k] for k in learned_keys] if learned_keys else None
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not a tf_awt ticket file (.npz written by Ticket.save): {type(err).__name__}: {err}") from None
+            raise ValueError(f"{path} is not a tf_awt ticket file (.npz written by Ticket.save): {npz_error_cause(err)}") from None
         if meta.get("format") != "tf_awt.Ticket/1":
             raise ValueError(f"{path} is not a tf_awt ticket file (format {meta.get('format')!r}).")
         for name, mask in masks.items():
