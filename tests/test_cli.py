@@ -102,6 +102,24 @@ def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
     assert "unknown key 'attack.epz'" in proc.stderr and not (tmp_path / "o").exists()
 
 
+def test_sweep_and_compare_refuse_what_every_cell_would_refuse_before_writing_anything(tmp_path):
+    """compare's argument errors come before TensorFlow loads (its module does not import it), and an
+    ε beyond the data's range is refused by sweep and compare at once, as `tf-awt run` refuses it,
+    with no directory left (it used to fail cell by cell, after writing the grid's state)."""
+    script = ("import sys\nfrom tf_awt.running.cli import main\n"
+              "code = main(['compare', '--methods', 'awt,nope', '--out', sys.argv[1] + '/c'])\n"
+              "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False", "False"], proc.stdout + proc.stderr
+    for command in (["sweep", "--densities", "0.05", "--methods", "awt"], ["compare", "--methods", "awt,dense", "--tries", "1"]):
+        out = tmp_path / command[0]
+        proc = tf_awt_cli(command[0], tiny_recipe(tmp_path), *command[1:], "--set", "attack.eps=3", "--out", str(out),
+                          "--no-mlflow", "--quiet")
+        assert proc.returncode == 2 and not out.exists(), proc.stderr[-2000:]
+        assert proc.stderr.strip().splitlines()[-1] == ("tf-awt: error: attack.eps must be in [0, 1] for an L∞ attack on "
+                                                       "data in [0, 1] (tiny.npz). You passed: 3")
+
+
 def test_recipes_command_lists_recipes():
     proc = tf_awt_cli("recipes")
     assert proc.returncode == 0

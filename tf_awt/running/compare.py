@@ -40,6 +40,7 @@ from tf_awt.running.grid import mean_std, pyplot, read_summary, write_csv, write
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
 from tf_awt.running.report import attacks_note
+from tf_awt.running.run_inputs import check_inputs
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
 from tf_awt.tickets.search_space import SearchSpace
@@ -183,7 +184,7 @@ def compare(recipe: Recipe, out: str, methods: Sequence[str], density: Optional[
     if select_examples is not None:
         select_examples = _validate.integer(select_examples, "select_examples", low=1)
     workers = check_parallel(workers, address)
-
+    check_inputs(recipe, data_dir)
     os.makedirs(out, exist_ok=True)
     spec = {"recipe": recipe.to_dict(), "density": density, "tries": plan, "select_seeds": select_seeds, "seeds": seeds}
     if select_examples is not None:  # absent when unused: directories of earlier comparisons still resume

@@ -10,13 +10,14 @@ from typing import List, Optional
 
 import numpy as np
 
-from tf_awt.adversarial.collapse import advice, collapse_reasons
 
 __all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line", "attacks_note"]
 
 
 def collapse_report(recipe, split, history: dict, result) -> List[str]:
     """Why training looks collapsed (empty: it does not), from the history and the evaluation."""
+    from tf_awt.adversarial.collapse import collapse_reasons  # tf_keras: not loaded by sweep's and compare's argument checks
+
     n_eval = result.num_examples
     shares = np.bincount(split.y_test[:n_eval], minlength=split.num_classes) / max(n_eval, 1)
     return collapse_reasons(history, result.natural_accuracy, split.num_classes, n_eval, float(shares.max()),
@@ -27,6 +28,8 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
             saved_model: Optional[str], run_id: Optional[str]) -> dict:
     """The run's ``summary.json``: headline numbers, densities, sizes, wall and CPU seconds per phase
     (and per attack suite), collapse, MLflow ids."""
+    from tf_awt.adversarial.collapse import advice
+
     return {
         "natural_accuracy": result.natural_accuracy,
         "robust_accuracy": result.robust_accuracy,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["RunInputs", "check_eps_in_range"]
+__all__ = ["RunInputs", "check_eps_in_range", "check_inputs"]
 
 
 def check_eps_in_range(eps: float, norm: str, split, name: str = "attack.eps", where: str = "") -> None:
@@ -23,6 +23,17 @@ def check_eps_in_range(eps: float, norm: str, split, name: str = "attack.eps", w
         raise ValueError(f"{name} must be in [0, {high:g}] for an L∞ attack on data in [{split.clip_min:g}, "
                          f"{split.clip_max:g}]{where}. You passed: {eps:g}" if bounded else
                          f"{name} must be >= 0. You passed: {eps:g}")
+
+
+def check_inputs(recipe, data_dir: Optional[str] = None) -> None:
+    """What every run of ``recipe`` checks first: its data set can be read and its attack fits the
+    data's range. A sweep or a comparison calls it before writing anything, so a recipe that every
+    cell would refuse is refused once, with nothing left behind. Only the data's range is read: no
+    example of either split is used."""
+    from tf_awt import data
+
+    split = data.load(recipe.dataset, data_dir)
+    check_eps_in_range(recipe.attack.eps, recipe.attack.norm, split, where=f" ({split.name})")
 
 
 class RunInputs:

@@ -24,6 +24,7 @@ from tf_awt.running.grid import cell_name, mean_std, pyplot, read_summary, write
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.report import attacks_note
+from tf_awt.running.run_inputs import check_inputs
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
 from tf_awt.tickets.ticket import Ticket
@@ -69,6 +70,7 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
     densities = [float(d) for d in densities]
     seeds = _validate.integer(seeds, "seeds", low=1)
     workers = check_parallel(workers, address)
+    check_inputs(recipe, data_dir)
     os.makedirs(os.path.join(out, "cells"), exist_ok=True)
     state_path = os.path.join(out, "sweep.json")
     state = {}
