@@ -30,10 +30,16 @@ def check_inputs(recipe, data_dir: Optional[str] = None) -> None:
     data's range. A sweep or a comparison calls it before writing anything, so a recipe that every
     cell would refuse is refused once, with nothing left behind. Only the data's range is read: no
     example of either split is used."""
+    _checked_split(recipe, data_dir)
+
+
+def _checked_split(recipe, data_dir: Optional[str]):
+    """The recipe's data set, its attack's ε checked against the data's range."""
     from tf_awt import data
 
     split = data.load(recipe.dataset, data_dir)
     check_eps_in_range(recipe.attack.eps, recipe.attack.norm, split, where=f" ({split.name})")
+    return split
 
 
 class RunInputs:
@@ -54,9 +60,7 @@ class RunInputs:
         if self._split is None:
             from tf_awt import data
 
-            self._split = data.load(self.recipe.dataset, self.data_dir)
-            attack = self.recipe.attack
-            check_eps_in_range(attack.eps, attack.norm, self._split, where=f" ({self._split.name})")
+            self._split = _checked_split(self.recipe, self.data_dir)
             if self.recipe.eval.split == "validation":
                 self._split = data.validation_split(self._split)
         return self._split
