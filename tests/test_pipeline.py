@@ -5,7 +5,7 @@ import pytest
 
 from tf_awt.adversarial import evaluation, training
 from tf_awt.running import cli
-from tf_awt.tickets import baselines, export, search, ticket
+from tf_awt.tickets import baselines, export, find, search, ticket
 
 from conftest import NO_TRAINING, tiny_recipe
 
@@ -36,7 +36,7 @@ def spies(monkeypatch):
     spy(training.AdversarialTrainer, "compile", lambda self, optimizer=None, **k: seen.update(optimizer=optimizer))
     spy(ticket.Ticket, "to_model", lambda self, model, rewind="init", rescale="none": seen.update(rescale=rescale))
     calls = seen.setdefault("calls", [])  # one driver per phase: the CLI calls the library's public functions
-    spy(search, "find_ticket", lambda model, data, **k: calls.append(("find_ticket", k.get("checkpoint_dir"))))
+    spy(find, "find_ticket", lambda model, data, **k: calls.append(("find_ticket", k.get("checkpoint_dir"))))
     spy(training, "adversarial_fit", lambda model, train, **k: calls.append(("adversarial_fit", k.get("checkpoint_dir"))))
     spy(evaluation, "evaluate", lambda model, data, **k: calls.append(("evaluate", None)))
     spy(export, "export_saved_model", lambda model, path, *a, **k: calls.append(("export_saved_model", path)))
