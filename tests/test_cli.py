@@ -769,3 +769,38 @@ def test_run_refuses_an_eps_beyond_the_data_range_before_writing_anything(tmp_pa
     assert proc.returncode == 2 and not out.exists()
     assert proc.stderr.strip() == ("tf-awt: error: attack.eps must be in [0, 1] for an L∞ attack on data in [0, 1] "
                                    "(tiny.npz). You passed: 3")
+
+
+@pytest.mark.xdist_group("mlflow_server")
+def test_a_collapsed_run_is_logged_but_never_registered(mlflow_server, tmp_path):
+    """Labels independent of the inputs: training is at chance. The REST API shows the run (tagged
+    collapsed, its model logged) and no model version, so ``models:/NAME/latest`` cannot serve it."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    rng = np.random.default_rng(1)
+    data = str(tmp_path / "noise.npz")
+    np.savez(data, x=rng.uniform(0, 1, (160, 8, 8, 1)).astype("float32"), y=rng.integers(0, 4, 160))
+    recipe = tiny_recipe(tmp_path, dataset=data, train={"epochs": 4, "batch_size": 32, "steps": 2, "step_size": 0.05,
+                                                        "learning_rate": 1e-4}, export={})
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stderr(printed), contextlib.redirect_stdout(printed):
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # not --quiet: the closing block is printed
+        code = cli.main(["run", recipe, "--out", str(tmp_path / "run"), "--register-as", "tf_awt-collapsed"])
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert code == 0 and summary["collapsed"] is True, printed.getvalue()[-2000:]
+    assert summary["registered_model"] is None and summary["model_uri"].startswith("models:/")
+    assert "its model is logged on the run but not registered" in printed.getvalue()
+
+    def get(path, **query):
+        with urllib.request.urlopen(f"{mlflow_server}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}") as reply:
+            return json.load(reply)
+
+    run = get("runs/get", run_id=summary["mlflow_run_id"])["run"]
+    assert {t["key"]: t["value"] for t in run["data"]["tags"]}["collapsed"] == "true"
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        get("registered-models/get", name="tf_awt-collapsed")
+    assert missing.value.code == 404
+    versions = get("model-versions/search", filter="name='tf_awt-collapsed'")
+    assert not versions.get("model_versions")

@@ -405,7 +405,8 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
     for message in summary.get("sanity_warnings") or []:
         lines.append(f"warning: {message}")
     if summary.get("collapsed"):
-        lines.append("warning: training collapsed (see the warning above for what to try)")
+        lines.append("warning: training collapsed (see the warning above for what to try)"
+                     + ("; its model is logged on the run but not registered" if summary.get("model_uri") else ""))
     plots = sorted(f for f in os.listdir(out) if f.endswith(".png")) if os.path.isdir(out) else []
     if plots:
         lines.append(f"plots:   {', '.join(os.path.join(out, p) for p in plots)}")

@@ -152,14 +152,15 @@ class Tracker:
         mlflow.log_artifact(path)
 
     def log_model(self, model, input_example, step: Optional[int] = None, description: str = "",
-                  tags: Optional[Dict[str, str]] = None) -> str:
+                  tags: Optional[Dict[str, str]] = None, registrable: bool = True) -> str:
         """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI.
 
         ``step`` links the model to the run's metrics at that step (the last training epoch: the
-        MLflow UI then shows the trained model's numbers, not the first step's). With ``register``, the
-        model also becomes a new version of that registered model (:attr:`registered_uri`; ``mlflow
-        models serve -m models:/NAME/latest`` serves it), whose description is ``description`` and
-        whose tags are ``tags``.
+        MLflow UI then shows the trained model's numbers, not the first step's). With ``register``
+        and ``registrable`` (default True; a collapsed run passes False), the model also becomes a
+        new version of that registered model (:attr:`registered_uri`; ``mlflow models serve -m
+        models:/NAME/latest`` serves it), whose description is ``description`` and whose tags are
+        ``tags``. Without, the model is only logged on its run.
         """
         import mlflow
         import numpy as np
@@ -168,9 +169,9 @@ class Tracker:
         logits = model(example, training=False).numpy()
         signature = mlflow.models.infer_signature(example, logits)
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                           registered_model_name=self.register, pip_requirements=_serving_requirements(),
+                                           registered_model_name=self.register if registrable else None, pip_requirements=_serving_requirements(),
                                            step=step or 0)
-        if self.register:
+        if self.register and registrable:
             version = info.registered_model_version
             self.registered_uri = f"models:/{self.register}/{version}"
             client = mlflow.tracking.MlflowClient()
@@ -249,15 +250,17 @@ def _serving_requirements():
 def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, last_epoch: int,
                description: str, reasons, artifacts) -> None:
     """A finished run into ``tracker`` (a :class:`Tracker` or :class:`NullTracker`): the model,
-    linked to the last training epoch's metrics and registered with ``description`` and tags; the
-    run's description, final metrics, collapse tags and ``artifacts`` (paths). Sets
-    ``summary["model_uri"]`` and ``summary["registered_model"]``."""
+    linked to the last training epoch's metrics and registered with ``description`` and tags (a
+    collapsed run's model, ``reasons`` non-empty, is logged but never registered: ``models:/NAME/latest``
+    keeps serving the last healthy one); the run's description, final metrics, collapse tags and
+    ``artifacts`` (paths). Sets ``summary["model_uri"]`` and ``summary["registered_model"]``."""
     tags = {"method": recipe.method, "density": f"{summary['density']:.4f}", "eps": f"{recipe.attack.eps:g}",
             "norm": recipe.attack.norm, "recipe": recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
             "robust_accuracy": f"{summary['robust_accuracy']:.4f}",
             "robust_accuracy_attacks": summary.get("robust_accuracy_attacks", "")}
     if recipe.export.saved_model:  # else no model: a comparison's selection try, say
-        summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags)
+        summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags,
+                                                 registrable=not reasons)
     summary["registered_model"] = tracker.registered_uri
     tracker.describe(description)
     tracker.log_metrics({"density": summary["density"], "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
