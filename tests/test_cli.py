@@ -102,6 +102,29 @@ def test_a_bad_recipe_is_refused_before_tensorflow_loads(tmp_path):
     assert "unknown key 'attack.epz'" in proc.stderr and not (tmp_path / "o").exists()
 
 
+def test_evaluate_mistakes_are_answered_before_tensorflow_loads(tmp_path):
+    """`tf-awt evaluate --model` checks its arguments, the model directory and the data (ε against its
+    range) first: each mistake is one line, with TensorFlow never imported."""
+    model = tmp_path / "saved_model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"")  # only its presence is checked before TensorFlow loads
+    data = str(tmp_path / "tiny.npz")
+    np.savez(data, x=np.zeros((4, 8, 8, 1), np.float32), y=np.arange(4))
+    cases = [(["--model", str(model), "--data", data, "--eps", "3"], "--eps must be in [0, 1] for an L∞ attack"),
+             (["--model", str(tmp_path), "--data", data], "is not a SavedModel directory (no saved_model.pb in it)"),
+             (["--model", str(model)], "needs exactly one of --dataset NAME or --data FILE.npz"),
+             (["--model", str(model), "--data", data, "--attacks", "pgd,nope"], "--attacks"),
+             (["--model", str(model), "--data", str(tmp_path / "missing.npz")], "missing.npz")]
+    script = ("import json, sys\nfrom tf_awt.running.cli import main\n"
+              "code = main(['evaluate'] + json.loads(sys.argv[1]))\n"
+              "print(code, 'tensorflow' in sys.modules, 'tf_keras' in sys.modules)\n")
+    for argv, message in cases:
+        proc = subprocess.run([sys.executable, "-c", script, json.dumps(argv)], capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split() == ["2", "False", "False"], (argv, proc.stdout + proc.stderr)
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("tf-awt: error")]
+        assert len(errors) == 1 and message in errors[0], (argv, proc.stderr)
+
+
 def test_sweep_and_compare_refuse_what_every_cell_would_refuse_before_writing_anything(tmp_path):
     """compare's argument errors come before TensorFlow loads (its module does not import it), and an
     ε beyond the data's range is refused by sweep and compare at once, as `tf-awt run` refuses it,

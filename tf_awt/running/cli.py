@@ -160,22 +160,19 @@ def _parser():
     return p
 
 
-def _evaluate_saved_model(args):
-    import json
-
+def _evaluate_inputs(args):
+    """``evaluate --model``'s arguments and data, checked before TensorFlow loads (a mistake is
+    answered in well under a second): (x, y, split, EvalConfig)."""
     import numpy as np
-    import tensorflow as tf
 
     from tf_awt import data as data_mod
-    from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
-    from tf_awt._files import atomic_write_json
     from tf_awt.running.run_inputs import check_eps_in_range
 
     if (args.dataset is None) == (args.data is None):
         raise ValueError("evaluate --model needs exactly one of --dataset NAME or --data FILE.npz")
     config = _eval_config(args)
-    if not os.path.isdir(args.model):
-        raise ValueError(f"--model {args.model} is not a SavedModel directory")
+    if not os.path.isfile(os.path.join(args.model, "saved_model.pb")):
+        raise ValueError(f"--model {args.model} is not a SavedModel directory (no saved_model.pb in it)")
     _attack_defaults(args)
     split = data_mod.load(args.data or args.dataset, getattr(args, "data_dir", None))
     check_eps_in_range(args.eps, args.norm, split, "--eps")
@@ -183,6 +180,19 @@ def _evaluate_saved_model(args):
     y = np.concatenate([split.y_train, split.y_test]) if args.data else split.y_test
     if args.max_examples:
         x, y = x[: args.max_examples], y[: args.max_examples]
+    return x, y, split, config
+
+
+def _evaluate_saved_model(args):
+    import json
+
+    x, y, split, config = _evaluate_inputs(args)
+    _import_tensorflow(args.verbose)
+    import tensorflow as tf
+
+    from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
+    from tf_awt._files import atomic_write_json
+
     loaded = tf.saved_model.load(args.model)
     if "serving_default" not in loaded.signatures:
         raise ValueError(f"{args.model} has no serving_default signature")
@@ -289,7 +299,6 @@ def _main(argv):
             print(f"{name:16s} {text}")
         return 0
     if args.command == "evaluate" and args.model:
-        _import_tensorflow(args.verbose)
         _evaluate_saved_model(args)
         return 0
     from tf_awt.running.recipes import load_recipe
