@@ -827,3 +827,19 @@ def test_a_collapsed_run_is_logged_but_never_registered(mlflow_server, tmp_path)
     assert missing.value.code == 404
     versions = get("model-versions/search", filter="name='tf_awt-collapsed'")
     assert not versions.get("model_versions")
+
+
+def test_training_curves_are_named_by_the_split_they_are_computed_on(tmp_path, capsys):
+    """A run's per-epoch held-out curves come from the test split: history.json, the log lines and
+    MLflow call them test_*, never val_* (nothing may read them as a validation split); with
+    eval.split: validation they are validation_*."""
+    for split, prefix in (("test", "test_"), ("validation", "validation_")):
+        recipe = tiny_recipe(tmp_path, eval={"steps": 3, "restarts": 1, "attacks": "pgd", "split": split})
+        out = tmp_path / split
+        assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+        history = json.load(open(out / "history.json"))
+        held_out = {k for k in history if k.startswith(prefix)}
+        assert held_out == {prefix + k for k in ("loss", "adv_accuracy", "nat_loss", "nat_accuracy")}, history.keys()
+        assert not [k for k in history if k.startswith("val_")]
+        epoch_lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("train epoch 1:")]
+        assert len(epoch_lines) == 1 and f"{prefix}nat_accuracy" in epoch_lines[0] and "val_" not in epoch_lines[0]

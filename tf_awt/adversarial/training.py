@@ -150,10 +150,30 @@ class AdversarialTrainer(tf_keras.Model):
         return self._update_metrics(y, self._inference(x_adv), self._inference(x))
 
 
+class _HeldOutName(tf_keras.callbacks.Callback):
+    """Renames Keras's ``val_`` keys to ``<name>_`` in each epoch's logs, in place, before the
+    callbacks after it (progress, History) see them."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def renamed(self, logs: dict) -> dict:
+        if self.name == "val":
+            return logs
+        return {(f"{self.name}_{k[4:]}" if k.startswith("val_") else k): v for k, v in logs.items()}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.name != "val":
+            new = self.renamed(logs)
+            logs.clear()
+            logs.update(new)
+
+
 def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: Optional[int] = None,
                     learning_rate: Optional[float] = None, batch_size: Optional[int] = None, callbacks=(), verbose: int = 0,
                     seed: int = 0, schedule: Optional[TrainingSchedule] = None, checkpoint_dir: Optional[str] = None,
-                    config: Optional[TrainConfig] = None):
+                    config: Optional[TrainConfig] = None, validation_name: str = "val"):
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
@@ -161,7 +181,8 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         Keras 3 model (trained as its tf_keras twin, weights written back; :mod:`tf_awt.keras3`).
       train: (x, y) arrays (epoch e shuffled by the stateless seed [seed, e]) or a
         ``tf.data.Dataset`` of batches (used in its own order).
-      validation: optional held-out (x, y) arrays or dataset.
+      validation: optional held-out (x, y) arrays or dataset; its per-epoch values are logged as
+        ``<validation_name>_loss``, ``<validation_name>_adv_accuracy``, ...
       attack: training attack (default: the paper's MNIST setting).
       epochs, learning_rate, batch_size: given ones replace ``config``'s (paper defaults 100, 1e-3, 64).
       callbacks: more Keras callbacks (default none), run after the epoch's checkpoint is saved.
@@ -179,6 +200,9 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         rate, batch size and, unless ``schedule`` is given, the schedule (``config.schedule``).
         Its ``steps``/``step_size``/``rescale``/``fail_on_collapse`` are a run's: pass
         ``attack=config.attack(attack)`` for its training PGD.
+      validation_name: what ``validation`` is, the prefix of its keys in the logs the callbacks
+        see and in the history (default ``"val"``, Keras's own). ``tf-awt run`` passes ``"test"``
+        when its curves are computed on the test split, so nothing reads them as a validation split.
 
     Returns:
       the ``History`` of the ``fit``; its ``history`` holds every epoch, restored ones included.
@@ -191,7 +215,7 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     if is_keras3(model):  # trained as its tf_keras twin; the trained weights are written back
         twin = as_tf_keras(model)
         history = adversarial_fit(twin, train, validation, attack, epochs, learning_rate, batch_size, callbacks, verbose,
-                                  seed, schedule, checkpoint_dir, config)
+                                  seed, schedule, checkpoint_dir, config, validation_name)
         copy_weights(twin, model)
         return history
     if config is not None and not isinstance(config, TrainConfig):
@@ -200,6 +224,9 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     settings = (config or TrainConfig()).replace(**given)  # validated there
     epochs, learning_rate, batch_size = settings.epochs, settings.learning_rate, settings.batch_size
     seed = _validate.integer(seed, "seed")
+    if not (isinstance(validation_name, str) and validation_name.isidentifier()):
+        raise ValueError(f"validation_name must be a name like 'val' or 'test'. You passed: {validation_name!r}")
+    rename = _HeldOutName(validation_name)
     attack = attack if attack is not None else training_attack()
     batches, steps = _validate.epoch_data(model, train, batch_size, attack, seed, epochs, "train")
     validation_ds = None if validation is None else _validate.batches(model, validation, batch_size, attack, "validation")
@@ -220,8 +247,9 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
         checkpoint = PhaseCheckpoint(checkpoint_dir, key, model=model, optimizer=trainer.optimizer)
     history = tf_keras.callbacks.History()
     with _validate.reraise_data_errors():
-        logs, _ = resumable_fit(trainer, batches, epochs, checkpoint, callbacks=[*callbacks, history],
+        logs, _ = resumable_fit(trainer, batches, epochs, checkpoint, callbacks=[rename, *callbacks, history],
                                 validation_data=validation_ds, steps_per_epoch=steps, verbose=verbose)
+    logs = [rename.renamed(e) for e in logs]
     history.epoch = list(range(len(logs)))
     history.history = {k: [e[k] for e in logs] for k in (logs[0] if logs else {})}
     return history

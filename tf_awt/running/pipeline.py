@@ -121,7 +121,7 @@ class Run:
         directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
         with self.inputs.strategy.scope():
             history = training.adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
-                                      seed=r.seed, config=r.train, checkpoint_dir=directory,
+                                      seed=r.seed, config=r.train, checkpoint_dir=directory, validation_name=self.inputs.held_out_name,
                                       callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
         hist = history.history
         self.directory.save_weights(model)

@@ -39,9 +39,10 @@ def write_all(out: str, ticket, history: dict) -> None:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for key in ("nat_accuracy", "adv_accuracy", "val_nat_accuracy", "val_adv_accuracy"):
+    held_out = [k for k in history if k.endswith(("_nat_accuracy", "_adv_accuracy")) and k.split("_")[0] in ("test", "validation", "val")]
+    for key in ("nat_accuracy", "adv_accuracy", *sorted(held_out)):  # training batches, then the held-out curves
         if history.get(key):
-            ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+            ax.plot(range(1, len(history[key]) + 1), history[key], label=key.replace("nat_", "natural ").replace("adv_", "adversarial "))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     if ax.get_legend_handles_labels()[0]:

@@ -87,8 +87,16 @@ class RunInputs:
         """``attack`` clipped to the data set's range (unbounded for Gaussian toy data)."""
         return attack.replace(clip_min=self.split.clip_min, clip_max=self.split.clip_max)
 
+    @property
+    def held_out_name(self) -> str:
+        """What :meth:`validation` holds, the prefix of the training curves computed on it: ``"test"``
+        (the test split: a curve to look at, never to choose an epoch or a setting by), or
+        ``"validation"`` (``eval.split: validation``, a split carved from the training data)."""
+        return "validation" if self.recipe.eval.split == "validation" else "test"
+
     def validation(self, held: int = 1000):
-        """The first ``held`` test (or validation) examples as a dataset: the per-epoch curves of training."""
+        """The first ``held`` test (or validation) examples as a dataset: the per-epoch curves of
+        training, named by :attr:`held_out_name`."""
         import tensorflow as tf
 
         s = self.split
