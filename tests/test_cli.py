@@ -843,3 +843,33 @@ def test_training_curves_are_named_by_the_split_they_are_computed_on(tmp_path, c
         assert not [k for k in history if k.startswith("val_")]
         epoch_lines = [l for l in capsys.readouterr().err.splitlines() if l.startswith("train epoch 1:")]
         assert len(epoch_lines) == 1 and f"{prefix}nat_accuracy" in epoch_lines[0] and "val_" not in epoch_lines[0]
+
+
+def test_sigterm_stops_a_run_in_one_line_releases_the_lock_and_says_how_to_resume(tmp_path):
+    """A scheduler's kill during training: exit 143, one line naming what was kept and the command
+    that resumes, no lock left behind, no summary; that command then resumes after the kept epochs."""
+    import signal
+
+    recipe = tiny_recipe(tmp_path, train={"epochs": 40, "batch_size": 32, "steps": 2, "step_size": 0.05})
+    out = str(tmp_path / "run")
+    argv = ["run", recipe, "--out", out, "--quiet", "--no-mlflow"]
+    proc = subprocess.Popen([sys.executable, "-m", "tf_awt.running.cli", *argv], stderr=subprocess.PIPE, text=True)
+    seen = []
+    for line in proc.stderr:  # the log lines, as they come
+        seen.append(line)
+        if line.startswith("train epoch 2:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(120) == 143, "".join(seen) + rest
+    lines = rest.strip().splitlines()
+    assert lines and lines[-1].startswith(f"tf-awt: stopped (SIGTERM); kept in {out}: ticket.npz (search), "
+                                          "the train checkpoint after epoch "), rest
+    assert lines[-1].endswith(f"; resume with: tf-awt {' '.join(argv)}")
+    assert "Traceback" not in rest and len([l for l in lines if l.startswith("tf-awt:")]) == 1
+    assert not os.path.exists(os.path.join(out, ".tf-awt.lock")) and not os.path.exists(os.path.join(out, "summary.json"))
+    epochs = int(lines[-1].split("after epoch ")[1].split(";")[0])
+    resumed = tf_awt_cli(*argv)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "search: ticket.npz exists, kept" in resumed.stderr
+    assert f"train: resuming after epoch {epochs} of 40" in resumed.stderr

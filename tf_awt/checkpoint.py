@@ -36,7 +36,7 @@ import tf_keras
 from tf_awt._files import atomic_write_json
 from tf_awt.errors import CheckpointError
 
-__all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "completed_epochs", "fingerprint"]
+__all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "fingerprint"]
 
 _FORMAT = "tf_awt.checkpoint/1"
 
@@ -163,18 +163,6 @@ def fingerprint(phase: str, **settings) -> str:
     """sha256 of ``phase`` and ``settings`` (JSON; non-JSON values by ``str``): what makes two calls the same call."""
     text = json.dumps({"phase": phase, "settings": settings}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def completed_epochs(directory: Optional[str]) -> int:
-    """Epochs completed by the checkpoints in ``directory`` (0 if there are none or it is unreadable).
-
-    For progress display only: :meth:`PhaseCheckpoint.restore` checks the state before anything is used.
-    """
-    try:
-        with open(os.path.join(directory, "state.json"), encoding="utf-8") as fh:
-            return int(json.load(fh)["epoch"])
-    except (TypeError, OSError, ValueError, KeyError):
-        return 0
 
 
 def resumable_fit(model: tf_keras.Model, batches: Callable[[int], Any], epochs: int, checkpoint: Optional[PhaseCheckpoint],

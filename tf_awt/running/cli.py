@@ -18,9 +18,12 @@ output directory locked: a bad command fails in 0.1–0.2 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from typing import Optional
 
@@ -336,8 +339,45 @@ def _main(argv):
     with DirectoryLock(args.out) as lock:  # before TensorFlow loads: a busy directory is refused at once
         if lock.took_over:
             log(f"{args.out}: took over the lock of a process that no longer runs (pid {lock.took_over})")
-        _import_tensorflow(args.verbose)
-        return _dispatch(args, recipe, densities, log)
+        try:
+            _import_tensorflow(args.verbose)
+            return _dispatch(args, recipe, densities, log)
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: said once the lock is released (main)
+            stop.tf_awt_line = _stopped_line(stop, args.out, argv)
+            raise
+
+
+class _Stopped(KeyboardInterrupt):
+    """SIGTERM (a scheduler's kill), raised where the program is, as Ctrl-C raises KeyboardInterrupt."""
+
+
+def _raise_stopped(signum, frame):
+    raise _Stopped()
+
+
+@contextlib.contextmanager
+def _sigterm_stops():
+    """SIGTERM stops a command as Ctrl-C does (the lock released, finished files kept, one line said);
+    the previous handler is back afterwards. Only the main thread can set a handler: elsewhere, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_stopped)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_line(stop, out: str, argv) -> str:
+    """``tf-awt: stopped (SIGTERM); kept in DIR: ticket.npz (search), ...; resume: tf-awt run ...``."""
+    import shlex
+
+    from tf_awt.running.run_directory import kept
+
+    how = "SIGTERM" if isinstance(stop, _Stopped) else "interrupted"
+    again = shlex.join(["tf-awt", *(a for a in argv if a != "--force")])  # --force would discard what was kept
+    return f"tf-awt: stopped ({how}); kept in {out}: {kept(out)}; resume with: {again}"
 
 
 def _dispatch(args, recipe, densities, log) -> int:
@@ -507,10 +547,11 @@ def main(argv=None) -> int:
     verbose = "--verbose" in argv
     _quiet_tensorflow(verbose)
     try:
-        return _main(argv)
-    except KeyboardInterrupt:
-        print("tf-awt: interrupted", file=sys.stderr)
-        return 130
+        with _sigterm_stops():
+            return _main(argv)
+    except KeyboardInterrupt as stop:
+        print(getattr(stop, "tf_awt_line", "tf-awt: interrupted"), file=sys.stderr)
+        return 143 if isinstance(stop, _Stopped) else 130
     except TrainingCollapsed as err:
         print(f"tf-awt: error: {err}", file=sys.stderr)
         return EXIT_COLLAPSED

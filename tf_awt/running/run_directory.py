@@ -29,7 +29,7 @@ from typing import Optional
 
 from tf_awt._files import apply_umask, atomic_write_bytes, atomic_write_json
 
-__all__ = ["RunDirectory", "OUTPUTS"]
+__all__ = ["RunDirectory", "OUTPUTS", "completed_epochs", "kept"]
 
 OUTPUTS = ("summary.json", "ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "run.json", "saved_model",
            "model.tflite", "model.keras", "checkpoints")
@@ -113,8 +113,6 @@ class RunDirectory:
 
     def resume_point(self, phase: str, epochs: int):
         """(the phase's checkpoint directory, the epochs of ``epochs`` it already completed)."""
-        from tf_awt.checkpoint import completed_epochs  # a function-level import: checkpoint imports TensorFlow
-
         directory = self.checkpoint_dir(phase)
         return directory, min(completed_epochs(directory), epochs)
 
@@ -125,3 +123,37 @@ class RunDirectory:
         parent = self.path("checkpoints")
         if os.path.isdir(parent) and not os.listdir(parent):
             os.rmdir(parent)
+
+
+def completed_epochs(directory: Optional[str]) -> int:
+    """Epochs completed by the checkpoints in ``directory`` (0 if there are none or it is unreadable).
+
+    For progress display only: :meth:`tf_awt.checkpoint.PhaseCheckpoint.restore` checks the state
+    before anything is used.
+    """
+    try:
+        with open(os.path.join(directory, "state.json"), encoding="utf-8") as fh:
+            return int(json.load(fh)["epoch"])
+    except (TypeError, OSError, ValueError, KeyError):
+        return 0
+
+
+_PHASE_OUTPUTS = (("search", "ticket.npz"), ("train", "trained.weights.h5"), ("evaluate", "evaluation.json"),
+                  ("export", "saved_model"))
+
+
+def kept(out: str) -> str:
+    """What an interrupted run or grid left in ``out`` that a rerun continues from, in words: the
+    finished phases' outputs and the running phase's checkpoint (``"ticket.npz (search), the train
+    checkpoint after epoch 3"``), or a grid's finished cells (``"4 finished cells"``)."""
+    if not os.path.isdir(out):
+        return "nothing"
+    cells = [root for root, _, files in os.walk(out) if "summary.json" in files and root != out]
+    if cells:
+        return f"{len(cells)} finished cell{'s' * (len(cells) != 1)}"
+    parts = [f"{name} ({phase})" for phase, name in _PHASE_OUTPUTS if os.path.exists(os.path.join(out, name))]
+    for phase in ("search", "train"):
+        epochs = completed_epochs(os.path.join(out, "checkpoints", phase))
+        if epochs:
+            parts.append(f"the {phase} checkpoint after epoch {epochs}")
+    return ", ".join(parts) or "nothing finished yet"
