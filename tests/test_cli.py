@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -19,7 +20,7 @@ import tf_awt
 from tf_awt.running import cli
 from tf_awt.running.recipes import bundled_recipes, load_recipe
 
-from conftest import bad_data, BAD_DATA, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_recipe
+from conftest import bad_data, BAD_DATA, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
 
 L = tf_keras.layers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -731,6 +732,29 @@ def test_run_ends_with_what_to_look_at_and_run_next(tmp_path, capsys):
     assert not [f for f in os.listdir(tmp_path / "quiet") if f.endswith(".png")]
 
 
+def test_the_printed_evaluate_command_repeats_the_runs_evaluation_and_says_how_long_it_took(tmp_path, capsys):
+    """The next: block's `tf-awt evaluate` carries the recipe's own suites and budgets: run as printed,
+    it gives the run's numbers, and the block says how long the run's evaluation took."""
+    import shlex
+
+    recipe = tiny_recipe(tmp_path, eval={"steps": 3, "restarts": 1, "square_queries": 50}, export={"tflite": False, "plots": False})
+    out = tmp_path / "run"
+    proc = tf_awt_main(capsys, "run", recipe, "--out", str(out), "--no-mlflow")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    line = next(l for l in proc.stdout.splitlines() if l.strip().startswith("tf-awt evaluate"))
+    command, _, comment = line.strip().partition("  # ")
+    assert comment == f"the run's evaluation again: {summary['phase_seconds']['evaluate']:.0f} s here", line
+    again = tf_awt_main(capsys, *shlex.split(command)[1:], "--quiet")
+    assert again.returncode == 0, again.stderr[-2000:]
+    printed = json.loads(again.stdout.strip().splitlines()[-1])
+    assert (printed["natural_accuracy"], printed["robust_accuracy"], printed["suites"]) == \
+        (summary["natural_accuracy"], summary["robust_accuracy"], summary["suites"])
+    lighter = tf_awt_main(capsys, "run", tiny_recipe(tmp_path, train=NO_TRAINING), "--out", str(tmp_path / "light"), "--no-mlflow")
+    line = next(l for l in lighter.stdout.splitlines() if l.strip().startswith("tf-awt evaluate"))
+    assert "# the run's evaluation again" not in line  # apgd_iterations 5 has no flag: another evaluation, no claim
+
+
 def test_two_runs_started_at_once_on_one_directory(tmp_path):
     recipe = tiny_recipe(tmp_path, train={"epochs": 3, "batch_size": 32, "steps": 2, "step_size": 0.05})
     out = str(tmp_path / "run")
@@ -873,3 +897,85 @@ def test_sigterm_stops_a_run_in_one_line_releases_the_lock_and_says_how_to_resum
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "search: ticket.npz exists, kept" in resumed.stderr
     assert f"train: resuming after epoch {epochs} of 40" in resumed.stderr
+
+
+def _on_a_terminal(argv, timeout=300):
+    """``python -m tf_awt.running.cli ARGV`` with stderr on a pseudo-terminal: (exit code, what it drew)."""
+    import pty
+    import select
+
+    import fcntl
+    import struct
+    import termios
+
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))  # a 160-column terminal
+    proc = subprocess.Popen([sys.executable, "-m", "tf_awt.running.cli", *argv], stdout=subprocess.DEVNULL,
+                            stderr=secondary, stdin=subprocess.DEVNULL)
+    os.close(secondary)
+    drawn, deadline = b"", time.time() + timeout
+    while time.time() < deadline:
+        ready, _, _ = select.select([primary], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:  # the process closed the terminal
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(primary)
+    return proc.wait(30), drawn.decode("utf-8", "replace")
+
+
+def test_every_evaluation_suite_shows_progress_a_bar_with_an_eta_on_a_terminal_lines_in_a_log(exported, tmp_path):
+    """The standard AutoAttack can run for many minutes: each suite says what it attacks, as a bar with
+    an ETA on a terminal, and as one line when it starts and one when it ends (no carriage returns)
+    in a redirected log. Nothing of Python's warnings machinery (a source line) reaches either."""
+    argv = ["evaluate", "--model", os.path.join(exported, "saved_model"), "--data", tiny_npz(str(tmp_path / "tiny.npz")),
+            "--steps", "3", "--restarts", "2", "--square-queries", "20"]
+    logged = tf_awt_cli(*argv)
+    assert logged.returncode == 0, logged.stderr[-2000:]
+    assert "\r" not in logged.stderr and "UserWarning" not in logged.stderr and "warnings.warn" not in logged.stderr
+    for label in ("PGD-3 ×2", "APGD-CE-100", "APGD-T-100 ×9 targets", "Square-20"):
+        started = [l for l in logged.stderr.splitlines() if l.startswith(f"evaluate: {label} on ") and l.endswith(" ...")]
+        ended = [l for l in logged.stderr.splitlines() if l.startswith(f"evaluate: {label} on ") and l.endswith(" s)")]
+        assert len(started) == len(ended) == 1, (label, logged.stderr)
+    code, drawn = _on_a_terminal(argv)
+    assert code == 0, drawn[-2000:]
+    bars = [part for part in drawn.split("\r") if part.startswith("evaluate APGD-T-100 ×9 targets on ")]
+    assert bars and re.search(r"\[\d\d:\d\d<\d\d:\d\d", bars[-1]) and "example/s" in bars[-1], drawn[-2000:]
+
+
+def test_a_runs_evaluation_shows_each_suite_and_its_warnings_as_one_clean_line(tmp_path, capsys, monkeypatch):
+    """`tf-awt run` in a log: each attack suite's start and end, and each sanity warning as one
+    `warning: evaluate sanity check: ...` line; no Python warning (with its source line) escapes.
+    A registered suite that changes nothing makes the masking probe's standard attacks warn."""
+    import warnings
+
+    from tf_awt.adversarial import attack_suites
+
+    monkeypatch.setattr(attack_suites, "_BY_NAME", dict(attack_suites._BY_NAME))  # the registration is undone
+
+    class Nothing(attack_suites.AttackSuite):
+        name, label = "nothing", "Nothing"
+
+        def adversarial_sets(self, context):
+            context.tick(len(context.x))
+            yield context.x.copy()
+
+    attack_suites.register_attack_suite("nothing", lambda config: Nothing())
+    recipe = tiny_recipe(tmp_path, attack={"norm": "linf", "eps": 0.5, "steps": 2, "step_size": 0.25},
+                         eval={"steps": 3, "restarts": 1, "attacks": "nothing", "apgd_iterations": 10})
+    with warnings.catch_warnings(record=True) as escaped:
+        warnings.simplefilter("always")
+        assert cli.main(["run", recipe, "--out", str(tmp_path / "run"), "--quiet", "--no-mlflow"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [l for l in lines if l.startswith("evaluate: Nothing on ") and l.endswith(" s)")], lines
+    warned = [l for l in lines if "sanity check" in l]
+    summary = json.load(open(tmp_path / "run" / "summary.json"))
+    assert summary["sanity_warnings"] and len(warned) == len(summary["sanity_warnings"]), lines
+    assert all(l.startswith("warning: evaluate sanity check: ") for l in warned), warned
+    assert not [w for w in escaped if "sanity check" in str(w.message)]

@@ -56,6 +56,8 @@ class AttackContext:
       pgd_batch: the (possibly distributed) compiled PGD of ``attack`` on one batch.
       index: each example's position in the evaluation set (default None: 0, 1, ...).
       seed: the evaluation's seed: every random start derives from it.
+      done: called with the number of examples each attack call finished (progress display;
+        default None: nothing is told).
     """
 
     forward: Callable
@@ -68,6 +70,12 @@ class AttackContext:
     pgd_batch: Optional[Callable] = None
     index: Optional[np.ndarray] = None
     seed: int = 0
+    done: Optional[Callable[[int], None]] = None
+
+    def tick(self, examples: int) -> None:
+        """``examples`` more attacked (one attack call): told to :attr:`done`."""
+        if self.done is not None:
+            self.done(int(examples))
 
     def subset(self, keep: np.ndarray) -> "AttackContext":
         """The same context on the examples where ``keep`` is True."""
@@ -94,6 +102,11 @@ class AttackSuite(abc.ABC):
     def describe(self, attack) -> str:
         """What ran, for labels: e.g. ``PGD-100 ×5``."""
         return self.label
+
+    def work(self, context: AttackContext) -> int:
+        """The examples the suite attacks at most, counted once per run (restarts, targets): what
+        :meth:`AttackContext.tick` counts up to. Default ``len(context.x)``, one run."""
+        return len(context.x)
 
     def __repr__(self):
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -123,9 +136,15 @@ class PGDSuite(AttackSuite):
     def describe(self, attack) -> str:
         return f"PGD-{attack.steps} ×{self.restarts}"
 
+    def work(self, context: AttackContext) -> int:
+        return self.restarts * len(context.x)
+
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
         for _ in range(self.restarts):
-            parts = [context.pgd_batch(xb, yb).numpy() for _, xb, yb in _batches(context)]
+            parts = []
+            for _, xb, yb in _batches(context):
+                parts.append(context.pgd_batch(xb, yb).numpy())
+                context.tick(len(xb))
             yield np.concatenate(parts) if parts else context.x.copy()
 
 
@@ -158,6 +177,7 @@ class _Compiled(AttackSuite):
                 out, hit = run(tf.constant(context.x[rows]), tf.constant(context.y[rows]), seed,
                                 tf.constant(np.asarray(targets[rows]).astype(context.y.dtype)))
                 adv[rows], fooled[rows] = out.numpy(), hit.numpy()
+                context.tick(len(rows))
         yield adv
 
 
@@ -187,6 +207,10 @@ class APGDSuite(_Compiled):
     def describe(self, attack) -> str:
         runs = f" ×{self.targets} targets" if self.loss != "ce" else (f" ×{self.restarts}" if self.restarts > 1 else "")
         return f"{self.label}-{self.iterations}{runs}"
+
+    def work(self, context: AttackContext) -> int:
+        runs = self.restarts if self.loss == "ce" else min(self.targets, context.num_classes - 1)
+        return runs * len(context.x)
 
     def _targets(self, context: AttackContext):
         if self.loss == "ce":
@@ -231,6 +255,12 @@ class SquareSuite(_Compiled):
     def describe(self, attack) -> str:
         subset = f" on the first {self.max_examples} examples" if self.max_examples is not None else ""
         return f"Square-{self.queries}{subset}"
+
+    def work(self, context: AttackContext) -> int:
+        if self.max_examples is None:
+            return len(context.x)
+        index = np.arange(len(context.x)) if context.index is None else context.index
+        return int((index < self.max_examples).sum())
 
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
         if context.attack.norm != "linf":
@@ -278,9 +308,11 @@ class ARTAutoAttackSuite(AttackSuite):
             return
         from tf_awt.adversarial.autoattack import autoattack
 
-        yield autoattack(context.forward, context.x, context.y, context.attack, context.num_classes,
+        adv = autoattack(context.forward, context.x, context.y, context.attack, context.num_classes,
                          batch_size=context.batch_size, square_queries=self.square_queries,
                          apgd_iterations=self.apgd_iterations, apgd_restarts=self.apgd_restarts)
+        context.tick(len(context.x))  # ART runs every example in one call
+        yield adv
 
 
 _BY_NAME = {

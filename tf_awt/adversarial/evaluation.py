@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -127,7 +127,7 @@ def _lp_distance(adv, x, norm):
 def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[int] = None, batch_size: int = 256,
              check_subset: int = 256, seed: int = 0, strategy=None,
              attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
-             config: Optional[EvalConfig] = None) -> EvaluationResult:
+             config: Optional[EvalConfig] = None, progress: Optional[Callable] = None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -153,6 +153,11 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
       config: an :class:`~tf_awt.EvalConfig` (default ``EvalConfig()``): the suites and their
         budgets. Its ``steps``/``max_examples``/``split`` are a run's: pass
         ``attack=config.attack(attack)`` for its PGD.
+      progress: ``progress(label, total)`` for each suite as it starts (``label`` like ``"APGD-T-100
+        ×9 targets on 6184 examples"``, ``total`` the examples it attacks counted once per run),
+        returning an object with ``update(n)`` and ``close()``: tqdm's interface, so
+        ``functools.partial(tqdm.tqdm, unit="example")`` draws a bar with an ETA per suite.
+        Default None: nothing is shown.
     """
 
     if config is not None and not isinstance(config, EvalConfig):
@@ -172,7 +177,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         nat = predict.all(x) == y
         context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
                                 attack_batch, seed=seed)
-        rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict)
+        rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict, progress)
         checks_start = time.perf_counter()
         natural, robust = float(nat.mean()), float(rob.mean())
         sub = slice(0, min(check_subset, len(x)))
@@ -272,7 +277,7 @@ def _noise(p: float, n: int) -> float:
     return 2 * np.sqrt(max(p * (1 - p), 1 / max(n, 1)) / max(n, 1))
 
 
-def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict: "_Predictor"):
+def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict: "_Predictor", progress=None):
     """Runs each suite on the examples of ``context`` still robust (``still``, updated in place);
     returns (robust accuracy after each suite, share each broke first, warnings, seconds of each)."""
     attack, n = context.attack, len(context.x)
@@ -284,6 +289,8 @@ def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict:
         start = time.perf_counter()
         before = still.copy()
         part = context.subset(before)
+        bar = progress(f"{suite.describe(attack)} on {len(part.x)} examples", suite.work(part)) if progress else None
+        part = dataclasses.replace(part, done=bar.update) if bar is not None else part
         survived = np.ones(len(part.x), bool)
         for adv in (suite.adversarial_sets(part) if len(part.x) else ()):
             adv = np.array(adv, copy=True)
@@ -295,6 +302,8 @@ def _attack_in_order(chosen, context: AttackContext, still: np.ndarray, predict:
                 adv[outside] = part.x[outside]
             survived &= predict.all(adv) == part.y
         still[np.flatnonzero(before)] = survived
+        if bar is not None:
+            bar.close()
         suites[suite.name] = float(still.mean()) if n else 0.0
         broken[suite.name] = float((before & ~still).mean()) if n else 0.0
         seconds[suite.name] = time.perf_counter() - start
@@ -322,11 +331,11 @@ def _gap_warnings(chosen, suites, broken, n: int, where: str = "") -> List[str]:
     return found
 
 
-def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: "_Predictor"):
+def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: "_Predictor", progress=None):
     """(robust per example over every suite, robust accuracy after each, share each broke first,
     warnings, seconds of each)."""
     rob = nat.copy()
-    suites, broken, found, seconds = _attack_in_order(chosen, context, rob, predict)
+    suites, broken, found, seconds = _attack_in_order(chosen, context, rob, predict, progress)
     return rob, suites, broken, found + _gap_warnings(chosen, suites, broken, len(context.x)), seconds
 
 

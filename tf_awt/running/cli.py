@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from typing import Optional
 
 from tf_awt.errors import CheckpointError, DirectoryBusy, TrainingCollapsed
@@ -70,6 +71,31 @@ class _Progress:
                     self.bar.close()
 
         return Bar()
+
+    def attacks(self, label: str, total: int):
+        """The evaluation's progress for one attack suite (``evaluate(progress=)``): a tqdm bar with
+        an ETA on a terminal, else a line as it starts and one when it ends (with its seconds)."""
+        if not self.quiet:
+            from tqdm.auto import tqdm
+
+            return tqdm(total=total, desc=f"evaluate {label}", unit="example", dynamic_ncols=True, file=sys.stderr)
+        return _AttackLines(label)
+
+
+class _AttackLines:
+    """tqdm's ``update``/``close`` as two log lines: ``evaluate: LABEL ...`` and ``... done (N s)``."""
+
+    def __init__(self, label: str):
+        import time
+
+        self.label, self.start, self.clock = label, time.time(), time.time
+        print(f"evaluate: {label} ...", file=sys.stderr, flush=True)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        print(f"evaluate: {self.label} done ({self.clock() - self.start:.0f} s)", file=sys.stderr, flush=True)
 
 
 def _recipe_args(sp, out_required, out_default="runs/<recipe name>"):
@@ -216,7 +242,9 @@ def _evaluate_saved_model(args):
 
     model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
     attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
-    result = evaluate(model, (x, y), attack=attack, config=config)
+    with warnings.catch_warnings():  # the sanity checks' are printed below, one line each; ART's import notes dropped
+        warnings.simplefilter("ignore", UserWarning)
+        result = evaluate(model, (x, y), attack=attack, config=config, progress=_Progress(args.quiet).attacks)
     out = result.to_dict()
     echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts,
             "attacks": list(config.attacks), "robust_accuracy_attacks": result.attack_label}
@@ -467,8 +495,25 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
     if summary.get("registered_model"):
         lines.append(f"  mlflow models serve -m {summary['registered_model']} --env-manager local -p 5001")
     if summary.get("saved_model"):
-        lines.append(f"  tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset}")
+        command, same = _evaluate_again(recipe, out)
+        seconds = summary.get("phase_seconds", {}).get("evaluate")
+        took = f"  # the run's evaluation again: {seconds:.0f} s here" if same and seconds is not None else ""
+        lines.append(f"  {command}{took}")
     return "\n".join(lines)
+
+
+def _evaluate_again(recipe, out: str):
+    """(the ``tf-awt evaluate --model`` command that repeats the run's evaluation, whether it does):
+    the recipe's non-default suites and budgets as flags (ε and norm come from the run's recipe.yaml);
+    an ``apgd_iterations`` or ``split`` the flags cannot give makes it another evaluation."""
+    from tf_awt.adversarial.phase_config import EvalConfig
+
+    e, default = recipe.eval, EvalConfig()
+    flags = [f"--{name.replace('_', '-')} {','.join(value) if isinstance(value, tuple) else value}"
+             for name in ("attacks", "steps", "restarts", "square_queries", "square_examples", "max_examples")
+             for value in [getattr(e, name)] if value != getattr(default, name)]
+    same = e.apgd_iterations == default.apgd_iterations and e.split == default.split
+    return " ".join([f"tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset}", *flags]), same
 
 
 def _quiet_tensorflow(verbose: bool) -> None:

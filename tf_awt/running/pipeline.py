@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import Callable, Dict, Optional
 
 import tensorflow as tf
@@ -53,7 +54,9 @@ class Run:
       out: the output directory (:mod:`tf_awt.running.run_directory` for its layout).
       recipe_name: the recipe's name or path (recorded in the summary; default "").
       data_dir: tensorflow-datasets ``data_dir`` (default None).
-      progress: callable ``(phase, total_steps) -> keras Callback`` for progress display (default None).
+      progress: callable ``(phase, total_steps) -> keras Callback`` for progress display (default None);
+        if it also has an ``attacks(label, total)`` method (the CLI's does), the evaluation's attack
+        suites report through it (``tf_awt.evaluate(progress=)``).
       tracker: a :class:`tf_awt.running.tracking.Tracker` (default None: nothing recorded).
       log: callable for one-line progress messages (default ``print``).
       force: discard what ``out`` holds (finished or not) and start over (default False).
@@ -144,8 +147,13 @@ class Run:
         t0, r, s = time.time(), self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        result = evaluation.evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()), config=r.eval,
-                          strategy=None if r.distribute == "none" else self.inputs.strategy)
+        with warnings.catch_warnings():  # each is in result.warnings: logged below as one line, not as a Python warning
+            warnings.simplefilter("ignore", UserWarning)
+            result = evaluation.evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()),
+                                         config=r.eval, strategy=None if r.distribute == "none" else self.inputs.strategy,
+                                         progress=getattr(self.progress, "attacks", None))
+        for message in result.warnings:
+            self.log(f"warning: evaluate sanity check: {message}")
         self.directory.write_json("evaluation.json", result.to_dict())
         self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy,
                                   **{f"robust_accuracy_after_{name.replace('-', '_')}": value for name, value in result.suites.items()}})
