@@ -191,8 +191,14 @@ def test_force_replaces_a_different_comparison_in_the_same_directory(tmp_path, c
     assert "running final/dense-s0" in forced.stderr and "running final/dense-s1" in forced.stderr  # s0 run again
 
 
-def test_compare_with_one_try_says_nothing_was_tuned(tmp_path, capsys):
-    """``--tries 1`` runs no selection on validation: the verdict must not say the methods were tuned."""
+def test_compare_with_one_try_says_nothing_was_tuned(tmp_path, capsys, monkeypatch):
+    """``--tries 1`` runs no selection on validation: the verdict must not say the methods were tuned,
+    and the plot's validation panel says why it is empty."""
+    from tf_awt.running import compare as compare_module
+
+    drawn = {}
+    save = compare_module.save
+    monkeypatch.setattr(compare_module, "save", lambda fig, path: (drawn.setdefault(os.path.basename(path), fig), save(fig, path)))
     recipe = tiny_recipe(tmp_path, train={"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05})
     out = str(tmp_path / "c")
     proc = tf_awt_main(capsys, "compare", recipe, "--methods", "magnitude,dense", "--tries", "1", "--seeds", "1",
@@ -200,6 +206,8 @@ def test_compare_with_one_try_says_nothing_was_tuned(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr[-2000:]
     verdict = open(os.path.join(out, "verdict.md")).read()
     assert "tuned with up to" not in verdict and "not tuned: nothing ran on a validation split" in verdict
+    validation_panel = drawn["robust_vs_natural.png"].axes[0]
+    assert [t.get_text() for t in validation_panel.texts] == ["nothing ran on the validation split:\none setting per method, not tuned"]
     assert not os.path.exists(os.path.join(out, "select")) or not os.listdir(os.path.join(out, "select"))
 
 

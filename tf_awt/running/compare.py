@@ -390,6 +390,9 @@ def _plot(out, selection, final) -> None:
     for r in final:
         ax_final.errorbar(r["natural_mean"], r["robust_mean"], xerr=r["natural_std"], yerr=r["robust_std"], fmt="o",
                           color=colors[r["method"]], capsize=3, label=r["method"])
+    if not any(r["seeds"] for r in selection):  # --tries 1: no panel that looks like an empty tuning
+        ax_select.text(0.5, 0.5, "nothing ran on the validation split:\none setting per method, not tuned",
+                       ha="center", va="center", transform=ax_select.transAxes)
     ax_select.set_title("validation split: every try (★ chosen), mean over seeds", fontsize=9)
     ax_final.set_title("test split: the chosen tries, mean ± std over seeds", fontsize=9)
     for ax in (ax_select, ax_final):
