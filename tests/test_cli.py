@@ -20,7 +20,7 @@ import tf_awt
 from tf_awt.running import cli
 from tf_awt.running.recipes import bundled_recipes, load_recipe
 
-from conftest import bad_data, BAD_DATA, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
+from conftest import bad_data, BAD_DATA, digits_recipe, NO_TRAINING, tf_awt_cli, tf_awt_main, tiny_npz, tiny_recipe
 
 L = tf_keras.layers
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -234,7 +234,8 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracked_run(mlflow_server, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("tracked")
-    recipe = tiny_recipe(tmp, export={})  # the recipe's default export: SavedModel and model.tflite
+    # learnable digits (a collapsed run is never registered); the recipe's default export: SavedModel and model.tflite
+    recipe = digits_recipe(tmp, epochs=3, export={})
     out = str(tmp / "run")
     with pytest.MonkeyPatch.context() as env:  # `MLFLOW_TRACKING_URI=... tf-awt run`, in this process
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
@@ -256,6 +257,11 @@ def test_run_ends_with_the_run_page_and_the_serve_command(mlflow_server, tracked
     assert f"mlflow ui                      # from this directory, then open http://127.0.0.1:5000/{page}" in printed
     assert f"mlflow models serve -m {summary['registered_model']} --env-manager local" in printed
     assert summary["registered_model"].startswith("models:/tf_awt-tiny/")
+    again = io.StringIO()  # a rerun on the finished directory keeps it, and still links the run's page
+    with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(again):
+        env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        assert cli.main(["run", str(tmp / "tiny.yaml"), "--out", os.path.join(str(tmp), "run")]) == 0
+    assert f"then open http://127.0.0.1:5000/{page}" in again.getvalue(), again.getvalue()
 
 
 @pytest.mark.xdist_group("mlflow_server")
@@ -297,11 +303,15 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     model_metrics = {m.key: m for m in logged.metrics}
     final = client.get_metric_history(run.info.run_id, "train_adv_accuracy")[-1]
     assert model_metrics["train_adv_accuracy"].value == final.value and model_metrics["train_adv_accuracy"].step == final.step
+    # final numbers only: no search step that shares the last epoch's number, the evaluation's accuracies
+    assert not [k for k in model_metrics if k.startswith("search_")], sorted(model_metrics)
+    assert np.isclose(model_metrics["robust_accuracy"].value, summary["robust_accuracy"])
+    assert {k for k in model_metrics if k.startswith("train_")} == {f"train_{k}" for k in json.load(open(os.path.join(out, "history.json")))}
     note = run.data.tags["mlflow.note.content"]
     assert note.startswith("tiny test recipe") and f"robust accuracy {summary['robust_accuracy']:.4f}" in note
     inputs = run.inputs.dataset_inputs
     assert len(inputs) == 1 and inputs[0].tags[0].value == "training"
-    assert json.loads(inputs[0].dataset.profile)["features_shape"][0] == 96  # the tiny training split
+    assert json.loads(inputs[0].dataset.profile)["features_shape"][0] == 400  # the training split
 
 
 @pytest.mark.xdist_group("mlflow_server")
@@ -358,7 +368,7 @@ def test_served_model_answers_like_the_in_process_model(mlflow_server, tracked_r
     shown = subprocess.run([cli_path, "show", "--dir", os.path.join(out, "saved_model"), "--tag_set", "serve",
                             "--signature_def", "serving_default"], capture_output=True, text=True)
     assert "inputs['images']" in shown.stdout and "outputs['logits']" in shown.stdout
-    x = np.load(str(tmp / "tiny.npz"))["x"][:4]
+    x = np.load(str(tmp / "digits.npz"))["x"][:4]
     np.save(str(tmp / "x.npy"), x)
     expected = tf.saved_model.load(os.path.join(out, "saved_model")).signatures["serving_default"](images=tf.constant(x))["logits"].numpy()
     from tf_awt.tickets.export import tflite_predict  # the sparse TFLite file answers like the SavedModel, at any batch size

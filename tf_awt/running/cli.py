@@ -445,7 +445,7 @@ def _dispatch(args, recipe, densities, log) -> int:
         print(f"natural_accuracy {summary['natural_accuracy']:.4f}  robust_accuracy {summary['robust_accuracy']:.4f} "
               f"({summary.get('robust_accuracy_attacks', 'PGD-only')})  density {summary['density']:.4f}  -> {os.path.join(args.out, 'summary.json')}")
         if not args.quiet:
-            print(closing_block(summary, args.out, recipe, num_classes=run.inputs.split.num_classes, ui_url=_run_page(tracker)))
+            print(closing_block(summary, args.out, recipe, num_classes=run.inputs.split.num_classes, ui_url=_run_page(tracker, summary.get("mlflow_run_id"))))
     else:
         if args.command == "search":
             run.inputs.split  # the data load first: a bad data set leaves nothing behind
@@ -454,18 +454,20 @@ def _dispatch(args, recipe, densities, log) -> int:
     return 0
 
 
-def _run_page(tracker) -> Optional[str]:
+def _run_page(tracker, run_id: Optional[str] = None) -> Optional[str]:
     """The run's page in ``mlflow ui`` (default address), in the UI's "Model training" mode: MLflow 3
-    opens in its GenAI mode otherwise, whatever the experiment's kind (docs/screenshots/)."""
-    if tracker is None or not tracker.run_id:
+    opens in its GenAI mode otherwise, whatever the experiment's kind (docs/screenshots/). ``run_id``
+    (summary.json's) when the tracker started none: a rerun on a finished directory."""
+    run_id = (tracker.run_id if tracker is not None else None) or run_id
+    if not run_id:
         return None
     try:
         import mlflow
 
-        experiment = mlflow.get_run(tracker.run_id).info.experiment_id
+        experiment = mlflow.get_run(run_id).info.experiment_id
     except Exception:  # the store went away: the block still prints
         return None
-    return f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{tracker.run_id}?workflowType=machine_learning"
+    return f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
 
 
 def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None) -> str:

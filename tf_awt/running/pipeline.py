@@ -234,9 +234,8 @@ class Run:
 
         if self.recipe.export.plots:
             plots.write_all(self.out, ticket, hist)
-        last_epoch = max(len(next(iter(hist.values()), [])) - 1, 0)  # the trained model's metrics in the MLflow UI
         artifacts = [self.path(name) for name in (*_ARTIFACTS, *plots.NAMES) if self.directory.has(name)]
-        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.inputs.split.x_test[:2], last_epoch,
+        record_run(self.tracker, self.recipe, self.recipe_name, summary, stripped, self.inputs.split.x_test[:2], hist,
                    report.description(self.recipe, summary), reasons, artifacts)
         self.directory.write_json("summary.json", summary)
         self.tracker.log_artifact(self.path("summary.json"))

@@ -151,12 +151,14 @@ class Tracker:
 
         mlflow.log_artifact(path)
 
-    def log_model(self, model, input_example, step: Optional[int] = None, description: str = "",
+    def log_model(self, model, input_example, metrics: Optional[Dict[str, tuple]] = None, description: str = "",
                   tags: Optional[Dict[str, str]] = None, registrable: bool = True) -> str:
         """Logs the sparse model (TensorFlow flavor, signature + input example); returns its URI.
 
-        ``step`` links the model to the run's metrics at that step (the last training epoch: the
-        MLflow UI then shows the trained model's numbers, not the first step's). With ``register``
+        ``metrics`` ({key: (value, step)}) are the model's own numbers, linked to it and only they:
+        MLflow links a model to every run metric at its step, and the search's steps and the
+        training's epochs share numbers, so the model is logged one step past every metric of the
+        run. The MLflow UI then shows the trained model's final numbers only. With ``register``
         and ``registrable`` (default True; a collapsed run passes False), the model also becomes a
         new version of that registered model (:attr:`registered_uri`; ``mlflow models serve -m
         models:/NAME/latest`` serves it), whose description is ``description`` and whose tags are
@@ -170,7 +172,9 @@ class Tracker:
         signature = mlflow.models.infer_signature(example, logits)
         info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
                                            registered_model_name=self.register if registrable else None, pip_requirements=_serving_requirements(),
-                                           step=step or 0)
+                                           step=self._unused_step())
+        for key, (value, step) in (metrics or {}).items():
+            mlflow.log_metric(key, float(value), step=int(step), model_id=info.model_id)
         if self.register and registrable:
             version = info.registered_model_version
             self.registered_uri = f"models:/{self.register}/{version}"
@@ -180,6 +184,14 @@ class Tracker:
             for key, value in (tags or {}).items():
                 client.set_model_version_tag(self.register, version, key, str(value))
         return info.model_uri
+
+    def _unused_step(self) -> int:
+        """One past the largest step of any metric the run logged (in this process or before a resume)."""
+        import mlflow
+
+        client = mlflow.tracking.MlflowClient()
+        keys = client.get_run(self.run_id).data.metrics
+        return 1 + max((m.step for key in keys for m in client.get_metric_history(self.run_id, key)), default=-1)
 
     def log_training_data(self, x, y, name: str) -> None:
         """Records the training split as the run's MLflow dataset input (name, digest, shape; not the data)."""
@@ -247,10 +259,11 @@ def _serving_requirements():
     return pins
 
 
-def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, last_epoch: int,
+def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, history: dict,
                description: str, reasons, artifacts) -> None:
     """A finished run into ``tracker`` (a :class:`Tracker` or :class:`NullTracker`): the model,
-    linked to the last training epoch's metrics and registered with ``description`` and tags (a
+    linked to its final numbers (the last training epoch's ``train_*`` of ``history``, the
+    evaluation's accuracies) and registered with ``description`` and tags (a
     collapsed run's model, ``reasons`` non-empty, is logged but never registered: ``models:/NAME/latest``
     keeps serving the last healthy one); the run's description, final metrics, collapse tags and
     ``artifacts`` (paths). Sets ``summary["model_uri"]`` and ``summary["registered_model"]``."""
@@ -259,7 +272,10 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
             "robust_accuracy": f"{summary['robust_accuracy']:.4f}",
             "robust_accuracy_attacks": summary.get("robust_accuracy_attacks", "")}
     if recipe.export.saved_model:  # else no model: a comparison's selection try, say
-        summary["model_uri"] = tracker.log_model(model, input_example, step=last_epoch, description=description, tags=tags,
+        final = {f"train_{k}": (v[-1], len(v) - 1) for k, v in history.items() if v}
+        final.update({k: (summary[k], 0) for k in ("natural_accuracy", "robust_accuracy")})
+        final.update({f"robust_accuracy_after_{k.replace('-', '_')}": (v, 0) for k, v in summary.get("suites", {}).items()})
+        summary["model_uri"] = tracker.log_model(model, input_example, metrics=final, description=description, tags=tags,
                                                  registrable=not reasons)
     summary["registered_model"] = tracker.registered_uri
     tracker.describe(description)
