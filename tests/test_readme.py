@@ -65,6 +65,28 @@ def test_the_readme_is_a_front_door():
         assert os.path.exists(os.path.join(ROOT, link)), link
 
 
+def test_the_readmes_own_data_layout_is_what_a_run_reads(tmp_path):
+    """README "Your own data": x in [0, 1] and integer y; x_test/y_test is the test split, else 20%
+    of the file is held out; `--set dataset=FILE.npz` runs on it (the CLI, checked before training)."""
+    import numpy as np
+
+    import tf_awt
+    from tf_awt.running import cli
+
+    text = " ".join(open(os.path.join(ROOT, "README.md"), encoding="utf-8").read().split())
+    assert "an optional `x_test`/`y_test` pair is the test split, else 20% of the file is held out" in text
+    rng = np.random.default_rng(0)
+    x, y = rng.uniform(0, 1, (50, 8, 8, 1)).astype("float32"), rng.integers(0, 3, 50)
+    np.savez(tmp_path / "only.npz", x=x, y=y)
+    np.savez(tmp_path / "both.npz", x=x[:40], y=y[:40], x_test=x[40:], y_test=y[40:])
+    only, both = tf_awt.data.load(str(tmp_path / "only.npz")), tf_awt.data.load(str(tmp_path / "both.npz"))
+    assert (len(only.y_train), len(only.y_test)) == (40, 10)
+    assert (len(both.y_train), len(both.y_test)) == (40, 10) and np.array_equal(both.x_test, x[40:])
+    np.savez(tmp_path / "bad.npz", x=x * 255, y=y)  # pixels in [0, 255]: refused in one line, nothing written
+    assert cli.main(["run", "--set", f"dataset={tmp_path / 'bad.npz'}", "--out", str(tmp_path / "run"), "--no-mlflow"]) == 2
+    assert not (tmp_path / "run").exists()
+
+
 def test_without_quiet_the_same_shell_shows_tensorflow_log_lines(tmp_path):
     """The control of the README tests' empty stderr: the first example's imports without
     ``tf_awt.quiet()`` print TensorFlow's log lines in the same clean shell, so the silence there is
