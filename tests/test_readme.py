@@ -65,6 +65,28 @@ def test_the_readme_is_a_front_door():
         assert os.path.exists(os.path.join(ROOT, link)), link
 
 
+def test_every_relative_link_in_the_readme_and_docs_resolves():
+    """A link from README.md or docs/*.md to a file of the repository (relative to the linking file)
+    names a file that exists; an anchor names a heading of it (GitHub's slugs)."""
+    pages = ["README.md"] + [os.path.join("docs", f) for f in sorted(os.listdir(os.path.join(ROOT, "docs"))) if f.endswith(".md")]
+    broken = []
+    for page in pages:
+        text = open(os.path.join(ROOT, page), encoding="utf-8").read()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            path, _, anchor = target.partition("#")
+            full = os.path.normpath(os.path.join(ROOT, os.path.dirname(page), path))
+            if not os.path.exists(full):
+                broken.append(f"{page}: {target}")
+            elif anchor and full.endswith(".md"):
+                slugs = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+                         for h in re.findall(r"^#+ (.*)$", open(full, encoding="utf-8").read(), flags=re.M)}
+                if anchor not in slugs:
+                    broken.append(f"{page}: {target} (no such heading)")
+    assert not broken, broken
+
+
 def test_the_readmes_own_data_layout_is_what_a_run_reads(tmp_path):
     """README "Your own data": x in [0, 1] and integer y; x_test/y_test is the test split, else 20%
     of the file is held out; `--set dataset=FILE.npz` runs on it (the CLI, checked before training)."""
