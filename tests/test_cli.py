@@ -491,7 +491,7 @@ def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
 
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    recipe = tiny_recipe(tmp_path, method="magnitude")
+    recipe = digits_recipe(tmp_path, epochs=3, method="magnitude")  # learnable: a collapsed run is never registered
     out = str(tmp_path / "run")
     capsys.readouterr()
     assert cli.main(["run", recipe, "--out", out, "--register-as", "my-ticket"]) == 0  # no --quiet: stderr is no terminal
@@ -673,10 +673,13 @@ def test_outputs_follow_the_umask_and_logs_are_quiet(tmp_path):
              or "cuInit" in l or "absl::InitializeLog" in l or l.startswith("WARNING:tensorflow") or " INFO mlflow" in l]
     assert not noise, noise
     assert not (out / ".tf-awt.lock").exists()
-    # --verbose: TensorFlow's own lines are back (they come with its import, before the one-line error).
-    loud = tf_awt_cli("--verbose", "evaluate", "--model", str(tmp_path / "missing"), "--dataset", "mnist-5k",
+    # --verbose: TensorFlow's own lines are back (they come with its import, before the one-line error
+    # about a SavedModel that TensorFlow cannot read: an empty saved_model.pb).
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "saved_model.pb").write_bytes(b"")
+    loud = tf_awt_cli("--verbose", "evaluate", "--model", str(tmp_path / "broken"), "--dataset", "mnist-5k",
                       env={"TF_CPP_MIN_LOG_LEVEL": "0"})
-    assert loud.returncode == 2 and "is not a SavedModel directory" in loud.stderr, loud.stderr[-2000:]
+    assert loud.returncode == 2 and "is not a readable SavedModel" in loud.stderr, loud.stderr[-2000:]
     assert "oneDNN" in loud.stderr or "I0000" in loud.stderr
 
 

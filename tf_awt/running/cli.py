@@ -222,7 +222,11 @@ def _evaluate_saved_model(args):
     from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
     from tf_awt._files import atomic_write_json
 
-    loaded = tf.saved_model.load(args.model)
+    try:
+        loaded = tf.saved_model.load(args.model)
+    except Exception as err:  # TensorFlow's wording (MetaGraphs, tags=) says nothing to a user
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"--model {args.model} is not a readable SavedModel ({first[:200]})") from None
     if "serving_default" not in loaded.signatures:
         raise ValueError(f"{args.model} has no serving_default signature")
     fn = loaded.signatures["serving_default"]
