@@ -552,7 +552,7 @@ def test_evaluate_reports_the_worst_case_of_pgd_and_the_standard_autoattack_thro
     assert set(result["suites"]) == {"pgd", "apgd-ce", "apgd-t", "square"} and result["num_examples"] == 8
     assert result["robust_accuracy"] == result["suites"]["square"] == min(result["suites"].values())
     err = capsys.readouterr().err
-    assert "worst case of PGD-5 ×1, APGD-CE-100, APGD-T-100 ×9 targets, Square-50" in err
+    assert "worst case of PGD-5 ×1, APGD-CE-100, APGD-T-100 ×2 targets, Square-50" in err  # three classes: two targets
     assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attacks", "pgd",
                      "--eps", "0.1", "--steps", "5", "--restarts", "1", "--max-examples", "8", "--quiet"]) == 0
     assert "PGD-only (PGD-5 ×1)" in capsys.readouterr().err
@@ -952,13 +952,13 @@ def test_every_evaluation_suite_shows_progress_a_bar_with_an_eta_on_a_terminal_l
     logged = tf_awt_cli(*argv)
     assert logged.returncode == 0, logged.stderr[-2000:]
     assert "\r" not in logged.stderr and "UserWarning" not in logged.stderr and "warnings.warn" not in logged.stderr
-    for label in ("PGD-3 ×2", "APGD-CE-100", "APGD-T-100 ×9 targets", "Square-20"):
+    for label in ("PGD-3 ×2", "APGD-CE-100", "APGD-T-100 ×2 targets", "Square-20"):  # three classes: two targets
         started = [l for l in logged.stderr.splitlines() if l.startswith(f"evaluate: {label} on ") and l.endswith(" ...")]
         ended = [l for l in logged.stderr.splitlines() if l.startswith(f"evaluate: {label} on ") and l.endswith(" s)")]
         assert len(started) == len(ended) == 1, (label, logged.stderr)
     code, drawn = _on_a_terminal(argv)
     assert code == 0, drawn[-2000:]
-    bars = [part for part in drawn.split("\r") if part.startswith("evaluate APGD-T-100 ×9 targets on ")]
+    bars = [part for part in drawn.split("\r") if part.startswith("evaluate APGD-T-100 ×2 targets on ")]
     assert bars and re.search(r"\[\d\d:\d\d<\d\d:\d\d", bars[-1]) and "example/s" in bars[-1], drawn[-2000:]
 
 

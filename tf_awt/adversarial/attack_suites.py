@@ -103,6 +103,11 @@ class AttackSuite(abc.ABC):
         """What ran, for labels: e.g. ``PGD-100 ×5``."""
         return self.label
 
+    def for_classes(self, num_classes: int) -> "AttackSuite":
+        """The suite as it runs on a model with ``num_classes`` outputs (its label then says what
+        ran). Default: itself."""
+        return self
+
     def work(self, context: AttackContext) -> int:
         """The examples the suite attacks at most, counted once per run (restarts, targets): what
         :meth:`AttackContext.tick` counts up to. Default ``len(context.x)``, one run."""
@@ -207,6 +212,13 @@ class APGDSuite(_Compiled):
     def describe(self, attack) -> str:
         runs = f" ×{self.targets} targets" if self.loss != "ce" else (f" ×{self.restarts}" if self.restarts > 1 else "")
         return f"{self.label}-{self.iterations}{runs}"
+
+    def for_classes(self, num_classes: int) -> "APGDSuite":
+        """APGD-T has at most ``num_classes - 1`` targets: with fewer classes than targets + 1, a copy
+        that says so (``APGD-T-100 ×2 targets`` on three classes)."""
+        if self.loss == "ce" or self.targets <= num_classes - 1:
+            return self
+        return APGDSuite(self.loss, self.iterations, self.restarts, max(num_classes - 1, 1))
 
     def work(self, context: AttackContext) -> int:
         runs = self.restarts if self.loss == "ce" else min(self.targets, context.num_classes - 1)

@@ -177,6 +177,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         nat = predict.all(x) == y
         context = AttackContext(forward, x, y, attack, batch_size, int(forward(tf.constant(x[:1])).shape[-1]), strategy,
                                 attack_batch, seed=seed)
+        chosen = [suite.for_classes(context.num_classes) for suite in chosen]  # labels say what ran
         rob, suites, broken, found, seconds = _run_suites(chosen, context, nat, predict, progress)
         checks_start = time.perf_counter()
         natural, robust = float(nat.mean()), float(rob.mean())
@@ -347,7 +348,7 @@ def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: 
                and not (name == "square" and context.attack.norm != "linf")]
     if not missing or not len(context.x):
         return []
-    probe = attack_suites(missing, config.replace(square_examples=None))
+    probe = [suite.for_classes(context.num_classes) for suite in attack_suites(missing, config.replace(square_examples=None))]
     still = np.ones(len(context.x), bool)
     _, broken, found, _ = _attack_in_order(probe, context, still, predict)
     robust = len(context.x) / n
