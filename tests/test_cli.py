@@ -239,10 +239,11 @@ def tracked_run(mlflow_server, tmp_path_factory):
     out = str(tmp / "run")
     with pytest.MonkeyPatch.context() as env:  # `MLFLOW_TRACKING_URI=... tf-awt run`, in this process
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(printed):  # not --quiet: the closing block is printed
+        printed, said = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(said):  # not --quiet: the closing block
             assert cli.main(["run", recipe, "--out", out]) == 0
     (tmp / "printed.txt").write_text(printed.getvalue())
+    (tmp / "said.txt").write_text(said.getvalue())
     return out, json.load(open(os.path.join(out, "summary.json"))), tmp
 
 
@@ -257,6 +258,9 @@ def test_run_ends_with_the_run_page_and_the_serve_command(mlflow_server, tracked
     assert f"mlflow ui                      # from this directory, then open http://127.0.0.1:5000/{page}" in printed
     assert f"mlflow models serve -m {summary['registered_model']} --env-manager local" in printed
     assert summary["registered_model"].startswith("models:/tf_awt-tiny/")
+    assert f"registered as {summary['registered_model']}" in printed  # said once, by tf-awt, not by MLflow on stderr
+    said = (tmp / "said.txt").read_text()
+    assert "Created version" not in said and "Successfully registered" not in said, said[-2000:]
     again = io.StringIO()  # a rerun on the finished directory keeps it, and still links the run's page
     with pytest.MonkeyPatch.context() as env, contextlib.redirect_stdout(again):
         env.setenv("MLFLOW_TRACKING_URI", mlflow_server)

@@ -494,7 +494,8 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
     if plots:
         lines.append(f"plots:   {', '.join(os.path.join(out, p) for p in plots)}")
     if summary.get("mlflow_run_id"):
-        lines.append(f"mlflow:  run {summary['mlflow_run_id']}" + (f", model {summary['model_uri']}" if summary.get("model_uri") else ""))
+        lines.append(f"mlflow:  run {summary['mlflow_run_id']}" + (f", model {summary['model_uri']}" if summary.get("model_uri") else "")
+                     + (f", registered as {summary['registered_model']}" if summary.get("registered_model") else ""))
     lines.append("next:")
     if summary.get("mlflow_run_id"):
         lines.append(f"  mlflow ui                      # from this directory, then open {ui_url or 'http://127.0.0.1:5000'}")

@@ -10,7 +10,9 @@ run never load it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
 import urllib.error
 import urllib.request
 from typing import Dict, Optional
@@ -29,6 +31,10 @@ def check_server(uri: str, timeout: float = 5.0) -> None:
         reason = getattr(err, "reason", err)
         raise ValueError(f"MLflow tracking server {uri} is unreachable ({reason}). Start it, or unset MLFLOW_TRACKING_URI "
                          "to use the local store.") from None
+
+
+_REGISTRATION_LINES = ("Successfully registered model", "Created version", "Registered model")
+"""How MLflow announces a registration on stderr (the closing block says it once, with the URI)."""
 
 
 @contextlib.contextmanager
@@ -170,9 +176,13 @@ class Tracker:
         example = np.asarray(input_example, np.float32)
         logits = model(example, training=False).numpy()
         signature = mlflow.models.infer_signature(example, logits)
-        info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
-                                           registered_model_name=self.register if registrable else None, pip_requirements=_serving_requirements(),
-                                           step=self._unused_step())
+        with contextlib.redirect_stderr(io.StringIO()) as said:  # MLflow prints its registration on stderr
+            info = mlflow.tensorflow.log_model(model, name="model", signature=signature, input_example=example,
+                                               registered_model_name=self.register if registrable else None,
+                                               pip_requirements=_serving_requirements(), step=self._unused_step())
+        for line in said.getvalue().splitlines():  # the registration is in tf-awt's closing block; anything else is kept
+            if line.strip() and not line.startswith(_REGISTRATION_LINES):
+                print(line, file=sys.stderr)
         for key, (value, step) in (metrics or {}).items():
             mlflow.log_metric(key, float(value), step=int(step), model_id=info.model_id)
         if self.register and registrable:
