@@ -991,6 +991,9 @@ def test_a_runs_evaluation_shows_each_suite_and_its_warnings_as_one_clean_line(t
         assert cli.main(["run", recipe, "--out", str(tmp_path / "run"), "--quiet", "--no-mlflow"]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert [l for l in lines if l.startswith("evaluate: Nothing on ") and l.endswith(" s)")], lines
+    # the masking probe (the standard suites that were not asked for) runs on the check subset: it says so too
+    for label in ("APGD-CE-10", "APGD-T-10 ×2 targets", "Square-5000"):
+        assert [l for l in lines if l.startswith(f"evaluate: check: {label} on ") and l.endswith(" s)")], (label, lines)
     warned = [l for l in lines if "sanity check" in l]
     summary = json.load(open(tmp_path / "run" / "summary.json"))
     assert summary["sanity_warnings"] and len(warned) == len(summary["sanity_warnings"]), lines

@@ -190,7 +190,7 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
             found += _convergence_check(forward, predict, x[sub], y[sub], attack, attack_batch, strategy)
             found += _large_eps_check(predict, x[sub], y[sub], attack, forward, strategy)
             found += _masking_probe(chosen, context.subset(rob[:len(x)] & (np.arange(len(x)) < check_subset)), settings,
-                                    predict, min(check_subset, len(x)))
+                                    predict, min(check_subset, len(x)), progress)
             zero_gradients = _zero_gradient_fraction(forward, x[sub], y[sub])
             if zero_gradients > 0:
                 found.append(f"{zero_gradients:.1%} of the examples have an all-zero input gradient: a sign of gradient masking")
@@ -340,9 +340,11 @@ def _run_suites(chosen, context: AttackContext, nat: np.ndarray, predict: "_Pred
     return rob, suites, broken, found + _gap_warnings(chosen, suites, broken, len(context.x)), seconds
 
 
-def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: "_Predictor", n: int) -> List[str]:
+def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: "_Predictor", n: int,
+                   progress=None) -> List[str]:
     """When the standard AutoAttack suites were not all run: those missing, on the robust examples
-    among the first ``n`` (the check subset). They breaking more than noise allows is reported."""
+    among the first ``n`` (the check subset). They breaking more than noise allows is reported.
+    ``progress`` as :func:`evaluate`'s (labels ``check: ...``)."""
     names = {suite.name for suite in chosen}
     missing = [name for name in PRESETS["autoattack"] if name not in names
                and not (name == "square" and context.attack.norm != "linf")]
@@ -350,7 +352,8 @@ def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: 
         return []
     probe = [suite.for_classes(context.num_classes) for suite in attack_suites(missing, config.replace(square_examples=None))]
     still = np.ones(len(context.x), bool)
-    _, broken, found, _ = _attack_in_order(probe, context, still, predict)
+    told = (lambda label, total: progress(f"check: {label}", total)) if progress else None
+    _, broken, found, _ = _attack_in_order(probe, context, still, predict, told)
     robust = len(context.x) / n
     noise = _noise(robust, n)
     labels = ", ".join(suite.label for suite in chosen)
