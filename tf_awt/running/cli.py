@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import traceback
-import warnings
 from typing import Optional
 
 from tf_awt.errors import CheckpointError, DirectoryBusy, TrainingCollapsed
@@ -219,8 +218,9 @@ def _evaluate_saved_model(args):
     _import_tensorflow(args.verbose)
     import tensorflow as tf
 
-    from tf_awt.adversarial.evaluation import evaluate, evaluation_attack
+    from tf_awt.adversarial.evaluation import evaluation_attack
     from tf_awt._files import atomic_write_json
+    from tf_awt.running.report import evaluate_quietly, warning_line
 
     try:
         loaded = tf.saved_model.load(args.model)
@@ -246,9 +246,7 @@ def _evaluate_saved_model(args):
 
     model = Wrapped(name=os.path.basename(os.path.normpath(args.model)))
     attack = evaluation_attack(args.eps, args.norm, args.steps).replace(clip_min=split.clip_min, clip_max=split.clip_max)
-    with warnings.catch_warnings():  # the sanity checks' are printed below, one line each; ART's import notes dropped
-        warnings.simplefilter("ignore", UserWarning)
-        result = evaluate(model, (x, y), attack=attack, config=config, progress=_Progress(args.quiet).attacks)
+    result = evaluate_quietly(model, (x, y), attack=attack, config=config, progress=_Progress(args.quiet).attacks)
     out = result.to_dict()
     echo = {"norm": args.norm, "eps": args.eps, "steps": args.steps, "restarts": args.restarts,
             "attacks": list(config.attacks), "robust_accuracy_attacks": result.attack_label}
@@ -257,7 +255,7 @@ def _evaluate_saved_model(args):
           f"{out['num_examples']} examples{'; ε and norm from ' + args.attack_source if args.attack_source else ''})",
           file=sys.stderr)
     for message in result.warnings:
-        print(f"warning: {message}", file=sys.stderr)
+        print(warning_line(message), file=sys.stderr)
     print(json.dumps({"natural_accuracy": out["natural_accuracy"], "robust_accuracy": out["robust_accuracy"],
                       "suites": out["suites"], "broken_by": out["broken_by"], "num_examples": out["num_examples"],
                       "attack": echo, "warnings": out["warnings"]}))

@@ -20,14 +20,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-import warnings
 from typing import Callable, Dict, Optional
 
 import tensorflow as tf
 import tf_keras
 
 from tf_awt.adversarial.collapse import CollapseMonitor, TrainingCollapsed, advice
-from tf_awt.adversarial import evaluation, training  # the phases by module: what a spy replaces is what runs
+from tf_awt.adversarial import training  # the phases by module: what a spy replaces is what runs (evaluate: report.evaluate_quietly)
 from tf_awt.adversarial.evaluation import EvaluationResult
 from tf_awt.checkpoint import steps_per_epoch
 from tf_awt.running import plots, report
@@ -147,13 +146,11 @@ class Run:
         t0, r, s = time.time(), self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
-        with warnings.catch_warnings():  # each is in result.warnings: logged below as one line, not as a Python warning
-            warnings.simplefilter("ignore", UserWarning)
-            result = evaluation.evaluate(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()),
+        result = report.evaluate_quietly(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()),
                                          config=r.eval, strategy=None if r.distribute == "none" else self.inputs.strategy,
                                          progress=getattr(self.progress, "attacks", None))
         for message in result.warnings:
-            self.log(f"warning: evaluate sanity check: {message}")
+            self.log(report.warning_line(message))
         self.directory.write_json("evaluation.json", result.to_dict())
         self.tracker.log_metrics({"natural_accuracy": result.natural_accuracy, "robust_accuracy": result.robust_accuracy,
                                   **{f"robust_accuracy_after_{name.replace('-', '_')}": value for name, value in result.suites.items()}})

@@ -11,7 +11,8 @@ from typing import List, Optional
 import numpy as np
 
 
-__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line", "attacks_note"]
+__all__ = ["collapse_report", "summary", "description", "training_line", "evaluation_line", "attacks_note",
+           "evaluate_quietly", "warning_line"]
 
 
 def collapse_report(recipe, split, history: dict, result) -> List[str]:
@@ -76,6 +77,24 @@ def training_line(epochs: int, seconds: float, history: dict) -> str:
     """``train: 8 epochs (23 s): loss 0.98, ...``: the last epoch's values."""
     last = ", ".join(f"{k} {v[-1]:.4g}" for k, v in history.items() if v)
     return f"train: {epochs} epochs ({seconds:.0f} s){': ' + last if last else ''}"
+
+
+def evaluate_quietly(*args, **kwargs):
+    """:func:`tf_awt.evaluate` for a command line: its sanity checks' findings stay in
+    ``result.warnings`` (printed as :func:`warning_line`), not Python warnings with a source line,
+    and third-party notes (ART's import warnings) are dropped."""
+    import warnings
+
+    from tf_awt.adversarial import evaluation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return evaluation.evaluate(*args, **kwargs)
+
+
+def warning_line(message: str) -> str:
+    """A sanity check's finding as the one line the commands print."""
+    return f"warning: evaluate sanity check: {message}"
 
 
 def evaluation_line(recipe, result, seconds: float) -> str:
