@@ -66,6 +66,9 @@ class TrainConfig(_Config):
       lr_schedule: "constant" (default), "cosine" or "step" (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`).
       lr_warmup_epochs: linear learning-rate warm-up (default 0).
       clip_norm: clip the gradient's global norm (default None: no clipping).
+      rewind: "init" (default, the paper: train m ⊙ θ0) or "learned": start from the weights the
+        search ended with (NTT's code; DNS's fine-tuning, Guo et al. 2016); a run's setting, for
+        methods that train (:meth:`tf_awt.Ticket.to_model`).
       rescale: "none" (default) or "fan_in": the ticket's kept weights rescaled to the dense
         layer's output variance (:meth:`tf_awt.Ticket.to_model`; a run's setting).
       fail_on_collapse: a run whose training collapsed fails (:class:`tf_awt.errors.TrainingCollapsed`;
@@ -81,6 +84,7 @@ class TrainConfig(_Config):
     lr_schedule: str = "constant"
     lr_warmup_epochs: float = 0.0
     clip_norm: Optional[float] = None
+    rewind: str = "init"
     rescale: str = "none"
     fail_on_collapse: bool = False
 
@@ -92,6 +96,7 @@ class TrainConfig(_Config):
         if self.step_size is not None:
             _set(self, "step_size", _validate.real(self.step_size, "step_size", low=0, low_open=True))
         _one_of(self, "lr_schedule", LR_SCHEDULES)
+        _one_of(self, "rewind", ("init", "learned"))
         _one_of(self, "rescale", RESCALES)
         _flag(self, "fail_on_collapse")
         self.schedule(steps_per_epoch=1)  # the warm-ups and clip_norm, checked by the schedule itself

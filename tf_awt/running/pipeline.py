@@ -98,7 +98,7 @@ class Run:
                                  callbacks=progress, checkpoint_dir=directory)
         ticket.save(self.path("ticket.npz"))
         self.directory.drop_checkpoint("search")
-        log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss"),
+        log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss", "density", "spliced", "pruned"),
                     ticket.history.get("step", []))
         self.timings["search"] = time.time() - t0
         self.cpu_seconds["search"] = time.process_time() - c0
@@ -112,7 +112,7 @@ class Run:
         self.directory.require("ticket.npz", "search")
         ticket = Ticket.load(self.path("ticket.npz"))
         with (self.inputs.strategy if distributed else tf.distribute.get_strategy()).scope():
-            return ticket, ticket.to_model(self.inputs.base_model(), rescale=self.recipe.train.rescale)
+            return ticket, ticket.to_model(self.inputs.base_model(), rewind=self.recipe.train.rewind, rescale=self.recipe.train.rescale)
 
     def train(self):
         c0 = time.process_time()

@@ -298,7 +298,7 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
 
 def log_history(tracker, history: dict, prefix: str, keys=None, steps=None) -> None:
     """Per-step metrics ``prefix + key`` of ``history`` ({key: [values]}), at ``steps`` (default 0, 1, ...)."""
-    keys = list(keys if keys is not None else history)
+    keys = [k for k in (keys if keys is not None else history) if k in history]  # a method's own record: what it has
     count = len(history[keys[0]]) if keys and keys[0] in history else 0
     for i, step in enumerate(steps if steps is not None else range(count)):
         tracker.log_metrics({f"{prefix}{k}": history[k][i] for k in keys}, step=step)

@@ -115,6 +115,7 @@ _BUILT_IN = {
     "one_shot": "tf_awt.tickets.baselines:find_one_shot",
     "layerwise_shuffle": "tf_awt.tickets.baselines:find_layerwise_shuffle",
     "iterative": "tf_awt.tickets.iterative:find_iterative",
+    "surgery": "tf_awt.tickets.surgery:find_surgery",
     "dense": "tf_awt.tickets.ticket:find_dense",
 }
 
@@ -138,6 +139,7 @@ _one_shot = _entry_point(_BUILT_IN["one_shot"])
 _layerwise_shuffle = _entry_point(_BUILT_IN["layerwise_shuffle"])
 _iterative = _entry_point(_BUILT_IN["iterative"])
 _dense = _entry_point(_BUILT_IN["dense"])
+_surgery = _entry_point(_BUILT_IN["surgery"])
 
 
 # ----------------------------------------------------------------- what each built-in method tunes
@@ -159,6 +161,13 @@ ITERATIVE_SPACE = SearchSpace.grid({
     "search.scope": ("global", "frankle_carbin"),
     "search.eps_warmup_epochs": (0.0, 1.0),  # rounds at large ε collapse without it (results.md section 6)
 })
+SURGERY_SPACE = SearchSpace.grid({
+    "search.epochs": (2, 10),  # as AWT's: the same search lengths
+    "search.update_every": (20, 100),  # steps between surgeries
+    "search.hysteresis": (0.0, 0.1),  # plain top-k |W|, or Guo et al.'s band
+    "search.ramp_fraction": (0.25, 0.75),  # how soon the density arrives
+    "train.rewind": ("learned", "init"),  # fine-tune DNS's weights (Guo et al.), or train m ⊙ θ0
+})
 
 for _name, _text in (("awt", "Algorithm 1: the student keeps the dense net's adversarial training dynamics"),
                      ("ntt", "Neural Tangent Transfer: AWT with ε = 0")):
@@ -172,8 +181,10 @@ register_method("random_layerwise", _layerwise_shuffle,
                 description="a reference ticket's layer counts at random positions (Frankle et al., 2021)")
 register_method("cosentino", _iterative, description="adversarial iterative magnitude pruning (Cosentino et al., 2019)",
                 space=ITERATIVE_SPACE)
+register_method("dns", _surgery, trains=True, space=SURGERY_SPACE,
+                description="Dynamic Network Surgery: prunes while it trains, pruned weights can come back (Guo et al., 2016)")
 register_method("dense", _dense, prunes=False, description="no pruning: every weight kept")
-del _name, _text, _search, _one_shot, _layerwise_shuffle, _iterative, _dense
+del _name, _text, _search, _one_shot, _layerwise_shuffle, _iterative, _dense, _surgery
 
 METHODS = tuple(name for name in method_names() if name != "dense")
 """The built-in ticket methods that prune (the paper's and the baselines')."""

@@ -86,6 +86,11 @@ class SearchConfig:
         (and the PGD step) up over this many epochs (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`; default 0:
         full ε from the first step). At large ε (0.3 on MNIST) rounds without it collapse, and
         magnitudes of a collapsed network choose nothing (docs/results.md section 6).
+      hysteresis: for ``method="dns"``: h in [0, 1), the surgeries' band: a pruned weight comes
+        back only when its magnitude outgrows a kept one's by (1 + h)/(1 − h) (default 0.1;
+        :mod:`tf_awt.tickets.surgery`).
+      ramp_fraction: for ``method="dns"``: the density falls from 1 to ``density`` over this
+        fraction of the search's steps (cubic, Zhu & Gupta 2017; default 0.5), in (0, 1].
       reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
         masks reproduce: a method name (default "awt", searched with these same settings) or the
         path of a saved ticket (.npz). Ignored by other methods.
@@ -120,6 +125,8 @@ class SearchConfig:
     rounds: int = 5
     prune_rate: Optional[float] = None
     eps_warmup_epochs: float = 0.0
+    hysteresis: float = 0.1
+    ramp_fraction: float = 0.5
     seed: int = 0
 
     def __post_init__(self):
@@ -160,6 +167,10 @@ class SearchConfig:
             if self.prune_rate >= 1:
                 raise ValueError(f"prune_rate must be in (0, 1). You passed: {self.prune_rate!r}")
         _number(self, "eps_warmup_epochs", low=0)
+        _number(self, "hysteresis", low=0, high=1)
+        if self.hysteresis >= 1:
+            raise ValueError(f"hysteresis must be in [0, 1). You passed: {self.hysteresis!r}")
+        _number(self, "ramp_fraction", low=0, high=1, low_open=True)
         _number(self, "seed", integer=True)
 
     def _check_layer_densities(self):
