@@ -88,3 +88,34 @@ def test_every_method_runs_from_the_cli_and_its_ticket_round_trips(tmp_path, cap
         assert config.method == method and config.get_config() == ticket.config
         if extra:
             assert (config.optimize, config.reference) in {("scores", "awt"), ("weights", "magnitude")}
+
+
+def test_dns_fine_tunes_its_trained_weights_with_train_rewind_learned(tmp_path, capsys):
+    """train.rewind: learned starts training from the weights DNS trained (its fine-tuning), init from θ0;
+    a method that trains nothing is refused before anything runs."""
+    import numpy as np
+
+    from tf_awt.running.pipeline import Run
+    from tf_awt.running.recipes import load_recipe
+
+    recipe = tiny_recipe(tmp_path, method="dns", search={"epochs": 1, "update_every": 2, "batch_size": 32},
+                         train={"epochs": 0}, export={"saved_model": False, "tflite": False})
+    starts = {}
+    for rewind in ("learned", "init"):
+        out = tmp_path / rewind
+        assert cli.main(["run", recipe, "--set", f"train.rewind={rewind}", "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+        ticket = Ticket.load(str(out / "ticket.npz"))
+        _, model = Run(load_recipe(str(out / "recipe.yaml")), str(out)).trained_model(distributed=False)
+        starts[rewind] = sorted(float(np.abs(w.numpy()).sum()) for w in model.weights if w.name.endswith("kernel:0"))
+        expected = ticket.learned_weights if rewind == "learned" else ticket.initial_weights
+        masks = iter(ticket.masks.values())
+        kept = sorted(float(np.abs(w * next(masks)).sum()) for w in expected if w.ndim == 2)
+        np.testing.assert_allclose(starts[rewind], kept, rtol=1e-6)
+    assert starts["learned"] != starts["init"]
+    capsys.readouterr()
+    code = cli.main(["run", recipe, "--set", "method=magnitude", "--set", "train.rewind=learned", "--out", str(tmp_path / "x"),
+                     "--quiet", "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.rewind: learned starts from the weights a search trained" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+

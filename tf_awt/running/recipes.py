@@ -110,7 +110,9 @@ class Recipe:
             value = getattr(self, name)
             if not (value is None and name == "search") and not isinstance(value, cls):
                 raise ValueError(f"{name} must be a tf_awt.{cls.__name__}. You passed: {value!r}")
-        get_method(self.method)
+        if self.train.rewind == "learned" and not get_method(self.method).trains:
+            raise ValueError(f"train.rewind: learned starts from the weights a search trained, and method {self.method!r} "
+                             f"trains none. Allowed: rewind init, or a method that trains (awt, ntt, dns). You passed: method={self.method!r}")
         if self.distribute not in DISTRIBUTE:
             raise ValueError(f"distribute must be one of {DISTRIBUTE}. You passed: {self.distribute!r}")
         from tf_awt.models import MODELS
