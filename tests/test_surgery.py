@@ -51,6 +51,7 @@ def test_dns_reaches_the_density_and_its_pruned_weights_keep_learning_and_come_b
     h = ticket.history
     assert h["step"][-1] == 18 and h["density"][-1] == pytest.approx(round(0.2 * total) / total)
     assert sum(h["spliced"]) > 0  # splicing: weights pruned by one surgery are back after a later one
+    assert len(h["kernel_distance"]) == len(h["step"]) and h["kernel_distance"][-1] > h["kernel_distance"][0] > 0
     for w, w0 in zip(ticket.initial_weights, model.get_weights()):
         np.testing.assert_array_equal(w, w0)  # θ0 is kept, and the model given is not modified
     for w, w0 in zip(model.get_weights(), theta0):

@@ -176,7 +176,8 @@ def resumable_fit(model: tf_keras.Model, batches: Callable[[int], Any], epochs: 
       epochs: the total number of epochs.
       checkpoint: where to save and what to restore; None: a plain ``fit`` from epoch 0.
       callbacks: more callbacks, run after the save (so a callback that stops the run never loses
-        the epoch it saw). One with a ``resume_from(epoch_logs)`` method is given the restored
+        the epoch it saw), except those with ``writes_logs = True``, which run before it (what they
+        add to the epoch's logs is saved: :class:`~tf_awt.adversarial.dynamics.DistanceTracker`). One with a ``resume_from(epoch_logs)`` method is given the restored
         epochs' logs before ``fit`` (:class:`~tf_awt.adversarial.collapse.CollapseMonitor` continues its count).
       extra_fn: ``restored_extra -> dict`` of JSON values saved beside the variables each epoch.
       **fit_kwargs: passed to ``fit`` (``steps_per_epoch``, ``validation_data``, ``verbose``).
@@ -199,7 +200,9 @@ def resumable_fit(model: tf_keras.Model, batches: Callable[[int], Any], epochs: 
 
     if first < epochs:
         saving = [checkpoint.callback(record)] if checkpoint is not None else [_Recorder(record)]
-        model.fit(batches(first), initial_epoch=first, epochs=epochs, callbacks=[*saving, *callbacks], **fit_kwargs)
+        writers = [c for c in callbacks if getattr(c, "writes_logs", False)]  # what they add to the logs is saved
+        model.fit(batches(first), initial_epoch=first, epochs=epochs,
+                  callbacks=[*writers, *saving, *[c for c in callbacks if c not in writers]], **fit_kwargs)
     return logs, restored
 
 

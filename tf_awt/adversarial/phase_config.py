@@ -71,6 +71,11 @@ class TrainConfig(_Config):
         methods that train (:meth:`tf_awt.Ticket.to_model`).
       rescale: "none" (default) or "fan_in": the ticket's kept weights rescaled to the dense
         layer's output variance (:meth:`tf_awt.Ticket.to_model`; a run's setting).
+      track_distances: after every epoch, log the target and kernel distances between the ticket
+        being trained and the dense network at θ0 on a fixed probe of the training data
+        (:class:`tf_awt.adversarial.dynamics.DistanceTracker`; the search's attack and
+        normalization; default False; a run's setting): the paper's Figure 1 (b)–(c) for any method.
+      probe_examples: the probe's size, the first this many training examples (default 64), >= 1.
       fail_on_collapse: a run whose training collapsed fails (:class:`tf_awt.errors.TrainingCollapsed`;
         ``tf-awt run`` exits 3) instead of only saying so (default False; a run's setting).
     """
@@ -86,6 +91,8 @@ class TrainConfig(_Config):
     clip_norm: Optional[float] = None
     rewind: str = "init"
     rescale: str = "none"
+    track_distances: bool = False
+    probe_examples: int = 64
     fail_on_collapse: bool = False
 
     def __post_init__(self):
@@ -98,6 +105,8 @@ class TrainConfig(_Config):
         _one_of(self, "lr_schedule", LR_SCHEDULES)
         _one_of(self, "rewind", ("init", "learned"))
         _one_of(self, "rescale", RESCALES)
+        _flag(self, "track_distances")
+        _set(self, "probe_examples", _validate.integer(self.probe_examples, "probe_examples", low=1))
         _flag(self, "fail_on_collapse")
         self.schedule(steps_per_epoch=1)  # the warm-ups and clip_norm, checked by the schedule itself
 

@@ -25,6 +25,7 @@ from typing import Callable, Dict, Optional
 import tensorflow as tf
 import tf_keras
 
+from tf_awt.adversarial.dynamics import DistanceTracker
 from tf_awt.adversarial.collapse import CollapseMonitor, TrainingCollapsed, advice
 from tf_awt.adversarial import training  # the phases by module: what a spy replaces is what runs (evaluate: report.evaluate_quietly)
 from tf_awt.adversarial.evaluation import EvaluationResult
@@ -124,7 +125,7 @@ class Run:
         with self.inputs.strategy.scope():
             history = training.adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
                                       seed=r.seed, config=r.train, checkpoint_dir=directory, validation_name=self.inputs.held_out_name,
-                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *progress])
+                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *self._trackers(), *progress])
         hist = history.history
         self.directory.save_weights(model)
         self.directory.write_json("history.json", hist)
@@ -134,6 +135,17 @@ class Run:
         self.cpu_seconds["train"] = time.process_time() - c0
         self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
         return model, hist
+
+    def _trackers(self):
+        """``train.track_distances``: the distances to the dense θ0 on the first ``probe_examples``
+        training examples, with the search's attack and normalization."""
+        r, s = self.recipe, self.inputs.split
+        if not r.train.track_distances:
+            return []
+        n = r.train.probe_examples
+        attack = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack)).effective_attack
+        return [DistanceTracker(self.inputs.base_model(), (s.x_train[:n], s.y_train[:n]), attack,
+                                normalization=r.search.normalization, seed=r.seed)]
 
     def trained_model(self, distributed: bool = True):
         ticket, model = self.ticket_model(distributed)

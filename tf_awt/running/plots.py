@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import os
 
-NAMES = ("distances.png", "accuracy.png", "density.png")
+NAMES = ("distances.png", "accuracy.png", "density.png", "training_distances.png")
+"""What a run may draw; ``training_distances.png`` only with ``train.track_distances``."""
 
 
 def save(fig, path):
@@ -52,6 +53,9 @@ def write_all(out: str, ticket, history: dict) -> None:
     save(fig, os.path.join(out, NAMES[1]))
     plt.close(fig)
 
+    if history.get("kernel_distance"):
+        _training_distances(plt, history, os.path.join(out, NAMES[3]))
+
     fig, ax = plt.subplots(figsize=(5, 3.2))
     names = list(ticket.layer_density)
     ax.bar(range(len(names)), [ticket.layer_density[n] for n in names])
@@ -60,4 +64,16 @@ def write_all(out: str, ticket, history: dict) -> None:
     ax.set_ylabel("density")
     ax.set_title(f"overall density {ticket.density:.4f}")
     save(fig, os.path.join(out, NAMES[2]))
+    plt.close(fig)
+
+
+def _training_distances(plt, history: dict, path: str) -> None:
+    """The distances to the dense θ0 after every training epoch (``train.track_distances``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for ax, key in zip(axes, ("kernel_distance", "target_distance")):
+        ax.plot(range(1, len(history[key]) + 1), history[key], marker="o")
+        ax.set_yscale("log")
+        ax.set_title(f"{key.replace('_', ' ')} to the dense θ0 (probe)")
+        ax.set_xlabel("training epoch")
+    save(fig, path)
     plt.close(fig)

@@ -31,7 +31,10 @@ Figure 1; otherwise each batch is replaced by PGD examples against :math:`W \odo
 The ticket keeps θ0 (``initial_weights``) and the trained W (``learned_weights``): DNS's own
 fine-tuning continues from W (``train.rewind: learned``), training the mask from θ0 is
 ``train.rewind: init``. Its ``history`` has one entry per surgery: "step", "density" (after it),
-"spliced" (weights brought back) and "pruned" (weights removed).
+"spliced" (weights brought back), "pruned" (weights removed) and, for (x, y) arrays, the
+"target_distance" and "kernel_distance" of the network after the surgery to the dense θ0 on the
+first 64 examples (:class:`tf_awt.adversarial.dynamics.DistanceTracker`): the paper's Figure 1 (b)–(c)
+for the search, in ``distances.png`` and MLflow like AWT's per-step distances.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _validate
+from tf_awt.adversarial.dynamics import DistanceTracker
 from tf_awt.adversarial.training import AdversarialTrainer
 from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
 from tf_awt.engine import _layers, layer_rules
@@ -86,6 +90,9 @@ class SurgeryTrainer(AdversarialTrainer):
         self.masks = masks
         self._masked = [(layers[name], mask) for name, mask in masks.items()]
 
+    def student(self):
+        return self.model, dict(self.masks)
+
     def _kernels(self, straight_through: bool):
         replacements = {}
         for layer, mask in self._masked:
@@ -106,10 +113,16 @@ class SurgeryTrainer(AdversarialTrainer):
 class _Surgeon(tf_keras.callbacks.Callback):
     """Runs the scheduled surgeries after the optimizer steps they belong to; records each."""
 
-    def __init__(self, trainer: SurgeryTrainer, schedule: Dict[int, float], config, allocation):
+    def __init__(self, trainer: SurgeryTrainer, schedule: Dict[int, float], config, allocation, tracker=None):
         super().__init__()
-        self.trainer, self.schedule, self.config, self.allocation = trainer, schedule, config, allocation
-        self.history: Dict[str, List[float]] = {k: [] for k in ("step", "density", "spliced", "pruned")}
+        self.trainer, self.schedule, self.config, self.allocation, self.tracker = trainer, schedule, config, allocation, tracker
+        keys = ("step", "density", "spliced", "pruned") + (("target_distance", "kernel_distance") if tracker else ())
+        self.history: Dict[str, List[float]] = {k: [] for k in keys}
+
+    def on_train_begin(self, logs=None):
+        if self.tracker is not None:
+            self.tracker.set_model(self.trainer)
+            self.tracker.on_train_begin()
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.trainer.optimizer.iterations.numpy())
@@ -126,6 +139,9 @@ class _Surgeon(tf_keras.callbacks.Callback):
                            ("spliced", sum(((n > 0) & (o == 0)).sum() for n, o in zip(new, old))),
                            ("pruned", sum(((n == 0) & (o > 0)).sum() for n, o in zip(new, old)))):
             self.history[key].append(float(value))
+        if self.tracker is not None:  # after the surgery: the network the next steps train
+            for key, value in zip(("target_distance", "kernel_distance"), self.tracker.distances()):
+                self.history[key].append(value)
 
     def _layer_densities(self, step: int):
         """Per-layer densities of this surgery (None: ``scope`` decides): each layer shrinks
@@ -155,7 +171,11 @@ def find_surgery(model, data, config, options) -> Ticket:
     trainer.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
     trainer.optimizer.build(plain.trainable_variables)
     schedule = surgery_densities(config.density, config.update_every, steps * config.epochs, config.ramp_fraction)
-    surgeon = _Surgeon(trainer, schedule, config, allocation)
+    tracker = None
+    if isinstance(data, (tuple, list)):  # the distances to the dense θ0 on the first 64 examples, at every surgery
+        tracker = DistanceTracker(model, (data[0][:64], data[1][:64]), attack, config.normalization, config.seed,
+                                  config.implementation)
+    surgeon = _Surgeon(trainer, schedule, config, allocation, tracker)
     checkpoint = None
     if options.checkpoint_dir is not None:
         key = fingerprint("search", config=config.get_config(), batch_size=options.batch_size, steps=steps)
