@@ -238,3 +238,19 @@ def test_a_bad_select_examples_is_one_line_before_anything_runs(tmp_path, capsys
                        "--out", str(out), "--no-mlflow")
     assert proc.returncode == 2 and "--select-examples must be an integer >= 1. You passed: 0" in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_compare_runs_dns_with_its_own_space_and_its_fine_tuning_choice(tmp_path, capsys):
+    """``dns`` in a comparison: its tries are drawn from its declared space (surgery knobs and
+    train.rewind), each runs on validation, the chosen one on the test split."""
+    recipe = tiny_recipe(tmp_path, search={"epochs": 1, "update_every": 2, "batch_size": 32},
+                         train={"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05})
+    out = str(tmp_path / "c")
+    proc = tf_awt_main(capsys, "compare", recipe, "--methods", "dns,magnitude", "--tries", "2", "--select-seeds", "1",
+                       "--seeds", "1", "--space", "magnitude:search.scope=global", "--out", out, "--quiet", "--no-mlflow")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.load(open(os.path.join(out, "compare.json")))["tries"]["dns"]
+    assert len(plan) == 2 and {"search.hysteresis", "search.ramp_fraction", "train.rewind"} <= set(plan[0])
+    assert sorted(n for n in os.listdir(os.path.join(out, "select")) if n.startswith("dns")) == ["dns-t0-s0", "dns-t1-s0"]
+    final = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "final.csv")))}
+    assert set(final) == {"dns", "magnitude"} and 0 <= float(final["dns"]["robust_mean"]) <= 1
