@@ -1,0 +1,43 @@
+"""Network grafting (tf_awt.adversarial.grafting): the grafted network's layers by hand, and the two controls:
+a network grafted onto itself gives zero increase, onto an unrelated network a large one."""
+import numpy as np
+import pytest
+
+import tf_awt
+from tf_awt.adversarial.grafting import boundaries, graft_errors, grafted
+
+from conftest import ATTACK, tiny_data, tiny_model, trained_model
+
+
+def test_a_graft_takes_the_front_layers_of_one_network_and_the_back_layers_of_the_other():
+    a, b = tiny_model(seed=1), tiny_model(seed=2)
+    assert boundaries(a) == [l.name for l in a.layers if hasattr(l, "kernel")][:-1]
+    g = grafted(a, b, 1)
+    kernels = lambda m: [l.get_weights() for l in m.layers if l.get_weights()]  # noqa: E731
+    ka, kb, kg = kernels(a), kernels(b), kernels(g)
+    for got, expected in zip(kg, [ka[0], kb[1], kb[2]]):
+        for u, v in zip(got, expected):
+            np.testing.assert_array_equal(u, v)
+    x = tiny_data(4)[0]
+    h = a.layers[1](a.layers[0](x))  # flatten, first Dense of a ...
+    np.testing.assert_allclose(g(x).numpy(), b.layers[3](b.layers[2](h)).numpy(), rtol=1e-5)  # ... then b's
+    with pytest.raises(ValueError, match=r"boundary must be in \[1, 2\].*You passed: 3"):
+        grafted(a, b, 3)
+
+
+def test_self_graft_gives_zero_increase_and_an_unrelated_graft_a_large_one():
+    model, data = trained_model(), tiny_data(96, seed=1)
+    same = graft_errors(model, model, data, ATTACK)
+    assert all(v == 0.0 for d in same.increase.values() for kind in d.values() for v in kind)
+    assert same.originals["a"][0] < 0.45  # a trained network (3 classes; chance 0.67)
+    unrelated = graft_errors(model, tiny_model(seed=7), data, ATTACK)
+    assert unrelated.mean_increase("natural") > 0.15
+    assert min(unrelated.increase["a_to_b"]["natural"]) > 0.05  # a trained front on a random back
+
+
+def test_a_pruned_network_is_grafted_through_its_masked_weights():
+    model, data = trained_model(), tiny_data(48, seed=1)
+    ticket = tf_awt.find_ticket(model, data, density=0.5, method="magnitude")
+    sparse = tf_awt.Ticket(masks=ticket.masks, initial_weights=model.get_weights(), method="magnitude").to_model(model)
+    same = graft_errors(sparse, sparse, data, ATTACK)
+    assert same.mean_increase("adversarial") == 0.0 and same.boundaries == boundaries(model)
