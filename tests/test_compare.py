@@ -251,6 +251,6 @@ def test_compare_runs_dns_with_its_own_space_and_its_fine_tuning_choice(tmp_path
     assert proc.returncode == 0, proc.stderr[-3000:]
     plan = json.load(open(os.path.join(out, "compare.json")))["tries"]["dns"]
     assert len(plan) == 2 and {"search.hysteresis", "search.ramp_fraction", "train.rewind"} <= set(plan[0])
-    assert sorted(n for n in os.listdir(os.path.join(out, "select")) if n.startswith("dns")) == ["dns-t0-s0", "dns-t1-s0"]
+    assert len([n for n in os.listdir(os.path.join(out, "select")) if n.startswith("dns-")]) == 2  # each try ran
     final = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "final.csv")))}
     assert set(final) == {"dns", "magnitude"} and 0 <= float(final["dns"]["robust_mean"]) <= 1

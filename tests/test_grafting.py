@@ -41,3 +41,51 @@ def test_a_pruned_network_is_grafted_through_its_masked_weights():
     sparse = tf_awt.Ticket(masks=ticket.masks, initial_weights=model.get_weights(), method="magnitude").to_model(model)
     same = graft_errors(sparse, sparse, data, ATTACK)
     assert same.mean_increase("adversarial") == 0.0 and same.boundaries == boundaries(model)
+
+
+def test_tf_awt_graft_writes_the_table_and_heat_map_of_a_run_with_a_dense_reference(tmp_path, capsys):
+    import csv
+    import json
+    import os
+
+    from tf_awt.running import cli
+
+    from conftest import digits_recipe
+
+    recipe = digits_recipe(tmp_path, epochs=2, method="magnitude", export={"saved_model": False, "tflite": False, "plots": False})
+    out = tmp_path / "run"
+    assert cli.main(["run", recipe, "--set", "train.dense_reference=true", "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    assert sorted(os.listdir(out / "epochs")) == ["dense-e1.npz", "dense-e2.npz", "ticket-e1.npz", "ticket-e2.npz"]
+    capsys.readouterr()
+    assert cli.main(["graft", str(out), "--examples", "60"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean error increase of a graft: natural" in printed
+    rows = list(csv.DictReader(open(out / "graft.csv")))
+    assert len(rows) == 2 * 2 * 2  # epochs x directions x boundaries (the MLP's two hidden layers)
+    summary = json.loads((out / "graft.json").read_text())
+    assert summary["epochs"] == [1, 2] and summary["examples"] == 60
+    assert (out / "graft.png").stat().st_size > 1000
+    # the last epoch's ticket is the trained model the run kept
+    import numpy as np
+    from tf_awt.running.pipeline import Run
+    from tf_awt.running.recipes import load_recipe
+
+    _, trained = Run(load_recipe(str(out / "recipe.yaml")), str(out)).trained_model(distributed=False)
+    kept = np.load(out / "epochs" / "ticket-e2.npz")
+    stripped = tf_awt._internals.strip_pruning(trained).get_weights()
+    for i, w in enumerate(stripped):
+        np.testing.assert_array_equal(kept[f"arr_{i}"], w)
+
+
+def test_tf_awt_graft_on_a_run_without_a_dense_reference_is_one_line(tmp_path, capsys):
+    from tf_awt.running import cli
+
+    from conftest import tiny_recipe
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "recipe.yaml").write_text(open(tiny_recipe(tmp_path)).read())
+    assert cli.main(["graft", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "make the run with --set train.dense_reference=true" in err and "Traceback" not in err
+    assert cli.main(["graft", str(tmp_path / "nowhere")]) == 2
+    assert "is not a run directory (no recipe.yaml)" in capsys.readouterr().err

@@ -76,6 +76,10 @@ class TrainConfig(_Config):
         (:class:`tf_awt.adversarial.dynamics.DistanceTracker`; the search's attack and
         normalization; default False; a run's setting): the paper's Figure 1 (b)–(c) for any method.
       probe_examples: the probe's size, the first this many training examples (default 64), >= 1.
+      dense_reference: also train the dense network from the same θ0, with the same data order,
+        attack seeds and settings, and keep both networks' weights after every epoch
+        (``epochs/ticket-eN.npz``, ``epochs/dense-eN.npz``) for ``tf-awt graft`` (default False:
+        it doubles training; a run's setting).
       fail_on_collapse: a run whose training collapsed fails (:class:`tf_awt.errors.TrainingCollapsed`;
         ``tf-awt run`` exits 3) instead of only saying so (default False; a run's setting).
     """
@@ -93,6 +97,7 @@ class TrainConfig(_Config):
     rescale: str = "none"
     track_distances: bool = False
     probe_examples: int = 64
+    dense_reference: bool = False
     fail_on_collapse: bool = False
 
     def __post_init__(self):
@@ -106,6 +111,7 @@ class TrainConfig(_Config):
         _one_of(self, "rewind", ("init", "learned"))
         _one_of(self, "rescale", RESCALES)
         _flag(self, "track_distances")
+        _flag(self, "dense_reference")
         _set(self, "probe_examples", _validate.integer(self.probe_examples, "probe_examples", low=1))
         _flag(self, "fail_on_collapse")
         self.schedule(steps_per_epoch=1)  # the warm-ups and clip_norm, checked by the schedule itself

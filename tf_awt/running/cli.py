@@ -7,6 +7,7 @@
     tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR] [--workers N | --address ADDR]
     tf-awt compare RECIPE --methods awt,snip,magnitude,dense [--density D] [--tries 4] [--select-seeds 2] [--seeds 3]
                    [--space METHOD:KEY=V1,V2 ...] [--out DIR] [--workers N | --address ADDR]
+    tf-awt graft RUN_DIR [--examples 500]
     tf-awt recipes
 
 Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
@@ -184,6 +185,10 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True)
     for add in (_run_commands, _evaluate_command, _grid_commands):
         add(sub)
+    gr = sub.add_parser("graft", help="graft a run's ticket and dense reference at every epoch and layer (train.dense_reference)")
+    gr.add_argument("run_dir", help="a run directory made with --set train.dense_reference=true")
+    gr.add_argument("--examples", type=int, default=500, help="the first N examples of the run's evaluation split (default 500)")
+    gr.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
 
@@ -334,6 +339,8 @@ def _main(argv):
     if args.command == "evaluate" and args.model:
         _evaluate_saved_model(args)
         return 0
+    if args.command == "graft":
+        return _graft(args)
     from tf_awt.running.recipes import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)  # checked before TensorFlow loads: a bad recipe fails at once
@@ -397,6 +404,25 @@ def _sigterm_stops():
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _graft(args) -> int:
+    """``tf-awt graft RUN_DIR``: the table, the heat map and the mean increase (:func:`tf_awt.graft`)."""
+    from tf_awt._files import DirectoryLock
+    from tf_awt._validate import integer
+
+    integer(args.examples, "--examples", low=1)
+    if not os.path.isfile(os.path.join(args.run_dir, "recipe.yaml")):
+        raise ValueError(f"{args.run_dir} is not a run directory (no recipe.yaml)")
+    with DirectoryLock(args.run_dir):
+        _import_tensorflow(args.verbose)
+        from tf_awt.running.grafts import graft
+
+        result = graft(args.run_dir, args.examples, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(f"mean error increase of a graft: natural {result['mean_natural_increase']:+.4f}, adversarial "
+          f"{result['mean_adversarial_increase']:+.4f} ({len(result['epochs'])} epochs, {result['examples']} examples) "
+          f"-> {args.run_dir}/ (graft.csv, graft.json, graft.png)")
+    return 0
 
 
 def _stopped_line(stop, out: str, argv) -> str:

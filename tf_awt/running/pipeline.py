@@ -22,6 +22,7 @@ import os
 import time
 from typing import Callable, Dict, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras
 
@@ -44,6 +45,27 @@ __all__ = ["Run", "PHASES"]
 
 PHASES = ("search", "train", "evaluate", "export")
 _ARTIFACTS = ("ticket.npz", "recipe.yaml", "history.json", "evaluation.json", "model.tflite")
+
+
+class _EpochWeights(tf_keras.callbacks.Callback):
+    """Writes the trained network's weights (m ⊙ W, the plain model's ``get_weights()`` order)
+    after every epoch to ``directory/<name>-e<epoch>.npz``."""
+
+    def __init__(self, directory: str, name: str):
+        super().__init__()
+        self.directory, self.name = directory, name
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tf_awt import _internals
+        from tf_awt._files import atomic_write_bytes
+        import io
+
+        network = self.model.student()[0] if hasattr(self.model, "student") else self.model
+        weights = _internals.strip_pruning(network).get_weights()
+        buffer = io.BytesIO()
+        np.savez(buffer, *weights)
+        os.makedirs(self.directory, exist_ok=True)
+        atomic_write_bytes(os.path.join(self.directory, f"{self.name}-e{epoch + 1}.npz"), buffer.getvalue())
 
 
 class Run:
@@ -122,10 +144,13 @@ class Run:
         tf_keras.utils.set_random_seed(r.seed)
         val = self.inputs.validation()
         directory, progress = self._resuming("train", r.train.epochs, r.train.batch_size)
+        kept = [_EpochWeights(self.path("epochs"), "ticket")] if r.train.dense_reference else []
         with self.inputs.strategy.scope():
             history = training.adversarial_fit(model, (s.x_train, s.y_train), validation=val, attack=self.inputs.in_range(r.train_attack()),
                                       seed=r.seed, config=r.train, checkpoint_dir=directory, validation_name=self.inputs.held_out_name,
-                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *self._trackers(), *progress])
+                                      callbacks=[CollapseMonitor(s.num_classes, log=self.log), *self._trackers(), *kept, *progress])
+        if r.train.dense_reference:
+            self._train_dense_reference()
         hist = history.history
         self.directory.save_weights(model)
         self.directory.write_json("history.json", hist)
@@ -135,6 +160,19 @@ class Run:
         self.cpu_seconds["train"] = time.process_time() - c0
         self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
         return model, hist
+
+    def _train_dense_reference(self):
+        """``train.dense_reference``: the dense θ0 trained like the ticket (same data order, seeds and
+        settings), its weights kept after every epoch beside the ticket's (``tf-awt graft``)."""
+        r, s = self.recipe, self.inputs.split
+        tf_keras.utils.set_random_seed(r.seed)
+        directory, progress = self._resuming("train_dense", r.train.epochs, r.train.batch_size)
+        with self.inputs.strategy.scope():
+            dense = self.inputs.base_model()
+            training.adversarial_fit(dense, (s.x_train, s.y_train), attack=self.inputs.in_range(r.train_attack()), seed=r.seed,
+                                     config=r.train, checkpoint_dir=directory, callbacks=[_EpochWeights(self.path("epochs"), "dense"), *progress])
+        self.directory.drop_checkpoint("train_dense")
+        self.log(f"train: the dense reference, {r.train.epochs} epochs, weights of both kept per epoch in {self.path('epochs')}")
 
     def _trackers(self):
         """``train.track_distances``: the distances to the dense θ0 on the first ``probe_examples``
