@@ -56,18 +56,20 @@ __all__ = ["surgery_masks", "surgery_densities", "SurgeryTrainer", "find_surgery
 
 
 def surgery_masks(weights: Sequence[np.ndarray], masks: Sequence[np.ndarray], density: float, hysteresis: float,
-                  scope: str = "global", pattern: str = "unstructured", layer_densities=None) -> List[np.ndarray]:
+                  scope: str = "global", pattern: str = "unstructured", layer_densities=None,
+                  final_density: float = 1.0) -> List[np.ndarray]:
     """One surgery: the top-k of :math:`|W|\\,(1 + h\\,(2T - 1))` at ``density`` (module docstring).
 
     Args:
       weights: the kernels W, one array per prunable layer.
       masks: their current 0/1 masks T.
-      density: what the surgery keeps (``scope``/``pattern``/``layer_densities`` as
-        :func:`tf_awt.tickets._selection.top_k_masks`).
+      density: what the surgery keeps, a step towards ``final_density`` (``scope``, ``pattern`` and the
+        final ``layer_densities`` as :func:`tf_awt.tickets._selection.stepped_masks`: every layer
+        shrinks at its own geometric rate, an N:M pattern tightens towards N of M).
       hysteresis: h in [0, 1): 0 is plain top-k magnitude pruning of W.
     """
     scores = [tf.constant(np.abs(w) * (1.0 + hysteresis * (2.0 * m - 1.0)), tf.float32) for w, m in zip(weights, masks)]
-    kept = _selection.top_k_masks(scores, density, scope, pattern, layer_densities)
+    kept = _selection.stepped_masks(scores, density, scope, pattern, layer_densities, final_density)
     return [k.numpy().astype(np.float32) for k in kept]
 
 
@@ -131,7 +133,7 @@ class _Surgeon(tf_keras.callbacks.Callback):
         c, variables = self.config, list(self.trainer.masks.values())
         old = [v.numpy() for v in variables]
         weights = [layer.kernel.numpy() for layer, _ in self.trainer._masked]
-        new = surgery_masks(weights, old, self.schedule[step], c.hysteresis, c.scope, c.pattern, self._layer_densities(step))
+        new = surgery_masks(weights, old, self.schedule[step], c.hysteresis, c.scope, c.pattern, self.allocation, c.density)
         for variable, value in zip(variables, new):
             variable.assign(value)
         total = sum(m.size for m in new)
@@ -142,14 +144,6 @@ class _Surgeon(tf_keras.callbacks.Callback):
         if self.tracker is not None:  # after the surgery: the network the next steps train
             for key, value in zip(("target_distance", "kernel_distance"), self.tracker.distances()):
                 self.history[key].append(value)
-
-    def _layer_densities(self, step: int):
-        """Per-layer densities of this surgery (None: ``scope`` decides): each layer shrinks
-        geometrically to its final density, as :func:`~tf_awt.tickets._selection.stepped_masks` does."""
-        if self.allocation is None or self.config.density >= 1.0:
-            return None
-        t = float(np.log(self.schedule[step]) / np.log(self.config.density))
-        return [d ** t for d in self.allocation]
 
 
 def find_surgery(model, data, config, options) -> Ticket:
