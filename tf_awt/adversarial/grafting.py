@@ -52,13 +52,9 @@ def grafted(front, back, boundary: int):
         raise ValueError(f"boundary must be in [1, {len(names) - 1}] (a cut after one of {names[:-1]}). You passed: {boundary!r}")
     order = [layer.name for layer in back.layers]
     cut = order.index(names[boundary])  # the first layer of the back part
-    front_layers = {layer.name: layer for layer in front.layers}
-    if [layer.name for layer in front.layers] != order:
-        front_layers = dict(zip(order, front.layers))  # the same architecture under other names (another model instance)
     model = tf_keras.models.clone_model(back)
-    for i, layer in enumerate(model.layers):
-        source = front_layers[order[i]] if i < cut else back.layers[i]
-        layer.set_weights(source.get_weights())
+    for i, layer in enumerate(model.layers):  # by position: the same architecture, maybe under other names
+        layer.set_weights((front if i < cut else back).layers[i].get_weights())
     return model
 
 

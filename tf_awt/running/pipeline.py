@@ -18,6 +18,7 @@ The library raises (a collapsed training with ``train.fail_on_collapse``:
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import time
 from typing import Callable, Dict, Optional
@@ -58,7 +59,6 @@ class _EpochWeights(tf_keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         from tf_awt import _internals
         from tf_awt._files import atomic_write_bytes
-        import io
 
         network = self.model.student()[0] if hasattr(self.model, "student") else self.model
         weights = _internals.strip_pruning(network).get_weights()
