@@ -158,8 +158,10 @@ def batches(model, data, batch_size: int, attack, name: str = "data"):
     raise ValueError(f"{name} must be a tf.data.Dataset of (x, y) batches or a tuple (x, y) of arrays. You passed: {type(data).__name__}")
 
 
-def epoch_data(model, data, batch_size: int, attack, seed: int, epochs: int, name: str = "data"):
+def epoch_data(model, data, batch_size: int, attack, seed: int, epochs: int, name: str = "data", with_index: bool = False):
     """Training data for a resumable ``fit``: ``(first_epoch -> batches, steps per epoch or None)``.
+
+    ``with_index``: (x, y) arrays only, batches ``(x, y, index)`` (:func:`tf_awt.checkpoint.epoch_batches`).
 
     (x, y) arrays: epoch e is shuffled by the stateless seed [seed, e]
     (:func:`tf_awt.checkpoint.epoch_batches`), so a resumed fit sees the batches an uninterrupted
@@ -173,7 +175,8 @@ def epoch_data(model, data, batch_size: int, attack, seed: int, epochs: int, nam
         shape, classes = model_contract(model)
         x, y = check_arrays(data[0], data[1], name, input_shape=shape, num_classes=classes,
                             clip_min=attack.clip_min, clip_max=attack.clip_max)
-        return (lambda first: epoch_batches(x, y, batch_size, seed, first, epochs)), steps_per_epoch(len(y), batch_size)
+        return ((lambda first: epoch_batches(x, y, batch_size, seed, first, epochs, with_index)),
+                steps_per_epoch(len(y), batch_size))
     dataset = batches(model, data, batch_size, attack, name)
     steps = int(dataset.cardinality().numpy())
     return (lambda first: dataset), (steps if steps > 0 else None)

@@ -41,8 +41,11 @@ __all__ = ["PhaseCheckpoint", "epoch_batches", "resumable_fit", "fingerprint"]
 _FORMAT = "tf_awt.checkpoint/1"
 
 
-def epoch_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int) -> tf.data.Dataset:
+def epoch_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: int, with_index: bool = False) -> tf.data.Dataset:
     """Batches of epochs ``first_epoch .. epochs-1``, epoch e shuffled by the stateless seed [seed, e].
+
+    ``with_index``: batches ``(x, y, index)``, each example's row in ``x`` (default False: ``(x, y)``;
+    Keras' own ``train_step`` would read a third element as sample weights).
 
     The order of an epoch depends only on (seed, e), not on the process's history or global
     seed, so a resumed run sees the same batches as an uninterrupted one. Use with
@@ -58,7 +61,7 @@ def epoch_batches(x, y, batch_size: int, seed: int, first_epoch: int, epochs: in
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     def gather(index):
-        return tf.gather(x, index), tf.gather(y, index)
+        return (tf.gather(x, index), tf.gather(y, index), index) if with_index else (tf.gather(x, index), tf.gather(y, index))
 
     return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).map(gather).prefetch(2)
 

@@ -22,6 +22,7 @@ from tf_awt.tickets.methods import FindOptions, get_method, method_names
 from tf_awt.tickets.search import TicketSearch, check_model, prunable_layer_names, search_optimizer
 from tf_awt.tickets.search_callback import TicketSearchCallback
 from tf_awt.tickets.search_config import SearchConfig
+from tf_awt.tickets.teacher_cache import TeacherCache
 from tf_awt.tickets.ticket import Ticket
 
 __all__ = ["find_ticket", "run_search", "reference_ticket"]
@@ -114,8 +115,15 @@ def run_search(model, data, config: SearchConfig, options) -> Ticket:
     (the ``find`` of methods awt and ntt, :mod:`tf_awt.tickets.methods`)."""
     batch_size, callbacks, verbose, checkpoint_dir = options.batch_size, options.callbacks, options.verbose, options.checkpoint_dir
 
-    batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs)
+    if config.teacher_cache and not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError("search.teacher_cache needs the training data as (x, y) arrays (a tf.data.Dataset has no stable "
+                         f"example index). You passed: {type(data).__name__}")
+    batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs,
+                                          with_index=config.teacher_cache)
     search = TicketSearch(model, config, steps_per_epoch=steps)
+    if config.teacher_cache:
+        search.teacher_cache = TeacherCache.replay(search.teacher, batches(0).take(steps), config.seed,
+                                                   config.effective_attack, search.student.trainable_variables[0].dtype)
     search.compile(optimizer=search_optimizer(config))
     # The slots now, not in the first step: a tf.function that creates variables is traced twice.
     search.optimizer.build(search.optimized_variables)

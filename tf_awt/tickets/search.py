@@ -164,6 +164,7 @@ class TicketSearch(tf_keras.Model):
             for name in ("loss", "target_distance", "kernel_distance", "weighted_kernel_distance")
         }
         self.mask_updates = tf.Variable(0, trainable=False, dtype=tf.int64, name="mask_updates")
+        self.teacher_cache = None  # a TeacherCache (search.teacher_cache): run_search builds it before fit
         self._trackers = {name: tf_keras.metrics.Mean(name=name) for name in self.step_values}
         self.update_masks()  # m_0 = top-k magnitudes of θ0
         self.mask_updates.assign(0)
@@ -223,14 +224,18 @@ class TicketSearch(tf_keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def _adversarial_inputs(self, x, y):
-        """PGD inputs of the teacher and of the student, random starts stateless in (seed, step)."""
-        attack = self.config.effective_attack
+    def _adversarial_inputs(self, x, y, index=None):
+        """(X̃0, f_θ0(X̃0), X̃ˢ0): the PGD inputs of teacher and student, random starts stateless in
+        (seed, step); the teacher's from ``teacher_cache`` when the batch carries its ``index``."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
         seed = 2 * int(self.config.seed)
-        x_adv_t = pgd(self._teacher_fn, x, y, attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
-        x_adv_s = pgd(self._student_fn, x, y, attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
-        return x_adv_t, x_adv_s
+        if self.teacher_cache is not None and index is not None:
+            x_adv_t, f_t = self.teacher_cache.lookup(index)
+        else:
+            x_adv_t = pgd(self._teacher_fn, x, y, self.config.effective_attack, seed=tf.stack([tf.constant(seed, tf.int64), step]))
+            f_t = self._teacher_fn(x_adv_t)
+        x_adv_s = pgd(self._student_fn, x, y, self.config.student_attack, seed=tf.stack([tf.constant(seed + 1, tf.int64), step]))
+        return x_adv_t, tf.stop_gradient(f_t), x_adv_s
 
     def _teacher_fn(self, z):
         return self.teacher(z, training=False)
@@ -333,10 +338,9 @@ class TicketSearch(tf_keras.Model):
         x, y = data[0], data[1]
         norm = self.config.normalization
         x = tf.cast(x, self.student.trainable_variables[0].dtype)
-        x_adv_t, x_adv_s = self._adversarial_inputs(x, y)
+        x_adv_t, f_t, x_adv_s = self._adversarial_inputs(x, y, data[2] if len(data) > 2 else None)
         target_scale, kernel_scale, x_cols_t, x_cols_s = self._replica_share(x, x_adv_t, x_adv_s)
         columns = tf.shape(x_cols_t)[0]
-        f_t = tf.stop_gradient(self._teacher_fn(x_adv_t))
         probes = self._probes(columns, f_t.shape[-1], x.dtype) if self.config.kernel == "sketch" else None
         theta_t = self._teacher_ntk(x, x_cols_t, probes)
         variables = self.optimized_variables

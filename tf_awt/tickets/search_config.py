@@ -94,6 +94,14 @@ class SearchConfig:
       reference: for ``method="random_layerwise"``: the ticket whose per-layer densities the random
         masks reproduce: a method name (default "awt", searched with these same settings) or the
         path of a saved ticket (.npz). Ignored by other methods.
+      student_steps: awt only: the PGD steps of the student's attack X̃ˢ0 (default None: the search
+        attack's ``steps``); e.g. 3, or 1 with ``student_step_size`` 1.25·ε for FGSM with a random
+        start (Wong et al., 2020). The teacher's X̃0 always uses ``attack``.
+      student_step_size: awt only: that attack's step (default None: the search attack's step
+        when ``student_steps`` is None, else 2.5·ε / ``student_steps``).
+      teacher_cache: awt/ntt with (x, y) arrays: attack the frozen teacher once per example (the
+        first epoch's X̃0 and f_θ0(X̃0), in memory) and reuse them in later epochs (default
+        False; :mod:`tf_awt.tickets.teacher_cache`). The first epoch is the uncached search's.
       seed: seed of the search's randomness (default 0): the PGD random starts of step t are
         drawn from the stateless seeds [2·seed, t] (teacher) and [2·seed + 1, t] (student), so a
         search resumed from a checkpoint repeats the uninterrupted one; also the one-shot
@@ -127,6 +135,9 @@ class SearchConfig:
     eps_warmup_epochs: float = 0.0
     hysteresis: float = 0.1
     ramp_fraction: float = 0.5
+    student_steps: Optional[int] = None
+    student_step_size: Optional[float] = None
+    teacher_cache: bool = False
     seed: int = 0
 
     def __post_init__(self):
@@ -171,6 +182,13 @@ class SearchConfig:
         if self.hysteresis >= 1:
             raise ValueError(f"hysteresis must be in [0, 1). You passed: {self.hysteresis!r}")
         _number(self, "ramp_fraction", low=0, high=1, low_open=True)
+        if self.student_steps is not None:
+            _number(self, "student_steps", low=1, integer=True)
+        if self.student_step_size is not None:
+            _number(self, "student_step_size", low=0, low_open=True)
+        if not isinstance(self.teacher_cache, (bool, np.bool_)):
+            raise ValueError(f"teacher_cache must be true or false. You passed: {self.teacher_cache!r}")
+        object.__setattr__(self, "teacher_cache", bool(self.teacher_cache))
         _number(self, "seed", integer=True)
 
     def _check_layer_densities(self):
@@ -235,6 +253,14 @@ class SearchConfig:
     @property
     def effective_attack(self) -> Attack:
         return self.attack.replace(eps=0.0) if self.method == "ntt" else self.attack
+
+    @property
+    def student_attack(self) -> Attack:
+        """The student's attack: :attr:`effective_attack` with ``student_steps`` / ``student_step_size``."""
+        attack = self.effective_attack
+        if self.student_steps is None:
+            return attack if self.student_step_size is None else attack.replace(step_size=self.student_step_size)
+        return attack.replace(steps=self.student_steps, step_size=self.student_step_size)
 
     def get_config(self) -> dict:
         config = dataclasses.asdict(self)
