@@ -12,6 +12,13 @@ share is the whole step minus attacks+kernels. Then projects a search epoch on 4
 skips it), and times one adversarial-training step of the ticket (``AdversarialTrainer``, the
 paper's PGD-40 step 0.01 at ε = 0.3) to project **the paper's experiment**: a search of 20 epochs
 on 60,000 digits (938 steps of 64 per epoch) and 100 epochs of PGD-40 adversarial training.
+
+``--changes`` instead times the whole step at the recipes' settings (mnist5k-mlp: exact kernel,
+mnist5k-cnn: sketch K = 4; ε = 0.1, PGD-10 step 0.025, B = 64) with each of issue 41's changes
+on and off, in one run: the sketch and its K, the student's own attack (PGD-3, FGSM with a random
+start), the teacher cache (the step reads X̃0 and f_θ0(X̃0) instead of attacking the teacher), all
+of them together, and (``--exact``) the CNN's exact kernel, each as a ratio to the recipe's step;
+it projects the 60,000-image search (938 steps an epoch) from them.
 """
 from __future__ import annotations
 
@@ -41,7 +48,11 @@ def main(argv=None):
     parser.add_argument("--optimize", default="weights", choices=["weights", "scores"])
     parser.add_argument("--precision", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--no-epoch", action="store_true", help="skip the real search epoch")
+    parser.add_argument("--changes", action="store_true", help="the step with each of issue 41's changes on and off")
+    parser.add_argument("--exact", action="store_true", help="with --changes on the CNN: also the exact kernel's step")
     args = parser.parse_args(argv)
+    if args.changes:
+        return changes(args)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import numpy as np
     import tensorflow as tf
@@ -122,6 +133,51 @@ def main(argv=None):
     search.fit(ds, epochs=1, verbose=0, callbacks=[TicketSearchCallback()])
     print(f"measured: one search epoch on MNIST-5k train (4,000 digits) with model.fit, tracing included: "
           f"{time.perf_counter() - t0:.1f} s")
+
+
+def changes(args):
+    """The step at the recipe's settings with each change on and off (the module docstring)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tf_keras
+
+    import tf_awt
+    from tf_awt.tickets.search import TicketSearch, search_optimizer
+    from tf_awt.tickets.teacher_cache import TeacherCache
+
+    split = tf_awt.data.load("mnist-5k")
+    x, y = tf.constant(split.x_train[:64]), tf.constant(split.y_train[:64])
+    index = tf.range(64, dtype=tf.int64)
+    attack = tf_awt.Attack(eps=0.1, steps=10, step_size=0.025)
+    build = tf_awt.models.mlp if args.model == "mlp" else tf_awt.models.paper_cnn
+    base = dict(kernel="full") if args.model == "mlp" else dict(kernel="sketch", probes=4)
+    fgsm = dict(student_steps=1, student_step_size=1.25 * attack.eps)
+    rows = [("recipe (" + ", ".join(f"{k} {v}" for k, v in base.items()) + ")", {}, False)]
+    if args.model == "mlp":
+        rows += [("sketch K = 4", dict(kernel="sketch", probes=4), False), ("sketch K = 1", dict(kernel="sketch", probes=1), False)]
+    else:
+        rows += [("K = 2", dict(probes=2), False), ("K = 1", dict(probes=1), False)]
+        rows += [("exact kernel", dict(kernel="full"), False)] if args.exact else []
+    rows += [("student PGD-3", dict(student_steps=3), False), ("student FGSM, random start", fgsm, False),
+             ("teacher cache", {}, True), ("sketch K = 1 + student FGSM + teacher cache", dict(kernel="sketch", probes=1, **fgsm), True)]
+    print(f"# search_bench --changes: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.2f}, model {args.model}, density {args.density}, B=64, ε = 0.1 PGD-10, repeats={args.repeats}")
+    print("| change | median s/step | ratio to the recipe | projected 60,000-image search epoch (938 steps) |")
+    print("| --- | --- | --- | --- |")
+    first = None
+    for name, settings, cached in rows:
+        tf_keras.utils.set_random_seed(0)
+        config = tf_awt.SearchConfig(density=args.density, attack=attack, epochs=1, update_every=20, **{**base, **settings})
+        search = TicketSearch(build(), config, steps_per_epoch=938)
+        search.compile(optimizer=search_optimizer(config))
+        batch = (x, y)
+        if cached:
+            search.teacher_cache = TeacherCache.replay(search.teacher, [(x, y, index)], config.seed, config.effective_attack)
+            batch = (x, y, index)
+        step = tf.function(search.train_step)
+        seconds = median_time(lambda: tf.nest.map_structure(lambda t: t.numpy(), step(batch)), args.repeats)
+        first = first or seconds
+        print(f"| {name} | {seconds:.3f} | {seconds / first:.2f} | {938 * seconds / 3600:.2f} h |", flush=True)
 
 
 if __name__ == "__main__":
