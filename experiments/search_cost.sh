@@ -8,6 +8,8 @@
 # For each: mask overlap |m ∩ m_base| / |m_base| (same seed) against the overlap of base's two seeds, the
 # validation robust/natural accuracy after the recipe's training, and the search's seconds.
 # Resumable (a finished run is kept). Usage: experiments/search_cost.sh mlp|cnn [RUNS_DIR] [DENSITIES]
+# STAGE=search runs the searches only (`tf-awt search`: the overlaps and seconds, no training); a later
+# full run in the same RUNS_DIR reuses each ticket and trains it.
 cd "$(dirname "$0")/.."  # the repository root
 export PYTHONPATH=$PWD
 MODEL=${1:?usage: experiments/search_cost.sh mlp|cnn [RUNS_DIR] [DENSITIES]}
@@ -29,12 +31,13 @@ sketch2|--set search.probes=2
 pgd3|--set search.student_steps=3
 fgsm|--set search.student_steps=1 --set search.student_step_size=0.125"
 fi
+EXPORT="--set export.tflite=false --set export.plots=false"
+NOMLFLOW=--no-mlflow; [ "${STAGE:-run}" = search ] && NOMLFLOW=""  # `search` tracks nothing
 for d in $DENSITIES; do
   while IFS='|' read -r name settings; do
     for s in 0 1; do
-      python -m tf_awt.running.cli run $RECIPE --out $RUNS/d$d/$name-s$s --set density=$d --set seed=$s \
-          --set eval.split=validation --set eval.max_examples=500 --set export.tflite=false --set export.plots=false \
-          $settings --quiet --no-mlflow || exit 1
+      python -m tf_awt.running.cli ${STAGE:-run} $RECIPE --out $RUNS/d$d/$name-s$s --set density=$d --set seed=$s \
+          --set eval.split=validation --set eval.max_examples=500 $EXPORT $settings --quiet $NOMLFLOW || exit 1
     done
   done <<< "$VARIANTS"
 done

@@ -22,7 +22,8 @@ def main(root):
             continue
         cells = os.path.join(root, d)
         names = sorted({n.rsplit("-s", 1)[0] for n in os.listdir(cells)}, key=lambda n: (n != "base", n))
-        done = lambda n, s: os.path.exists(os.path.join(cells, f"{n}-s{s}", "summary.json"))  # noqa: E731
+        done = lambda n, s: os.path.exists(os.path.join(cells, f"{n}-s{s}", "ticket.npz"))  # noqa: E731
+        trained = lambda n: all(os.path.exists(os.path.join(cells, f"{n}-s{s}", "summary.json")) for s in (0, 1))  # noqa: E731
         if not all(done("base", s) for s in (0, 1)):
             continue
         base = [Ticket.load(os.path.join(cells, f"base-s{s}", "ticket.npz")) for s in (0, 1)]
@@ -31,14 +32,16 @@ def main(root):
             if not all(done(n, s) for s in (0, 1)):
                 continue
             tickets = [Ticket.load(os.path.join(cells, f"{n}-s{s}", "ticket.npz")) for s in (0, 1)]
-            summaries = [json.load(open(os.path.join(cells, f"{n}-s{s}", "summary.json"))) for s in (0, 1)]
             runs = [json.load(open(os.path.join(cells, f"{n}-s{s}", "run.json"))) for s in (0, 1)]
-            robust = [x["robust_accuracy"] for x in summaries]
-            natural = [x["natural_accuracy"] for x in summaries]
             search = np.mean([r["phase_seconds"]["search"] for r in runs])
             overlaps = ", ".join(f"{overlap(t, b):.3f}" for t, b in zip(tickets, base))
-            print(f"| {d[1:]} | {n} | {overlaps} | {seeds:.3f} | {robust[0]:.3f}, {robust[1]:.3f} | {np.mean(robust):.3f} | "
-                  f"{np.mean(natural):.3f} | {search:.0f} |")
+            accuracy = "not trained | – | –"
+            if trained(n):
+                summaries = [json.load(open(os.path.join(cells, f"{n}-s{s}", "summary.json"))) for s in (0, 1)]
+                robust = [x["robust_accuracy"] for x in summaries]
+                accuracy = (f"{robust[0]:.3f}, {robust[1]:.3f} | {np.mean(robust):.3f} | "
+                            f"{np.mean([x['natural_accuracy'] for x in summaries]):.3f}")
+            print(f"| {d[1:]} | {n} | {overlaps} | {seeds:.3f} | {accuracy} | {search:.0f} |")
 
 
 if __name__ == "__main__":
