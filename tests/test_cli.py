@@ -302,8 +302,9 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     assert version.run_id == run.info.run_id
     # the version says what it is, and the logged model carries the trained model's last-epoch metrics
     assert f"robust accuracy {summary['robust_accuracy']:.4f}" in version.description
-    assert {k: version.tags[k] for k in ("method", "density", "eps", "norm")} == \
-        {"method": "awt", "density": f"{summary['density']:.4f}", "eps": "0.1", "norm": "linf"}
+    # every tag on the version page, which shows five (tracking._VERSION_PAGE_TAGS)
+    assert version.tags == {"method": "awt", "density": f"{summary['density']:.4f}", "attack": "linf ε = 0.1",
+                            "recipe": str(tracked_run[2] / "tiny.yaml"), "robust_accuracy": f"{summary['robust_accuracy']:.4f} ({summary['robust_accuracy_attacks']})"}
     model_metrics = {m.key: m for m in logged.metrics}
     final = client.get_metric_history(run.info.run_id, "train_adv_accuracy")[-1]
     assert model_metrics["train_adv_accuracy"].value == final.value and model_metrics["train_adv_accuracy"].step == final.step
@@ -347,7 +348,7 @@ def test_the_worst_case_its_attacks_and_each_suite_reach_mlflow_over_rest(mlflow
     assert tags["sanity_warnings"] == (" | ".join(summary["sanity_warnings"]) or "none")
     version = get("model-versions/get", name="tf_awt-tiny", version="1")["model_version"]
     version_tags = {t["key"]: t["value"] for t in version["tags"]}
-    assert version_tags["robust_accuracy_attacks"] == label
+    assert version_tags["robust_accuracy"] == f"{summary['robust_accuracy']:.4f} ({label})" and len(version_tags) <= 5
     assert f"robust accuracy {summary['robust_accuracy']:.4f} ({label}, test split)" in version["description"]
     assert "robust accuracy after each attack: " + ", ".join(f"{k} {summary['suites'][k]:.4f}" for k in order) \
         in version["description"]

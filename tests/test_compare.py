@@ -95,7 +95,8 @@ def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_
     # what each method cost beside its accuracy: a column, the cheapest ticket within the spread, a plot
     assert all(float(r["cost_mean"]) > 0 and float(r["cpu_mean"]) > 0 for r in final)
     assert "| search + training (s per seed) |" in open(os.path.join(out, "final.md")).read()
-    assert re.search(r"The (cheapest ticket within the spread of the best is \*\*\w+\*\*|best ticket is also the cheapest)", verdict)
+    assert re.search(r"The (cheapest ticket within the spread of the best is \*\*\w+\*\*|best ticket is also the cheapest)"
+                     r"|No other ticket is within its spread", verdict)
     assert "| method | chosen try |" in proc.stdout and "**yes**" in open(os.path.join(out, "selection.md")).read()
 
     # MLflow: one parent, a FINISHED child per cell, the verdict as the parent's description, the outputs as artifacts
@@ -173,7 +174,7 @@ def test_compare_on_two_ray_workers_equals_the_sequential_comparison(tmp_path, c
         assert proc.returncode == 0, proc.stderr[-3000:]
         final = [{k: v for k, v in row.items() if not k.startswith(("cost_", "cpu_", "evaluate_seconds"))}  # wall time varies
                  for row in csv.DictReader(open(os.path.join(out, "final.csv")))]
-        verdict = re.sub(r" The (cheapest|best ticket is also).*? per seed[^.]*\.", "", open(os.path.join(out, "verdict.md")).read())
+        verdict = re.sub(r" (The (cheapest|best ticket is also)|No other ticket is within).*?(per seed[^.]*|less robust)\.", "", open(os.path.join(out, "verdict.md")).read())
         tables[workers] = [open(os.path.join(out, "selection.csv")).read(), final, verdict]
     assert "cells on Ray (2 local workers)" in proc.stderr
     assert tables["1"] == tables["2"]
@@ -254,3 +255,28 @@ def test_compare_runs_dns_with_its_own_space_and_its_fine_tuning_choice(tmp_path
     assert len([n for n in os.listdir(os.path.join(out, "select")) if n.startswith("dns-")]) == 2  # each try ran
     final = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "final.csv")))}
     assert set(final) == {"dns", "magnitude"} and 0 <= float(final["dns"]["robust_mean"]) <= 1
+
+
+def _row(method, robust, cost, best=False, exceeds=True):
+    return {"method": method, "robust_mean": robust, "cost_mean": cost, "best": best,
+            "exceeds_spread": None if best else exceeds}
+
+
+@pytest.mark.parametrize("rows, expected", [
+    # another ticket ties with the best and costs less: it is named
+    ([_row("cosentino", 0.665, 1145, best=True), _row("snip", 0.660, 291, exceeds=False), _row("dense", 0.65, 245)],
+     " The cheapest ticket within the spread of the best is **snip**: 291 s of search and training per seed against "
+     "1145 s for cosentino."),
+    # the best ties with others and is the cheapest of them
+    ([_row("snip", 0.665, 291, best=True), _row("cosentino", 0.660, 1145, exceeds=False)],
+     " The best ticket is also the cheapest of the 2 tickets within its spread: 291 s of search and training per seed."),
+    # nothing ties: not "the cheapest within its spread" (vacuous), but the cheapest ticket of all and what it loses
+    ([_row("cosentino", 0.665, 1145, best=True), _row("magnitude", 0.651, 329), _row("snip", 0.635, 291),
+      _row("dense", 0.651, 245)],
+     " No other ticket is within its spread; it costs 1145 s of search and training per seed, while the cheapest ticket, "
+     "**snip**, costs 291 s and is 0.030 less robust."),
+    ([_row("snip", 0.665, 291, best=True), _row("cosentino", 0.600, 1145)],
+     " No other ticket is within its spread, and none costs less: 291 s of search and training per seed."),
+])
+def test_the_verdicts_cost_sentence_names_the_cheapest_ticket_and_is_never_vacuous(rows, expected):
+    assert compare_module._cheapest_line(rows) == expected

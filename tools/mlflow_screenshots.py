@@ -4,10 +4,12 @@
 
 Runs ``tf-awt run RECIPE`` (shortened: 1 search epoch, 2 training epochs, 200 evaluation digits)
 into a fresh sqlite store in a temporary folder, starts ``mlflow ui`` on it, finds the experiment,
-the run and the registered model version through MLflow's REST API, and photographs the three
-pages with headless Chromium (``chromium`` from the system packages): the experiment's runs
-table, the run page (metrics, parameters, description) and the model version page (description,
-tags). Prints what each page's REST record holds beside the file it wrote.
+the run, the registered model version and the logged model through MLflow's REST API, and
+photographs their pages with headless Chromium (``chromium`` or ``chromium-headless-shell`` from
+the system packages): the experiment's runs table (in both of the UI's modes), the run page
+(metrics, parameters, description), the model version page (description, tags) and the logged
+model's page (its metrics: the final ones only). Prints what each page's REST record holds beside
+the file it wrote.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chromium-headless-shell")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -33,6 +36,12 @@ def _free_port() -> int:
 
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read().decode())
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read().decode())
 
 
@@ -48,7 +57,8 @@ def _wait(url: str, timeout: float = 120) -> None:
 
 
 def _shoot(browser: str, url: str, path: str) -> None:
-    subprocess.run([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+    headless = [] if browser.endswith("headless-shell") else ["--headless=new"]  # the shell is headless only
+    subprocess.run([browser, *headless, "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                     "--window-size=1440,1100", "--virtual-time-budget=20000", f"--screenshot={path}", url],
                    check=True, capture_output=True, timeout=180)
 
@@ -58,9 +68,10 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=os.path.join(ROOT, "docs", "screenshots"))
     parser.add_argument("--recipe", default="quickstart")
     args = parser.parse_args(argv)
-    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    browser = next(filter(None, map(shutil.which, BROWSERS)), None)
     if browser is None:
-        raise SystemExit("no Chromium found: install the system package 'chromium'")
+        raise SystemExit(f"no Chromium found (looked for {', '.join(BROWSERS)}): install the system package "
+                         "'chromium' or 'chromium-headless-shell'")
     os.makedirs(args.out, exist_ok=True)
     work = tempfile.mkdtemp(prefix="tf_awt_screens_")
     store = f"sqlite:///{os.path.join(work, 'mlflow.db')}"
@@ -75,12 +86,11 @@ def main(argv=None) -> None:
         base = f"http://127.0.0.1:{port}"
         _wait(base + "/health")
         experiment = _get(base + "/api/2.0/mlflow/experiments/get-by-name?experiment_name=tf_awt")["experiment"]
-        runs = json.loads(urllib.request.urlopen(urllib.request.Request(
-            base + "/api/2.0/mlflow/runs/search", data=json.dumps({"experiment_ids": [experiment["experiment_id"]]}).encode(),
-            headers={"Content-Type": "application/json"}), timeout=30).read().decode())["runs"]
+        runs = _post(base + "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
         run = runs[0]
         name = f"tf_awt-{args.recipe}"
         version = _get(base + f"/api/2.0/mlflow/registered-models/get-latest-versions?name={name}")["model_versions"][0]
+        logged = _post(base + "/api/2.0/mlflow/logged-models/search", {"experiment_ids": [experiment["experiment_id"]]})["models"][0]
         pages = {
             # MLflow 3's UI opens in its GenAI mode unless told otherwise (the experiment's
             # mlflow.experimentKind tag does not change that): the links tf-awt prints carry the mode.
@@ -88,6 +98,7 @@ def main(argv=None) -> None:
             "experiment.png": f"{base}/#/experiments/{experiment['experiment_id']}/runs?workflowType=machine_learning",
             "run.png": f"{base}/#/experiments/{experiment['experiment_id']}/runs/{run['info']['run_id']}?workflowType=machine_learning",
             "model_version.png": f"{base}/#/models/{name}/versions/{version['version']}",
+            "logged_model.png": f"{base}/#/experiments/{experiment['experiment_id']}/models/{logged['info']['model_id']}",
         }
         for file, url in pages.items():
             _shoot(browser, url, os.path.join(args.out, file))
@@ -96,6 +107,9 @@ def main(argv=None) -> None:
         print(f"experiment {experiment['name']} kind {dict((t['key'], t['value']) for t in experiment.get('tags', [])).get('mlflow.experimentKind')}")
         print(f"run {run['info']['run_id']}: natural {metrics.get('natural_accuracy')}, robust {metrics.get('robust_accuracy')}")
         print(f"model version {name}/{version['version']}: {version.get('description', '')[:200]}")
+        print(f"  its tags ({len(version.get('tags', []))}; the page shows 5): "
+              + ", ".join(f"{t['key']}={t['value']}" for t in version.get("tags", [])))
+        print(f"logged model {logged['info']['model_id']}: metrics " + ", ".join(m["key"] for m in logged["data"].get("metrics", [])))
     finally:
         server.terminate()
         server.wait(30)

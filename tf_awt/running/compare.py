@@ -279,17 +279,25 @@ def _costs(found) -> dict:
 
 
 def _cheapest_line(final) -> str:
-    """The verdict's sentence on cost: the cheapest ticket whose robust accuracy is within the spread of the best."""
+    """The verdict's sentence on cost: the cheapest ticket whose robust accuracy is within the spread of the best
+    and, when no other ticket is within it, the cheapest ticket of all and what it gives up."""
     best = next(r for r in final if r["best"])
-    within = [r for r in final if get_method(r["method"]).prunes and (r is best or r["exceeds_spread"] is False)]
+    tickets = [r for r in final if get_method(r["method"]).prunes]
+    within = [r for r in tickets if r is best or r["exceeds_spread"] is False]
     if not within:  # no ticket compared (the dense reference alone)
         return ""
     cheapest = min(within, key=lambda r: (r["cost_mean"], -r["robust_mean"]))
-    if cheapest is best:
-        return (f" The best ticket is also the cheapest within its spread: {best['cost_mean']:.0f} s of search and "
-                "training per seed.")
-    return (f" The cheapest ticket within the spread of the best is **{cheapest['method']}**: {cheapest['cost_mean']:.0f} s "
-            f"of search and training per seed against {best['cost_mean']:.0f} s for {best['method']}.")
+    cost = f"{best['cost_mean']:.0f} s of search and training per seed"
+    if cheapest is not best:
+        return (f" The cheapest ticket within the spread of the best is **{cheapest['method']}**: {cheapest['cost_mean']:.0f} s "
+                f"of search and training per seed against {best['cost_mean']:.0f} s for {best['method']}.")
+    if len(within) > 1:
+        return f" The best ticket is also the cheapest of the {len(within)} tickets within its spread: {cost}."
+    overall = min(tickets, key=lambda r: (r["cost_mean"], -r["robust_mean"]))
+    if overall is best:
+        return f" No other ticket is within its spread, and none costs less: {cost}."
+    return (f" No other ticket is within its spread; it costs {cost}, while the cheapest ticket, **{overall['method']}**, "
+            f"costs {overall['cost_mean']:.0f} s and is {best['robust_mean'] - overall['robust_mean']:.3f} less robust.")
 
 
 def _verdict(recipe_name, recipe, density, final, tries, select_seeds, plan) -> str:

@@ -269,6 +269,23 @@ def _serving_requirements():
     return pins
 
 
+# MLflow's model version page (3.x) lists a version's first five tags in name order and no more:
+# a sixth tag is on the version (REST, search) but never on the page a user opens
+# (tools/mlflow_screenshots.py; checked by adding a tag "a_test", which pushes the fifth one off the page).
+_VERSION_PAGE_TAGS = 5
+
+
+def _version_tags(recipe_name, recipe, summary) -> Dict[str, str]:
+    """A registered version's tags, at most the five its page shows: what was pruned, how, against which
+    attack, and the headline with the attacks it is the worst case of (the natural accuracy is in the description)."""
+    robust = f"{summary['robust_accuracy']:.4f}"
+    label = summary.get("robust_accuracy_attacks")
+    tags = {"method": recipe.method, "density": f"{summary['density']:.4f}",
+            "attack": f"{recipe.attack.norm} ε = {recipe.attack.eps:g}", "recipe": recipe_name,
+            "robust_accuracy": f"{robust} ({label})" if label else robust}
+    return tags
+
+
 def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, history: dict,
                description: str, reasons, artifacts) -> None:
     """A finished run into ``tracker`` (a :class:`Tracker` or :class:`NullTracker`): the model,
@@ -277,10 +294,7 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
     collapsed run's model, ``reasons`` non-empty, is logged but never registered: ``models:/NAME/latest``
     keeps serving the last healthy one); the run's description, final metrics, collapse tags and
     ``artifacts`` (paths). Sets ``summary["model_uri"]`` and ``summary["registered_model"]``."""
-    tags = {"method": recipe.method, "density": f"{summary['density']:.4f}", "eps": f"{recipe.attack.eps:g}",
-            "norm": recipe.attack.norm, "recipe": recipe_name, "natural_accuracy": f"{summary['natural_accuracy']:.4f}",
-            "robust_accuracy": f"{summary['robust_accuracy']:.4f}",
-            "robust_accuracy_attacks": summary.get("robust_accuracy_attacks", "")}
+    tags = _version_tags(recipe_name, recipe, summary)
     if recipe.export.saved_model:  # else no model: a comparison's selection try, say
         final = {f"train_{k}": (v[-1], len(v) - 1) for k, v in history.items() if v}
         final.update({k: (summary[k], 0) for k in ("natural_accuracy", "robust_accuracy")})
