@@ -89,3 +89,43 @@ def test_tf_awt_graft_on_a_run_without_a_dense_reference_is_one_line(tmp_path, c
     assert "make the run with --set train.dense_reference=true" in err and "Traceback" not in err
     assert cli.main(["graft", str(tmp_path / "nowhere")]) == 2
     assert "is not a run directory (no recipe.yaml)" in capsys.readouterr().err
+
+
+def test_tf_awt_graft_logs_to_the_runs_own_mlflow_run(tmp_path, capsys, monkeypatch):
+    import os
+
+    import mlflow
+
+    from tf_awt.running import cli
+
+    from conftest import digits_recipe
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    recipe = digits_recipe(tmp_path, epochs=2, method="magnitude", export={"saved_model": False, "tflite": False, "plots": False})
+    out = tmp_path / "run"
+    assert cli.main(["run", recipe, "--set", "train.dense_reference=true", "--out", str(out), "--quiet", "--no-register"]) == 0
+    run_id = __import__("json").loads((out / "run.json").read_text())["mlflow_run_id"]
+    # a store that does not know the run: one line before any grafting, nothing written
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'other.db'}")
+    capsys.readouterr()
+    assert cli.main(["graft", str(out), "--examples", "40"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot continue MLflow run {run_id}" in err and "or --no-mlflow to write the files only" in err
+    ours = [line for line in err.strip().splitlines() if " INFO mlflow." not in line]  # MLflow creating the other store
+    assert "Traceback" not in err and len(ours) == 1 and not (out / "graft.json").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    assert cli.main(["graft", str(out), "--examples", "40"]) == 0
+    assert f"logged to MLflow run {run_id}" in capsys.readouterr().out
+    summary = __import__("json").loads((out / "graft.json").read_text())
+    client = mlflow.tracking.MlflowClient(store)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["graft_mean_natural_increase"] == summary["mean_natural_increase"]
+    assert run.data.metrics["graft_mean_adversarial_increase"] == summary["mean_adversarial_increase"]
+    assert [m.step for m in client.get_metric_history(run_id, "graft_adversarial_increase")] == [1, 2]
+    assert {"graft.csv", "graft.json", "graft.png"} <= {a.path for a in client.list_artifacts(run_id)}
+    # --no-mlflow: the files only
+    assert cli.main(["graft", str(out), "--examples", "40", "--no-mlflow"]) == 0
+    assert "logged to MLflow" not in capsys.readouterr().out
+    assert len(client.get_metric_history(run_id, "graft_adversarial_increase")) == 2

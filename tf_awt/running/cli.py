@@ -7,7 +7,7 @@
     tf-awt sweep RECIPE --densities 0.01,0.05 --methods awt,random [--seeds 3] [--out DIR] [--workers N | --address ADDR]
     tf-awt compare RECIPE --methods awt,snip,magnitude,dense [--density D] [--tries 4] [--select-seeds 2] [--seeds 3]
                    [--space METHOD:KEY=V1,V2 ...] [--out DIR] [--workers N | --address ADDR]
-    tf-awt graft RUN_DIR [--examples 500]
+    tf-awt graft RUN_DIR [--examples 500] [--no-mlflow]
     tf-awt recipes
 
 Errors are one line on stderr (what was wrong, what is allowed) with exit code 2; ``--debug``
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import signal
@@ -188,6 +189,7 @@ def _parser():
     gr = sub.add_parser("graft", help="graft a run's ticket and dense reference at every epoch and layer (train.dense_reference)")
     gr.add_argument("run_dir", help="a run directory made with --set train.dense_reference=true")
     gr.add_argument("--examples", type=int, default=500, help="the first N examples of the run's evaluation split (default 500)")
+    gr.add_argument("--no-mlflow", action="store_true", help="do not log the graft to the run's MLflow run")
     gr.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     sub.add_parser("recipes", help="list the bundled recipes")
     return p
@@ -407,21 +409,37 @@ def _sigterm_stops():
 
 
 def _graft(args) -> int:
-    """``tf-awt graft RUN_DIR``: the table, the heat map and the mean increase (:func:`tf_awt.graft`)."""
+    """``tf-awt graft RUN_DIR``: the table, the heat map and the mean increase (:func:`tf_awt.running.grafts.graft`),
+    logged to the run's own MLflow run when it was tracked (the store is reached before any grafting)."""
     from tf_awt._files import DirectoryLock
     from tf_awt._validate import integer
 
     integer(args.examples, "--examples", low=1)
     if not os.path.isfile(os.path.join(args.run_dir, "recipe.yaml")):
         raise ValueError(f"{args.run_dir} is not a run directory (no recipe.yaml)")
+    state = os.path.join(args.run_dir, "run.json")
+    run_id = None if args.no_mlflow or not os.path.isfile(state) else json.load(open(state)).get("mlflow_run_id")
     with DirectoryLock(args.run_dir):
         _import_tensorflow(args.verbose)
-        from tf_awt.running.grafts import graft
+        from tf_awt.running.grafts import graft, log_graft
+        from tf_awt.running.recipes import load_recipe
+        from tf_awt.running.tracking import Tracker
 
-        result = graft(args.run_dir, args.examples, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        tracker = Tracker() if run_id else None
+        try:
+            if tracker:  # a store that does not know the run is one line before the work, not after it
+                tracker.start(load_recipe(os.path.join(args.run_dir, "recipe.yaml")), run_id=run_id,
+                              otherwise="--no-mlflow to write the files only")
+            result = graft(args.run_dir, args.examples, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+            if tracker:
+                log_graft(tracker, args.run_dir, result)
+        finally:
+            if tracker:
+                tracker.end_all()
     print(f"mean error increase of a graft: natural {result['mean_natural_increase']:+.4f}, adversarial "
           f"{result['mean_adversarial_increase']:+.4f} ({len(result['epochs'])} epochs, {result['examples']} examples) "
-          f"-> {args.run_dir}/ (graft.csv, graft.json, graft.png)")
+          f"-> {args.run_dir}/ (graft.csv, graft.json, graft.png)"
+          + (f"; logged to MLflow run {run_id}" if run_id else ""))
     return 0
 
 

@@ -10,6 +10,8 @@ on the first ``examples`` examples of the run's evaluation split, and writes
   against each grafted network);
 * ``graft.json``: the same, the originals' errors, and the summary: the mean increase;
 * ``graft.png``: the heat map (epochs × boundaries, for each direction and kind).
+
+:func:`log_graft` puts the same on the run's MLflow run (``tf-awt graft`` does, unless ``--no-mlflow``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-__all__ = ["graft", "OUTPUTS"]
+__all__ = ["graft", "log_graft", "OUTPUTS"]
 
 OUTPUTS = ("graft.csv", "graft.json", "graft.png")
 
@@ -100,6 +102,20 @@ def graft(run_dir: str, examples: int = 500, log: Callable[[str], None] = print)
     _heat_map(rows, epochs, os.path.join(run_dir, "graft.png"))
     atomic_write_bytes(os.path.join(run_dir, "graft.json"), json.dumps(summary, indent=2).encode())
     return summary
+
+
+def log_graft(tracker, run_dir: str, summary: dict) -> None:
+    """Logs a graft to the run's MLflow run (``tracker`` started on it): the mean increases
+    (``graft_mean_natural_increase``, ``graft_mean_adversarial_increase``), each epoch's mean at its
+    epoch as step (``graft_natural_increase``, ``graft_adversarial_increase``) and the three files."""
+    tracker.log_metrics({"graft_mean_natural_increase": summary["mean_natural_increase"],
+                         "graft_mean_adversarial_increase": summary["mean_adversarial_increase"]})
+    for epoch in summary["epochs"]:
+        rows = [r for r in summary["rows"] if r["epoch"] == epoch]
+        tracker.log_metrics({f"graft_{kind}_increase": float(np.mean([r[f"{kind}_increase"] for r in rows]))
+                             for kind in ("natural", "adversarial")}, step=epoch)
+    for name in OUTPUTS:
+        tracker.log_artifact(os.path.join(run_dir, name))
 
 
 def _heat_map(rows: List[dict], epochs: List[int], path: str) -> None:

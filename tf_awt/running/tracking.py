@@ -101,9 +101,11 @@ class Tracker:
         if not self.nested:
             _training_experiment(mlflow.set_experiment(self.experiment))
 
-    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None) -> str:
+    def start(self, recipe, recipe_name: str = "", run_id: Optional[str] = None, run_name: Optional[str] = None,
+              otherwise: str = "--force to start over") -> str:
         """Starts the run (named ``run_name``, default ``<recipe>-<method>-d<density>-s<seed>``); with
-        ``run_id`` (a resumed run) continues that MLflow run instead."""
+        ``run_id`` (a resumed run) continues that MLflow run instead, and if the store does not know it,
+        the error names the run's tracking URI or ``otherwise`` as the way out."""
         import mlflow
 
         self._connect()
@@ -113,7 +115,7 @@ class Tracker:
             except Exception as err:  # MlflowException: the store does not know the run
                 raise ValueError(f"cannot continue MLflow run {run_id} at {mlflow.get_tracking_uri()} "
                                  f"({str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}). "
-                                 "Use the tracking URI the run started with, or --force to start over.") from None
+                                 f"Use the tracking URI the run started with, or {otherwise}.") from None
             self.run_id = run.info.run_id
             return self.run_id
         run = mlflow.start_run(run_name=run_name or grid.run_name_of(recipe, recipe_name),
