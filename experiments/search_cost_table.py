@@ -32,8 +32,10 @@ def main(root):
             if not all(done(n, s) for s in (0, 1)):
                 continue
             tickets = [Ticket.load(os.path.join(cells, f"{n}-s{s}", "ticket.npz")) for s in (0, 1)]
-            runs = [json.load(open(os.path.join(cells, f"{n}-s{s}", "run.json"))) for s in (0, 1)]
-            search = np.mean([r["phase_seconds"]["search"] for r in runs])
+            states = [os.path.join(cells, f"{n}-s{s}", "run.json") for s in (0, 1)]
+            # `tf-awt search` keeps run.json since commit 0e0e0e0; searches made before it have no seconds here
+            search = (f"{np.mean([json.load(open(p))['phase_seconds']['search'] for p in states]):.0f}"
+                      if all(os.path.exists(p) for p in states) else "–")
             overlaps = ", ".join(f"{overlap(t, b):.3f}" for t, b in zip(tickets, base))
             accuracy = "not trained | – | –"
             if trained(n):
@@ -41,7 +43,7 @@ def main(root):
                 robust = [x["robust_accuracy"] for x in summaries]
                 accuracy = (f"{robust[0]:.3f}, {robust[1]:.3f} | {np.mean(robust):.3f} | "
                             f"{np.mean([x['natural_accuracy'] for x in summaries]):.3f}")
-            print(f"| {d[1:]} | {n} | {overlaps} | {seeds:.3f} | {accuracy} | {search:.0f} |")
+            print(f"| {d[1:]} | {n} | {overlaps} | {seeds:.3f} | {accuracy} | {search} |")
 
 
 if __name__ == "__main__":

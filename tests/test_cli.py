@@ -153,9 +153,14 @@ def test_recipes_command_lists_recipes():
 def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path, capsys):
     recipe = tiny_recipe(tmp_path)
     out = str(tmp_path / "run")
+    done = []
     for phase in ("search", "train", "evaluate", "export"):
         proc = tf_awt_main(capsys, phase, recipe, "--out", out, "--quiet")
         assert proc.returncode == 0, proc.stderr[-2000:]
+        done.append(phase)  # each phase's cost is kept beside the earlier ones' (a cost table reads run.json)
+        state = json.load(open(os.path.join(out, "run.json")))
+        assert set(state["phase_seconds"]) == set(state["phase_cpu_seconds"]) == set(done), state
+        assert all(v > 0 for v in state["phase_seconds"].values())
     assert {"ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "saved_model", "recipe.yaml"} <= set(os.listdir(out))
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
     ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))

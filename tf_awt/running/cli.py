@@ -496,7 +496,7 @@ def _dispatch(args, recipe, densities, log) -> int:
         if args.command == "search":
             run.inputs.split  # the data load first: a bad data set leaves nothing behind
             run.directory.write_recipe()
-        getattr(run, args.command)()
+        run.phase(args.command)
     return 0
 
 

@@ -222,6 +222,21 @@ class Run:
         self.log(report.export_line(path, sizes))
         return stripped, sizes
 
+    def phase(self, name: str):
+        """One phase alone (``tf-awt search|train|evaluate|export``): runs it and keeps its wall and CPU
+        seconds in ``run.json`` beside those of the phases run before it (a run.json that cannot be read is
+        replaced)."""
+        try:
+            state = self.directory.read_json("run.json") if self.directory.has("run.json") else {}
+        except (OSError, ValueError):
+            state = {}
+        state = state if isinstance(state, dict) else {}
+        self.timings.update(state.get("phase_seconds", {}))
+        self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
+        result = getattr(self, name)()
+        self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
+        return result
+
     # ------------------------------------------------------------------ everything
     def all(self) -> dict:
         """Runs (or resumes) search → train → evaluate → export; returns the summary."""
