@@ -33,7 +33,7 @@ def main(root):
                 continue
             tickets = [Ticket.load(os.path.join(cells, f"{n}-s{s}", "ticket.npz")) for s in (0, 1)]
             states = [os.path.join(cells, f"{n}-s{s}", "run.json") for s in (0, 1)]
-            # `tf-awt search` keeps run.json since commit 0e0e0e0; searches made before it have no seconds here
+            # `tf-awt search` keeps run.json since commit 6ed3ede; searches made before it have no seconds here
             search = (f"{np.mean([json.load(open(p))['phase_seconds']['search'] for p in states]):.0f}"
                       if all(os.path.exists(p) for p in states) else "–")
             overlaps = ", ".join(f"{overlap(t, b):.3f}" for t, b in zip(tickets, base))
