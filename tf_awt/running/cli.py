@@ -219,8 +219,6 @@ def _evaluate_inputs(args):
 
 
 def _evaluate_saved_model(args):
-    import json
-
     x, y, split, config = _evaluate_inputs(args)
     _import_tensorflow(args.verbose)
     import tensorflow as tf
@@ -417,8 +415,9 @@ def _graft(args) -> int:
     integer(args.examples, "--examples", low=1)
     if not os.path.isfile(os.path.join(args.run_dir, "recipe.yaml")):
         raise ValueError(f"{args.run_dir} is not a run directory (no recipe.yaml)")
-    state = os.path.join(args.run_dir, "run.json")
-    run_id = None if args.no_mlflow or not os.path.isfile(state) else json.load(open(state)).get("mlflow_run_id")
+    from tf_awt.running.run_directory import RunDirectory
+
+    run_id = None if args.no_mlflow else RunDirectory(args.run_dir, None).saved_state().get("mlflow_run_id")
     with DirectoryLock(args.run_dir):
         _import_tensorflow(args.verbose)
         from tf_awt.running.grafts import graft, log_graft

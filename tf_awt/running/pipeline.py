@@ -224,13 +224,8 @@ class Run:
 
     def phase(self, name: str):
         """One phase alone (``tf-awt search|train|evaluate|export``): runs it and keeps its wall and CPU
-        seconds in ``run.json`` beside those of the phases run before it (a run.json that cannot be read is
-        replaced)."""
-        try:
-            state = self.directory.read_json("run.json") if self.directory.has("run.json") else {}
-        except (OSError, ValueError):
-            state = {}
-        state = state if isinstance(state, dict) else {}
+        seconds in ``run.json`` beside those of the phases run before it."""
+        state = self.directory.saved_state()
         self.timings.update(state.get("phase_seconds", {}))
         self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
         result = getattr(self, name)()

@@ -96,6 +96,15 @@ class RunDirectory:
             raise ValueError(f"{state_path} is corrupt ({err}). Rerun with --force to start over.") from None
         return state
 
+    def saved_state(self) -> dict:
+        """The saved run state (``run.json``), or {} if there is none or it cannot be read (a single phase
+        replaces it; :meth:`prepare`, for a whole run, refuses a corrupt one instead)."""
+        try:
+            state = self.read_json("run.json") if self.has("run.json") else {}
+        except (OSError, ValueError):
+            return {}
+        return state if isinstance(state, dict) else {}
+
     def write_recipe(self) -> None:
         atomic_write_bytes(self.path("recipe.yaml"), self.recipe.to_yaml().encode())
 
