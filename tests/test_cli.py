@@ -307,7 +307,7 @@ def test_run_records_everything_in_mlflow_server(mlflow_server, tracked_run):
     assert version.run_id == run.info.run_id
     # the version says what it is, and the logged model carries the trained model's last-epoch metrics
     assert f"robust accuracy {summary['robust_accuracy']:.4f}" in version.description
-    # every tag on the version page, which shows five (tracking._VERSION_PAGE_TAGS)
+    # every tag on the version page, which shows five (tracking._version_tags)
     assert version.tags == {"method": "awt", "density": f"{summary['density']:.4f}", "attack": "linf ε = 0.1",
                             "recipe": str(tracked_run[2] / "tiny.yaml"), "robust_accuracy": f"{summary['robust_accuracy']:.4f} ({summary['robust_accuracy_attacks']})"}
     model_metrics = {m.key: m for m in logged.metrics}

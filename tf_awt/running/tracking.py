@@ -271,21 +271,18 @@ def _serving_requirements():
     return pins
 
 
-# MLflow's model version page (3.x) lists a version's first five tags in name order and no more:
-# a sixth tag is on the version (REST, search) but never on the page a user opens
-# (tools/mlflow_screenshots.py; checked by adding a tag "a_test", which pushes the fifth one off the page).
-_VERSION_PAGE_TAGS = 5
-
-
 def _version_tags(recipe_name, recipe, summary) -> Dict[str, str]:
     """A registered version's tags, at most the five its page shows: what was pruned, how, against which
-    attack, and the headline with the attacks it is the worst case of (the natural accuracy is in the description)."""
+    attack, and the headline with the attacks it is the worst case of (the natural accuracy is in the description).
+
+    MLflow's model version page (3.x) lists a version's first five tags in name order and no more: a sixth
+    is on the version (REST, search) but never on the page a user opens (tools/mlflow_screenshots.py;
+    checked by adding a tag "a_test", which pushed the fifth one off the page)."""
     robust = f"{summary['robust_accuracy']:.4f}"
     label = summary.get("robust_accuracy_attacks")
-    tags = {"method": recipe.method, "density": f"{summary['density']:.4f}",
+    return {"method": recipe.method, "density": f"{summary['density']:.4f}",
             "attack": f"{recipe.attack.norm} ε = {recipe.attack.eps:g}", "recipe": recipe_name,
             "robust_accuracy": f"{robust} ({label})" if label else robust}
-    return tags
 
 
 def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_example, history: dict,
