@@ -159,8 +159,15 @@ def test_phases_one_by_one_then_evaluate_any_saved_model(tmp_path, capsys):
         assert proc.returncode == 0, proc.stderr[-2000:]
         done.append(phase)  # each phase's cost is kept beside the earlier ones' (a cost table reads run.json)
         state = json.load(open(os.path.join(out, "run.json")))
-        assert set(state["phase_seconds"]) == set(state["phase_cpu_seconds"]) == set(done), state
+        assert set(state["phase_seconds"]) == set(state["phase_cpu_seconds"]) == set(state["phase_passes"]) == set(done), state
         assert all(v > 0 for v in state["phase_seconds"].values())
+    # the passes each phase made, as worked out by hand: training with PGD-2 on the training split and
+    # its per-epoch curves on the held-out split (PGD-2, then the adversarial and natural forwards)
+    split = tf_awt.data.load(str(tmp_path / "tiny.npz"))
+    n, held = len(split.y_train), len(split.y_test)
+    assert state["phase_passes"]["train"] == {"forward": 4 * n + 4 * held, "backward": 3 * n + 2 * held, "jacobians": 0}
+    assert state["phase_passes"]["search"]["jacobians"] == 4 * n  # the exact kernels of teacher and student
+    assert state["phase_passes"]["export"] == {"forward": 0, "backward": 0, "jacobians": 0}
     assert {"ticket.npz", "trained.weights.h5", "history.json", "evaluation.json", "saved_model", "recipe.yaml"} <= set(os.listdir(out))
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
     ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))
@@ -514,6 +521,9 @@ def test_run_register_as_no_register_and_force(tmp_path, monkeypatch, capsys):
     assert client.get_run(first["mlflow_run_id"]).info.run_name == "{}-magnitude-d0.2-s0-run".format(recipe)
     assert first["registered_model"] == "models:/my-ticket/1"
     assert client.get_model_version("my-ticket", "1").run_id == first["mlflow_run_id"]
+    metrics = client.get_run(first["mlflow_run_id"]).data.metrics  # each phase's cost, in seconds and in passes
+    assert metrics["train_forward_passes"] == first["phase_passes"]["train"]["forward"] > 0
+    assert metrics["search_seconds"] == first["phase_seconds"]["search"]
     # an existing finished run is kept unless --force; --force starts over (a new MLflow run)
     assert cli.main(["run", recipe, "--out", out, "--quiet", "--no-register"]) == 0
     assert json.load(open(os.path.join(out, "summary.json")))["mlflow_run_id"] == first["mlflow_run_id"]
@@ -541,6 +551,9 @@ def test_sweep_command_runs_a_tiny_grid(tmp_path, capsys):
     row = next(r for r in rows if r["cell"] == "random-d0.3-s0")
     assert float(row["cpu_seconds"]) == round(sum(summary["phase_cpu_seconds"].values()), 1) > 0
     assert float(row["evaluate_seconds"]) == round(summary["phase_seconds"]["evaluate"], 1)
+    assert set(summary["phase_passes"]) == {"search", "train", "evaluate", "export"}
+    assert int(row["passes"]) == sum(p["forward"] + p["backward"] for p in (summary["phase_passes"][k] for k in ("search", "train")))
+    assert summary["phase_passes"]["evaluate"]["forward"] > 0 and "search + training (passes, mean) |" in table
     assert cli.main(["sweep", tiny_recipe(tmp_path), "--densities", "0.3", "--methods", "grasp", "--out", str(out),
                      "--quiet", "--no-mlflow"]) == 2
 

@@ -94,7 +94,12 @@ def test_compare_tunes_on_validation_touches_the_test_split_only_for_the_chosen_
     assert f"**{best['method']}**" in verdict and verdict in proc.stdout
     # what each method cost beside its accuracy: a column, the cheapest ticket within the spread, a plot
     assert all(float(r["cost_mean"]) > 0 and float(r["cpu_mean"]) > 0 for r in final)
-    assert "| search + training (s per seed) |" in open(os.path.join(out, "final.md")).read()
+    assert "| search + training (s per seed) | search + training (passes per seed) |" in open(os.path.join(out, "final.md")).read()
+    for r in final:  # the mean over the method's test cells of their search + training passes
+        cells = [json.load(open(os.path.join(out, "final", name, "summary.json"))) for name in os.listdir(os.path.join(out, "final"))
+                 if name.startswith(r["method"] + "-")]
+        counted = [sum(c["phase_passes"][p]["forward"] + c["phase_passes"][p]["backward"] for p in ("search", "train")) for c in cells]
+        assert len(counted) == 2 and float(r["passes_mean"]) == sum(counted) / 2 > 0
     assert re.search(r"The (cheapest ticket within the spread of the best is \*\*\w+\*\*|best ticket is also the cheapest)"
                      r"|No other ticket is within its spread", verdict)
     assert "| method | chosen try |" in proc.stdout and "**yes**" in open(os.path.join(out, "selection.md")).read()

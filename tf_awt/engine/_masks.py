@@ -12,6 +12,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_awt.engine import _layers
+from tf_awt.engine.passes import count_forward
 
 
 def _concrete_values(mask) -> Optional[np.ndarray]:
@@ -80,8 +81,9 @@ def sparse_forward(model, x, training: bool = False):
 
     The wrappers' own call assigns ``W ← m ⊙ W`` on every call, which cannot run inside nested
     ``tf.function`` s (cleverhans' attacks) or in replica context, and gives pruned weights a
-    non-zero gradient; this path does neither (see ``_layers.masked_forward``).
+    non-zero gradient; this path does neither (see ``_layers.masked_forward``). Counted in an active
+    :class:`tf_awt.engine.passes.PassCount`.
     """
     if any(_layers.is_prune_wrapper(layer) for layer in _layers.iter_layers(model)):
-        return _layers.masked_forward(model, x, resolve_masks(model, None), training=training)
-    return model(x, training=training)
+        return count_forward(_layers.masked_forward(model, x, resolve_masks(model, None), training=training), x)
+    return count_forward(model(x, training=training), x)

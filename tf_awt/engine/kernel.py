@@ -66,6 +66,7 @@ import tensorflow as tf
 
 from tf_awt.engine import _contract, _layers, layer_rules
 from tf_awt.engine._masks import resolve_masks
+from tf_awt.engine.passes import count
 from tf_awt._options import KernelImplementation, check_precision, check_student_kernel  # defined without TensorFlow
 from tf_awt.keras3 import as_tf_keras, is_keras3
 
@@ -317,6 +318,7 @@ def mixed_tangent_kernel_fn(model, implementation="auto", compiled: bool = True,
                 f"You passed N1={x1.shape[0]}, N2={x2.shape[0]}"
             )
         resolved = resolve_masks(model, masks)
+        count("jacobians", tf.shape(x1)[0] + (0 if x2 is x1 else tf.shape(x2)[0]))  # examples whose Jacobians enter Θ
         if impl is KernelImplementation.STRUCTURED:
             if masks:
                 masked_reason = structured_support(model, masks)

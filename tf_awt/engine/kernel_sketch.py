@@ -59,6 +59,7 @@ import tensorflow as tf
 from tf_awt import _validate
 from tf_awt.engine import _layers
 from tf_awt.engine._masks import resolve_masks
+from tf_awt.engine.passes import count
 from tf_awt._options import NORMALIZATIONS, check_student_kernel
 from tf_awt.keras3 import as_tf_keras
 
@@ -130,6 +131,9 @@ def tangent_products_fn(model, student_kernel: str = "masked") -> Callable:
                 f = forward(x1)
             return acc.jvp(f, unconnected_gradients=tf.UnconnectedGradients.ZERO)  # J(x1) u
 
+        probes = tf.shape(v)[0]  # per probe: x2 forward and back (J(x2)ᵀ v), x1 forward-mode (J(x1) u)
+        count("forward", probes * (tf.shape(x1)[0] + tf.shape(x2)[0]))
+        count("backward", probes * tf.shape(x2)[0])
         return tf.vectorized_map(one, v)
 
     return products

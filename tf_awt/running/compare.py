@@ -39,7 +39,7 @@ from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.grid import mean_std, pyplot, read_summary, write_csv, write_markdown
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe, from_dict
-from tf_awt.running.report import attacks_note
+from tf_awt.running.report import attacks_note, search_and_training_passes
 from tf_awt.running.run_inputs import check_inputs
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
@@ -269,13 +269,25 @@ def _final_rows(methods, finals, seeds) -> List[dict]:
 
 def _costs(found) -> dict:
     """What a method's runs cost: wall seconds of search + training (mean, std over seeds), its CPU
-    seconds (mean; None for runs made before CPU time was recorded) and the evaluation's wall seconds."""
+    seconds and its passes and Jacobians (means; None for runs made before they were recorded) and the
+    evaluation's wall seconds."""
     wall = np.array([f["phase_seconds"].get("search", 0.0) + f["phase_seconds"].get("train", 0.0) for f in found])
     cpu = [f["phase_cpu_seconds"].get("search", 0.0) + f["phase_cpu_seconds"].get("train", 0.0)
            for f in found if f.get("phase_cpu_seconds")]
+    counted = [search_and_training_passes(f) for f in found]
+    mean = lambda key: None if any(c[key] is None for c in counted) else float(np.mean([c[key] for c in counted]))  # noqa: E731
     return {"cost_mean": float(wall.mean()), "cost_std": float(wall.std()),
             "cpu_mean": float(np.mean(cpu)) if len(cpu) == len(found) else None,
+            "passes_mean": mean("passes"), "jacobians_mean": mean("jacobians"),
             "evaluate_seconds_mean": float(np.mean([f["phase_seconds"].get("evaluate", 0.0) for f in found]))}
+
+
+def _passes(row) -> str:
+    """The table's passes cell: forward + backward passes (and exact-kernel Jacobians) per seed."""
+    if row.get("passes_mean") is None:
+        return "—"
+    jacobians = f" + {row['jacobians_mean']:.3g} Jacobians" if row.get("jacobians_mean") else ""
+    return f"{row['passes_mean']:.3g}{jacobians}"
 
 
 def _cheapest_line(final) -> str:
@@ -370,17 +382,18 @@ def _write_outputs(out, selection, chosen, final, verdict) -> None:
     lines += ["", _note(selection)]
     write_markdown(os.path.join(out, "selection.md"), lines)
     fields = ("method", "seeds", "density", "natural_mean", "natural_std", "robust_mean", "robust_std", "gap_to_best",
-              "exceeds_spread", "collapsed", "natural", "robust", "cost_mean", "cost_std", "cpu_mean", "evaluate_seconds_mean")
+              "exceeds_spread", "collapsed", "natural", "robust", "cost_mean", "cost_std", "cpu_mean", "passes_mean", "jacobians_mean",
+              "evaluate_seconds_mean")
     write_csv(os.path.join(out, "final.csv"), fields, final)
     lines = ["| method | chosen try | seeds | density | natural | robust | robust gap to the best | exceeds the spread | "
-             "search + training (s per seed) | collapsed |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "search + training (s per seed) | search + training (passes per seed) | collapsed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in final:
         gap = "best" if r["best"] else f"{r['gap_to_best']:+.3f}"
         lines.append(f"| {r['method']} | {_describe(chosen[r['method']])} | {r['seeds']} | {r['density']:.4f} | "
                      f"{r['natural_mean']:.3f} ± {r['natural_std']:.3f} | {r['robust_mean']:.3f} ± {r['robust_std']:.3f} | "
                      f"{gap} | {'' if r['best'] else {None: 'one seed', True: 'yes', False: 'no'}[r['exceeds_spread']]} | "
-                     f"{r['cost_mean']:.0f} ± {r['cost_std']:.0f} | {r['collapsed']} of {r['seeds']} |")
+                     f"{r['cost_mean']:.0f} ± {r['cost_std']:.0f} | {_passes(r)} | {r['collapsed']} of {r['seeds']} |")
     lines += ["", _note(final)]
     write_markdown(os.path.join(out, "final.md"), lines)
     write_markdown(os.path.join(out, "verdict.md"), [verdict])

@@ -17,6 +17,7 @@ The library raises (a collapsed training with ``train.fail_on_collapse``:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import os
@@ -32,6 +33,7 @@ from tf_awt.adversarial.collapse import CollapseMonitor, TrainingCollapsed, advi
 from tf_awt.adversarial import training  # the phases by module: what a spy replaces is what runs (evaluate: report.evaluate_quietly)
 from tf_awt.adversarial.evaluation import EvaluationResult
 from tf_awt.checkpoint import steps_per_epoch
+from tf_awt.engine.passes import PassCount
 from tf_awt.running import plots, report
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.run_directory import RunDirectory
@@ -96,6 +98,27 @@ class Run:
         """Wall-clock seconds of each phase."""
         self.cpu_seconds: Dict[str, float] = {}
         """CPU seconds of each phase (every thread of this process: on two busy cores about 2× the wall time)."""
+        self.passes: Dict[str, Dict[str, int]] = {}
+        """Each phase's forward and backward passes and Jacobians (:mod:`tf_awt.engine.passes`)."""
+
+    @contextlib.contextmanager
+    def _measured(self, phase: str):
+        """The block's wall and CPU seconds and its passes, kept as ``phase``'s (those of the part run
+        in this process: a resumed phase counts from where it resumed, like its seconds)."""
+        c0, t0 = time.process_time(), time.time()
+        with PassCount() as passes:
+            yield
+        self.timings[phase] = time.time() - t0
+        self.cpu_seconds[phase] = time.process_time() - c0
+        self.passes[phase] = passes.totals()
+
+    def _restore_costs(self, state: dict) -> None:
+        self.timings.update(state.get("phase_seconds", {}))
+        self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
+        self.passes.update(state.get("phase_passes", {}))
+
+    def _save_state(self, state: dict) -> None:
+        self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds, phase_passes=self.passes), self.timings)
 
     def _resuming(self, phase: str, epochs: int, batch_size: int):
         """(the phase's checkpoint directory, its progress callbacks); logs where a resumed phase
@@ -111,22 +134,23 @@ class Run:
 
     # ------------------------------------------------------------------ the phases
     def search(self):
-        c0 = time.process_time()
-        t0, r = time.time(), self.recipe
+        with self._measured("search"):
+            ticket = self._find_ticket()
+            ticket.save(self.path("ticket.npz"))
+            self.directory.drop_checkpoint("search")
+            log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss", "density", "spliced",
+                                                                  "pruned"), ticket.history.get("step", []))
+        self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
+        return ticket
+
+    def _find_ticket(self):
+        r = self.recipe
         with self.inputs.strategy.scope():
             config = dataclasses.replace(r.search, attack=self.inputs.in_range(r.attack))
             epochs = config.epochs if get_method(r.method).trains else 0  # the one-shot methods have no epochs
             directory, progress = self._resuming("search", epochs, config.batch_size)
-            ticket = find.find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
-                                 callbacks=progress, checkpoint_dir=directory)
-        ticket.save(self.path("ticket.npz"))
-        self.directory.drop_checkpoint("search")
-        log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss", "density", "spliced", "pruned"),
-                    ticket.history.get("step", []))
-        self.timings["search"] = time.time() - t0
-        self.cpu_seconds["search"] = time.process_time() - c0
-        self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
-        return ticket
+            return find.find_ticket(self.inputs.base_model(), (self.inputs.split.x_train, self.inputs.split.y_train), config=config,
+                                    callbacks=progress, checkpoint_dir=directory)
 
     def ticket_model(self, distributed: bool = True):
         """The ticket (θ0 ⊙ m in tfmot wrappers); in the recipe's strategy scope unless ``distributed=False``."""
@@ -138,8 +162,13 @@ class Run:
             return ticket, ticket.to_model(self.inputs.base_model(), rewind=self.recipe.train.rewind, rescale=self.recipe.train.rescale)
 
     def train(self):
-        c0 = time.process_time()
-        t0, r, s = time.time(), self.recipe, self.inputs.split
+        with self._measured("train"):
+            model, hist = self._train()
+        self.log(report.training_line(self.recipe.train.epochs, self.timings["train"], hist))
+        return model, hist
+
+    def _train(self):
+        r, s = self.recipe, self.inputs.split
         _, model = self.ticket_model()
         tf_keras.utils.set_random_seed(r.seed)
         val = self.inputs.validation()
@@ -156,9 +185,6 @@ class Run:
         self.directory.write_json("history.json", hist)
         self.directory.drop_checkpoint("train")
         log_history(self.tracker, hist, "train_")
-        self.timings["train"] = time.time() - t0
-        self.cpu_seconds["train"] = time.process_time() - c0
-        self.log(report.training_line(r.train.epochs, self.timings["train"], hist))
         return model, hist
 
     def _train_dense_reference(self):
@@ -192,8 +218,13 @@ class Run:
         return ticket, model
 
     def evaluate(self, model=None):
-        c0 = time.process_time()
-        t0, r, s = time.time(), self.recipe, self.inputs.split
+        with self._measured("evaluate"):
+            result = self._evaluate(model)
+        self.log(report.evaluation_line(self.recipe, result, self.timings["evaluate"]))
+        return result
+
+    def _evaluate(self, model):
+        r, s = self.recipe, self.inputs.split
         model = model if model is not None else self.trained_model()[1]
         n = len(s.y_test) if r.eval.max_examples is None else min(r.eval.max_examples, len(s.y_test))
         result = report.evaluate_quietly(model, (s.x_test[:n], s.y_test[:n]), attack=self.inputs.in_range(r.eval_attack()),
@@ -206,19 +237,13 @@ class Run:
                                   **{f"robust_accuracy_after_{name.replace('-', '_')}": value for name, value in result.suites.items()}})
         self.tracker.set_tags({"robust_accuracy_attacks": result.attack_label,
                                "sanity_warnings": " | ".join(result.warnings)[:5000] or "none"})
-        self.timings["evaluate"] = time.time() - t0
-        self.cpu_seconds["evaluate"] = time.process_time() - c0
-        self.log(report.evaluation_line(r, result, self.timings["evaluate"]))
         return result
 
     def export(self, model=None):
-        c0 = time.process_time()
-        t0 = time.time()
-        model = model if model is not None else self.trained_model(distributed=False)[1]
-        stripped, sizes, path = export.export_run(model, self.out, tuple(self.inputs.split.input_shape), self.inputs.base_model().get_weights(),
-                                           self.recipe.export)
-        self.timings["export"] = time.time() - t0
-        self.cpu_seconds["export"] = time.process_time() - c0
+        with self._measured("export"):
+            model = model if model is not None else self.trained_model(distributed=False)[1]
+            stripped, sizes, path = export.export_run(model, self.out, tuple(self.inputs.split.input_shape),
+                                                      self.inputs.base_model().get_weights(), self.recipe.export)
         self.log(report.export_line(path, sizes))
         return stripped, sizes
 
@@ -226,10 +251,9 @@ class Run:
         """One phase alone (``tf-awt search|train|evaluate|export``): runs it and keeps its wall and CPU
         seconds in ``run.json`` beside those of the phases run before it."""
         state = self.directory.saved_state()
-        self.timings.update(state.get("phase_seconds", {}))
-        self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
+        self._restore_costs(state)
         result = getattr(self, name)()
-        self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
+        self._save_state(state)
         return result
 
     # ------------------------------------------------------------------ everything
@@ -241,8 +265,7 @@ class Run:
             return finished
         self.inputs.split  # the data load first: a data set that cannot be read leaves nothing behind
         state = self.directory.prepare(self.force)
-        self.timings.update(state.get("phase_seconds", {}))
-        self.cpu_seconds.update(state.get("phase_cpu_seconds", {}))
+        self._restore_costs(state)
         self.directory.write_recipe()
         fresh = not state.get("mlflow_run_id")
         self.tracker.start(self.recipe, self.recipe_name, run_id=state.get("mlflow_run_id"),
@@ -250,7 +273,7 @@ class Run:
         state["mlflow_run_id"] = self.tracker.run_id
         if fresh:
             self.tracker.log_training_data(self.inputs.split.x_train, self.inputs.split.y_train, self.recipe.dataset)
-        self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
+        self._save_state(state)
         try:
             ticket, model, hist, result = self._phases(state)
             reasons = report.collapse_report(self.recipe, self.inputs.split, hist, result)
@@ -258,7 +281,7 @@ class Run:
                 self.log(f"warning: training collapsed: {'; '.join(reasons)}. {advice(self.recipe.train)}")
             # a distributed model is exported from a one-device copy of its trained weights
             stripped, sizes = self.export(model if self.recipe.distribute == "none" else None)
-            summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings, self.cpu_seconds,
+            summary = report.summary(self.recipe, self.recipe_name, ticket, result, sizes, reasons, self.timings, self.cpu_seconds, self.passes,
                                      self.path("saved_model") if self.recipe.export.saved_model else None, self.tracker.run_id)
             self._finish(summary, ticket, hist, stripped, reasons)
             if reasons and self.recipe.train.fail_on_collapse:
@@ -283,7 +306,7 @@ class Run:
                 self.log(f"{phase}: {outputs[0]} exists, kept")
             else:
                 done[phase] = run()
-                self.directory.save_state(dict(state, phase_cpu_seconds=self.cpu_seconds), self.timings)
+                self._save_state(state)
         return (done["search"], *done["train"], done["evaluate"])
 
     def _finish(self, summary: dict, ticket, hist, stripped, reasons):

@@ -26,9 +26,9 @@ def collapse_report(recipe, split, history: dict, result) -> List[str]:
 
 
 def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List[str], timings: dict, cpu_seconds: dict,
-            saved_model: Optional[str], run_id: Optional[str]) -> dict:
-    """The run's ``summary.json``: headline numbers, densities, sizes, wall and CPU seconds per phase
-    (and per attack suite), collapse, MLflow ids."""
+            passes: dict, saved_model: Optional[str], run_id: Optional[str]) -> dict:
+    """The run's ``summary.json``: headline numbers, densities, sizes, wall and CPU seconds and passes
+    (:mod:`tf_awt.engine.passes`) per phase (seconds per attack suite too), collapse, MLflow ids."""
     from tf_awt.adversarial.collapse import advice
 
     return {
@@ -45,6 +45,7 @@ def summary(recipe, recipe_name: str, ticket, result, sizes: dict, reasons: List
         "seed": recipe.seed,
         "phase_seconds": dict(timings),
         "phase_cpu_seconds": {k: round(v, 2) for k, v in cpu_seconds.items()},
+        "phase_passes": {k: dict(v) for k, v in passes.items()},
         "evaluation_seconds": dict(result.seconds),
         "model_size": sizes,
         "sanity_warnings": result.warnings,
@@ -109,6 +110,16 @@ def export_line(path: Optional[str], sizes: dict) -> str:
                                                                    ("keras3_bytes", "model.keras")) if key in sizes)
     return (f"export: {path or 'no SavedModel (export.saved_model: false)'} (weights gzip: dense "
             f"{sizes['dense_gzip_bytes']:,} B, sparse {sizes['sparse_gzip_bytes']:,} B{extra})")
+
+
+def search_and_training_passes(summary: dict) -> dict:
+    """A run's cost in passes (:mod:`tf_awt.engine.passes`), search and training together:
+    ``{"passes": forward + backward passes, "jacobians": ...}``, both None for a run made before
+    passes were recorded."""
+    phases = [summary.get("phase_passes", {}).get(p) for p in ("search", "train")]
+    if not all(phases):
+        return {"passes": None, "jacobians": None}
+    return {"passes": sum(p["forward"] + p["backward"] for p in phases), "jacobians": sum(p["jacobians"] for p in phases)}
 
 
 def attacks_note(summaries) -> str:

@@ -23,7 +23,7 @@ from tf_awt.running.cells import Cell, check_parallel, run_cells, unfinished
 from tf_awt.running.grid import cell_name, mean_std, pyplot, read_summary, write_csv, write_markdown
 from tf_awt.running.plots import save
 from tf_awt.running.recipes import Recipe
-from tf_awt.running.report import attacks_note
+from tf_awt.running.report import attacks_note, search_and_training_passes
 from tf_awt.running.run_inputs import check_inputs
 from tf_awt.running.tracking import NullTracker, Tracker
 from tf_awt.tickets.methods import get_method, method_names
@@ -32,9 +32,11 @@ from tf_awt.tickets.ticket import Ticket
 __all__ = ["sweep"]
 
 FIELDS = ("method", "density", "seed", "natural_accuracy", "robust_accuracy", "achieved_density", "seconds", "search_seconds",
-          "train_seconds", "evaluate_seconds", "cpu_seconds", "cell", "collapsed", "robust_accuracy_attacks")
+          "train_seconds", "evaluate_seconds", "cpu_seconds", "passes", "jacobians", "cell", "collapsed", "robust_accuracy_attacks")
 """sweep.csv's columns: ``seconds`` is the cell's wall time, ``*_seconds`` each phase's, ``cpu_seconds``
-the CPU time of every phase (empty for a cell run before it was recorded)."""
+the CPU time of every phase, ``passes`` and ``jacobians`` the search's and training's forward +
+backward passes and exact-kernel Jacobians (:mod:`tf_awt.engine.passes`; each empty for a cell run
+before it was recorded)."""
 
 
 def _cells(methods: Sequence[str], densities: Sequence[float], seeds: int):
@@ -107,10 +109,11 @@ def sweep(recipe: Recipe, out: str, methods: Sequence[str], densities: Sequence[
 
 
 def phase_costs(summary: dict) -> dict:
-    """A run's cost columns: wall seconds of search, training and evaluation, and its CPU seconds."""
+    """A run's cost columns: wall seconds of search, training and evaluation, its CPU seconds, and
+    the passes of search and training."""
     wall, cpu = summary.get("phase_seconds", {}), summary.get("phase_cpu_seconds")
     return {**{f"{phase}_seconds": round(wall.get(phase, 0.0), 1) for phase in ("search", "train", "evaluate")},
-            "cpu_seconds": round(sum(cpu.values()), 1) if cpu else None}
+            "cpu_seconds": round(sum(cpu.values()), 1) if cpu else None, **search_and_training_passes(summary)}
 
 
 def summarize(rows: List[dict]) -> List[dict]:
@@ -124,17 +127,30 @@ def summarize(rows: List[dict]) -> List[dict]:
         out.append({"method": method, "density": density, "seeds": len(items), "natural_mean": nat_mean,
                     "natural_std": nat_std, "robust_mean": rob_mean, "robust_std": rob_std,
                     "collapsed": sum(bool(i.get("collapsed")) for i in items),
-                    "cost_mean": sum(i.get("search_seconds", 0) + i.get("train_seconds", 0) for i in items) / len(items)})
+                    "cost_mean": sum(i.get("search_seconds", 0) + i.get("train_seconds", 0) for i in items) / len(items),
+                    "passes_mean": _mean_or_none([i.get("passes") for i in items])})
     return out
+
+
+def _mean_or_none(values) -> Optional[float]:
+    """The mean, or None when a value is missing (a cell run before it was recorded)."""
+    return None if any(v is None or v == "" for v in values) else float(sum(float(v) for v in values) / len(values))
+
+
+def _passes(value: Optional[float]) -> str:
+    """``1.23e+07``, or ``—`` when not recorded."""
+    return "—" if value is None else f"{value:.3g}"
 
 
 def _write_outputs(out: str, rows: List[dict]) -> None:
     write_csv(os.path.join(out, "sweep.csv"), FIELDS, rows)
-    lines = ["| method | density | seeds | natural accuracy | robust accuracy | search + training (s, mean) | collapsed |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| method | density | seeds | natural accuracy | robust accuracy | search + training (s, mean) | "
+             "search + training (passes, mean) | collapsed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in summarize(rows):
         lines.append(f"| {s['method']} | {s['density']:g} | {s['seeds']} | {s['natural_mean']:.4f} ± {s['natural_std']:.4f} "
-                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['cost_mean']:.0f} | {s['collapsed']} of {s['seeds']} |")
+                     f"| {s['robust_mean']:.4f} ± {s['robust_std']:.4f} | {s['cost_mean']:.0f} | {_passes(s['passes_mean'])} "
+                     f"| {s['collapsed']} of {s['seeds']} |")
     lines += ["", attacks_note(rows)]
     write_markdown(os.path.join(out, "sweep.md"), lines)
     _plots(out, rows)

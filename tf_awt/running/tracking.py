@@ -291,8 +291,8 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
     linked to its final numbers (the last training epoch's ``train_*`` of ``history``, the
     evaluation's accuracies) and registered with ``description`` and tags (a
     collapsed run's model, ``reasons`` non-empty, is logged but never registered: ``models:/NAME/latest``
-    keeps serving the last healthy one); the run's description, final metrics, collapse tags and
-    ``artifacts`` (paths). Sets ``summary["model_uri"]`` and ``summary["registered_model"]``."""
+    keeps serving the last healthy one); the run's description, final metrics, each phase's wall
+    seconds and passes (``search_forward_passes``, ...), collapse tags and ``artifacts`` (paths). Sets ``summary["model_uri"]`` and ``summary["registered_model"]``."""
     tags = _version_tags(recipe_name, recipe, summary)
     if recipe.export.saved_model:  # else no model: a comparison's selection try, say
         final = {f"train_{k}": (v[-1], len(v) - 1) for k, v in history.items() if v}
@@ -302,7 +302,10 @@ def record_run(tracker, recipe, recipe_name: str, summary: dict, model, input_ex
                                                  registrable=not reasons)
     summary["registered_model"] = tracker.registered_uri
     tracker.describe(description)
-    tracker.log_metrics({"density": summary["density"], "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"]})
+    tracker.log_metrics({"density": summary["density"], "sparse_gzip_bytes": summary["model_size"]["sparse_gzip_bytes"],
+                         **{f"{phase}_seconds": seconds for phase, seconds in summary.get("phase_seconds", {}).items()},
+                         **{f"{phase}_{kind}_passes": n for phase, counts in summary.get("phase_passes", {}).items()
+                            for kind, n in counts.items()}})
     tracker.set_tags({"collapsed": str(bool(reasons)).lower(),
                       **({"collapse_reason": summary["collapse_reason"]} if reasons else {})})
     for path in artifacts:

@@ -28,6 +28,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt.engine import _layers, layer_rules
+from tf_awt.engine.passes import count_forward
 from tf_awt.tickets import _selection
 from tf_awt import _validate
 from tf_awt.tickets.find import reference_ticket
@@ -56,7 +57,8 @@ def one_shot_masks(model, dataset, config) -> Dict[str, np.ndarray]:
     elif config.method == "snip":
         x, y = next(iter(dataset))[:2]
         with tf.GradientTape() as tape:
-            logits = model(tf.cast(x, kernels[0].dtype), training=False)
+            x = tf.cast(x, kernels[0].dtype)
+            logits = count_forward(model(x, training=False), x)
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int64), logits))
         grads = tape.gradient(loss, kernels, unconnected_gradients=tf.UnconnectedGradients.ZERO)
         scores = [tf.abs(g * k) for g, k in zip(grads, kernels)]
@@ -79,7 +81,7 @@ def _synflow(model, names, density, scope, pattern, allocation=None, iterations:
         for layer, k, m in zip(layers, abs_kernels, masks):
             layer.kernel.assign(k * m)
         with tf.GradientTape() as tape:
-            r = tf.reduce_sum(tf.cast(clone(ones, training=False), tf.float64))
+            r = tf.reduce_sum(tf.cast(count_forward(clone(ones, training=False), ones), tf.float64))
         grads = tape.gradient(r, [l.kernel for l in layers], unconnected_gradients=tf.UnconnectedGradients.ZERO)
         scores = [tf.abs(g * l.kernel) for g, l in zip(grads, layers)]
         masks = _selection.stepped_masks(scores, density ** (t / iterations), scope, pattern, allocation, density)

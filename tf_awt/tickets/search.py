@@ -69,6 +69,7 @@ from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
 from tf_awt._distribute import all_gather_rows, assign_in_replica, replica_rows
 from tf_awt.engine._masks import resolve_masks, sparse_forward
+from tf_awt.engine.passes import count_forward
 from tf_awt.adversarial.attacks import pgd
 from tf_awt.engine.distances import kernel_distance, target_distance
 from tf_awt.engine.kernel import mixed_tangent_kernel_fn
@@ -238,7 +239,7 @@ class TicketSearch(tf_keras.Model):
         return x_adv_t, tf.stop_gradient(f_t), x_adv_s
 
     def _teacher_fn(self, z):
-        return self.teacher(z, training=False)
+        return count_forward(self.teacher(z, training=False), z)
 
     def _replica_share(self, x, x_adv_t, x_adv_s):
         """(target scale, kernel scale, kernel columns X̃ of teacher and student) for this replica.
@@ -279,7 +280,7 @@ class TicketSearch(tf_keras.Model):
         """The student's logits and kernel (or its products Θˢ·v): f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
         masks = self.straight_through_masks() if self.scores else None  # they carry the gradient to s
         if masks is not None:
-            f_s = _layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks))
+            f_s = count_forward(_layers.masked_forward(self.student, x_adv_s, resolve_masks(self.student, masks)), x_adv_s)
         else:
             f_s = self._student_fn(x_adv_s)
         if probes is not None:

@@ -49,6 +49,7 @@ from tf_awt.adversarial.dynamics import DistanceTracker
 from tf_awt.adversarial.training import AdversarialTrainer
 from tf_awt.checkpoint import PhaseCheckpoint, fingerprint, resumable_fit
 from tf_awt.engine import _layers, layer_rules
+from tf_awt.engine.passes import count_forward
 from tf_awt.tickets import _selection
 from tf_awt.tickets.ticket import Ticket
 
@@ -105,11 +106,11 @@ class SurgeryTrainer(AdversarialTrainer):
 
     def _inference(self, x):
         with self._kernels(False):
-            return self.model(x, training=False)
+            return count_forward(self.model(x, training=False), x)
 
     def _training_forward(self, x):
         with self._kernels(True):
-            return self.model(x, training=True)
+            return count_forward(self.model(x, training=True), x)
 
 
 class _Surgeon(tf_keras.callbacks.Callback):
