@@ -9,7 +9,7 @@ the test digits robust and the later suites have work to do. Then, on the first 
 digits, each timed once as a user's call is (every ``evaluate`` call traces its own attack
 functions; one warm-up call on 8 digits first loads the libraries):
 
-- ``pgd``: ``evaluate(attacks=["pgd"])``, PGD-100 × 5 restarts (the baseline);
+- ``pgd``: ``evaluate(config=EvalConfig(attacks=["pgd"]))``, PGD-100 × 5 restarts (the baseline);
 - ``default``: ``evaluate()``'s default suites, each run on the examples still robust
   (``result.seconds`` gives each suite's share);
 - ``square on N``: the same with Square on the first ``--square-examples`` digits only
@@ -49,7 +49,7 @@ def bench_model(name: str, args, tf_awt, split) -> dict:
 
     def run(attacks, square_examples=None):
         settings = config if square_examples is None else config.replace(square_examples=square_examples)
-        return tf_awt.evaluate(model, data, attack=attack, config=settings, attacks=attacks, check_subset=1)
+        return tf_awt.evaluate(model, data, attack=attack, config=settings.replace(attacks=attacks), check_subset=1)
 
     row = {"model": name, "train_seconds": round(train_seconds, 1)}
     for label, attacks, subset in (("pgd", ["pgd"], None), ("default", None, None),

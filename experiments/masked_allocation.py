@@ -14,7 +14,6 @@ import warnings
 import tf_awt
 import tf_keras
 from tf_awt.adversarial.evaluation import evaluation_attack
-from tf_awt.adversarial.training_schedule import TrainingSchedule
 
 tf_awt.quiet()
 warnings.simplefilter("ignore")
@@ -29,9 +28,8 @@ for seed in (0, 1):
     ticket = tf_awt.find_ticket(model, (x[:64], y[:64]), density=0.018, method="magnitude",
                                 layer_densities=[0.0013, 0.13, 0.51])
     sparse = ticket.to_model(model)
-    warm = max(1, epochs // 10) * ((n_train + 63) // 64)
-    tf_awt.adversarial_fit(sparse, (x, y), attack=tf_awt.Attack(eps=eps, steps=10, step_size=eps / 4), epochs=epochs,
-                           schedule=TrainingSchedule(eps_warmup_steps=warm), seed=seed)
+    tf_awt.adversarial_fit(sparse, (x, y), attack=tf_awt.Attack(eps=eps, steps=10, step_size=eps / 4), seed=seed,
+                           config=tf_awt.TrainConfig(epochs=epochs, eps_warmup_epochs=max(1, epochs // 10)))
     data = (split.x_test[:n_test], split.y_test[:n_test])
     attack = evaluation_attack(eps=eps, steps=20)
     worst = tf_awt.evaluate(sparse, data, attack=attack, config=tf_awt.EvalConfig(**budget))

@@ -61,7 +61,7 @@ def select(args):
             model = tf_awt.models.linear(input_shape=(100,), num_classes=2)
             sparse = _score_ticket_model(model, x, y, train_attack, lr, weighting, seed, args.epochs)
             mask = [l for l in sparse.layers if hasattr(l, "pruning_vars")][0].pruning_vars[0][1].numpy()
-            result = tf_awt.evaluate(sparse, (xv, yv), attack=eval_attack, restarts=5)
+            result = tf_awt.evaluate(sparse, (xv, yv), attack=eval_attack, config=tf_awt.EvalConfig(restarts=5))
             kept += int(mask[0].sum() > 0)
             natural.append(result.natural_accuracy)
             robust.append(result.robust_accuracy)
@@ -99,7 +99,7 @@ def main(argv=None):
         w = model.layers[-1].kernel.numpy()
         direction = w[:, 1] - w[:, 0]
         cos = float(direction @ mu / (np.linalg.norm(direction) * np.linalg.norm(mu)))
-        result = tf_awt.evaluate(model, (split.x_test, split.y_test), attack=eval_attack, restarts=5)
+        result = tf_awt.evaluate(model, (split.x_test, split.y_test), attack=eval_attack, config=tf_awt.EvalConfig(restarts=5))
         closed = float(gaussian.cdf(np.linalg.norm(mu) * cos - eps))
         nonzero = int(np.count_nonzero(w[:, 1] - w[:, 0]))
         rows.setdefault(name, []).append((result.natural_accuracy, np.degrees(np.arccos(np.clip(cos, -1, 1))), cos,

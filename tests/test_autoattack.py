@@ -48,7 +48,7 @@ def test_each_native_attack_reaches_the_exact_robust_accuracy_of_a_linear_classi
     exact = ((y == 0) & (score - eps * w.sum() > 0)) | ((y == 1) & (score + eps * w.sum() < 0))
     attack = evaluation_attack(eps, steps=10).replace(clip_min=None, clip_max=None)
     config = tf_awt.EvalConfig(apgd_iterations=20, square_queries=300)
-    result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[suite], config=config)
+    result = tf_awt.evaluate(model, (x, y), attack=attack, config=config.replace(attacks=[suite]))
     assert 0.2 < exact.mean() < 0.8  # the ε-ball matters for this data: a test that can fail
     # sound (nothing breaks what is provably robust) and complete (it finds every break there is)
     assert result.robust_accuracy == pytest.approx(exact.mean(), abs=1 / len(x))
@@ -109,7 +109,7 @@ def test_each_native_attack_agrees_with_arts_implementation(digits_model, suite)
     made = tf_awt.adversarial.attack_suites.attack_suites([suite], tf_awt.EvalConfig(**budget))[0]
     if suite == "apgd-t":
         made.targets = 3
-    ours = tf_awt.evaluate(model, (x, y), attack=evaluation_attack(0.04), attacks=[made]).robust_accuracy
+    ours = tf_awt.evaluate(model, (x, y), attack=evaluation_attack(0.04), config=tf_awt.EvalConfig(attacks=[made])).robust_accuracy
     assert 0.2 < theirs < 0.9  # an ε where the attacks have work to do
     assert abs(ours - theirs) <= _noise(theirs, len(x)), (suite, ours, theirs)
 
@@ -120,8 +120,8 @@ def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
 
     model, x, y = digits_model
     attack = evaluation_attack(0.04, steps=20)
-    ours = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, config=tf_awt.EvalConfig(square_queries=1000))
-    theirs = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[ARTAutoAttackSuite(apgd_restarts=1)])
+    ours = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(square_queries=1000).replace(restarts=1))
+    theirs = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[ARTAutoAttackSuite(apgd_restarts=1)]))
     assert list(ours.suites) == ["pgd", "apgd-ce", "apgd-t", "square"]
     assert abs(ours.robust_accuracy - theirs.robust_accuracy) <= _noise(theirs.robust_accuracy, len(x))
     assert ours.robust_accuracy <= ours.suites["pgd"]
@@ -131,8 +131,8 @@ def test_native_attacks_are_reproducible_and_stay_in_the_ball(digits_model):
     model, x, y = digits_model
     attack = evaluation_attack(0.04, steps=5)
     config = tf_awt.EvalConfig(apgd_iterations=10, square_queries=100)
-    one = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, attacks=["autoattack"], config=config, seed=3)
-    two = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, attacks=["autoattack"], config=config, seed=3)
+    one = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, config=config.replace(attacks=["autoattack"]), seed=3)
+    two = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, config=config.replace(attacks=["autoattack"]), seed=3)
     assert one.suites == two.suites and not any("outside the eps-ball" in w for w in one.warnings)
 
 

@@ -40,7 +40,7 @@ def test_collapse_detector_fires_on_a_collapsed_model_and_stays_quiet_on_a_healt
     assert history["loss"] == pytest.approx([math.log(10)] * 4, rel=1e-5)
     assert len(messages) == 1 and "looks collapsed" in messages[0] and "eps_warmup_epochs" in messages[0]
     with pytest.warns(UserWarning, match="100.0% of the examples have an all-zero input gradient"):
-        result = tf_awt.evaluate(trainer.model, (x, y), attack=tf_awt.Attack(eps=0.1, steps=2, step_size=0.05), restarts=1)
+        result = tf_awt.evaluate(trainer.model, (x, y), attack=tf_awt.Attack(eps=0.1, steps=2, step_size=0.05), config=tf_awt.EvalConfig(restarts=1))
     assert result.zero_gradient_fraction == 1.0
     reasons = collapse_reasons(history, result.natural_accuracy, 10, len(y), None, result.zero_gradient_fraction)
     assert len(reasons) == 3 and "ln 10" in reasons[0] and "at chance" in reasons[1] and "all-zero input gradient" in reasons[2]
@@ -52,7 +52,7 @@ def test_collapse_detector_fires_on_a_collapsed_model_and_stays_quiet_on_a_healt
     fit = tf_awt.adversarial_fit(model, (split.x_train[:2000], split.y_train[:2000]), epochs=3,
                                  attack=tf_awt.Attack(eps=0.1, steps=3, step_size=0.05),
                                  callbacks=[CollapseMonitor(10, patience=1, log=quiet.append)])
-    healthy = tf_awt.evaluate(model, (split.x_test[:300], split.y_test[:300]), attack=evaluation_attack(0.1, steps=10), restarts=1)
+    healthy = tf_awt.evaluate(model, (split.x_test[:300], split.y_test[:300]), attack=evaluation_attack(0.1, steps=10), config=tf_awt.EvalConfig(restarts=1))
     assert not quiet
     assert collapse_reasons(fit.history, healthy.natural_accuracy, 10, 300, None, healthy.zero_gradient_fraction) == []
 

@@ -19,7 +19,7 @@ def test_accuracies_and_per_class():
     x, y = tiny_data(64, seed=5)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy evaluation raises no sanity warning
-        result = tf_awt.evaluate(model, (x, y), attack=ATTACK, restarts=2, batch_size=20)
+        result = tf_awt.evaluate(model, (x, y), attack=ATTACK, batch_size=20, config=tf_awt.EvalConfig(restarts=2))
     pred = model(x).numpy().argmax(1)
     assert np.isclose(result.natural_accuracy, np.mean(pred == y))
     assert 0 <= result.robust_accuracy <= result.natural_accuracy
@@ -32,15 +32,15 @@ def test_accuracies_and_per_class():
 
 def test_eps_zero_robust_equals_natural():
     model = trained_model()
-    result = tf_awt.evaluate(model, tiny_data(40, seed=6), attack=ATTACK.replace(eps=0.0), restarts=1)
+    result = tf_awt.evaluate(model, tiny_data(40, seed=6), attack=ATTACK.replace(eps=0.0), config=tf_awt.EvalConfig(restarts=1))
     assert result.robust_accuracy == result.natural_accuracy
 
 
 def test_restarts_never_raise_robust_accuracy():
     model = trained_model()
     data = tiny_data(64, seed=7)
-    one = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, seed=1)
-    five = tf_awt.evaluate(model, data, attack=ATTACK, restarts=5, seed=1)
+    one = tf_awt.evaluate(model, data, attack=ATTACK, seed=1, config=tf_awt.EvalConfig(restarts=1))
+    five = tf_awt.evaluate(model, data, attack=ATTACK, seed=1, config=tf_awt.EvalConfig(restarts=5))
     assert five.robust_accuracy <= one.robust_accuracy
 
 
@@ -67,14 +67,14 @@ def test_gradient_masking_is_reported():
     out = tf_keras.layers.Dense(3)(tf_keras.layers.Flatten()(h))
     model = tf_keras.Model(inp, out)
     with pytest.warns(UserWarning, match="all-zero input gradient"):
-        result = tf_awt.evaluate(model, tiny_data(16), attack=ATTACK, restarts=1)
+        result = tf_awt.evaluate(model, tiny_data(16), attack=ATTACK, config=tf_awt.EvalConfig(restarts=1))
     assert any("gradient masking" in w for w in result.warnings)
 
 
 def test_bad_arguments():
     model = tiny_model()
     with pytest.raises(ValueError, match="restarts must be an integer >= 1. You passed: 0"):
-        tf_awt.evaluate(model, tiny_data(8), restarts=0)
+        tf_awt.evaluate(model, tiny_data(8), config=tf_awt.EvalConfig(restarts=0))
     x, y = tiny_data(8)
     with pytest.raises(ValueError, match="8 inputs and 7 labels"):
         tf_awt.evaluate(model, (x, y[:7]))
@@ -117,7 +117,7 @@ def test_art_autoattack_suite_is_counted_as_worst_case_and_stays_in_the_ball():
                      apgd_restarts=1)
     assert np.abs(adv - x).max() <= 0.08 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     suite = ARTAutoAttackSuite(square_queries=50, apgd_iterations=20, apgd_restarts=1)
-    result = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1, attacks=["pgd", suite])
+    result = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=["pgd", suite], restarts=1))
     assert list(result.suites) == ["pgd", "art-autoattack"]
     assert result.robust_accuracy == result.suites["art-autoattack"] <= result.suites["pgd"] <= result.natural_accuracy
 
@@ -157,8 +157,8 @@ def test_evaluation_takes_a_list_of_attack_suites():
     model = _image_model()
     x, y = _image_task(48, seed=2)
     attack = evaluation_attack(0.2, steps=5)
-    by_name = tf_awt.evaluate(model, (x, y), attack=attack, restarts=2, attacks=["pgd"])
-    by_list = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[PGDSuite(restarts=2)])
+    by_name = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=["pgd"], restarts=2))
+    by_list = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[PGDSuite(restarts=2)]))
     assert by_name.suites == by_list.suites and by_name.robust_accuracy == by_list.robust_accuracy
     assert by_list.restarts == 2
 
@@ -170,14 +170,14 @@ def test_evaluation_takes_a_list_of_attack_suites():
             yield np.clip(context.x + 0.5, 0, 1)            # outside: must not be counted
 
     with pytest.warns(UserWarning, match=r"Blur returned \d+ inputs outside the eps-ball"):
-        result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=[Blur(), "pgd"], restarts=1)
+        result = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[Blur(), "pgd"], restarts=1))
     assert list(result.suites) == ["blur", "pgd"]
     assert result.robust_accuracy == result.suites["pgd"] <= result.suites["blur"]
     assert any(w.startswith("Blur returned") and "not counted" in w for w in result.warnings)
     for bad, message in (([], "non-empty list"), (["pgd", "pgd"], "must not repeat"), (["fgsm"], "You passed: 'fgsm'"),
-                         ("pgd", "non-empty list")):
+                         (42, "must be a list of attack suite names")):
         with pytest.raises(ValueError, match=message):
-            tf_awt.evaluate(model, (x, y), attack=attack, attacks=bad)
+            tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=bad))
 
 
 # --------------------------------------------------------------------------- exact aggregation
@@ -215,7 +215,7 @@ def test_robust_accuracy_is_the_worst_case_over_every_set_of_every_suite():
     first = Sets("first", [[0], [1, 2], []])           # restarts of one suite: worst over its sets
     second = Sets("second", [[3], [0, 4]])
     attack = evaluation_attack(0.25, steps=1)
-    result = tf_awt.evaluate(_sign_model(), (x, y), attack=attack, attacks=[first, second], check_subset=8)
+    result = tf_awt.evaluate(_sign_model(), (x, y), attack=attack, check_subset=8, config=tf_awt.EvalConfig(attacks=[first, second]))
     assert result.natural_accuracy == 7 / 8
     assert result.suites == {"first": 4 / 8, "second": 2 / 8}  # after each suite; clean-wrong 6 never counts as robust
     assert result.broken_by == {"first": 3 / 8, "second": 2 / 8}  # second attacked only 3, 4, 5, 7
@@ -236,7 +236,7 @@ def test_pgd_runs_as_many_starts_as_restarts_says(monkeypatch, restarts):
             yield adv
 
     monkeypatch.setattr(attack_suites.PGDSuite, "adversarial_sets", counting)
-    result = tf_awt.evaluate(trained_model(), tiny_data(16, seed=3), attack=ATTACK, restarts=restarts)
+    result = tf_awt.evaluate(trained_model(), tiny_data(16, seed=3), attack=ATTACK, config=tf_awt.EvalConfig(restarts=restarts))
     assert len(calls) == restarts and result.restarts == restarts
 
 
@@ -257,7 +257,7 @@ def test_cli_evaluate_equals_the_library_at_a_non_default_attack(tmp_path):
                      "--quiet"]) == 0
     got = json.loads(out.read_text())
     attack = evaluation_attack(0.7, norm="l2", steps=4)
-    want = tf_awt.evaluate(model, (x[:40], y[:40]), attack=attack, restarts=2)
+    want = tf_awt.evaluate(model, (x[:40], y[:40]), attack=attack, config=tf_awt.EvalConfig(restarts=2))
     assert got["num_examples"] == 40
     assert (got["attack"]["norm"], got["attack"]["eps"], got["attack"]["steps"]) == ("l2", 0.7, 4)
     assert got["natural_accuracy"] == want.natural_accuracy
@@ -289,8 +289,8 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
     model = _image_model()
     x, y = _image_task(48, seed=2)
     attack = evaluation_attack(0.2, steps=5)
-    alone = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["shift"], restarts=2)
-    result = tf_awt.evaluate(model, (x, y), attack=attack, attacks=["pgd", "shift"], restarts=2)
+    alone = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=["shift"], restarts=2))
+    result = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=["pgd", "shift"], restarts=2))
     assert made == [2, 2] and list(result.suites) == ["pgd", "shift"]
     shifted = np.clip(x + 0.2, 0, 1)
     natural = model.predict(x, verbose=0).argmax(-1) == y  # an example counts only if it is also classified right
@@ -299,7 +299,7 @@ def test_a_registered_attack_suite_is_run_by_name_like_the_built_in_ones(monkeyp
     assert result.robust_accuracy == result.suites["shift"] <= min(result.suites["pgd"], expected)
     register_attack_suite("wrong", lambda config: Shift(config.restarts))
     with pytest.raises(ValueError, match=r"registered as 'wrong' must make an AttackSuite named 'wrong'"):
-        tf_awt.evaluate(model, (x, y), attack=attack, attacks=["wrong"])
+        tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=["wrong"]))
     for name, make, message in (("a b", lambda c: None, "letters, digits"), ("autoattack", lambda c: None, "not a preset"), ("ok", "nope", "make must be a callable")):
         with pytest.raises(ValueError, match=message):
             register_attack_suite(name, make)
@@ -316,8 +316,19 @@ def test_evaluate_leaves_the_callers_global_seed_as_it_was():
     first, second = tf.random.uniform([4]).numpy(), tf.random.uniform([4]).numpy()
     tf.random.set_seed(7)
     assert np.array_equal(tf.random.uniform([4]).numpy(), first)
-    one = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, check_subset=8)
+    one = tf_awt.evaluate(model, data, attack=ATTACK, check_subset=8, config=tf_awt.EvalConfig(restarts=1))
     assert context.global_seed() == 7 and np.array_equal(tf.random.uniform([4]).numpy(), second)
     tf.random.set_seed(123)
-    two = tf_awt.evaluate(model, data, attack=ATTACK, restarts=1, check_subset=8)
+    two = tf_awt.evaluate(model, data, attack=ATTACK, check_subset=8, config=tf_awt.EvalConfig(restarts=1))
     assert (one.natural_accuracy, one.robust_accuracy, one.suites) == (two.natural_accuracy, two.robust_accuracy, two.suites)
+
+
+def test_attacks_and_their_budgets_are_chosen_in_one_place_the_eval_config():
+    import inspect
+
+    from tf_awt.adversarial.attack_suites import PGDSuite
+
+    assert not {"attacks", "restarts"} & set(inspect.signature(tf_awt.evaluate).parameters)
+    assert tf_awt.EvalConfig(attacks="pgd,autoattack").get_config()["attacks"] == ["pgd", "autoattack"]
+    with pytest.raises(ValueError, match=r"register_attack_suite\(name, make\).*You passed: \[PGDSuite\(restarts=2\)\]"):
+        tf_awt.EvalConfig(attacks=["apgd-ce", PGDSuite(restarts=2)]).get_config()

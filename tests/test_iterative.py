@@ -42,15 +42,16 @@ def test_cosentino_rounds_reach_the_density_and_prune_only_kept_weights(scope):
 
 
 def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
-    """search.eps_warmup_epochs reaches every round's adversarial training as a TrainingSchedule
-    (arrays and datasets), through find_ticket and `tf-awt run`'s recipe key."""
+    """search.eps_warmup_epochs reaches every round's adversarial training as its TrainConfig, in
+    optimizer steps of the data (arrays and datasets), through find_ticket and `tf-awt run`'s recipe key."""
     from tf_awt.adversarial import training
 
     seen = []
     original = training.adversarial_fit
 
     def spy(model, data, **kwargs):
-        seen.append(kwargs.get("schedule"))
+        config = kwargs["config"]
+        seen.append(config.schedule(-(-len(x) // 16)) if config.eps_warmup_epochs else None)
         return original(model, data, **kwargs)
 
     monkeypatch.setattr(training, "adversarial_fit", spy)

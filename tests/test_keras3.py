@@ -85,8 +85,8 @@ def test_every_entry_point_gives_what_the_tf_keras_twin_gives(build):
     np.testing.assert_allclose(np.asarray(back(x)), m3(x).numpy(), rtol=1e-6, atol=1e-6)
     for name, mask in t3.masks.items():
         assert np.array_equal(np.asarray(back.get_layer(name).kernel) != 0, mask > 0), name
-    r3 = tf_awt.evaluate(k3, (x, y), attack=ATTACK, restarts=1, check_subset=8)
-    r2 = tf_awt.evaluate(k2, (x, y), attack=ATTACK, restarts=1, check_subset=8)
+    r3 = tf_awt.evaluate(k3, (x, y), attack=ATTACK, check_subset=8, config=tf_awt.EvalConfig(restarts=1))
+    r2 = tf_awt.evaluate(k2, (x, y), attack=ATTACK, check_subset=8, config=tf_awt.EvalConfig(restarts=1))
     assert (r3.natural_accuracy, r3.robust_accuracy) == (r2.natural_accuracy, r2.robust_accuracy)
 
 

@@ -14,6 +14,7 @@ import tf_keras
 
 from tf_awt.running import cli
 from tf_awt.adversarial.attacks import Attack, pgd
+from tf_awt.adversarial.phase_config import TrainConfig
 from tf_awt.checkpoint import PhaseCheckpoint, epoch_batches
 from tf_awt.running.pipeline import Run
 from tf_awt.running.recipes import load_recipe
@@ -137,11 +138,9 @@ def test_find_ticket_with_a_checkpoint_dir_resumes_to_the_uninterrupted_ticket(t
 def test_adversarial_fit_with_a_checkpoint_dir_resumes_to_the_uninterrupted_weights(tmp_path):
     from tf_awt import adversarial_fit
     from tf_awt.adversarial.collapse import CollapseMonitor
-    from tf_awt.adversarial.training_schedule import TrainingSchedule
-
-    x, y = _data()
-    settings = dict(attack=Attack(eps=0.1, steps=2, step_size=0.05), epochs=4, batch_size=16, seed=3,
-                    schedule=TrainingSchedule(eps_warmup_steps=5, lr_schedule="cosine", total_steps=12))
+    x, y = _data()  # 3 steps an epoch: an ε warm-up over 5 steps, cosine decay over 12
+    settings = dict(attack=Attack(eps=0.1, steps=2, step_size=0.05), seed=3,
+                    config=TrainConfig(epochs=4, batch_size=16, eps_warmup_epochs=5 / 3, lr_schedule="cosine"))
     a_model = _model()
     a = adversarial_fit(a_model, (x, y), validation=(x[:16], y[:16]), **settings)
     directory = str(tmp_path / "train")

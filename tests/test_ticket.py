@@ -164,7 +164,7 @@ def test_results_and_configs_round_trip_through_json_with_their_types():
     model = tf_keras.Sequential([L.Input((4,)), L.Dense(3)])
     rng = np.random.default_rng(0)
     result = tf_awt.evaluate(model, (rng.uniform(0, 1, (20, 4)).astype("float32"), np.arange(20) % 3),
-                             attack=tf_awt.Attack(eps=0.1, steps=1, step_size=0.1), restarts=1)
+                             attack=tf_awt.Attack(eps=0.1, steps=1, step_size=0.1), config=tf_awt.EvalConfig(restarts=1))
     again = tf_awt.EvaluationResult.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result and all(isinstance(c, int) for c in again.per_class)
     config = tf_awt.SearchConfig(0.2, method="magnitude", scope="layer")

@@ -64,7 +64,7 @@ def test_adversarial_training_buys_robustness_on_real_mnist():
         model = tf_awt.models.mlp(hidden=(64,))
         tf_awt.adversarial_fit(model, (split.x_train, split.y_train), attack=tf_awt.Attack(eps=eps, steps=10, step_size=0.025),
                                epochs=3)
-        result = tf_awt.evaluate(model, test, attack=evaluation_attack(0.1, steps=20), restarts=1)
+        result = tf_awt.evaluate(model, test, attack=evaluation_attack(0.1, steps=20), config=tf_awt.EvalConfig(restarts=1))
         assert result.natural_accuracy > 0.75
         robust[eps] = result.robust_accuracy
     assert robust[0.1] > robust[0.0] + 0.2, robust

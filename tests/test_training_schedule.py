@@ -176,3 +176,9 @@ def test_resume_mid_warmup_continues_the_schedule_exactly(tmp_path):
                                   train={"epochs": 4, "batch_size": 32, "steps": 2, "step_size": 0.05}))
     Run(off, str(tmp_path / "c"), log=lambda m: None).all()
     assert json.load(open(tmp_path / "c" / "history.json")) != ha  # the schedule did change training
+
+
+def test_the_schedule_is_given_in_one_place_the_train_config():
+    import inspect
+
+    assert "schedule" not in inspect.signature(tf_awt.adversarial_fit).parameters

@@ -27,7 +27,7 @@ def test_every_api_entry_point_refuses_bad_data(case, message):
     with pytest.raises(ValueError, match=message):
         tf_awt.adversarial_fit(model, good_data(), validation=data, attack=attack, epochs=1)
     with pytest.raises(ValueError, match=message):
-        tf_awt.evaluate(model, data, attack=attack, restarts=1)
+        tf_awt.evaluate(model, data, attack=attack, config=tf_awt.EvalConfig(restarts=1))
 
 
 @pytest.mark.parametrize("case", ["nan", "label_high", "range"])
@@ -42,16 +42,16 @@ def test_datasets_are_checked_as_they_are_read(case):
     with pytest.raises(ValueError, match=expected):
         tf_awt.adversarial_fit(model, ds, attack=attack, epochs=1)
     with pytest.raises(ValueError, match=[m for c, m in BAD_DATA if c == case][0]):
-        tf_awt.evaluate(model, ds, attack=attack, restarts=1)
+        tf_awt.evaluate(model, ds, attack=attack, config=tf_awt.EvalConfig(restarts=1))
 
 
 def test_evaluate_accepts_a_dataset_like_the_other_entry_points():
     model = small_mlp()
     x, y = good_data(40)
     attack = tf_awt.Attack(eps=0.1, steps=2, step_size=0.05)
-    arrays = tf_awt.evaluate(model, (x, y), attack=attack, restarts=1)
-    batched = tf_awt.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(7), attack=attack, restarts=1)
-    unbatched = tf_awt.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)), attack=attack, restarts=1)
+    arrays = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(restarts=1))
+    batched = tf_awt.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)).batch(7), attack=attack, config=tf_awt.EvalConfig(restarts=1))
+    unbatched = tf_awt.evaluate(model, tf.data.Dataset.from_tensor_slices((x, y)), attack=attack, config=tf_awt.EvalConfig(restarts=1))
     assert arrays.natural_accuracy == batched.natural_accuracy == unbatched.natural_accuracy
     assert arrays.num_examples == batched.num_examples == unbatched.num_examples == 40
     with pytest.raises(ValueError, match="infinite"):
@@ -71,7 +71,7 @@ def test_numpy_scalars_are_numbers():
     assert trainer.seed == 0 and type(trainer.seed) is int
     tf_awt.adversarial_fit(model, data, attack=attack, epochs=np.int64(1), learning_rate=np.float32(1e-3),
                            batch_size=np.int64(16), seed=np.int32(1))
-    result = tf_awt.evaluate(model, data, attack=attack, restarts=np.int64(1))
+    result = tf_awt.evaluate(model, data, attack=attack, config=tf_awt.EvalConfig(restarts=np.int64(1)))
     assert result.restarts == 1
     assert AWTSchedule(np.float64(0.2), np.int32(5)).get_config()["config"]["update_every"] == 5
     for bad, message in ((True, "density must be in"), (np.float32("nan"), "density must be in"), ("0.1", "density must be in")):

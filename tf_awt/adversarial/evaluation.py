@@ -5,7 +5,7 @@ PGD (the paper's PGD-100 with step 2.5ε/100, 5 random restarts) and then the st
 (APGD-CE, APGD-T, Square; native, :mod:`tf_awt.adversarial.attack_suites`), each run on the examples
 that the earlier ones left correctly classified. An example counts as robust only if it survives
 every attack (the per-example worst case); ``result.attack_label`` names what ran, and
-``attacks=["pgd"]`` gives the paper's PGD-only figure, labelled so. Every evaluation also runs
+``config=EvalConfig(attacks=("pgd",))`` gives the paper's PGD-only figure, labelled so. Every evaluation also runs
 sanity checks and reports failures as warnings (and in ``result.warnings``):
 
 * ε = 0 through the same attack code gives the natural accuracy;
@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import tensorflow as tf
 import tf_keras
 
 from tf_awt import _internals
-from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, AttackSuite, PGDSuite, SquareSuite, attack_suites
+from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, PGDSuite, SquareSuite, attack_suites
 from tf_awt.adversarial.attacks import Attack, pgd
 from tf_awt.adversarial.phase_config import EvalConfig
 from tf_awt.paper import attack_numbers
@@ -124,10 +124,8 @@ def _lp_distance(adv, x, norm):
     return np.abs(diff).max(axis=1) if norm == "linf" else np.linalg.norm(diff, axis=1)
 
 
-def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[int] = None, batch_size: int = 256,
-             check_subset: int = 256, seed: int = 0, strategy=None,
-             attacks: Optional[Sequence[Union[str, AttackSuite]]] = None,
-             config: Optional[EvalConfig] = None, progress: Optional[Callable] = None) -> EvaluationResult:
+def evaluate(model, data, attack: Optional[Attack] = None, config: Optional[EvalConfig] = None, batch_size: int = 256,
+             check_subset: int = 256, seed: int = 0, strategy=None, progress: Optional[Callable] = None) -> EvaluationResult:
     """Natural and robust accuracy of ``model`` (logits) on ``data``.
 
     Args:
@@ -137,7 +135,13 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         a ValueError naming the first bad entry.
       attack: the :class:`~tf_awt.Attack` (default :func:`evaluation_attack`: L∞, ε = 0.3,
         PGD-100, step 2.5ε/100).
-      restarts: PGD's random restarts per example (default: ``config.restarts``, 5), >= 1.
+      config: an :class:`~tf_awt.EvalConfig` (default ``EvalConfig()``), the one place the attacks
+        are chosen: ``attacks`` (the suites, in order: names such as ``"pgd"``, the preset
+        ``"autoattack"``, ``"apgd-ce"``, or :class:`AttackSuite` objects; default PGD then the
+        standard AutoAttack; robust accuracy is the per-example worst case over all of them) and
+        their budgets (``restarts``, ``apgd_iterations``, ``square_queries``, ``square_examples``).
+        Its ``steps``/``max_examples``/``split`` are a run's: pass ``attack=config.attack(attack)``
+        for its PGD.
       batch_size: evaluation batch size (default 256).
       check_subset: examples used by the sanity checks (default 256).
       seed: seed of the attacks' random starts (default 0), TensorFlow's global seed during the call only:
@@ -146,13 +150,6 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
         into one contiguous slice per replica, every replica attacks its slice and the
         adversarial examples are gathered back. The other suites run on one device. The model's
         variables must have been created in ``strategy.scope()``.
-      attacks: the attack suites to run, in order (:mod:`tf_awt.adversarial.attack_suites`): names
-        (``"pgd"``, the preset ``"autoattack"``, ``"apgd-ce"``, ...; built from ``config``) or
-        :class:`AttackSuite` objects. Default: ``config.attacks``, i.e. PGD then the standard
-        AutoAttack. Robust accuracy is the per-example worst case over all of them.
-      config: an :class:`~tf_awt.EvalConfig` (default ``EvalConfig()``): the suites and their
-        budgets. Its ``steps``/``max_examples``/``split`` are a run's: pass
-        ``attack=config.attack(attack)`` for its PGD.
       progress: ``progress(label, total)`` for each suite as it starts (``label`` like ``"APGD-T-100
         ×9 targets on 6184 examples"``, ``total`` the examples it attacks counted once per run),
         returning an object with ``update(n)`` and ``close()``: tqdm's interface, so
@@ -162,11 +159,11 @@ def evaluate(model, data, attack: Optional[Attack] = None, restarts: Optional[in
 
     if config is not None and not isinstance(config, EvalConfig):
         raise ValueError(f"config must be a tf_awt.EvalConfig. You passed: {config!r}")
-    settings = (config or EvalConfig()).replace(**({} if restarts is None else {"restarts": restarts}))  # validated there
+    settings = config or EvalConfig()
     model = as_tf_keras(model)
     attack = attack if attack is not None else evaluation_attack()
     batch_size, check_subset, seed = _check_numbers(batch_size, check_subset, seed)
-    chosen = attack_suites(attacks if attacks is not None else settings.attacks, settings)
+    chosen = attack_suites(settings.attacks, settings)
     if attack.norm != "linf":  # the Square attack here is L∞ only: an L2 evaluation runs without it (its label says so)
         chosen = [suite for suite in chosen if not isinstance(suite, SquareSuite)] or chosen
     x, y = _checked_data(model, data, attack)

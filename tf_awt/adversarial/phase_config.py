@@ -138,7 +138,9 @@ class EvalConfig(_Config):
         accuracy is the per-example worst case over all of them (default ``("pgd",
         "autoattack")``: PGD, then the standard AutoAttack's APGD-CE, APGD-T and Square;
         :mod:`tf_awt.adversarial.attack_suites`). ``("pgd",)`` is the paper's PGD-only evaluation,
-        labelled so wherever it is printed.
+        labelled so wherever it is printed. Names (built from this config's budgets) or, in Python,
+        :class:`~tf_awt.adversarial.attack_suites.AttackSuite` objects (a config holding one has no
+        ``get_config``: register it by name, :func:`~tf_awt.adversarial.attack_suites.register_attack_suite`).
       steps: PGD iterations (default 100), step 2.5·ε/steps; ε and norm are the attack's (:meth:`attack`).
       restarts: PGD's random restarts per example, worst case counted (default 5), >= 1.
       apgd_iterations: iterations of each APGD run (default 100, the standard AutoAttack's), >= 1.
@@ -161,14 +163,15 @@ class EvalConfig(_Config):
     split: str = "test"
 
     def __post_init__(self):
-        from tf_awt.adversarial.attack_suites import expand_attack_names
+        from tf_awt.adversarial.attack_suites import AttackSuite, expand_attack_names
 
         if isinstance(self.attacks, str):  # "pgd,autoattack" (a --set or CLI value)
             _set(self, "attacks", tuple(a.strip() for a in self.attacks.split(",")))
         if isinstance(self.attacks, list):
             _set(self, "attacks", tuple(self.attacks))
-        if not isinstance(self.attacks, tuple) or not all(isinstance(a, str) for a in self.attacks):
-            raise ValueError(f"attacks must be a list of attack suite names, e.g. [pgd, autoattack]. You passed: {self.attacks!r}")
+        if not isinstance(self.attacks, tuple) or not all(isinstance(a, (str, AttackSuite)) for a in self.attacks):
+            raise ValueError(f"attacks must be a list of attack suite names, e.g. [pgd, autoattack], or AttackSuite objects. "
+                             f"You passed: {self.attacks!r}")
         expand_attack_names(self.attacks)  # unknown or repeated names: a ValueError naming them
         _set(self, "steps", _validate.integer(self.steps, "steps", low=0))
         _set(self, "restarts", _validate.integer(self.restarts, "restarts", low=1))
@@ -180,6 +183,10 @@ class EvalConfig(_Config):
         _one_of(self, "split", EVAL_SPLITS)
 
     def get_config(self) -> dict:
+        unnamed = [a for a in self.attacks if not isinstance(a, str)]
+        if unnamed:
+            raise ValueError(f"an EvalConfig holding AttackSuite objects has no config: register each with "
+                             f"register_attack_suite(name, make) and give its name. You passed: {unnamed!r}")
         config = dataclasses.asdict(self)
         config["attacks"] = list(self.attacks)
         return config

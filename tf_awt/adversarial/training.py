@@ -180,8 +180,8 @@ class _HeldOutName(tf_keras.callbacks.Callback):
 
 def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = None, epochs: Optional[int] = None,
                     learning_rate: Optional[float] = None, batch_size: Optional[int] = None, callbacks=(), verbose: int = 0,
-                    seed: int = 0, schedule: Optional[TrainingSchedule] = None, checkpoint_dir: Optional[str] = None,
-                    config: Optional[TrainConfig] = None, validation_name: str = "val"):
+                    seed: int = 0, checkpoint_dir: Optional[str] = None, config: Optional[TrainConfig] = None,
+                    validation_name: str = "val"):
     """Adversarially trains ``model`` in place (Adam); returns the Keras ``History``.
 
     Args:
@@ -196,16 +196,16 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
       callbacks: more Keras callbacks (default none), run after the epoch's checkpoint is saved.
       verbose: ``fit`` verbosity (default 0).
       seed: seeds the shuffle of array data and the PGD random starts (stateless in [seed, step]).
-      schedule: a :class:`~tf_awt.adversarial.training_schedule.TrainingSchedule` (ε warm-up, learning-rate schedule with
-        ``learning_rate`` as its peak, gradient clipping); default None: none of them.
       checkpoint_dir: save model, optimizer and the epoch logs after every epoch in this directory
         (:mod:`tf_awt.checkpoint`) and, if it holds a checkpoint of the same call, continue after
         its last epoch (default None: no checkpoints). With array data the resumed training ends
         with the weights and history an uninterrupted one gives (the schedule's position is the
         optimizer's step counter, which is saved). The directory is left in place (a repeated
         call returns at once); delete it once the model is saved.
-      config: a :class:`~tf_awt.TrainConfig` (default None: ``TrainConfig()``): epochs, learning
-        rate, batch size and, unless ``schedule`` is given, the schedule (``config.schedule``).
+      config: a :class:`~tf_awt.TrainConfig` (default None: ``TrainConfig()``), the one place the
+        schedule is given: epochs, learning rate, batch size, the ε warm-up, the learning-rate
+        schedule with ``learning_rate`` as its peak, and gradient clipping, in epochs (turned into
+        optimizer steps of this data: ``config.schedule``).
         Its ``steps``/``step_size``/``rescale``/``fail_on_collapse`` are a run's: pass
         ``attack=config.attack(attack)`` for its training PGD.
       validation_name: what ``validation`` is, the prefix of its keys in the logs the callbacks
@@ -223,7 +223,7 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     if is_keras3(model):  # trained as its tf_keras twin; the trained weights are written back
         twin = as_tf_keras(model)
         history = adversarial_fit(twin, train, validation, attack, epochs, learning_rate, batch_size, callbacks, verbose,
-                                  seed, schedule, checkpoint_dir, config, validation_name)
+                                  seed, checkpoint_dir, config, validation_name)
         copy_weights(twin, model)
         return history
     if config is not None and not isinstance(config, TrainConfig):
@@ -238,12 +238,10 @@ def adversarial_fit(model, train, validation=None, attack: Optional[Attack] = No
     attack = attack if attack is not None else training_attack()
     batches, steps = _validate.epoch_data(model, train, batch_size, attack, seed, epochs, "train")
     validation_ds = None if validation is None else _validate.batches(model, validation, batch_size, attack, "validation")
-    if schedule is None and config is not None:
-        if steps is None and (settings.eps_warmup_epochs or settings.lr_warmup_epochs or settings.lr_schedule != "constant"):
-            raise ValueError("a TrainConfig with warm-ups or an lr_schedule needs data whose steps per epoch are known "
-                             "((x, y) arrays or a dataset of known cardinality); pass schedule= instead")
-        schedule = settings.schedule(steps or 1)
-    schedule = schedule or TrainingSchedule()
+    if steps is None and (settings.eps_warmup_epochs or settings.lr_warmup_epochs or settings.lr_schedule != "constant"):
+        raise ValueError("a TrainConfig with warm-ups or an lr_schedule needs data whose steps per epoch are known: (x, y) "
+                         "arrays or a dataset of known cardinality (tf.data.experimental.assert_cardinality)")
+    schedule = settings.schedule(steps or 1)
     trainer = AdversarialTrainer(model, attack, seed=seed, schedule=schedule)
     trainer.compile(optimizer=tf_keras.optimizers.Adam(schedule.learning_rate(learning_rate)))
     # The slots now, not in the first step: a tf.function that creates variables is traced twice.

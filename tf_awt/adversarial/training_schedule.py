@@ -13,8 +13,10 @@ the optimizer continues them exactly; nothing else needs saving):
   ``final_fraction``·η at step T, or ``step`` decay (× 0.1 at 50% and at 75% of T);
 * **gradient clipping**: the gradient rescaled to global norm at most ``clip_norm``.
 
-:class:`TrainingSchedule` holds the three (frozen, validated; ``from_config(get_config())``
-round-trips); :class:`~tf_awt.adversarial.training.AdversarialTrainer` and :func:`~tf_awt.adversarial_fit` take it.
+Users give the three in epochs, in one place: :class:`~tf_awt.TrainConfig` (``adversarial_fit(config=)``,
+a recipe's ``train:``). :class:`TrainingSchedule` is their form in optimizer steps
+(``TrainConfig.schedule(steps_per_epoch)``; frozen, validated, ``from_config(get_config())``
+round-trips), what :class:`~tf_awt.adversarial.training.AdversarialTrainer` runs.
 
 TensorFlow is imported inside the functions that compute on tensors, so a recipe's schedule is
 checked without it.

@@ -42,7 +42,7 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     # keras3: model.keras, the trained ticket as a Keras 3 model; plots: the run's three PNGs
 
 ``train.steps``/``train.step_size`` are the training attack's (ε and norm from ``attack``);
-``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`),
+``train.eps_warmup_epochs`` ramps ε and the step size up from 0 (:class:`tf_awt.TrainConfig`, in epochs),
 ``train.lr_schedule`` is constant | cosine | step, ``train.clip_norm`` clips the gradient's global
 norm, ``train.rescale`` is none | fan_in (:meth:`tf_awt.Ticket.to_model`), and
 ``train.fail_on_collapse`` makes ``tf-awt run`` exit with code 3 when training collapsed;

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
-from tf_awt.adversarial.training_schedule import TrainingSchedule
+from tf_awt.adversarial.phase_config import TrainConfig
 from tf_awt.tickets.ticket import Ticket
 from tf_awt.adversarial import training  # by module: what a spy replaces is what runs
 from tf_awt import _validate
@@ -53,18 +53,13 @@ def round_densities(density: float, rounds: int = 5, prune_rate: Optional[float]
     return [density ** (r / rounds) for r in range(1, rounds + 1)]
 
 
-def _round_schedule(data, config, batch_size: int):
-    """The ε warm-up of every round (None without one), in steps of ``data``'s epochs."""
-    if not config.eps_warmup_epochs:
-        return None
-
-    if isinstance(data, (tuple, list)):
-        steps = math.ceil(len(data[0]) / batch_size)
-    else:
-        steps = int(data.cardinality())
-        if steps < 1:  # unknown or infinite: count the batches once
-            steps = sum(1 for _ in data)
-    return TrainingSchedule.from_epochs(max(steps, 1), config.epochs, eps_warmup_epochs=config.eps_warmup_epochs)
+def _round_training(data, config, batch_size: int):
+    """(the data, the :class:`~tf_awt.TrainConfig` of every round): the search's epochs, learning
+    rate and ε warm-up; a dataset of unknown length is counted once, so the warm-up's epochs are steps."""
+    if config.eps_warmup_epochs and not isinstance(data, (tuple, list)) and int(data.cardinality()) < 1:
+        data = data.apply(tf.data.experimental.assert_cardinality(max(1, sum(1 for _ in data))))
+    return data, TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=batch_size,
+                             eps_warmup_epochs=config.eps_warmup_epochs)
 
 
 def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str, np.ndarray], Dict[str, List[float]]]:
@@ -85,13 +80,12 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
     masks = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in layers}
     theta0 = [np.array(w, copy=True) for w in model.get_weights()]
     history: Dict[str, List[float]] = {k: [] for k in ("round", "round_density", "adv_accuracy", "nat_accuracy", "round_seconds")}
-    schedule = _round_schedule(data, config, batch_size)
+    data, round_config = _round_training(data, config, batch_size)
     allocation = _selection.layer_allocation(config, [layer.kernel.shape for layer in layers], list(masks))
     for r, density in enumerate(round_densities(config.density, config.rounds, config.prune_rate), start=1):
         t0 = time.time()
         sparse = Ticket(masks=masks, initial_weights=theta0, method="cosentino").to_model(model)
-        fit = training.adversarial_fit(sparse, data, attack=config.attack, epochs=config.epochs, learning_rate=config.learning_rate,
-                              batch_size=batch_size, seed=config.seed + r, schedule=schedule)
+        fit = training.adversarial_fit(sparse, data, attack=config.attack, seed=config.seed + r, config=round_config)
         trained = {_layers.unwrap(l)[0].name: _layers.unwrap(l)[0].kernel.numpy() for l in _layers.iter_layers(sparse)
                    if _layers.unwrap(l)[0].name in masks}
         # the kept weights ranked by trained magnitude; pruned ones stay out (below every |w|)

@@ -83,7 +83,7 @@ class SearchConfig:
       prune_rate: for ``method="cosentino"``: fraction of the kept weights pruned per round;
         None (default) derives it from ``rounds``, a value sets the number of rounds instead.
       eps_warmup_epochs: for ``method="cosentino"``: every round's adversarial training ramps ε
-        (and the PGD step) up over this many epochs (:class:`tf_awt.adversarial.training_schedule.TrainingSchedule`; default 0:
+        (and the PGD step) up over this many epochs (its :class:`~tf_awt.TrainConfig`'s ``eps_warmup_epochs``; default 0:
         full ε from the first step). At large ε (0.3 on MNIST) rounds without it collapse, and
         magnitudes of a collapsed network choose nothing (docs/results.md section 6).
       hysteresis: for ``method="dns"``: h in [0, 1), the surgeries' band: a pruned weight comes
