@@ -1,4 +1,4 @@
-"""Cost of the default evaluation (PGD, then the standard AutoAttack: APGD-CE, APGD-T ×9, Square-5000)
+"""Cost of the default evaluation (PGD, then the standard AutoAttack: APGD-CE, APGD-T ×9, FAB-T ×9, Square-5000)
 against the paper's PGD-100 × 5, on the same model, digits and machine.
 
     python benchmarks/eval_bench.py [--models mlp,cnn] [--examples 1000] [--eps 0.1] [--train-epochs 3]
@@ -49,7 +49,8 @@ def bench_model(name: str, args, tf_awt, split) -> dict:
 
     def run(attacks, square_examples=None):
         settings = config if square_examples is None else config.replace(square_examples=square_examples)
-        return tf_awt.evaluate(model, data, attack=attack, config=settings.replace(attacks=attacks), check_subset=1)
+        settings = settings if attacks is None else settings.replace(attacks=attacks)
+        return tf_awt.evaluate(model, data, attack=attack, config=settings, check_subset=1)
 
     row = {"model": name, "train_seconds": round(train_seconds, 1)}
     for label, attacks, subset in (("pgd", ["pgd"], None), ("default", None, None),

@@ -20,7 +20,7 @@ warnings.simplefilter("ignore")
 n_train, epochs, eps, n_test = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
 split = tf_awt.data.load("mnist-5k")
 x, y = split.x_train[:n_train], split.y_train[:n_train]
-budget = dict(steps=20, restarts=1, apgd_iterations=20, square_queries=300)
+budget = dict(steps=20, restarts=1, apgd_iterations=20, fab_iterations=20, square_queries=300)
 for seed in (0, 1):
     tf_keras.utils.set_random_seed(seed)
     model = tf_awt.models.mlp()

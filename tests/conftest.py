@@ -204,7 +204,7 @@ def tiny_recipe(tmp_path, **changes):
         "attack": {"norm": "linf", "eps": 0.1, "steps": 2, "step_size": 0.05},
         "search": {"epochs": 1, "update_every": 2, "batch_size": 32},
         "train": {"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05},
-        "eval": {"steps": 3, "restarts": 1, "apgd_iterations": 5, "square_queries": 50},
+        "eval": {"steps": 3, "restarts": 1, "apgd_iterations": 5, "fab_iterations": 5, "square_queries": 50},
         # The TFLite file (0.6 s a run) and the plots (0.35 s) only where a test looks at them: export={}
         # gives the defaults (both written).
         "export": {"tflite": False, "plots": False},

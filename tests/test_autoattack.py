@@ -47,11 +47,65 @@ def test_each_native_attack_reaches_the_exact_robust_accuracy_of_a_linear_classi
     eps = 0.05
     exact = ((y == 0) & (score - eps * w.sum() > 0)) | ((y == 1) & (score + eps * w.sum() < 0))
     attack = evaluation_attack(eps, steps=10).replace(clip_min=None, clip_max=None)
-    config = tf_awt.EvalConfig(apgd_iterations=20, square_queries=300)
+    config = tf_awt.EvalConfig(apgd_iterations=20, fab_iterations=20, square_queries=300)
     result = tf_awt.evaluate(model, (x, y), attack=attack, config=config.replace(attacks=[suite]))
     assert 0.2 < exact.mean() < 0.8  # the ε-ball matters for this data: a test that can fail
     # sound (nothing breaks what is provably robust) and complete (it finds every break there is)
     assert result.robust_accuracy == pytest.approx(exact.mean(), abs=1 / len(x))
+
+
+def test_fab_t_finds_the_minimal_linf_perturbation_of_a_linear_classifier():
+    """FAB-T converges to the closest point of the boundary from outside: on a linear classifier the
+    distance is exact, |w·x + b| / ‖w‖₁; it breaks nothing farther than ε (sound) and everything
+    closer than ε / 1.01 (its published settings stop within 1% of the minimum)."""
+    import tensorflow as tf
+
+    from tf_awt.adversarial.fab import fab_targeted
+
+    model, x, y, score, w = _linear_task()
+    eps = 0.05
+    distance = np.abs(score) / w.sum()
+    right = (score > 0) == (y == 0)
+    run = tf.function(lambda a, b, t: fab_targeted(model, a, b, t, eps=eps, clip=(-np.inf, np.inf)))
+    adv, fooled = (v.numpy() for v in run(tf.constant(x), tf.constant(y), tf.constant(1 - y)))
+    found = np.abs(adv - x).reshape(len(x), -1).max(axis=1)
+    assert 20 < (right & (distance <= eps)).sum() < right.sum() - 20  # ε matters: a test that can fail
+    assert not (fooled & right & (distance > eps)).any()
+    assert fooled[right & (distance <= eps / 1.01)].all()
+    assert np.all(found[fooled & right] >= distance[fooled & right] * (1 - 1e-5))
+    assert np.all(found[fooled & right] <= distance[fooled & right] * 1.01)
+    result = tf_awt.evaluate(model, (x, y), attack=evaluation_attack(eps, steps=10).replace(clip_min=None, clip_max=None),
+                             config=tf_awt.EvalConfig(attacks=["fab-t"]))
+    assert result.robust_accuracy == pytest.approx((right & ~fooled).mean(), abs=1e-9)
+    assert result.attack_label == "FAB-T-100 ×1 targets"
+
+
+def test_the_linf_projection_equals_a_linear_program_in_float64():
+    """project_linf: the smallest ‖δ‖∞ with w·(t + δ) = b inside [0, 1], against scipy's LP."""
+    import tensorflow as tf
+    from scipy.optimize import linprog
+
+    from tf_awt.adversarial.fab import project_linf
+
+    rng = np.random.default_rng(1)
+    solved = 0
+    for _ in range(100):
+        d = int(rng.integers(1, 9))
+        t, w = rng.uniform(0, 1, (1, d)), rng.normal(0, 1, (1, d))
+        w[0, rng.random(d) < 0.2] = 0
+        b = np.array([w[0] @ t[0] + rng.normal(0, 1)])
+        delta = project_linf(*(tf.constant(v) for v in (t, w, b)), tf.constant(0.0, tf.float64), tf.constant(1.0, tf.float64))
+        delta = delta.numpy()[0]
+        c = b[0] - w[0] @ t[0]
+        a_ub = np.vstack([np.hstack([np.eye(d), -np.ones((d, 1))]), np.hstack([-np.eye(d), -np.ones((d, 1))])])
+        lp = linprog(np.r_[np.zeros(d), 1.0], A_ub=a_ub, b_ub=np.zeros(2 * d), A_eq=np.r_[w[0], 0.0][None], b_eq=[c],
+                     bounds=[(-t[0, i], 1 - t[0, i]) for i in range(d)] + [(0, None)])
+        if lp.status != 0:  # the box cannot reach the hyperplane: the step goes as far as it can towards it
+            continue
+        solved += 1
+        assert w[0] @ delta == pytest.approx(c, abs=1e-9) and np.all((t[0] + delta >= -1e-12) & (t[0] + delta <= 1 + 1e-12))
+        assert np.abs(delta).max() == pytest.approx(lp.x[-1], abs=1e-9)
+    assert solved > 50
 
 
 # --------------------------------------------------------------------------- against ART
@@ -114,6 +168,23 @@ def test_each_native_attack_agrees_with_arts_implementation(digits_model, suite)
     assert abs(ours - theirs) <= _noise(theirs, len(x)), (suite, ours, theirs)
 
 
+def test_fab_t_agrees_with_apgd_t_on_digits(digits_model):
+    """ART has no FAB: FAB-T's cross-check on a trained network is the other targeted attack of the
+    standard suite, APGD-T, on the same targets (the 3 highest clean logits after the top), within
+    binomial noise, and the worst case of both is no better than either."""
+    from tf_awt.adversarial.attack_suites import APGDSuite, FABSuite
+
+    model, x, y = digits_model
+    attack = evaluation_attack(0.04)
+    fab, apgd_t = FABSuite(targets=3), APGDSuite("dlr-targeted", targets=3)
+    one = {s.name: tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[s]), check_subset=8).robust_accuracy
+           for s in (fab, apgd_t)}
+    both = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[apgd_t, fab]), check_subset=8)
+    assert 0.2 < one["apgd-t"] < 0.9
+    assert abs(one["fab-t"] - one["apgd-t"]) <= _noise(one["apgd-t"], len(x)), one
+    assert both.robust_accuracy <= min(one.values()) and list(both.suites) == ["apgd-t", "fab-t"]
+
+
 def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
     pytest.importorskip("multiprocess")
     from tf_awt.adversarial.attack_suites import ARTAutoAttackSuite
@@ -122,7 +193,7 @@ def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
     attack = evaluation_attack(0.04, steps=20)
     ours = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(square_queries=1000).replace(restarts=1))
     theirs = tf_awt.evaluate(model, (x, y), attack=attack, config=tf_awt.EvalConfig(attacks=[ARTAutoAttackSuite(apgd_restarts=1)]))
-    assert list(ours.suites) == ["pgd", "apgd-ce", "apgd-t", "square"]
+    assert list(ours.suites) == ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]
     assert abs(ours.robust_accuracy - theirs.robust_accuracy) <= _noise(theirs.robust_accuracy, len(x))
     assert ours.robust_accuracy <= ours.suites["pgd"]
 
@@ -130,7 +201,7 @@ def test_the_worst_case_agrees_with_arts_autoattack(digits_model):
 def test_native_attacks_are_reproducible_and_stay_in_the_ball(digits_model):
     model, x, y = digits_model
     attack = evaluation_attack(0.04, steps=5)
-    config = tf_awt.EvalConfig(apgd_iterations=10, square_queries=100)
+    config = tf_awt.EvalConfig(apgd_iterations=10, fab_iterations=10, square_queries=100)
     one = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, config=config.replace(attacks=["autoattack"]), seed=3)
     two = tf_awt.evaluate(model, (x[:64], y[:64]), attack=attack, config=config.replace(attacks=["autoattack"]), seed=3)
     assert one.suites == two.suites and not any("outside the eps-ball" in w for w in one.warnings)
@@ -138,6 +209,6 @@ def test_native_attacks_are_reproducible_and_stay_in_the_ball(digits_model):
 
 def test_square_on_a_stated_subset_is_named_in_the_label(digits_model):
     model, x, y = digits_model
-    config = tf_awt.EvalConfig(restarts=1, apgd_iterations=10, square_queries=100, square_examples=20)
+    config = tf_awt.EvalConfig(restarts=1, apgd_iterations=10, fab_iterations=10, square_queries=100, square_examples=20)
     result = tf_awt.evaluate(model, (x[:64], y[:64]), attack=evaluation_attack(0.04, steps=5), config=config)
     assert result.attack_label.endswith("Square-100 on the first 20 examples")

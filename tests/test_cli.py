@@ -345,11 +345,11 @@ def test_the_worst_case_its_attacks_and_each_suite_reach_mlflow_over_rest(mlflow
         with urllib.request.urlopen(f"{mlflow_server}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}") as reply:
             return json.load(reply)
 
-    label = "worst case of PGD-3 ×1, APGD-CE-5, APGD-T-5 ×9 targets, Square-50"
-    order = ["pgd", "apgd-ce", "apgd-t", "square"]  # as they ran (summary.json's keys are sorted)
+    label = "worst case of PGD-3 ×1, APGD-CE-5, APGD-T-5 ×9 targets, FAB-T-5 ×9 targets, Square-50"
+    order = ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]  # as they ran (summary.json's keys are sorted)
     assert summary["robust_accuracy_attacks"] == label and set(summary["suites"]) == set(order)
     assert summary["robust_accuracy"] == summary["suites"]["square"] <= summary["suites"]["pgd"]
-    assert set(summary["evaluation_seconds"]) == {"pgd", "apgd-ce", "apgd-t", "square", "checks"}
+    assert set(summary["evaluation_seconds"]) == {"pgd", "apgd-ce", "apgd-t", "fab-t", "square", "checks"}
     run = get("runs/get", run_id=summary["mlflow_run_id"])["run"]
     metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
@@ -572,10 +572,10 @@ def test_evaluate_reports_the_worst_case_of_pgd_and_the_standard_autoattack_thro
                      "--quiet"]) == 0
     result = json.loads(target.read_text())
     # the JSON file's keys are sorted; the order the suites ran in is the label's
-    assert set(result["suites"]) == {"pgd", "apgd-ce", "apgd-t", "square"} and result["num_examples"] == 8
+    assert set(result["suites"]) == {"pgd", "apgd-ce", "apgd-t", "fab-t", "square"} and result["num_examples"] == 8
     assert result["robust_accuracy"] == result["suites"]["square"] == min(result["suites"].values())
     err = capsys.readouterr().err
-    assert "worst case of PGD-5 ×1, APGD-CE-100, APGD-T-100 ×2 targets, Square-50" in err  # three classes: two targets
+    assert "worst case of PGD-5 ×1, APGD-CE-100, APGD-T-100 ×2 targets, FAB-T-100 ×2 targets, Square-50" in err  # three classes
     assert cli.main(["evaluate", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "d.npz"), "--attacks", "pgd",
                      "--eps", "0.1", "--steps", "5", "--restarts", "1", "--max-examples", "8", "--quiet"]) == 0
     assert "PGD-only (PGD-5 ×1)" in capsys.readouterr().err
@@ -815,12 +815,12 @@ def test_a_ticket_with_the_fair_runs_masked_allocation_prints_its_worst_case_and
                          search={"layer_densities": [0.0013, 0.13, 0.51]},
                          attack={"norm": "linf", "eps": 0.3, "steps": 10, "step_size": 0.075},
                          train={"epochs": 30, "batch_size": 64, "steps": 10, "step_size": 0.075, "eps_warmup_epochs": 3},
-                         eval={"steps": 20, "restarts": 1, "apgd_iterations": 20, "square_queries": 300})
+                         eval={"steps": 20, "restarts": 1, "apgd_iterations": 20, "fab_iterations": 20, "square_queries": 300})
     out = tmp_path / "run"
     proc = tf_awt_main(capsys, "run", recipe, "--out", out, "--no-mlflow")  # not --quiet: the closing block
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.load(open(out / "summary.json"))
-    label = "worst case of PGD-20 ×1, APGD-CE-20, APGD-T-20 ×9 targets, Square-300"
+    label = "worst case of PGD-20 ×1, APGD-CE-20, APGD-T-20 ×9 targets, FAB-T-20 ×9 targets, Square-300"
     assert summary["robust_accuracy_attacks"] == label and summary["layer_density"]["dense_0"] < 0.002
     n, pgd_only, worst = 200, summary["suites"]["pgd"], summary["robust_accuracy"]
     noise = 2 * np.sqrt(max(worst * (1 - worst), 1 / n) / n)

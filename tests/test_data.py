@@ -130,13 +130,13 @@ def test_tf_awt_run_fashion_mlp_trains_on_the_60000_images_and_reports_the_worst
     out = tmp_path / "run"
     assert cli.main(["run", "fashion-mlp", "--out", str(out), "--no-mlflow", "--quiet", "--set", "method=magnitude",
                      "--set", "train.epochs=1", "--set", "eval.max_examples=100", "--set", "eval.steps=10",
-                     "--set", "eval.restarts=1", "--set", "eval.apgd_iterations=10", "--set", "eval.square_queries=100",
+                     "--set", "eval.restarts=1", "--set", "eval.apgd_iterations=10", "--set", "eval.fab_iterations=10", "--set", "eval.square_queries=100",
                      "--set", "export.tflite=false", "--set", "export.plots=false"]) == 0
     summary = json.load(open(out / "summary.json"))
     history = json.load(open(out / "history.json"))
     assert summary["dataset"] == "fashion-mnist" and summary["robust_accuracy_attacks"].startswith("worst case of PGD-10 ×1")
     assert summary["natural_accuracy"] > 0.5  # one epoch on 60,000 images learns (chance is 0.1)
-    assert set(summary["evaluation_seconds"]) >= {"pgd", "apgd-ce", "apgd-t", "square"}
+    assert set(summary["evaluation_seconds"]) >= {"pgd", "apgd-ce", "apgd-t", "fab-t", "square"}
     assert {"search", "train", "evaluate"} <= set(summary["phase_seconds"]), summary["phase_seconds"]
     assert history and summary["density"] == pytest.approx(0.036, abs=1e-3)
 

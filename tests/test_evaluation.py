@@ -128,13 +128,13 @@ def test_the_default_evaluation_exposes_gradient_masking_that_fools_pgd():
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
     attack = evaluation_attack(0.3, steps=10)
-    config = tf_awt.EvalConfig(restarts=1, apgd_iterations=20, square_queries=300)
+    config = tf_awt.EvalConfig(restarts=1, apgd_iterations=20, fab_iterations=20, square_queries=300)
     with pytest.warns(UserWarning) as caught:
         result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
     said = [str(w.message) for w in caught]
     assert any("all-zero input gradient" in m for m in said)
     assert any("black-box Square attack broke" in m and "gradient masking" in m for m in said)
-    assert list(result.suites) == ["pgd", "apgd-ce", "apgd-t", "square"]
+    assert list(result.suites) == ["pgd", "apgd-ce", "apgd-t", "fab-t", "square"]
     assert result.robust_accuracy == result.suites["square"] < result.suites["pgd"] - 0.2
     assert result.broken_by["square"] > 0.1 and result.attack_label.startswith("worst case of PGD-10 ×1, APGD-CE-20")
 
@@ -143,7 +143,7 @@ def test_a_pgd_only_evaluation_of_a_masked_network_warns_and_is_labelled_so():
     model = _image_model(masked_gradient=True)
     x, y = _image_task(48, seed=1)
     attack = evaluation_attack(0.3, steps=10)
-    config = tf_awt.EvalConfig(attacks=["pgd"], restarts=1, apgd_iterations=20, square_queries=300)
+    config = tf_awt.EvalConfig(attacks=["pgd"], restarts=1, apgd_iterations=20, fab_iterations=20, square_queries=300)
     with pytest.warns(UserWarning):
         result = tf_awt.evaluate(model, (x, y), attack=attack, config=config)
     assert list(result.suites) == ["pgd"] and result.pgd_only and result.attack_label == "PGD-only (PGD-10 ×1)"

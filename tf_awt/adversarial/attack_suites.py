@@ -1,13 +1,14 @@
 """The attacks an evaluation runs, and their registry: PGD with restarts and the standard AutoAttack.
 
 :func:`tf_awt.evaluate` takes a list of :class:`AttackSuite` objects or registered names. The
-names are :data:`PRESETS` (``"autoattack"``: APGD-CE, APGD-T and Square, the standard AutoAttack
-without FAB-T) or single suites (:func:`attack_suite_names`):
+names are :data:`PRESETS` (``"autoattack"``: APGD-CE, APGD-T, FAB-T and Square, the standard
+AutoAttack) or single suites (:func:`attack_suite_names`):
 
 ========================  =================================================================
 ``pgd``                   PGD (the evaluation's steps, step 2.5ε/steps) with ``restarts`` random starts
 ``apgd-ce``               APGD with cross-entropy, ``apgd_iterations`` (100), one restart (:mod:`.apgd`)
 ``apgd-t``                APGD with the targeted DLR loss, 9 target classes, 100 iterations each
+``fab-t``                 the targeted FAB attack, L∞, 9 target classes, 100 iterations each (:mod:`.fab`)
 ``square``                the black-box Square attack, L∞, ``square_queries`` (5,000) (:mod:`.square`)
 ``art-autoattack``        ART's AutoAttack (APGD-CE, APGD-DLR, Square): the independent cross-check
 ========================  =================================================================
@@ -34,12 +35,12 @@ from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "APGDSuite", "SquareSuite", "ARTAutoAttackSuite", "attack_suites",
+__all__ = ["AttackSuite", "AttackContext", "PGDSuite", "APGDSuite", "FABSuite", "SquareSuite", "ARTAutoAttackSuite", "attack_suites",
            "register_attack_suite", "attack_suite_names", "PRESETS", "expand_attack_names"]
 
-PRESETS = {"autoattack": ("apgd-ce", "apgd-t", "square")}
-"""Names that stand for several suites. ``autoattack`` is Croce & Hein's standard version less
-FAB-T (not implemented here; RobustBench's reports rarely see it add to APGD-T)."""
+PRESETS = {"autoattack": ("apgd-ce", "apgd-t", "fab-t", "square")}
+"""Names that stand for several suites. ``autoattack`` is Croce & Hein's standard version: APGD-CE,
+APGD-T, FAB-T and Square, in that order (under L2, without the L∞-only FAB-T and Square here)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,7 @@ class AttackSuite(abc.ABC):
     name: str = "suite"
     label: str = "suite"  # how messages name it
     black_box: bool = False  # uses no gradient: breaking what gradient attacks missed means masking
+    norms: Tuple[str, ...] = ("linf", "l2")  # the threat models it attacks; an evaluation in another leaves it out
 
     @abc.abstractmethod
     def adversarial_sets(self, context: AttackContext) -> Iterator[np.ndarray]:
@@ -125,6 +127,15 @@ def _batches(context: AttackContext):
 
 def _stream(name: str) -> int:
     return zlib.crc32(name.encode()) % (2**31 - 1)
+
+
+def _top_targets(context: AttackContext, count: int):
+    """Per run, each example's target class: the ``count`` highest clean logits after the top one."""
+    import tensorflow as tf
+
+    logits = np.concatenate([context.forward(tf.constant(xb)).numpy() for _, xb, _ in _batches(context)])
+    order = np.argsort(-logits, axis=1, kind="stable")
+    return [order[:, k].astype(np.int32) for k in range(1, min(count, context.num_classes - 1) + 1)]
 
 
 class PGDSuite(AttackSuite):
@@ -227,12 +238,7 @@ class APGDSuite(_Compiled):
     def _targets(self, context: AttackContext):
         if self.loss == "ce":
             return [context.y] * self.restarts
-        import tensorflow as tf
-
-        logits = np.concatenate([context.forward(tf.constant(xb)).numpy() for _, xb, _ in _batches(context)])
-        order = np.argsort(-logits, axis=1, kind="stable")
-        count = min(self.targets, context.num_classes - 1)
-        return [order[:, k].astype(np.int32) for k in range(1, count + 1)]
+        return _top_targets(context, self.targets)
 
     def _compile(self, context: AttackContext):
         from tf_awt.adversarial.apgd import apgd
@@ -241,6 +247,46 @@ class APGDSuite(_Compiled):
         return lambda xb, yb, seed, target: apgd(context.forward, xb, yb, eps=a.eps, norm=a.norm, clip=context.clip,
                                                  iterations=self.iterations, seed=seed, loss=self.loss, target=target,
                                                  num_classes=context.num_classes)
+
+
+class FABSuite(_Compiled):
+    """The targeted FAB attack, L∞ (:mod:`tf_awt.adversarial.fab`): the closest misclassified point
+    found, counted when within ε.
+
+    Args:
+      iterations: iterations per target (default 100, the standard AutoAttack's).
+      targets: the target classes, the highest clean logits after the top one (default 9; at most
+        the number of classes less one).
+    """
+
+    name = "fab-t"
+    label = "FAB-T"
+    norms = ("linf",)
+
+    def __init__(self, iterations: int = 100, targets: int = 9):
+        from tf_awt import _validate
+
+        self.iterations = _validate.integer(iterations, "fab iterations", low=1)
+        self.targets = _validate.integer(targets, "fab targets", low=1)
+
+    def describe(self, attack) -> str:
+        return f"FAB-T-{self.iterations} ×{self.targets} targets"
+
+    def for_classes(self, num_classes: int) -> "FABSuite":
+        """At most ``num_classes - 1`` targets (the label then says how many ran)."""
+        return self if self.targets <= num_classes - 1 else FABSuite(self.iterations, max(num_classes - 1, 1))
+
+    def work(self, context: AttackContext) -> int:
+        return min(self.targets, context.num_classes - 1) * len(context.x)
+
+    def _targets(self, context: AttackContext):
+        return _top_targets(context, self.targets)
+
+    def _compile(self, context: AttackContext):
+        from tf_awt.adversarial.fab import fab_targeted
+
+        return lambda xb, yb, seed, target: fab_targeted(context.forward, xb, yb, target, eps=context.attack.eps,
+                                                         clip=context.clip, iterations=self.iterations)
 
 
 class SquareSuite(_Compiled):
@@ -256,6 +302,7 @@ class SquareSuite(_Compiled):
     name = "square"
     label = "Square"
     black_box = True
+    norms = ("linf",)
 
     def __init__(self, queries: int = 5000, max_examples: Optional[int] = None, p_init: float = 0.8):
         from tf_awt import _validate
@@ -331,6 +378,7 @@ _BY_NAME = {
     "pgd": lambda config: PGDSuite(config.restarts),
     "apgd-ce": lambda config: APGDSuite("ce", config.apgd_iterations),
     "apgd-t": lambda config: APGDSuite("dlr-targeted", config.apgd_iterations),
+    "fab-t": lambda config: FABSuite(config.fab_iterations),
     "square": lambda config: SquareSuite(config.square_queries, config.square_examples),
     "art-autoattack": lambda config: ARTAutoAttackSuite(),
 }

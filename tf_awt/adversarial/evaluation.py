@@ -2,7 +2,7 @@
 
 ``evaluate(model, data)`` measures natural accuracy and robust accuracy. By default the attacks are
 PGD (the paper's PGD-100 with step 2.5ε/100, 5 random restarts) and then the standard AutoAttack
-(APGD-CE, APGD-T, Square; native, :mod:`tf_awt.adversarial.attack_suites`), each run on the examples
+(APGD-CE, APGD-T, FAB-T, Square; native, :mod:`tf_awt.adversarial.attack_suites`), each run on the examples
 that the earlier ones left correctly classified. An example counts as robust only if it survives
 every attack (the per-example worst case); ``result.attack_label`` names what ran, and
 ``config=EvalConfig(attacks=("pgd",))`` gives the paper's PGD-only figure, labelled so. Every evaluation also runs
@@ -34,7 +34,7 @@ import tensorflow as tf
 import tf_keras
 
 from tf_awt import _internals
-from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, PGDSuite, SquareSuite, attack_suites
+from tf_awt.adversarial.attack_suites import PRESETS, AttackContext, PGDSuite, attack_suites
 from tf_awt.adversarial.attacks import Attack, pgd
 from tf_awt.adversarial.phase_config import EvalConfig
 from tf_awt.paper import attack_numbers
@@ -164,8 +164,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, config: Optional[Eval
     attack = attack if attack is not None else evaluation_attack()
     batch_size, check_subset, seed = _check_numbers(batch_size, check_subset, seed)
     chosen = attack_suites(settings.attacks, settings)
-    if attack.norm != "linf":  # the Square attack here is L∞ only: an L2 evaluation runs without it (its label says so)
-        chosen = [suite for suite in chosen if not isinstance(suite, SquareSuite)] or chosen
+    # FAB-T and Square are L∞ only here: an L2 evaluation runs without them (its label says so)
+    chosen = [suite for suite in chosen if attack.norm in suite.norms] or chosen
     x, y = _checked_data(model, data, attack)
     with _internals.global_seed(seed):  # the attacks' random starts; the caller's seed is left as it was
         forward = _forward(model)
@@ -343,11 +343,11 @@ def _masking_probe(chosen, context: AttackContext, config: EvalConfig, predict: 
     among the first ``n`` (the check subset). They breaking more than noise allows is reported.
     ``progress`` as :func:`evaluate`'s (labels ``check: ...``)."""
     names = {suite.name for suite in chosen}
-    missing = [name for name in PRESETS["autoattack"] if name not in names
-               and not (name == "square" and context.attack.norm != "linf")]
-    if not missing or not len(context.x):
+    missing = [name for name in PRESETS["autoattack"] if name not in names]
+    probe = [suite.for_classes(context.num_classes) for suite in attack_suites(missing, config.replace(square_examples=None))
+             if context.attack.norm in suite.norms] if missing else []
+    if not probe or not len(context.x):
         return []
-    probe = [suite.for_classes(context.num_classes) for suite in attack_suites(missing, config.replace(square_examples=None))]
     still = np.ones(len(context.x), bool)
     told = (lambda label, total: progress(f"check: {label}", total)) if progress else None
     _, broken, found, _ = _attack_in_order(probe, context, still, predict, told)

@@ -136,7 +136,7 @@ class EvalConfig(_Config):
     Attributes:
       attacks: the attack suites, run in order, each on the examples still robust; robust
         accuracy is the per-example worst case over all of them (default ``("pgd",
-        "autoattack")``: PGD, then the standard AutoAttack's APGD-CE, APGD-T and Square;
+        "autoattack")``: PGD, then the standard AutoAttack's APGD-CE, APGD-T, FAB-T and Square;
         :mod:`tf_awt.adversarial.attack_suites`). ``("pgd",)`` is the paper's PGD-only evaluation,
         labelled so wherever it is printed. Names (built from this config's budgets) or, in Python,
         :class:`~tf_awt.adversarial.attack_suites.AttackSuite` objects (a config holding one has no
@@ -144,6 +144,7 @@ class EvalConfig(_Config):
       steps: PGD iterations (default 100), step 2.5·ε/steps; ε and norm are the attack's (:meth:`attack`).
       restarts: PGD's random restarts per example, worst case counted (default 5), >= 1.
       apgd_iterations: iterations of each APGD run (default 100, the standard AutoAttack's), >= 1.
+      fab_iterations: iterations of each FAB-T run (default 100, the standard AutoAttack's), >= 1.
       square_queries: the Square attack's queries per example (default 5,000, the standard's), >= 1.
       square_examples: run Square on the first this many examples only (default None: all), >= 1;
         a cheaper preset for slow models, named in the output.
@@ -157,6 +158,7 @@ class EvalConfig(_Config):
     steps: int = _EVAL_STEPS
     restarts: int = 5
     apgd_iterations: int = 100
+    fab_iterations: int = 100
     square_queries: int = 5000
     square_examples: Optional[int] = None
     max_examples: Optional[int] = None
@@ -176,6 +178,7 @@ class EvalConfig(_Config):
         _set(self, "steps", _validate.integer(self.steps, "steps", low=0))
         _set(self, "restarts", _validate.integer(self.restarts, "restarts", low=1))
         _set(self, "apgd_iterations", _validate.integer(self.apgd_iterations, "apgd_iterations", low=1))
+        _set(self, "fab_iterations", _validate.integer(self.fab_iterations, "fab_iterations", low=1))
         _set(self, "square_queries", _validate.integer(self.square_queries, "square_queries", low=1))
         for field in ("square_examples", "max_examples"):
             if getattr(self, field) is not None:

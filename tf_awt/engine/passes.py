@@ -44,6 +44,10 @@ class PassCount:
     """The passes of the network calls traced while it is active (``with PassCount() as p:``).
 
     Nested blocks: the innermost one counts. A counter may be entered again; it keeps adding.
+    Its variables are made when it is first entered: enter it outside a ``tf.distribute``
+    strategy's scope (the pipeline does), so that each process counts the passes of its own
+    replicas, and after making a ``tf.distribute.MultiWorkerMirroredStrategy`` (which must precede
+    every TensorFlow op of the program).
     """
 
     def __init__(self):

@@ -134,8 +134,8 @@ def _evaluate_command(sub):
     ev.add_argument("--data", help="an .npz with x (N,H,W,C) in [0,1] and integer y (with --model)")
     ev.add_argument("--attacks", default="pgd,autoattack",
                     help="comma-separated attack suites, run in order; robust accuracy is the per-example worst case "
-                         "(default pgd,autoattack: PGD, then the standard AutoAttack's APGD-CE, APGD-T and Square; "
-                         "pgd alone is the paper's PGD-only figure; also apgd-ce, apgd-t, square, art-autoattack)")
+                         "(default pgd,autoattack: PGD, then the standard AutoAttack's APGD-CE, APGD-T, FAB-T and Square; "
+                         "pgd alone is the paper's PGD-only figure; also apgd-ce, apgd-t, fab-t, square, art-autoattack)")
     ev.add_argument("--square-queries", type=int, default=5000, help="the Square attack's queries per example (default 5000)")
     ev.add_argument("--square-examples", type=int, default=None,
                     help="run Square on the first N examples only (default: all); the output says so")
@@ -553,14 +553,14 @@ def closing_block(summary: dict, out: str, recipe, num_classes=None, ui_url=None
 def _evaluate_again(recipe, out: str):
     """(the ``tf-awt evaluate --model`` command that repeats the run's evaluation, whether it does):
     the recipe's non-default suites and budgets as flags (ε and norm come from the run's recipe.yaml);
-    an ``apgd_iterations`` or ``split`` the flags cannot give makes it another evaluation."""
+    an ``apgd_iterations``, ``fab_iterations`` or ``split`` the flags cannot give makes it another evaluation."""
     from tf_awt.adversarial.phase_config import EvalConfig
 
     e, default = recipe.eval, EvalConfig()
     flags = [f"--{name.replace('_', '-')} {','.join(value) if isinstance(value, tuple) else value}"
              for name in ("attacks", "steps", "restarts", "square_queries", "square_examples", "max_examples")
              for value in [getattr(e, name)] if value != getattr(default, name)]
-    same = e.apgd_iterations == default.apgd_iterations and e.split == default.split
+    same = e.apgd_iterations == default.apgd_iterations and e.fab_iterations == default.fab_iterations and e.split == default.split
     return " ".join([f"tf-awt evaluate --model {os.path.join(out, 'saved_model')} --dataset {recipe.dataset}", *flags]), same
 
 

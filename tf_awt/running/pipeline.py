@@ -106,6 +106,7 @@ class Run:
         """The block's wall and CPU seconds and its passes, kept as ``phase``'s (those of the part run
         in this process: a resumed phase counts from where it resumed, like its seconds)."""
         c0, t0 = time.process_time(), time.time()
+        self.inputs.strategy  # a multi-worker strategy is made before any TensorFlow op (the counter's variables)
         with PassCount() as passes:
             yield
         self.timings[phase] = time.time() - t0

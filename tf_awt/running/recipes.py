@@ -29,10 +29,10 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     train: {epochs: 100, learning_rate: 1.0e-3, batch_size: 64, steps: 40, step_size: 0.01,
             eps_warmup_epochs: 0, lr_schedule: constant, lr_warmup_epochs: 0, clip_norm: null,
             rescale: none, fail_on_collapse: false}
-    eval: {attacks: [pgd, autoattack], steps: 100, restarts: 5, apgd_iterations: 100, square_queries: 5000,
-           square_examples: null, max_examples: null, split: test}
+    eval: {attacks: [pgd, autoattack], steps: 100, restarts: 5, apgd_iterations: 100, fab_iterations: 100,
+           square_queries: 5000, square_examples: null, max_examples: null, split: test}
     # attacks: run in order, robust accuracy = the per-example worst case; autoattack = apgd-ce,
-    # apgd-t, square (the standard AutoAttack less FAB-T); [pgd] = the paper's PGD-only evaluation.
+    # apgd-t, fab-t, square (the standard AutoAttack); [pgd] = the paper's PGD-only evaluation.
     # square_examples: Square on the first N examples only (a cheaper preset, named in the output).
     # split: validation trains on 80% of the training data and evaluates on the other 20%
     # (stratified, fixed), for choosing hyper-parameters without the test split
