@@ -23,9 +23,13 @@ when the closest misclassified point found is within ε.
 **The projection** (:func:`project_linf`): the smallest ‖δ‖∞ with wᵀ(t + δ) = b and t + δ in
 [lo, hi]. With c = b − wᵀt (say c > 0; else flip w and c), the most a step of size λ can add to
 wᵀδ is h(λ) = Σᵢ |wᵢ| min(λ, rᵢ), where rᵢ is the room coordinate i has in the helpful direction
-(hi − tᵢ if wᵢ > 0, tᵢ − lo if wᵢ < 0). h is piecewise linear and non-decreasing: sorting the rᵢ
-gives the breakpoint where h first reaches c, and λ exactly; δᵢ = sign(wᵢ) min(λ, rᵢ). If even
-h(max r) < c, δ goes as far as the box allows (the boundary cannot be reached in it).
+(hi − tᵢ if wᵢ > 0, tᵢ − lo if wᵢ < 0). h is piecewise linear and non-decreasing, and
+c / Σᵢ|wᵢ| ≤ λ ≤ max r, so bisection on log λ brackets the smallest λ with h(λ) ≥ c to [λ₋, λ₊]
+(32 halvings in float32, 64 in float64: a relative width below the type's precision; no sort, which
+cost more than the network's own passes on an MLP), and on that bracket
+λ = (c − Σ_{rᵢ ≤ λ₋} |wᵢ| rᵢ) / Σ_{rᵢ > λ₋} |wᵢ|; δᵢ = sign(wᵢ) min(λ, rᵢ). If even h(max r) < c,
+δ goes as far as the box allows (the boundary cannot be reached in it). Compiled with XLA, which
+fuses the bisection's loop (3× faster than without on this CPU).
 
 Written from the paper (Croce & Hein, "Minimally distorted adversarial examples with a fast
 adaptive boundary attack", ICML 2020) and AutoAttack's published settings. TensorFlow is imported
@@ -45,26 +49,39 @@ def project_linf(t, w, b, lo, hi):
     ``t + δ`` in [lo, hi] (module docstring). ``t``, ``w``: (N, D); ``b``: (N,)."""
     import tensorflow as tf
 
+    return tf.function(_project_linf, jit_compile=True)(t, w, b, tf.cast(lo, t.dtype), tf.cast(hi, t.dtype))
+
+
+def _project_linf(t, w, b, lo, hi):
+    import tensorflow as tf
+
     c = b - tf.reduce_sum(w * t, axis=1)
     w = w * tf.sign(c)[:, None]  # now the step must raise w·δ by |c|
     need = tf.abs(c)
     room = tf.where(w > 0, hi - t, tf.where(w < 0, t - lo, tf.zeros_like(t)))
     room = tf.clip_by_value(room, 0.0, _ROOM_CAP)
     weight = tf.abs(w)
-    order = tf.argsort(room, axis=1)
-    r = tf.gather(room, order, batch_dims=1)
-    a = tf.gather(weight, order, batch_dims=1)
-    # h at the k-th smallest room: Σ_{j≤k} a_j r_j + r_k Σ_{j>k} a_j
-    below = tf.cumsum(a * r, axis=1)
-    above = tf.cumsum(a, axis=1, reverse=True, exclusive=True)
-    h = below + r * above
-    reached = h >= need[:, None]
-    k = tf.argmax(tf.cast(reached, tf.int32), axis=1, output_type=tf.int32)  # the first breakpoint reaching c
-    any_reached = tf.reduce_any(reached, axis=1)
-    below_k = tf.gather(below - a * r, k, batch_dims=1)  # Σ_{j<k} a_j r_j
-    weight_from_k = tf.gather(above + a, k, batch_dims=1)  # Σ_{j≥k} a_j
-    lam = (need - below_k) / tf.maximum(weight_from_k, 1e-30)
-    lam = tf.where(any_reached, lam, tf.reduce_max(room, axis=1))
+    top = tf.reduce_max(room, axis=1)
+    least = need / tf.maximum(tf.reduce_sum(weight, axis=1), 1e-30)  # h(λ) ≤ λ Σ|w|
+    tiny = tf.constant(1e-30, t.dtype)
+
+    def reach(lam):  # h(λ) per row
+        return tf.reduce_sum(weight * tf.minimum(lam[:, None], room), axis=1)
+
+    def halve(k, low, high):
+        mid = tf.sqrt(tf.maximum(low, tiny) * tf.maximum(high, tiny))
+        enough = reach(mid) >= need
+        return k + 1, tf.where(enough, low, mid), tf.where(enough, mid, high)
+
+    halvings = 64 if t.dtype == tf.float64 else 32
+    start = (tf.constant(0), tf.minimum(least, top) * (1 - 1e-6), top)  # just below the lower bound: h(λ₋) < c
+    _, low, _ = tf.while_loop(lambda k, *_: k < halvings, halve, start)
+    saturated = room <= low[:, None]
+    spent = tf.reduce_sum(tf.where(saturated, weight * room, tf.zeros_like(room)), axis=1)
+    free = tf.reduce_sum(tf.where(saturated, tf.zeros_like(weight), weight), axis=1)
+    lam = tf.where(free > 0, (need - spent) / tf.maximum(free, 1e-30), top)
+    lam = tf.where(reach(top) >= need, tf.clip_by_value(lam, 0.0, top), top)
+    lam = tf.where(need > 0, lam, tf.zeros_like(lam))
     return tf.sign(w) * tf.minimum(lam[:, None], room)
 
 
