@@ -30,9 +30,9 @@ respect to the weights (a derivative of the kernel's own computation).
 from __future__ import annotations
 
 import contextvars
-from typing import Dict, Optional
+from typing import Dict
 
-__all__ = ["PassCount", "KINDS", "count_passes", "count_forward"]
+__all__ = ["PassCount", "KINDS", "count_passes", "count_forward", "count"]
 
 KINDS = ("forward", "backward", "jacobians")
 """What is counted (module docstring)."""
@@ -89,11 +89,6 @@ class PassCount:
 def count_passes() -> PassCount:
     """A new :class:`PassCount`, to use as ``with count_passes() as passes:``."""
     return PassCount()
-
-
-def active() -> Optional[PassCount]:
-    """The counter of the innermost active block, or None."""
-    return _ACTIVE.get()
 
 
 def count_forward(logits, inputs):
