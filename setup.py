@@ -34,6 +34,7 @@ setup(
         # sweeps whose cells run in parallel, locally or on a cluster (tf-awt sweep --workers N / --address)
         "ray": ["ray>=2.9"],
         "dev": ["pytest>=8", "pytest-timeout", "pytest-xdist>=3.5", "hypothesis>=6", "adversarial-robustness-toolbox>=1.17", "multiprocess",
+                "scipy",  # the float64 LP that FAB-T's projection is tested against (also a scikit-learn dependency)
                 "ray>=2.9"],
     },
     entry_points={"console_scripts": ["tf-awt=tf_awt.running.cli:main"]},

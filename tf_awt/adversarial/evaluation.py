@@ -139,7 +139,8 @@ def evaluate(model, data, attack: Optional[Attack] = None, config: Optional[Eval
         are chosen: ``attacks`` (the suites, in order: names such as ``"pgd"``, the preset
         ``"autoattack"``, ``"apgd-ce"``, or :class:`AttackSuite` objects; default PGD then the
         standard AutoAttack; robust accuracy is the per-example worst case over all of them) and
-        their budgets (``restarts``, ``apgd_iterations``, ``square_queries``, ``square_examples``).
+        their budgets (``restarts``, ``apgd_iterations``, ``fab_iterations``, ``square_queries``,
+        ``square_examples``).
         Its ``steps``/``max_examples``/``split`` are a run's: pass ``attack=config.attack(attack)``
         for its PGD.
       batch_size: evaluation batch size (default 256).
