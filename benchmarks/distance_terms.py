@@ -37,9 +37,9 @@ def main(argv=None):
     print("| --- | --- | --- | --- | --- |")
     for label, kw in settings.items():
         tf_keras.utils.set_random_seed(0)
-        config = tf_awt.SearchConfig(density=args.density, attack=attack, epochs=1, update_every=20, **kw)
+        config = tf_awt.SearchConfig.from_settings(dict(density=args.density, attack=attack, epochs=1, update_every=20, **kw))
         search = TicketSearch(tf_awt.models.mlp(), config, steps_per_epoch=args.steps)
-        search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+        search.compile(optimizer=tf_keras.optimizers.Adam(config.options.learning_rate))
         cb = TicketSearchCallback()
         search.fit(ds, epochs=1, verbose=0, callbacks=[cb])
         h = cb.history

@@ -43,7 +43,7 @@ def main(argv=None):
         with strategy.scope():
             tf_keras.utils.set_random_seed(0)
             model = tf_awt.models.mlp()
-            config = tf_awt.SearchConfig(density=0.05, attack=attack, update_every=20, epochs=2)
+            config = tf_awt.SearchConfig.from_settings(dict(density=0.05, attack=attack, update_every=20, epochs=2))
             search = tf_awt.TicketSearch(model, config, steps_per_epoch=args.steps)
             search.compile(optimizer=tf_keras.optimizers.Adam(5e-4))
         search.fit(epoch_batches(x, y, 64, 0, 0, 1), epochs=1, steps_per_epoch=args.steps, verbose=0)  # warm-up, traces

@@ -71,8 +71,8 @@ def main(argv=None):
     build = tf_awt.models.mlp if args.model == "mlp" else tf_awt.models.paper_cnn
     model = build()
     attack = tf_awt.Attack(eps=0.3, steps=10, step_size=0.075)
-    config = tf_awt.SearchConfig(density=args.density, attack=attack, kernel=args.kernel, epochs=1, optimize=args.optimize,
-                                   precision=args.precision)
+    config = tf_awt.SearchConfig.from_settings(dict(density=args.density, attack=attack, kernel=args.kernel, epochs=1, optimize=args.optimize,
+                                   precision=args.precision))
     search = TicketSearch(model, config, steps_per_epoch=63)
     search.compile(optimizer=search_optimizer(config))
     diagonal = args.kernel == "diagonal"
@@ -167,7 +167,7 @@ def changes(args):
     first = None
     for name, settings, cached in rows:
         tf_keras.utils.set_random_seed(0)
-        config = tf_awt.SearchConfig(density=args.density, attack=attack, epochs=1, update_every=20, **{**base, **settings})
+        config = tf_awt.SearchConfig.from_settings(dict(density=args.density, attack=attack, epochs=1, update_every=20, **{**base, **settings}))
         search = TicketSearch(build(), config, steps_per_epoch=938)
         search.compile(optimizer=search_optimizer(config))
         batch = (x, y)

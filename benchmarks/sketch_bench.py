@@ -62,7 +62,7 @@ def one(model_name: str, kernel: str, probes: int, repeats: int) -> dict:
         attack = tf_awt.Attack(eps=8 / 255, steps=10, step_size=2 / 255)
     model = {"mlp": tf_awt.models.mlp, "cnn": tf_awt.models.paper_cnn, "vgg16": tf_awt.models.vgg16,
              "resnet18": tf_awt.models.resnet18}[model_name]()
-    config = tf_awt.SearchConfig(density=0.05, attack=attack, kernel=kernel, probes=probes, epochs=1)
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.05, attack=attack, kernel=kernel, probes=probes, epochs=1))
     search = TicketSearch(model, config, steps_per_epoch=100)
     search.compile(optimizer=search_optimizer(config))
     step = tf.function(search.train_step)

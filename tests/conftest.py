@@ -194,6 +194,13 @@ NO_TRAINING = {"epochs": 0, "batch_size": 32, "steps": 2, "step_size": 0.05}
 """A tiny recipe's ``train`` section for tests that check the search or the plumbing, not training."""
 
 
+def own_settings(method, **settings):
+    """Those of ``settings`` that ``method`` has (a shared one or one of its options): a test that runs
+    every method with the same fast settings passes each only what it reads."""
+    known = tf_awt.SearchConfig(1.0, method=method).flat()
+    return {k: v for k, v in settings.items() if k in known}
+
+
 def tiny_recipe(tmp_path, **changes):
     data = {
         "description": "tiny test recipe",

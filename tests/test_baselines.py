@@ -153,4 +153,4 @@ def test_random_layerwise_reproduces_the_reference_layer_densities_exactly(tmp_p
     with pytest.raises(ValueError, match=r"has density 0\.199.*asks for 0\.5"):
         tf_awt.find_ticket(model, tiny_data(), density=0.5, method="random_layerwise", reference=str(tmp_path / "ref.npz"))
     with pytest.raises(ValueError, match=r"reference must be a ticket method other than 'random_layerwise'"):
-        tf_awt.SearchConfig(density=0.2, reference="random_layerwise")
+        tf_awt.SearchConfig.from_settings(dict(density=0.2, method="random_layerwise", reference="random_layerwise"))

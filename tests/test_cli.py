@@ -34,9 +34,9 @@ def test_every_bundled_recipe_loads():
         assert recipe.search.density == recipe.density
         assert all(names[name] for name in names)  # one line each
     vgg = load_recipe("cifar10-vgg16")
-    assert vgg.search.kernel == "sketch" and vgg.search.probes == 4 and vgg.model == "vgg16"
+    assert vgg.search.options.kernel == "sketch" and vgg.search.options.probes == 4 and vgg.model == "vgg16"
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 8
-        assert load_recipe(name).search.kernel == "sketch", name
+        assert load_recipe(name).search.options.kernel == "sketch", name
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "fashion-cnn"):
         # the cheaper preset: Square on a stated subset, every other attack on every example
         recipe = load_recipe(name)
@@ -50,7 +50,7 @@ def test_every_bundled_recipe_loads():
 
 def test_recipe_overrides_and_errors():
     recipe = load_recipe("quickstart", ["attack.eps=0.2", "density=0.1", "search.kernel=diagonal"])
-    assert recipe.attack.eps == 0.2 and recipe.density == 0.1 and recipe.search.kernel == "diagonal"
+    assert recipe.attack.eps == 0.2 and recipe.density == 0.1 and recipe.search.options.kernel == "diagonal"
     with pytest.raises(ValueError, match=r"unknown key 'attack.epz' \(did you mean 'attack.eps'\?\).*Allowed keys under attack"):
         load_recipe("quickstart", ["attack.epz=0.1"])
     with pytest.raises(ValueError, match=r"unknown key 'densty' \(did you mean 'density'\?\)"):
@@ -489,7 +489,7 @@ def test_toy_gaussian_recipe_attacks_without_clipping(tmp_path, capsys):
     assert evaluation["attack"]["clip_min"] is None and evaluation["attack"]["clip_max"] is None
     # The recipe optimizes the mask itself: its ticket keeps the one informative coordinate (x_0).
     ticket = tf_awt.Ticket.load(os.path.join(out, "ticket.npz"))
-    assert ticket.config["optimize"] == "scores" and ticket.masks["logits"][0].sum() >= 1
+    assert ticket.config["options"]["optimize"] == "scores" and ticket.masks["logits"][0].sum() >= 1
 
 
 def test_unbounded_attack_leaves_the_unit_box():

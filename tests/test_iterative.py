@@ -17,7 +17,7 @@ def test_round_densities():
     assert round_densities(0.25, prune_rate=0.5) == [0.5, 0.25]
     assert round_densities(1.0, rounds=4) == [1.0]
     with pytest.raises(ValueError, match=r"prune_rate must be in \(0, 1\)\. You passed: 1\.0"):
-        tf_awt.SearchConfig(density=0.2, method="cosentino", prune_rate=1.0)
+        tf_awt.SearchConfig.from_settings(dict(density=0.2, method="cosentino", prune_rate=1.0))
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
@@ -69,7 +69,7 @@ def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
     tf_awt.find_ticket(model, (x, y), density=0.3, method="cosentino", attack=ATTACK, epochs=1, rounds=1, batch_size=16)
     assert seen == [None]
     with pytest.raises(ValueError, match=r"eps_warmup_epochs must be a number >= 0\. You passed: -1"):
-        tf_awt.SearchConfig(density=0.2, method="cosentino", eps_warmup_epochs=-1)
+        tf_awt.SearchConfig.from_settings(dict(density=0.2, method="cosentino", eps_warmup_epochs=-1))
     from tf_awt.running.recipes import load_recipe
 
-    assert load_recipe("quickstart", overrides=["search.eps_warmup_epochs=2"]).search.eps_warmup_epochs == 2
+    assert load_recipe("quickstart", overrides=["method=cosentino", "search.eps_warmup_epochs=2"]).search.options.eps_warmup_epochs == 2

@@ -132,16 +132,16 @@ def test_bad_arguments_name_the_value():
     with pytest.raises(ValueError, match="student_kernel must be one of"):
         kernel_distance_sketch(teacher, student, x, x, student_kernel="ntk")
     with pytest.raises(ValueError, match="probes must be an integer >= 1. You passed: 0"):
-        tf_awt.SearchConfig(density=0.1, kernel="sketch", probes=0)
+        tf_awt.SearchConfig.from_settings(dict(density=0.1, kernel="sketch", probes=0))
     with pytest.raises(ValueError, match=r"kernel must be one of \('full', 'diagonal', 'sketch'\)"):
-        tf_awt.SearchConfig(density=0.1, kernel="exact")
+        tf_awt.SearchConfig.from_settings(dict(density=0.1, kernel="exact"))
 
 
 def _first_step_distance(kernel, probes=4):
     from tf_awt.tickets.search import TicketSearch, search_optimizer
 
     x, y = tiny_data(16)
-    config = tf_awt.SearchConfig(density=0.3, kernel=kernel, probes=probes, attack=ATTACK, epochs=1, seed=3)
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.3, kernel=kernel, probes=probes, attack=ATTACK, epochs=1, seed=3))
     search = TicketSearch(tiny_model(), config)
     search.compile(optimizer=search_optimizer(config))
     search.fit(x, y, batch_size=16, epochs=1, verbose=0)
@@ -171,10 +171,11 @@ def test_cli_runs_a_sketched_search_and_refuses_bad_probes(tmp_path, capsys, mon
     out = tmp_path / "sketch"
     assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow", "--set", "search.kernel=sketch",
                      "--set", "search.probes=3", "--set", "search.student_kernel=full"]) == 0, capsys.readouterr().err[-2000:]
-    assert (seen["config"].kernel, seen["config"].probes, seen["config"].student_kernel) == ("sketch", 3, "full")
+    assert (seen["config"].options.kernel, seen["config"].options.probes, seen["config"].options.student_kernel) == \
+        ("sketch", 3, "full")
     ticket = tf_awt.Ticket.load(str(out / "ticket.npz"))
     distances = np.asarray(ticket.history["kernel_distance"])
-    assert ticket.config["kernel"] == "sketch" and ticket.config["probes"] == 3
+    assert ticket.config["options"]["kernel"] == "sketch" and ticket.config["options"]["probes"] == 3
     assert distances.size and np.all(np.isfinite(distances)) and np.all(distances > 0), distances
     assert cli.main(["run", recipe, "--out", str(tmp_path / "bad"), "--quiet", "--no-mlflow",
                      "--set", "search.kernel=sketch", "--set", "search.probes=0"]) == 2
@@ -217,4 +218,4 @@ def test_every_kernel_method_searches_with_the_sketch(method, optimize, norm):
     assert distances.size == 2 and np.all(np.isfinite(distances)) and np.all(distances > 0)
     kept = sum(float(m.sum()) for m in ticket.masks.values()) / sum(m.size for m in ticket.masks.values())
     assert kept == pytest.approx(0.3, abs=0.01)
-    assert ticket.config["kernel"] == "sketch" and ticket.config["optimize"] == optimize
+    assert ticket.config["options"]["kernel"] == "sketch" and ticket.config["options"]["optimize"] == optimize

@@ -87,7 +87,8 @@ def test_every_method_runs_from_the_cli_and_its_ticket_round_trips(tmp_path, cap
         config = tf_awt.SearchConfig.from_config(ticket.config)
         assert config.method == method and config.get_config() == ticket.config
         if extra:
-            assert (config.optimize, config.reference) in {("scores", "awt"), ("weights", "magnitude")}
+            assert (method, config.flat().get("optimize"), config.flat().get("reference")) in {
+                ("awt", "scores", None), ("random_layerwise", None, "magnitude")}
 
 
 def test_dns_fine_tunes_its_trained_weights_with_train_rewind_learned(tmp_path, capsys):
@@ -119,3 +120,86 @@ def test_dns_fine_tunes_its_trained_weights_with_train_rewind_learned(tmp_path, 
     assert code == 2 and "train.rewind: learned starts from the weights a search trained" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()
 
+
+
+# ------------------------------------------------------------------------- each method's own options
+@pytest.fixture
+def with_options():
+    """A registered method with an options class of its own (a width, validated there)."""
+    import dataclasses
+
+    from tf_awt.tickets.method_options import MethodOptions
+
+    @dataclasses.dataclass(frozen=True)
+    class WidthOptions(MethodOptions):
+        width: int = 2
+
+        def __post_init__(self):
+            if not isinstance(self.width, int) or self.width < 1:
+                raise ValueError(f"width must be an integer >= 1. You passed: {self.width!r}")
+
+    seen = {}
+
+    def keep_blocks(model, data, config, options):
+        seen["options"] = config.options
+        return {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in model.layers if hasattr(layer, "kernel")}
+
+    tf_awt.register_method("blocks", keep_blocks, options=WidthOptions, prunes=False)
+    yield WidthOptions, seen
+    methods._REGISTRY.pop("blocks")
+
+
+def test_a_methods_options_reach_it_from_find_ticket_and_the_cli_and_are_validated_there(tmp_path, with_options, capsys):
+    from conftest import tiny_data, tiny_model
+
+    WidthOptions, seen = with_options
+    tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.5, method="blocks", width=5)
+    assert seen["options"] == WidthOptions(width=5)
+    config = tf_awt.SearchConfig(density=0.5, method="blocks", options=WidthOptions(3))
+    tf_awt.find_ticket(tiny_model(), tiny_data(), config=config)
+    assert seen["options"].width == 3
+    recipe = tiny_recipe(tmp_path, method="blocks", train=NO_TRAINING)
+    assert cli.main(["run", recipe, "--set", "search.width=4", "--out", str(tmp_path / "r"), "--quiet", "--no-mlflow"]) == 0
+    assert seen["options"].width == 4
+    capsys.readouterr()
+    assert cli.main(["run", recipe, "--set", "search.width=0", "--out", str(tmp_path / "bad"), "--quiet", "--no-mlflow"]) == 2
+    assert "search.width must be an integer >= 1. You passed: 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_setting_the_method_does_not_have_is_an_error_naming_its_options():
+    from conftest import tiny_data, tiny_model
+    from tf_awt.tickets.method_options import AWTOptions, CosentinoOptions
+
+    with pytest.raises(ValueError, match=r"gamma is not a setting of method 'magnitude'.*You passed: gamma=1.0"):
+        tf_awt.find_ticket(tiny_model(), tiny_data(), density=0.3, method="magnitude", gamma=1.0)
+    with pytest.raises(ValueError, match=r"rounds is not a setting of method 'awt'. Allowed: its options \['gamma'"):
+        tf_awt.SearchConfig.from_settings({"density": 0.3, "rounds": 3})
+    with pytest.raises(ValueError, match=r"options of method 'cosentino' must be a CosentinoOptions. You passed: AWTOptions"):
+        tf_awt.SearchConfig(density=0.3, method="cosentino", options=AWTOptions())
+    with pytest.raises(ValueError, match=r"options must be a dataclass subclassing .*MethodOptions"):
+        tf_awt.register_method("x", lambda *a: {}, options=dict)
+    # a new method keeps the shared settings and the options the two have in common
+    config = tf_awt.SearchConfig.from_settings({"density": 0.3, "epochs": 3, "learning_rate": 0.01, "gamma": 0.5})
+    moved = config.replace(method="cosentino", rounds=2)
+    assert moved.epochs == 3 and moved.options == CosentinoOptions(rounds=2, learning_rate=0.01)
+    with pytest.raises(ValueError, match=r"gamma is not a setting of method 'cosentino'"):
+        config.replace(method="cosentino", gamma=1.0)
+
+
+def test_every_methods_config_round_trips_through_its_config():
+    import json as _json
+
+    from tf_awt.tickets.method_options import AWTOptions, RandomLayerwiseOptions
+
+    for method in methods.method_names():
+        config = tf_awt.SearchConfig(density=0.2, method=method, seed=4)
+        assert tf_awt.SearchConfig.from_config(_json.loads(_json.dumps(config.get_config()))) == config, method
+    nested = tf_awt.SearchConfig(density=0.2, method="random_layerwise",
+                                 options=RandomLayerwiseOptions("ntt", AWTOptions(kernel="sketch", probes=2)))
+    assert tf_awt.SearchConfig.from_config(_json.loads(_json.dumps(nested.get_config()))) == nested
+    # a recipe's flat keys fill the reference search's options
+    from tf_awt.running.recipes import load_recipe
+
+    recipe = load_recipe("quickstart", ["method=random_layerwise", "search.reference=ntt", "search.probes=3"])
+    assert recipe.search.options == RandomLayerwiseOptions("ntt", AWTOptions(update_every=20, probes=3))

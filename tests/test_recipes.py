@@ -87,7 +87,7 @@ def test_yaml_1_2_numbers_in_an_override_and_in_a_recipe_file(tmp_path, capsys):
     string (YAML 1.1 reads the base-60 integer 124), ``10`` stays an integer."""
     recipe = load_recipe("quickstart", ["train.learning_rate=1e-4", "search.learning_rate=2E+3", "search.pattern=2:4", "density=0.5",
                                         "train.epochs=10"])
-    assert (recipe.train.learning_rate, recipe.search.learning_rate, recipe.search.pattern, recipe.train.epochs) \
+    assert (recipe.train.learning_rate, recipe.search.options.learning_rate, recipe.search.pattern, recipe.train.epochs) \
         == (1e-4, 2000.0, "2:4", 10)
     assert isinstance(recipe.train.epochs, int)
     path = tmp_path / "r.yaml"
@@ -106,8 +106,8 @@ def test_every_recipe_section_class_round_trips_through_its_config():
     import tf_awt
 
     for obj in (tf_awt.Attack(norm="l2", eps=0.5, steps=7, step_size=None, random_start=False, clip_min=None),
-                tf_awt.SearchConfig(density=0.1, method="ntt", learning_rate=0.01, batch_size=16, kernel="sketch", probes=2,
-                                    layer_densities=[0.2, 0.05, 0.5], scope="layer"),
+                tf_awt.SearchConfig.from_settings(dict(density=0.1, method="ntt", learning_rate=0.01, batch_size=16, kernel="sketch", probes=2,
+                                    layer_densities=[0.2, 0.05, 0.5], scope="layer")),
                 tf_awt.TrainConfig(epochs=3, learning_rate=0.002, lr_schedule="cosine", lr_warmup_epochs=0.5, clip_norm=1.0,
                                    rescale="fan_in", fail_on_collapse=True),
                 tf_awt.EvalConfig(attacks=("pgd", "apgd-t"), steps=20, restarts=2, square_examples=50, max_examples=100, split="validation"),

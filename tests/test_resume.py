@@ -190,7 +190,7 @@ def uninterrupted(tmp_path_factory):
             tmp = tmp_path_factory.mktemp(f"uninterrupted-{optimize}")
             recipe = _recipe(tmp)
             if optimize == "scores":  # the scores and their optimizer's momentum are in the checkpoint
-                recipe = dataclasses.replace(recipe, search=dataclasses.replace(recipe.search, optimize="scores", learning_rate=0.01))
+                recipe = dataclasses.replace(recipe, search=recipe.search.replace(optimize="scores", learning_rate=0.01))
             made[optimize] = (recipe, str(tmp / "a"), Run(recipe, str(tmp / "a"), log=lambda m: None).all())
         return made[optimize]
 

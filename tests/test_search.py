@@ -10,17 +10,17 @@ from tf_awt.engine.distances import kernel_distance
 from tf_awt.tickets.search import search_optimizer, TicketSearch
 from tf_awt.tickets.search_callback import TicketSearchCallback
 
-from conftest import ATTACK, tiny_data, tiny_model, total_prunable
+from conftest import ATTACK, own_settings, tiny_data, tiny_model, total_prunable
 from tf_awt.engine.distances import target_distance
 from tf_awt.tickets.methods import METHODS
 from tf_awt.tickets.pruning_schedule import AWTSchedule
 
 def run_search(model, density=0.3, epochs=2, update_every=2, **settings):
     x, y = tiny_data()
-    config = tf_awt.SearchConfig(density=density, attack=ATTACK, epochs=epochs, update_every=update_every, **settings)
+    config = tf_awt.SearchConfig.from_settings(dict(density=density, attack=ATTACK, epochs=epochs, update_every=update_every, **settings))
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
     search = TicketSearch(model, config, steps_per_epoch=3)
-    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.options.learning_rate))
     callback = TicketSearchCallback()
     search.fit(ds, epochs=epochs, callbacks=[callback], verbose=0)
     return search, callback
@@ -40,8 +40,9 @@ def test_loss_decreases_over_the_search():
 @pytest.mark.parametrize("method", METHODS)
 def test_density_is_exactly_met(method, scope):
     model = tiny_model()
+    fast = own_settings(method, update_every=1)
     ticket = tf_awt.find_ticket(model, tiny_data(), density=0.25, method=method, attack=ATTACK, epochs=1,
-                                batch_size=16, update_every=1, scope=scope)
+                                batch_size=16, scope=scope, **fast)
     if method == "erk" or scope in ("erk", "frankle_carbin"):  # ERK counts in every layer for method erk, whatever the scope
         layers = [l for l in model.layers if hasattr(l, "kernel")]
         allocate = _selection.erk_densities if method == "erk" or scope == "erk" else _selection.frankle_carbin_densities
@@ -165,7 +166,7 @@ def test_schedule_round_trips_and_freezes():
 
 
 def test_configs_round_trip():
-    config = tf_awt.SearchConfig(density=0.1, attack=tf_awt.Attack(norm="l2", eps=2.0), kernel="diagonal")
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.1, attack=tf_awt.Attack(norm="l2", eps=2.0), kernel="diagonal"))
     assert tf_awt.SearchConfig.from_config(config.get_config()) == config
     assert tf_awt.Attack.from_config(config.attack.get_config()) == config.attack
 
@@ -217,9 +218,9 @@ def test_tfmot_callbacks_and_strip_pruning_work_with_the_search(tmp_path):
 
     model = tiny_model()
     x, y = tiny_data()
-    config = tf_awt.SearchConfig(density=0.3, attack=ATTACK, epochs=1, update_every=2)
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, epochs=1, update_every=2))
     search = TicketSearch(model, config, steps_per_epoch=3)
-    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.options.learning_rate))
     logs = tmp_path / "logs"
     search.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0, callbacks=[
         TicketSearchCallback(log_dir=str(logs / "search")),
@@ -295,14 +296,15 @@ def test_every_method_keeps_the_same_explicit_allocation(method):
     wanted = {"dense_0": 0.25, "dense_1": 0.5, "logits": 0.75}
     sizes = {l.name: l.kernel.shape.num_elements() for l in model.layers if hasattr(l, "kernel")}
     density = sum(wanted[n] * s for n, s in sizes.items()) / sum(sizes.values())
+    fast = own_settings(method, update_every=2, rounds=2)
     ticket = tf_awt.find_ticket(model, (x, y), density=density, method=method, attack=ATTACK, epochs=1, batch_size=16,
-                                update_every=2, layer_densities=wanted, rounds=2)
+                                layer_densities=wanted, **fast)
     for name, d in wanted.items():
         assert ticket.layer_density[name] == pytest.approx(round(d * sizes[name]) / sizes[name])
     if method not in ("awt", "cosentino"):  # the allocation is computed once for every method: two suffice
         return
     fc = tf_awt.find_ticket(model, (x, y), density=0.3, method=method, attack=ATTACK, epochs=1, batch_size=16,
-                            update_every=2, scope="frankle_carbin", rounds=2)
+                            scope="frankle_carbin", **fast)
     expected = _selection.frankle_carbin_densities([sizes_shape for sizes_shape in
                                                     (l.kernel.shape for l in model.layers if hasattr(l, "kernel"))], 0.3)
     for (name, size), d in zip(sizes.items(), expected):
@@ -318,7 +320,7 @@ def test_every_method_keeps_the_same_explicit_allocation(method):
 ])
 def test_bad_convention_settings_are_value_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        tf_awt.SearchConfig(density=0.3, **kwargs)
+        tf_awt.SearchConfig.from_settings(dict(density=0.3, **kwargs))
 
 
 def test_layer_densities_must_fit_the_model_and_the_density():
@@ -351,9 +353,9 @@ def test_first_step_distances_equal_an_independent_computation():
     model = tiny_model()
     x, y = tiny_data(16)
     attack = tf_awt.Attack(eps=0.2, steps=3, step_size=0.1)
-    config = tf_awt.SearchConfig(density=0.3, attack=attack, epochs=1, update_every=100, gamma=0.05, seed=3)
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.3, attack=attack, epochs=1, update_every=100, gamma=0.05, seed=3))
     search = TicketSearch(model, config, steps_per_epoch=1)
-    search.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    search.compile(optimizer=tf_keras.optimizers.Adam(config.options.learning_rate))
     callback = TicketSearchCallback()
     search.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, callbacks=[callback], verbose=0)
     layers = [l for l in model.layers if hasattr(l, "kernel")]
@@ -404,7 +406,7 @@ def test_straight_through_top_k_keeps_exactly_k_and_passes_gradients(scope):
 # ---------------------------------------------------------------------------- score search
 def test_optimize_is_validated():
     with pytest.raises(ValueError, match=r"optimize must be one of \('weights', 'scores'\)\. You passed: 'mask'"):
-        tf_awt.SearchConfig(density=0.2, optimize="mask")
+        tf_awt.SearchConfig.from_settings(dict(density=0.2, optimize="mask"))
 
 
 def _linear_model(d):
@@ -425,8 +427,8 @@ def test_score_search_kernel_gradient_reaches_the_mask_and_prefers_the_high_vari
     kernel = model.layers[-1].kernel.numpy()
     kernel[0] = 1e-4  # coordinate 0 out of the initial mask: its θ0 entries are the smallest
     model.layers[-1].kernel.assign(kernel)
-    config = tf_awt.SearchConfig(density=0.25, optimize="scores", attack=ATTACK.replace(eps=0.0), kernel_weight=1.0,
-                                 learning_rate=0.05)
+    config = tf_awt.SearchConfig.from_settings(dict(density=0.25, optimize="scores", attack=ATTACK.replace(eps=0.0), kernel_weight=1.0,
+                                 learning_rate=0.05))
     search = TicketSearch(model, config, steps_per_epoch=4)
     assert search.current_masks()[model.layers[-1].name][0].sum() == 0  # m0 (top |θ0|) drops coordinate 0
     theta_t = search._teacher_kernel(x, x)
@@ -462,4 +464,4 @@ def test_score_search_keeps_theta0_meets_the_density_and_moves_the_mask(scope, k
     assert any(not np.array_equal(ticket.masks[k], before.masks[k]) for k in ticket.masks)  # the scores moved it
     for w, w0 in zip(ticket.learned_weights, model.get_weights()):
         np.testing.assert_array_equal(w, w0)  # weights stay at θ0
-    assert ticket.config["optimize"] == "scores" and len(ticket.history["loss"]) == 9
+    assert ticket.config["options"]["optimize"] == "scores" and len(ticket.history["loss"]) == 9

@@ -12,7 +12,7 @@ from tf_awt.running import cli
 from tf_awt.tickets import _selection
 from tf_awt.tickets.ticket import Ticket
 
-from conftest import ATTACK, tiny_data, tiny_model, tiny_recipe
+from conftest import ATTACK, own_settings, tiny_data, tiny_model, tiny_recipe
 
 
 def _reference_nm(score: np.ndarray, n: int, m: int) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_straight_through_nm_masks_are_exact_and_pass_the_gradient():
                                           ("cosentino", {"rounds": 2, "epochs": 1})])
 def test_every_method_keeps_exactly_the_pattern(method, extra):
     model = tiny_model()
-    settings_ = dict(dict(epochs=1, update_every=2), **extra)
+    settings_ = own_settings(method, **dict(dict(epochs=1, update_every=2), **extra))
     ticket = tf_awt.find_ticket(model, tiny_data(), density=0.5, method=method, attack=ATTACK, batch_size=16,
                                 pattern="2:4", **settings_)
     for name, mask in ticket.masks.items():
@@ -80,7 +80,7 @@ def test_every_method_keeps_exactly_the_pattern(method, extra):
 ])
 def test_bad_patterns_are_named(changes, message):
     with pytest.raises(ValueError, match=message):
-        tf_awt.SearchConfig(**dict(dict(density=0.5), **changes))
+        tf_awt.SearchConfig.from_settings(dict(**dict(dict(density=0.5), **changes)))
 
 
 def test_pattern_from_the_cli_reaches_the_ticket_and_the_export(tmp_path, capsys):

@@ -208,16 +208,37 @@ def test_every_recipe_key_is_a_field_of_a_library_config_declared_once():
     assert [SECTIONS[k] for k in ("attack", "search", "train", "eval", "export")] == [
         tf_awt.Attack, tf_awt.SearchConfig, tf_awt.TrainConfig, tf_awt.EvalConfig, ExportConfig]
     recipe = Recipe()
+    from tf_awt.tickets.methods import get_method, method_names
+
+    option_classes = {get_method(m).options for m in method_names()}
     for name, cls in SECTIONS.items():
         fields = [f.name for f in dataclasses.fields(cls)]
+        if name == "search":  # the shared fields, and every method's options, flat
+            fields += [k for c in option_classes for k in c.keys()]
         assert set(section_keys(name)) | set(NOT_KEYS.get(name, ())) == set(fields), name
         assert isinstance(getattr(recipe, name), cls)
     defaults = recipe.to_dict()
     for name in ("train", "eval", "export"):
         assert defaults[name] == SECTIONS[name]().get_config(), name
-    search = tf_awt.SearchConfig(density=recipe.density)
-    assert defaults["search"] == {k: v for k, v in search.get_config().items() if k in section_keys("search")}
+    for method in method_names():  # each method's config holds exactly the recipe's defaults for its keys
+        search = tf_awt.SearchConfig(density=recipe.density, method=method)
+        assert {k: v for k, v in search.flat().items() if k in section_keys("search")} == \
+            {k: defaults["search"][k] for k in search.flat() if k in section_keys("search")}, method
     assert recipe.attack == search.attack  # the recipe's attack is the search's, by default the paper's search PGD
+
+
+def test_a_setting_two_methods_share_has_one_meaning_and_one_default():
+    """A flat ``search.<key>`` sets every method's option of that name: their defaults must agree."""
+    import dataclasses
+
+    from tf_awt.tickets.methods import get_method, method_names
+
+    seen = {}
+    for cls in {get_method(m).options for m in method_names()}:
+        for field in dataclasses.fields(cls):
+            if field.name in cls.keys():
+                seen.setdefault(field.name, set()).add((field.default, str(field.type)))
+    assert {k: v for k, v in seen.items() if len(v) > 1} == {}
 
 
 def test_a_recipe_section_is_the_object_the_api_takes():
@@ -234,7 +255,8 @@ def test_a_recipe_section_is_the_object_the_api_takes():
                                         "train.learning_rate=0.003", "density=0.1", "attack.eps=0.2", "seed=3"])
     config = recipe.search
     assert isinstance(config, tf_awt.SearchConfig) and isinstance(recipe.train, tf_awt.TrainConfig)
-    assert (config.probes, config.kernel, config.learning_rate, config.density, config.seed) == (7, "sketch", 0.002, 0.1, 3)
+    assert (config.options.probes, config.options.kernel, config.options.learning_rate, config.density, config.seed) == \
+        (7, "sketch", 0.002, 0.1, 3)
     assert config.attack is recipe.attack and config.attack.eps == 0.2 and recipe.train.learning_rate == 0.003
     with pytest.raises(ValueError, match=r"unknown key 'search.lr'. Allowed keys under search: .*'learning_rate'"):
         load_recipe("quickstart", ["search.lr=0.002"])  # a key of an earlier version is an ordinary unknown key

@@ -98,4 +98,4 @@ def test_dns_interrupted_resumes_to_the_uninterrupted_ticket(tmp_path):
                                         (dict(ramp_fraction=0.0), r"ramp_fraction must be .*You passed: 0\.0")])
 def test_dns_settings_are_checked(bad, match):
     with pytest.raises(ValueError, match=match):
-        tf_awt.SearchConfig(density=0.2, method="dns", **bad)
+        tf_awt.SearchConfig.from_settings(dict(density=0.2, method="dns", **bad))

@@ -29,7 +29,7 @@ def _same_masks(a, b):
 def test_the_cache_holds_the_first_epochs_teacher_inputs_row_by_example():
     x, y = tiny_data()
     model = tiny_model()
-    search = TicketSearch(model, SearchConfig(**SETTINGS))
+    search = TicketSearch(model, SearchConfig.from_settings(SETTINGS))
     cache = TeacherCache.replay(search.teacher, epoch_batches(x, y, 16, 5, 0, 1, with_index=True), 5, ATTACK)
     for step, (xb, yb, index) in enumerate(epoch_batches(x, y, 16, 5, 0, 1, with_index=True)):
         expected = pgd(lambda z: search.teacher(z), xb, yb, ATTACK, seed=tf.constant([10, step], tf.int64))
@@ -78,21 +78,21 @@ def test_the_cache_needs_arrays_and_a_boolean():
     with pytest.raises(ValueError, match=r"teacher_cache needs the training data as \(x, y\) arrays.*BatchDataset"):
         tf_awt.find_ticket(tiny_model(), dataset, epochs=1, teacher_cache=True, **SETTINGS)
     with pytest.raises(ValueError, match=r"teacher_cache must be true or false. You passed: 'yes'"):
-        SearchConfig(0.3, teacher_cache="yes")
+        SearchConfig.from_settings(dict(density=0.3, teacher_cache="yes"))
 
 
 # ----------------------------------------------------------------------------- the student's attack
 def test_the_student_attack_defaults_to_the_search_attack_and_takes_its_own_steps():
     config = SearchConfig(0.3, attack=ATTACK)
     assert config.student_attack == ATTACK
-    assert SearchConfig(0.3, attack=ATTACK, student_steps=1).student_attack == ATTACK.replace(steps=1, step_size=None)
-    fgsm = SearchConfig(0.3, attack=ATTACK, student_steps=1, student_step_size=0.125).student_attack
+    assert SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_steps=1)).student_attack == ATTACK.replace(steps=1, step_size=None)
+    fgsm = SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_steps=1, student_step_size=0.125)).student_attack
     assert (fgsm.steps, fgsm.step_size, fgsm.random_start, fgsm.eps) == (1, 0.125, True, 0.1)
-    assert SearchConfig(0.3, attack=ATTACK, student_step_size=0.01).student_attack == ATTACK.replace(step_size=0.01)
-    assert SearchConfig(0.3, method="ntt", attack=ATTACK, student_steps=1).student_attack.eps == 0.0
+    assert SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_step_size=0.01)).student_attack == ATTACK.replace(step_size=0.01)
+    assert SearchConfig.from_settings(dict(density=0.3, method="ntt", attack=ATTACK, student_steps=1)).student_attack.eps == 0.0
     for field, value, allowed in (("student_steps", 0, ">= 1"), ("student_step_size", -0.1, "> 0"), ("student_steps", 1.5, "integer")):
         with pytest.raises(ValueError, match=rf"{field}.*{allowed}.*{value}"):
-            SearchConfig(0.3, **{field: value})
+            SearchConfig.from_settings(dict(density=0.3, **{field: value}))
 
 
 def test_the_student_attack_changes_the_search_and_its_default_is_the_teacher_attack():

@@ -258,3 +258,17 @@ def dataset_to_arrays(dataset, name: str = "data"):
     if not xs:
         raise ValueError(f"{name} is empty: the dataset yields no batches")
     return np.concatenate(xs), np.concatenate(ys)
+
+
+_integer = integer  # store_number's `integer` flag shadows the function
+
+
+def store_number(obj, field, low=None, high=None, low_open=False, integer=False, optional=False, name=None):
+    """Checks ``obj.<field>`` of a frozen dataclass (a Python or NumPy number; None if ``optional``) and
+    stores it as a Python int/float (``name`` is what an error calls it; default the field's name)."""
+    value = getattr(obj, field)
+    if optional and value is None:
+        return
+    name = name or field
+    checked = _integer(value, name, low) if integer else real(value, name, low, high, low_open=low_open)
+    object.__setattr__(obj, field, checked)

@@ -15,11 +15,16 @@ parses YAML, applies ``--set`` overrides and reports unknown keys with a "did yo
     seed: 0
     distribute: none           # none | mirrored | multi_worker
     attack: {norm: linf, eps: 0.3, steps: 10, step_size: 0.075, random_start: true}   # the search's (and training's) PGD
-    search: {epochs: 20, batch_size: 64, learning_rate: 5.0e-4, gamma: 1.0e-3, update_every: 100, weight_decay: 0.0,
-             weight_decay_form: l2, student_kernel: masked, layer_densities: null,
-             kernel: full, kernel_weight: null, normalization: per_example, scope: global,
-             pattern: unstructured, optimize: weights, reference: awt, rounds: 5, prune_rate: null,
-             precision: float32, implementation: auto, eps_warmup_epochs: 0}
+    search: {epochs: 20, batch_size: 64, normalization: per_example, scope: global, layer_densities: null,
+             pattern: unstructured, implementation: auto,           # every method's (SearchConfig's fields)
+             gamma: 1.0e-3, kernel_weight: null, learning_rate: 5.0e-4, update_every: 100, weight_decay: 0.0,
+             weight_decay_form: l2, student_kernel: masked, kernel: full, probes: 4, precision: float32,
+             optimize: weights, student_steps: null, student_step_size: null, teacher_cache: false,  # awt, ntt
+             reference: awt,                                        # random_layerwise
+             rounds: 5, prune_rate: null, eps_warmup_epochs: 0,     # cosentino (and learning_rate)
+             hysteresis: 0.1, ramp_fraction: 0.5}                   # dns (and update_every, learning_rate)
+    # each method reads the shared keys and its own options (tf_awt.tickets.method_options); a recipe
+    # may hold every method's, so one recipe serves a comparison of several
     # eps_warmup_epochs: method cosentino: each round's ε warm-up (epochs)
     # weight_decay_form: l2 (β‖m⊙w‖² in the loss) | l2_per_density (NTT: λ/density) | decoupled (Algorithm 1 line 5)
     # student_kernel: masked (Σ m_p ∂f∂f′) | full (NTT: every weight's column at m⊙w)
@@ -56,7 +61,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from importlib import resources
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import re
 
@@ -66,23 +71,49 @@ __all__ = ["Recipe", "load_recipe", "bundled_recipes", "apply_overrides", "SECTI
 
 from tf_awt._options import DISTRIBUTE, INITIALIZERS  # noqa: E402
 from tf_awt.adversarial.attacks import Attack  # noqa: E402
-from tf_awt.tickets.methods import get_method  # noqa: E402  (the one method registry)
+from tf_awt.tickets.methods import get_method, method_names  # noqa: E402  (the one method registry)
 from tf_awt.adversarial.phase_config import EvalConfig, ExportConfig, TrainConfig  # noqa: E402
-from tf_awt.tickets.search_config import SearchConfig  # noqa: E402
+from tf_awt.tickets.search_config import SHARED_KEYS, SearchConfig, options_class  # noqa: E402
 
 SECTIONS = {"attack": Attack, "search": SearchConfig, "train": TrainConfig, "eval": EvalConfig, "export": ExportConfig}
 """A recipe's sections are these library configurations: ``recipe.search`` *is* the
 :class:`~tf_awt.SearchConfig` that :func:`tf_awt.find_ticket` takes, and so on. A section's keys are
-its class's fields, by the same names and with the same defaults, except those in :data:`NOT_KEYS`."""
-NOT_KEYS = {"attack": ("clip_min", "clip_max"), "search": ("density", "method", "attack", "seed")}
+its class's fields, by the same names and with the same defaults, except those in :data:`NOT_KEYS`;
+``search``'s keys are also every registered method's options (:mod:`tf_awt.tickets.method_options`),
+flat, so that one recipe holds the settings of every method a comparison runs."""
+NOT_KEYS = {"attack": ("clip_min", "clip_max"), "search": ("density", "method", "attack", "seed", "options")}
 """Fields that are not section keys: the attack's data range comes from the data set; the search's
-density, method, attack and seed are the recipe's top-level keys."""
+density, method, attack and seed are the recipe's top-level keys, its options are flat keys."""
 _DEFAULT_ATTACK = next(f.default for f in dataclasses.fields(SearchConfig) if f.name == "attack")
+
+
+def _options_classes() -> List[type]:
+    """The registered methods' options classes, each once, in registry order."""
+    return list(dict.fromkeys(get_method(m).options for m in method_names()))
+
+
+def _search_fields() -> Dict[str, dataclasses.Field]:
+    """``search:`` key -> its field: SearchConfig's shared ones, then every options class's."""
+    out = {f.name: f for f in dataclasses.fields(SearchConfig) if f.name not in NOT_KEYS["search"]}
+    for cls in _options_classes():
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        out.update({k: fields[k] for k in cls.keys() if k not in out})
+    return out
 
 
 def section_keys(section: str) -> List[str]:
     """The keys of a recipe section, in field order."""
+    if section == "search":
+        return list(_search_fields())
     return [f.name for f in dataclasses.fields(SECTIONS[section]) if f.name not in NOT_KEYS.get(section, ())]
+
+
+def search_defaults() -> Dict[str, Any]:
+    """Every ``search:`` key's default (a key two options classes share has one default: tested)."""
+    out = {k: f.default for k, f in _search_fields().items() if k in SHARED_KEYS}
+    for cls in _options_classes():
+        out.update({k: v for k, v in cls().flat().items() if k not in out})
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +135,10 @@ class Recipe:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     export: ExportConfig = ExportConfig()
+    search_settings: Optional[Mapping[str, Any]] = dataclasses.field(default=None, repr=False,
+                                                                     metadata={"recipe_key": False})
+    """Every ``search:`` key, flat, for whichever method runs (default None: the defaults, and
+    ``search``'s): ``search`` is built from it for ``method``, so a copy with another method keeps them."""
 
     def __post_init__(self):
         for name, cls in SECTIONS.items():
@@ -121,10 +156,20 @@ class Recipe:
             raise ValueError(f"model must be one of {sorted(MODELS)}. You passed: {self.model!r}")
         if self.init not in INITIALIZERS:
             raise ValueError(f"init must be one of {list(INITIALIZERS)}. You passed: {self.init!r}")
-        run = {"density": self.density, "method": self.method, "attack": self.attack, "seed": self.seed}
-        search = SearchConfig(**run) if self.search is None else dataclasses.replace(self.search, **run)
-        object.__setattr__(self, "search", search)  # validates density and seed too
+        self._resolve_search()
         self.train_attack(), self.eval_attack()
+
+    def _resolve_search(self):
+        """``search_settings`` completed (defaults, then ``search``'s own values) and checked for every
+        method's options; ``search`` rebuilt from them for ``method`` (validates density and seed too)."""
+        settings = {**search_defaults(), **(self.search_settings or {})}
+        if self.search is not None:
+            settings.update({k: v for k, v in self.search.flat().items() if k not in NOT_KEYS["search"]})
+        for cls in _options_classes():
+            cls.from_settings(settings, options_class)
+        run = {"density": self.density, "method": self.method, "attack": self.attack, "seed": self.seed}
+        object.__setattr__(self, "search", SearchConfig.from_settings({**settings, **run}, strict=False))
+        object.__setattr__(self, "search_settings", settings)
 
     # ------------------------------------------------------------------ the phases' attacks
     def train_attack(self) -> Attack:
@@ -136,10 +181,13 @@ class Recipe:
         return self.eval.attack(self.attack)
 
     def to_dict(self) -> Dict[str, Any]:
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in SECTIONS}
+        out = {f.name: getattr(self, f.name) for f in _recipe_keys().values() if f.name not in SECTIONS}
         for name in SECTIONS:
             section = getattr(self, name)
-            out[name] = {key: _plain(getattr(section, key)) for key in section_keys(name)}
+            if name == "search":
+                out[name] = {key: _plain(self.search_settings[key]) for key in section_keys(name)}
+            else:
+                out[name] = {key: _plain(getattr(section, key)) for key in section_keys(name)}
         return out
 
     def flat(self) -> Dict[str, Any]:
@@ -154,6 +202,11 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _recipe_keys() -> Dict[str, dataclasses.Field]:
+    """The recipe's top-level keys: :class:`Recipe`'s fields but ``search_settings``."""
+    return {f.name: f for f in dataclasses.fields(Recipe) if f.metadata.get("recipe_key", True)}
 
 
 def _plain(value):
@@ -207,12 +260,13 @@ def _did_you_mean(key, allowed, prefix: str = "") -> str:
     return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
 
 
-def _section(name: str, value, source: str, fixed: Dict[str, Any]):
-    """The ``name:`` mapping as its library configuration (``fixed``: the fields set outside it)."""
+def _section_settings(name: str, value, source: str) -> Dict[str, Any]:
+    """The ``name:`` mapping's keys checked and their values coerced to their fields' types."""
     keys = section_keys(name)
     if not isinstance(value, dict):
         raise ValueError(f"{source}: {name} must be a mapping with keys {sorted(keys)}. You passed: {value!r}")
-    types = {f.name: f.type for f in dataclasses.fields(SECTIONS[name])}
+    types = ({k: f.type for k, f in _search_fields().items()} if name == "search"
+             else {f.name: f.type for f in dataclasses.fields(SECTIONS[name])})
     settings = {}
     for key, item in value.items():
         dotted = f"{name}.{key}"
@@ -220,18 +274,29 @@ def _section(name: str, value, source: str, fixed: Dict[str, Any]):
             raise ValueError(f"{source}: unknown key '{dotted}'{_did_you_mean(key, keys, name + '.')}. "
                              f"Allowed keys under {name}: {sorted(keys)}")
         settings[key] = _coerce(item, types[key], f"{name}.{key}")
+    return settings
+
+
+def _naming_key(name: str, settings: Dict[str, Any], build):
+    """``build()``; a ValueError about one of ``settings``' keys is prefixed with the section's name."""
     try:
-        return SECTIONS[name](**{**fixed, **settings})
+        return build()
     except ValueError as err:
         text = str(err)
         field = next((k for k in settings if text.startswith(f"{k} ")), None)
         raise ValueError(f"{name}.{text}" if field else f"{name}: {text}") from None
 
 
+def _section(name: str, value, source: str, fixed: Dict[str, Any]):
+    """The ``name:`` mapping as its library configuration (``fixed``: the fields set outside it)."""
+    settings = _section_settings(name, value, source)
+    return _naming_key(name, settings, lambda: SECTIONS[name](**{**fixed, **settings}))
+
+
 def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise ValueError(f"{source}: a recipe is a YAML mapping of keys. It holds: {type(data).__name__}")
-    top = {f.name: f for f in dataclasses.fields(Recipe)}
+    top = _recipe_keys()
     for key in data:
         if key not in top:
             raise ValueError(f"{source}: unknown key {key!r}{_did_you_mean(key, top)}. Allowed keys: {sorted(top)}")
@@ -239,9 +304,8 @@ def from_dict(data: Dict[str, Any], source: str = "recipe") -> Recipe:
     for name in ("attack", "train", "eval", "export"):
         if name in data:
             kwargs[name] = _section(name, data[name], source, _DEFAULT_ATTACK.get_config() if name == "attack" else {})
-    run = {key: kwargs.get(key, top[key].default) for key in ("density", "method", "seed", "attack")}
-    kwargs["search"] = _section("search", data.get("search", {}), source, run)
-    return Recipe(**kwargs)
+    settings = _section_settings("search", data.get("search", {}), source)
+    return _naming_key("search", settings, lambda: Recipe(**kwargs, search_settings=settings))
 
 
 def bundled_recipes() -> Dict[str, str]:

@@ -66,9 +66,10 @@ def find_ticket(
         after its last epoch (default None: no checkpoints). With (x, y) arrays the resumed search
         ends with the ticket an uninterrupted one finds; the directory is left in place (a repeated
         call returns at once), delete it once the ticket is saved. Other methods ignore it.
-      **settings: any other :class:`SearchConfig` field (gamma, kernel_weight, normalization,
-        learning_rate, update_every, weight_decay, kernel, scope, implementation, precision, optimize,
-        reference, rounds, prune_rate, eps_warmup_epochs, seed).
+      **settings: any other setting, flat: a :class:`SearchConfig` field every method shares
+        (normalization, scope, layer_densities, pattern, implementation, seed) or one of the
+        method's options (:mod:`tf_awt.tickets.method_options`: awt/ntt's gamma, update_every,
+        kernel, ...; cosentino's rounds, ...); a setting the method does not have is a ValueError.
 
     Returns:
       a :class:`~tf_awt.Ticket`: masks, θ0, densities, the distance history.
@@ -95,10 +96,10 @@ def _search_config(config: Optional[SearchConfig], settings: dict) -> SearchConf
     if config is None:
         if "density" not in settings:
             raise ValueError("find_ticket needs a density, or a SearchConfig (config=) that holds one. You passed neither")
-        return SearchConfig(**settings)
+        return SearchConfig.from_settings(settings)
     if not isinstance(config, SearchConfig):
         raise ValueError(f"config must be a tf_awt.SearchConfig. You passed: {config!r}")
-    return dataclasses.replace(config, **settings)
+    return config.replace(**settings) if settings else config
 
 
 def _as_ticket(found, model, config: SearchConfig) -> Ticket:
@@ -115,13 +116,13 @@ def run_search(model, data, config: SearchConfig, options) -> Ticket:
     (the ``find`` of methods awt and ntt, :mod:`tf_awt.tickets.methods`)."""
     batch_size, callbacks, verbose, checkpoint_dir = options.batch_size, options.callbacks, options.verbose, options.checkpoint_dir
 
-    if config.teacher_cache and not (isinstance(data, (tuple, list)) and len(data) == 2):
+    if config.options.teacher_cache and not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise ValueError("search.teacher_cache needs the training data as (x, y) arrays (a tf.data.Dataset has no stable "
                          f"example index). You passed: {type(data).__name__}")
     batches, steps = _validate.epoch_data(model, data, batch_size, config.attack, config.seed, config.epochs,
-                                          with_index=config.teacher_cache)
+                                          with_index=config.options.teacher_cache)
     search = TicketSearch(model, config, steps_per_epoch=steps)
-    if config.teacher_cache:
+    if config.options.teacher_cache:
         search.teacher_cache = TeacherCache.replay(search.teacher, batches(0).take(steps), config.seed,
                                                    config.effective_attack, search.student.trainable_variables[0].dtype)
     search.compile(optimizer=search_optimizer(config))
@@ -151,16 +152,17 @@ def run_search(model, data, config: SearchConfig, options) -> Ticket:
 
 
 def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
-    """The ticket whose layer densities ``random_layerwise`` reproduces (``config.reference``)."""
-
-    if config.reference in method_names():
-        searched = dataclasses.replace(config, method=config.reference, reference="awt", batch_size=options.batch_size)
+    """The ticket whose layer densities ``random_layerwise`` reproduces (``config.options.reference``)."""
+    reference = config.options.reference
+    if reference in method_names():
+        searched = dataclasses.replace(config, method=reference, batch_size=options.batch_size,
+                                       options=config.options.reference_options)
         return find_ticket(model, data, config=searched, callbacks=options.callbacks, verbose=options.verbose)
-    if not os.path.isfile(config.reference):
+    if not os.path.isfile(reference):
         raise ValueError(f"reference must be one of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
-                         f"of a saved ticket (.npz). You passed: {config.reference!r} (no such file)")
-    reference = Ticket.load(config.reference, model=model)
+                         f"of a saved ticket (.npz). You passed: {reference!r} (no such file)")
+    path, reference = reference, Ticket.load(reference, model=model)
     if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):
-        raise ValueError(f"the reference ticket {config.reference} has density {reference.density:.4f}, the search asks "
+        raise ValueError(f"the reference ticket {path} has density {reference.density:.4f}, the search asks "
                          f"for {config.density}: random_layerwise reproduces the reference's layer densities, so they must agree")
     return reference

@@ -56,10 +56,10 @@ def round_densities(density: float, rounds: int = 5, prune_rate: Optional[float]
 def _round_training(data, config, batch_size: int):
     """(the data, the :class:`~tf_awt.TrainConfig` of every round): the search's epochs, learning
     rate and ε warm-up; a dataset of unknown length is counted once, so the warm-up's epochs are steps."""
-    if config.eps_warmup_epochs and not isinstance(data, (tuple, list)) and int(data.cardinality()) < 1:
+    if config.options.eps_warmup_epochs and not isinstance(data, (tuple, list)) and int(data.cardinality()) < 1:
         data = data.apply(tf.data.experimental.assert_cardinality(max(1, sum(1 for _ in data))))
-    return data, TrainConfig(epochs=config.epochs, learning_rate=config.learning_rate, batch_size=batch_size,
-                             eps_warmup_epochs=config.eps_warmup_epochs)
+    return data, TrainConfig(epochs=config.epochs, learning_rate=config.options.learning_rate, batch_size=batch_size,
+                             eps_warmup_epochs=config.options.eps_warmup_epochs)
 
 
 def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str, np.ndarray], Dict[str, List[float]]]:
@@ -82,7 +82,7 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
     history: Dict[str, List[float]] = {k: [] for k in ("round", "round_density", "adv_accuracy", "nat_accuracy", "round_seconds")}
     data, round_config = _round_training(data, config, batch_size)
     allocation = _selection.layer_allocation(config, [layer.kernel.shape for layer in layers], list(masks))
-    for r, density in enumerate(round_densities(config.density, config.rounds, config.prune_rate), start=1):
+    for r, density in enumerate(round_densities(config.density, config.options.rounds, config.options.prune_rate), start=1):
         t0 = time.time()
         sparse = Ticket(masks=masks, initial_weights=theta0, method="cosentino").to_model(model)
         fit = training.adversarial_fit(sparse, data, attack=config.attack, seed=config.seed + r, config=round_config)

@@ -15,7 +15,9 @@ caller (:func:`tf_awt.find_ticket`, :class:`tf_awt.SearchConfig`, recipes, ``tf-
 
 A method's ``find(model, data, config, options)`` gets the built tf_keras model at θ0 (not to be
 modified), the data as given to :func:`tf_awt.find_ticket` ((x, y) arrays or a dataset of
-batches), the validated :class:`tf_awt.SearchConfig` and the :class:`FindOptions`, and returns the
+batches), the validated :class:`tf_awt.SearchConfig` (its ``options``: an instance of the
+method's options class, ``register_method(..., options=...)``, :mod:`tf_awt.tickets.method_options`)
+and the :class:`FindOptions`, and returns the
 masks ({prunable layer name: 0/1 array of the kernel's shape}), or (masks, history), or a whole
 :class:`tf_awt.Ticket`. This module imports no TensorFlow (a recipe's method is checked before
 TensorFlow loads); the built-in methods import their implementations when they run.
@@ -25,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from tf_awt.tickets.method_options import (AWTOptions, CosentinoOptions, DNSOptions, MethodOptions, NoOptions,
+                                          RandomLayerwiseOptions)
 from tf_awt.tickets.search_space import SearchSpace
 
 __all__ = ["TicketMethod", "FindOptions", "register_method", "get_method", "method_names", "METHODS", "SearchSpace"]
@@ -61,6 +65,9 @@ class TicketMethod:
       description: one line for listings (default "").
       space: what the method has to choose, the settings ``tf-awt compare`` tries
         (:class:`tf_awt.tickets.search_space.SearchSpace`; default empty: nothing, one try with the recipe's settings).
+      options: the class of its own options (:mod:`tf_awt.tickets.method_options`), validated there;
+        a :class:`~tf_awt.SearchConfig` of this method holds one in ``options`` (default
+        :class:`~tf_awt.tickets.method_options.NoOptions`: nothing beyond the shared settings).
     """
 
     name: str
@@ -69,26 +76,34 @@ class TicketMethod:
     prunes: bool = True
     description: str = ""
     space: SearchSpace = SearchSpace()
+    options: type = NoOptions
 
 
 _REGISTRY: Dict[str, TicketMethod] = {}
 
 
 def register_method(name: str, find: Callable, *, trains: bool = False, prunes: bool = True,
-                    description: str = "", space: Union[SearchSpace, Mapping[str, Sequence[Any]], None] = None) -> TicketMethod:
+                    description: str = "", space: Union[SearchSpace, Mapping[str, Sequence[Any]], None] = None,
+                    options: Optional[type] = None) -> TicketMethod:
     """Registers (or replaces) the ticket method ``name``; returns it. See the module docstring.
 
     ``space`` is what ``tf-awt compare`` tunes for it: a :class:`tf_awt.tickets.search_space.SearchSpace`, or a mapping
-    {recipe key: candidate values} taken as their grid (default None: nothing to tune)."""
+    {recipe key: candidate values} taken as their grid (default None: nothing to tune). ``options`` is the class of
+    its own settings, a frozen dataclass subclassing :class:`~tf_awt.tickets.method_options.MethodOptions` whose
+    fields are its ``search.<key>`` recipe keys (default None: none)."""
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
         raise ValueError(f"a method name is letters, digits, '_' and '-'. You passed: {name!r}")
     if not callable(find):
         raise ValueError(f"find must be a callable find(model, data, config, options). You passed: {find!r}")
+    options = NoOptions if options is None else options
+    if not (isinstance(options, type) and issubclass(options, MethodOptions) and dataclasses.is_dataclass(options)):
+        raise ValueError("options must be a dataclass subclassing tf_awt.tickets.method_options.MethodOptions (or None). "
+                         f"You passed: {options!r}")
     if space is None:
         space = SearchSpace()
     elif not isinstance(space, SearchSpace):
         space = SearchSpace.grid(space)
-    method = TicketMethod(name, find, bool(trains), bool(prunes), description, space)
+    method = TicketMethod(name, find, bool(trains), bool(prunes), description, space, options)
     _REGISTRY[name] = method
     return method
 
@@ -174,19 +189,20 @@ SURGERY_SPACE = SearchSpace.grid({
     "train.rewind": ("learned", "init"),  # fine-tune DNS's weights (Guo et al.), or train m ⊙ θ0
 })
 
-register_method("awt", _search, trains=True, space=AWT_SPACE,
+register_method("awt", _search, trains=True, space=AWT_SPACE, options=AWTOptions,
                 description="Algorithm 1: the student keeps the dense net's adversarial training dynamics")
-register_method("ntt", _search, trains=True, description="Neural Tangent Transfer: AWT with ε = 0", space=SEARCH_SPACE)
+register_method("ntt", _search, trains=True, description="Neural Tangent Transfer: AWT with ε = 0", space=SEARCH_SPACE,
+                options=AWTOptions)
 for _name, _text in (("random", "uniform random scores"), ("magnitude", "|θ0|"), ("snip", "|g ⊙ θ0| (Lee et al., 2019)"),
                      ("synflow", "iterative synaptic flow (Tanaka et al., 2020)")):
     register_method(_name, _one_shot, description=_text, space=ALLOCATION_SPACE)
 register_method("erk", _one_shot, description="random scores at Erdős–Rényi-Kernel layer densities",
                 space={"init": ("glorot_uniform", "glorot_normal")})  # the allocation is the method
-register_method("random_layerwise", _layerwise_shuffle,
+register_method("random_layerwise", _layerwise_shuffle, options=RandomLayerwiseOptions,
                 description="a reference ticket's layer counts at random positions (Frankle et al., 2021)")
 register_method("cosentino", _iterative, description="adversarial iterative magnitude pruning (Cosentino et al., 2019)",
-                space=ITERATIVE_SPACE)
-register_method("dns", _surgery, trains=True, space=SURGERY_SPACE,
+                space=ITERATIVE_SPACE, options=CosentinoOptions)
+register_method("dns", _surgery, trains=True, space=SURGERY_SPACE, options=DNSOptions,
                 description="Dynamic Network Surgery: prunes while it trains, pruned weights can come back (Guo et al., 2016)")
 register_method("dense", _dense, prunes=False, description="no pruning: every weight kept")
 del _name, _text, _search, _one_shot, _layerwise_shuffle, _iterative, _dense, _surgery

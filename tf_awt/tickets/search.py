@@ -118,9 +118,9 @@ def _student_from(model, schedule: AWTSchedule, names: Sequence[str]):
 def search_optimizer(config: SearchConfig):
     """The search's optimizer: Adam(``learning_rate``) for the weights (Algorithm 1), SGD with
     momentum 0.9 for the scores (``optimize="scores"``; see the module docstring)."""
-    if config.optimize == "scores":
-        return tf_keras.optimizers.SGD(config.learning_rate, momentum=0.9)
-    return tf_keras.optimizers.Adam(config.learning_rate)
+    if config.options.optimize == "scores":
+        return tf_keras.optimizers.SGD(config.options.learning_rate, momentum=0.9)
+    return tf_keras.optimizers.Adam(config.options.learning_rate)
 
 
 class TicketSearch(tf_keras.Model):
@@ -145,21 +145,21 @@ class TicketSearch(tf_keras.Model):
         self.names = prunable_layer_names(model)
         self.initial_weights = [np.array(w, copy=True) for w in model.get_weights()]
         end_step = -1 if steps_per_epoch is None else int(steps_per_epoch) * config.epochs
-        self.schedule = AWTSchedule(config.density, config.update_every, end_step=end_step)
+        self.schedule = AWTSchedule(config.density, config.options.update_every, end_step=end_step)
         self.teacher = tf_keras.models.clone_model(model)
         self.teacher.set_weights(self.initial_weights)
         self.student = _student_from(model, self.schedule, self.names)
         self._wrappers = [l for l in _layers.iter_layers(self.student) if _layers.is_prune_wrapper(l)]
         self.layer_densities = _selection.layer_allocation(config, [w.layer.kernel.shape for w in self._wrappers], self.names)
         # optimize="scores": one real score per prunable weight, s = |θ0| (so m_0 is Algorithm 1's)
-        self.scores = [] if config.optimize == "weights" else [
+        self.scores = [] if config.options.optimize == "weights" else [
             tf.Variable(tf.abs(w.layer.kernel), trainable=True, name=f"{w.layer.name}_score") for w in self._wrappers]
-        if config.kernel == "sketch":  # Θ·v products only: no kernel matrix, no layer rule
+        if config.options.kernel == "sketch":  # Θ·v products only: no kernel matrix, no layer rule
             self._teacher_kernel = tangent_products_fn(self.teacher)
-            self._student_kernel = tangent_products_fn(self.student, config.student_kernel)
+            self._student_kernel = tangent_products_fn(self.student, config.options.student_kernel)
         else:
-            self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation, precision=config.precision)
-            self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation, precision=config.precision)
+            self._teacher_kernel = mixed_tangent_kernel_fn(self.teacher, config.implementation, precision=config.options.precision)
+            self._student_kernel = mixed_tangent_kernel_fn(self.student, config.implementation, precision=config.options.precision)
         self.step_values = {
             name: tf.Variable(0.0, trainable=False, name=f"last_{name}")
             for name in ("loss", "target_distance", "kernel_distance", "weighted_kernel_distance")
@@ -177,7 +177,7 @@ class TicketSearch(tf_keras.Model):
 
     @property
     def optimized_variables(self) -> List[tf.Variable]:
-        """What the optimizer updates: the student's weights or the scores (``config.optimize``)."""
+        """What the optimizer updates: the student's weights or the scores (``config.options.optimize``)."""
         weights = list(self.student.trainable_variables)
         return list(self.scores) if self.scores else weights
 
@@ -254,7 +254,7 @@ class TicketSearch(tf_keras.Model):
         _, total = replica_rows(tf.shape(x)[0])
         fraction = tf.cast(tf.shape(x)[0], x.dtype) / tf.cast(total, x.dtype)
         kernel_scale = fraction * fraction if self.config.normalization == "per_example" else fraction
-        if self.config.kernel == "diagonal":
+        if self.config.options.kernel == "diagonal":
             return fraction, kernel_scale, x_adv_t, x_adv_s
         return fraction, kernel_scale, all_gather_rows(x_adv_t), all_gather_rows(x_adv_s)
 
@@ -268,13 +268,13 @@ class TicketSearch(tf_keras.Model):
         PGD starts [2·seed, step], [2·seed + 1, step] do not use): a resumed search repeats them."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
         seed = tf.stack([tf.constant(-1 - int(self.config.seed), tf.int64), step])
-        return draw_probes(seed, self.config.probes, columns, k, dtype)
+        return draw_probes(seed, self.config.options.probes, columns, k, dtype)
 
     def _teacher_ntk(self, x, x_cols_t, probes):
         """The teacher's kernel Θ0(X, X̃0), or its products Θ0·v with the probes: a constant."""
         if probes is not None:
             return tf.stop_gradient(self._teacher_kernel(x, x_cols_t, probes))
-        return tf.stop_gradient(self._teacher_kernel(x, x_cols_t, diagonal=self.config.kernel == "diagonal"))
+        return tf.stop_gradient(self._teacher_kernel(x, x_cols_t, diagonal=self.config.options.kernel == "diagonal"))
 
     def _student_terms(self, x, x_adv_s, x_cols_s, probes=None):
         """The student's logits and kernel (or its products Θˢ·v): f(m ⊙ w) or, optimizing scores, f(m(s) ⊙ θ0)."""
@@ -285,29 +285,29 @@ class TicketSearch(tf_keras.Model):
             f_s = self._student_fn(x_adv_s)
         if probes is not None:
             return f_s, self._student_kernel(x, x_cols_s, probes, masks=masks)
-        diagonal = self.config.kernel == "diagonal"
-        return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal, student_kernel=self.config.student_kernel)
+        diagonal = self.config.options.kernel == "diagonal"
+        return f_s, self._student_kernel(x, x_cols_s, masks=masks, diagonal=diagonal, student_kernel=self.config.options.student_kernel)
 
     def _kernel_distance(self, theta_t, theta_s, columns):
-        if self.config.kernel == "sketch":
+        if self.config.options.kernel == "sketch":
             return sketch_distance(theta_t, theta_s, columns, self.config.normalization)[0]
         return kernel_distance(theta_t, theta_s, self.config.normalization)
 
     def _weight_decay(self, dtype):
         """The decay term of the loss: β·‖m⊙w‖² ("l2") or (λ/density)·‖m⊙w‖² ("l2_per_density")."""
         c = self.config
-        if not c.weight_decay or c.weight_decay_form == "decoupled":
+        if not c.options.weight_decay or c.options.weight_decay_form == "decoupled":
             return tf.constant(0.0, dtype)
-        scale = c.weight_decay / c.density if c.weight_decay_form == "l2_per_density" else c.weight_decay
+        scale = c.options.weight_decay / c.density if c.options.weight_decay_form == "l2_per_density" else c.options.weight_decay
         return scale * tf.add_n(
             [tf.reduce_sum(tf.square(w.layer.kernel * _internals.pruning_vars(w)[0][1])) for w in self._wrappers])
 
     def _decoupled_decay(self):
         """Algorithm 1 line 5's −β·m⊙w, applied after the optimizer step (``weight_decay_form="decoupled"``)."""
         c = self.config
-        if not c.weight_decay or c.weight_decay_form != "decoupled" or self.scores:
+        if not c.options.weight_decay or c.options.weight_decay_form != "decoupled" or self.scores:
             return
-        pairs = [(w.layer.kernel - c.weight_decay * w.layer.kernel * _internals.pruning_vars(w)[0][1], w.layer.kernel)
+        pairs = [(w.layer.kernel - c.options.weight_decay * w.layer.kernel * _internals.pruning_vars(w)[0][1], w.layer.kernel)
                  for w in self._wrappers]
         assign_in_replica(pairs)
 
@@ -342,7 +342,7 @@ class TicketSearch(tf_keras.Model):
         x_adv_t, f_t, x_adv_s = self._adversarial_inputs(x, y, data[2] if len(data) > 2 else None)
         target_scale, kernel_scale, x_cols_t, x_cols_s = self._replica_share(x, x_adv_t, x_adv_s)
         columns = tf.shape(x_cols_t)[0]
-        probes = self._probes(columns, f_t.shape[-1], x.dtype) if self.config.kernel == "sketch" else None
+        probes = self._probes(columns, f_t.shape[-1], x.dtype) if self.config.options.kernel == "sketch" else None
         theta_t = self._teacher_ntk(x, x_cols_t, probes)
         variables = self.optimized_variables
         replicas = self._replicas()

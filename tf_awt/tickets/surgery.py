@@ -134,7 +134,7 @@ class _Surgeon(tf_keras.callbacks.Callback):
         c, variables = self.config, list(self.trainer.masks.values())
         old = [v.numpy() for v in variables]
         weights = [layer.kernel.numpy() for layer, _ in self.trainer._masked]
-        new = surgery_masks(weights, old, self.schedule[step], c.hysteresis, c.scope, c.pattern, self.allocation, c.density)
+        new = surgery_masks(weights, old, self.schedule[step], c.options.hysteresis, c.scope, c.pattern, self.allocation, c.density)
         for variable, value in zip(variables, new):
             variable.assign(value)
         total = sum(m.size for m in new)
@@ -163,9 +163,9 @@ def find_surgery(model, data, config, options) -> Ticket:
              for layer in layers}
     allocation = _selection.layer_allocation(config, [layer.kernel.shape for layer in layers], list(masks))
     trainer = SurgeryTrainer(plain, masks, attack=attack, seed=config.seed)
-    trainer.compile(optimizer=tf_keras.optimizers.Adam(config.learning_rate))
+    trainer.compile(optimizer=tf_keras.optimizers.Adam(config.options.learning_rate))
     trainer.optimizer.build(plain.trainable_variables)
-    schedule = surgery_densities(config.density, config.update_every, steps * config.epochs, config.ramp_fraction)
+    schedule = surgery_densities(config.density, config.options.update_every, steps * config.epochs, config.options.ramp_fraction)
     tracker = None
     if isinstance(data, (tuple, list)):  # the distances to the dense θ0 on the first 64 examples, at every surgery
         tracker = DistanceTracker(model, (data[0][:64], data[1][:64]), attack, config.normalization, config.seed,
