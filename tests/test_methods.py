@@ -203,3 +203,21 @@ def test_every_methods_config_round_trips_through_its_config():
 
     recipe = load_recipe("quickstart", ["method=random_layerwise", "search.reference=ntt", "search.probes=3"])
     assert recipe.search.options == RandomLayerwiseOptions("ntt", AWTOptions(update_every=20, probes=3))
+
+
+def test_a_recipe_keeps_every_methods_settings_when_its_method_changes():
+    """What a sweep and a comparison do: one recipe, copied with another method, gives each its own options."""
+    import dataclasses
+
+    from tf_awt.running.recipes import from_dict, load_recipe
+    from tf_awt.tickets.method_options import CosentinoOptions
+
+    recipe = load_recipe("quickstart", ["search.rounds=2", "search.hysteresis=0.3"])
+    assert recipe.search.options.update_every == 20 and recipe.search.options.gamma == 1e-3
+    cosentino = dataclasses.replace(recipe, method="cosentino")
+    assert cosentino.search.options == CosentinoOptions(rounds=2, learning_rate=5e-4)
+    dns = dataclasses.replace(cosentino, method="dns")
+    assert (dns.search.options.hysteresis, dns.search.options.update_every) == (0.3, 20)
+    assert from_dict(cosentino.to_dict()) == cosentino and cosentino.to_dict()["search"]["gamma"] == 1e-3
+    with pytest.raises(ValueError, match=r"search.rounds must be an integer >= 1. You passed: 0"):
+        load_recipe("quickstart", ["search.rounds=0"])  # another method's key is checked whatever the method

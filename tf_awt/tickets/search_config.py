@@ -101,7 +101,7 @@ class SearchConfig:
         holds the options of every method it may run)."""
         shared = {k: settings[k] for k in SHARED_KEYS if k in settings}
         method = get_method(shared.get("method", "awt"))
-        options = _with_key_names(lambda: method.options.from_settings(settings, options_class), method.name)
+        options = method.options.from_settings(settings, options_class)
         unknown = sorted(set(settings) - set(shared) - set(options.flat()))
         if strict and unknown:
             raise ValueError(f"{unknown[0]} is not a setting of method {method.name!r}. Allowed: its options "
@@ -218,10 +218,3 @@ def options_class(method: str) -> Optional[type]:
     """The options class of a registered method, or None for a name that is not one (e.g. a ticket's path)."""
     return get_method(method).options if method in method_names() else None
 
-
-def _with_key_names(build, method: str):
-    """``build()``; an options class's ValueError names the method whose option it is."""
-    try:
-        return build()
-    except TypeError as err:  # a field given to a class without it
-        raise ValueError(f"method {method!r}: {err}") from None
