@@ -161,8 +161,8 @@ def reference_ticket(model, data, config: SearchConfig, options) -> Ticket:
     if not os.path.isfile(reference):
         raise ValueError(f"reference must be one of {tuple(m for m in method_names() if m != 'random_layerwise')} or the path "
                          f"of a saved ticket (.npz). You passed: {reference!r} (no such file)")
-    path, reference = reference, Ticket.load(reference, model=model)
-    if abs(reference.density - config.density) > max(1e-3, 0.01 * config.density):
-        raise ValueError(f"the reference ticket {path} has density {reference.density:.4f}, the search asks "
+    ticket = Ticket.load(reference, model=model)
+    if abs(ticket.density - config.density) > max(1e-3, 0.01 * config.density):
+        raise ValueError(f"the reference ticket {reference} has density {ticket.density:.4f}, the search asks "
                          f"for {config.density}: random_layerwise reproduces the reference's layer densities, so they must agree")
-    return reference
+    return ticket

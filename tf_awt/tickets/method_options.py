@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from tf_awt._validate import store_number as _number
-from tf_awt._options import WEIGHT_DECAY_FORMS, KernelImplementation, check_precision, check_student_kernel
+from tf_awt._options import WEIGHT_DECAY_FORMS, check_precision, check_student_kernel
 from tf_awt.paper import OPTIMIZE
 
 __all__ = ["MethodOptions", "NoOptions", "AWTOptions", "CosentinoOptions", "DNSOptions", "RandomLayerwiseOptions",
@@ -261,9 +261,17 @@ class RandomLayerwiseOptions(MethodOptions):
         nested = config.get("reference_options")
         if nested is not None:
             nested = dict(nested)
-            classes = {c.__name__: c for c in (NoOptions, AWTOptions, CosentinoOptions, DNSOptions)}
+            classes = _subclasses(MethodOptions)  # built-in or a user's, wherever it is defined
             name = nested.pop("class", None)
             if name not in classes:
                 raise ValueError(f"reference_options' class must be one of {sorted(classes)}. You passed: {name!r}")
             config["reference_options"] = classes[name].from_config(nested)
         return cls(**config)
+
+
+def _subclasses(cls) -> Dict[str, type]:
+    """Every subclass of ``cls`` defined so far, by class name."""
+    out = {}
+    for sub in cls.__subclasses__():
+        out.update({sub.__name__: sub, **_subclasses(sub)})
+    return out
