@@ -73,3 +73,41 @@ def test_cosentino_rounds_ramp_eps_over_eps_warmup_epochs(monkeypatch):
     from tf_awt.running.recipes import load_recipe
 
     assert load_recipe("quickstart", overrides=["method=cosentino", "search.eps_warmup_epochs=2"]).search.options.eps_warmup_epochs == 2
+
+
+def test_cosentino_records_each_rounds_distances_to_the_dense_network_through_tf_awt_run(tmp_path, monkeypatch):
+    """Issue 39: cosentino's search records, after every round, the round's trained network's target and kernel
+    distances to the dense θ0 (as DNS does at every surgery): in the ticket's history, MLflow's search_ metrics
+    and distances.png; each equal to a tracker's direct measurement of that round's network."""
+    from tf_awt.adversarial import training
+    from tf_awt.adversarial.dynamics import DistanceTracker
+    from tf_awt.running import cli
+    from tf_awt.running.pipeline import Run
+    from tf_awt.running.recipes import load_recipe
+
+    from conftest import tiny_recipe
+
+    trained = []
+    original = training.adversarial_fit
+
+    def spy(model, data, **kwargs):
+        trained.append(model)
+        return original(model, data, **kwargs)
+
+    monkeypatch.setattr(training, "adversarial_fit", spy)
+    out = tmp_path / "run"
+    recipe = tiny_recipe(tmp_path, method="cosentino", search={"epochs": 1, "rounds": 2, "batch_size": 32},
+                         export={"tflite": False})  # plots on
+    assert cli.main(["run", recipe, "--out", str(out), "--quiet", "--no-mlflow"]) == 0
+    history = tf_awt.Ticket.load(str(out / "ticket.npz")).history
+    assert len(history["target_distance"]) == len(history["kernel_distance"]) == 2
+    assert (out / "distances.png").stat().st_size > 1000
+    run = Run(load_recipe(str(out / "recipe.yaml")), str(out))
+    x, y = run.inputs.split.x_train[:64], run.inputs.split.y_train[:64]
+    tracker = DistanceTracker(run.inputs.base_model(), (x, y), run.inputs.in_range(run.recipe.attack),
+                              run.recipe.search.normalization, run.recipe.seed)
+    for r, network in enumerate(trained[:2]):  # the two rounds' networks (then the training phase's)
+        tracker.set_model(network)
+        tracker.on_train_begin()
+        np.testing.assert_allclose((history["target_distance"][r], history["kernel_distance"][r]), tracker.distances(), rtol=1e-5)
+    assert history["kernel_distance"][0] > 0  # a trained network is not θ0

@@ -20,7 +20,8 @@ those of a mask found by training (Dynamic Network Surgery) grow.
 The values go into the epoch's logs as ``target_distance`` and ``kernel_distance`` before the
 epoch's checkpoint is saved (``writes_logs``), so they are in the history ``adversarial_fit``
 returns (``history.json`` and MLflow in ``tf-awt run``) and survive a resume. The reference's
-side is computed once, at the start.
+side is computed once for the tracker's life: one tracker can follow several ``fit`` calls (each
+binds its network in ``on_train_begin``), as the rounds of ``cosentino``'s search do.
 """
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ class DistanceTracker(tf_keras.callbacks.Callback):
         self.reference = reference
         self.attack = attack if attack is not None else Attack(eps=0.0, steps=1)
         self.normalization, self.seed, self.implementation = normalization, int(seed), implementation
+        self._teacher = None
         target_distance(tf.zeros([1, 1]), tf.zeros([1, 1]), normalization)  # a bad normalization fails here
 
     def _adversarial(self, fn):
@@ -73,12 +75,19 @@ class DistanceTracker(tf_keras.callbacks.Callback):
             return self.x
         return pgd(fn, self.x, self.y, self.attack, seed=tf.constant([self.seed, 0], tf.int64))
 
-    def on_train_begin(self, logs=None):
-        def teacher(z):
-            return self.reference(z, training=False)
+    def _reference_side(self):
+        """(f_0(X̃0), Θ0(X, X̃0)): fixed by the constructor's arguments, so computed once for every fit."""
+        if self._teacher is None:
+            def teacher(z):
+                return self.reference(z, training=False)
 
-        x_adv = self._adversarial(teacher)
-        self._teacher = (teacher(x_adv), mixed_tangent_kernel_fn(self.reference, self.implementation)(self.x, x_adv))
+            x_adv = self._adversarial(teacher)
+            self._teacher = (teacher(x_adv), mixed_tangent_kernel_fn(self.reference, self.implementation)(self.x, x_adv))
+        return self._teacher
+
+    def on_train_begin(self, logs=None):
+        """Binds the network being trained (the ``fit``'s model); the reference's side is kept."""
+        self._reference_side()
         self._network, self._masks = self.model.student() if hasattr(self.model, "student") else (self.model, None)
         self._kernel_fn = mixed_tangent_kernel_fn(self._network, self.implementation)
 
@@ -86,7 +95,7 @@ class DistanceTracker(tf_keras.callbacks.Callback):
         """(target distance, kernel distance) of the trained network now."""
         forward = self.model.forward if hasattr(self.model, "forward") else (lambda z: self._network(z, training=False))
         x_adv = self._adversarial(forward)
-        f_0, theta_0 = self._teacher
+        f_0, theta_0 = self._reference_side()
         theta_s = self._kernel_fn(self.x, x_adv, masks=self._masks)
         return (float(target_distance(f_0, forward(x_adv), self.normalization)),
                 float(kernel_distance(theta_0, theta_s, self.normalization)))

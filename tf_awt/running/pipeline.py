@@ -140,7 +140,7 @@ class Run:
             ticket.save(self.path("ticket.npz"))
             self.directory.drop_checkpoint("search")
             log_history(self.tracker, ticket.history, "search_", ("target_distance", "kernel_distance", "loss", "density", "spliced",
-                                                                  "pruned"), ticket.history.get("step", []))
+                                                                  "pruned"), plots.search_axis(ticket.history)[1])
         self.log(f"search: {ticket.method} ticket, density {ticket.density:.4f} ({self.timings['search']:.0f} s)")
         return ticket
 

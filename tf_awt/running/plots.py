@@ -20,6 +20,15 @@ def save(fig, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def search_axis(history: dict):
+    """(unit, values) of a search history's x axis: its "step" (awt, ntt, dns) or "round" (cosentino);
+    ("step", []) when it has neither (the one-shot methods: nothing to draw)."""
+    for unit in ("step", "round"):
+        if history.get(unit):
+            return unit, list(history[unit])
+    return "step", []
+
+
 def write_all(out: str, ticket, history: dict) -> None:
     import matplotlib
 
@@ -27,15 +36,16 @@ def write_all(out: str, ticket, history: dict) -> None:
     import matplotlib.pyplot as plt
 
     hist = ticket.history or {}
+    unit, axis = search_axis(hist)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
     for ax, key in zip(axes, ("kernel_distance", "target_distance")):
         if hist.get(key):
-            ax.plot(hist["step"], hist[key])
+            ax.plot(axis, hist[key], marker="o" if unit == "round" else None)
             ax.set_yscale("log")
         else:
             ax.text(0.5, 0.5, f"no search ({ticket.method})", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(key.replace("_", " "))
-        ax.set_xlabel("search step")
+        ax.set_xlabel(f"search {unit}")
     save(fig, os.path.join(out, NAMES[0]))
     plt.close(fig)
 

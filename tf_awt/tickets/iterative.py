@@ -16,7 +16,8 @@ The round densities are :math:`d_r = d^{r/R}` for ``rounds`` = R (every round pr
 fraction :math:`1 - d^{1/R}` of what is left), or, with ``prune_rate`` = p,
 :math:`d_r = \max(d, (1 - p)^r)` until d is reached. It costs R adversarial trainings, so it is
 the most expensive method here; the ticket's ``history`` records each round's density, training
-accuracy and seconds.
+accuracy, seconds and (array data) the trained network's distances to the dense θ0, as DNS's does
+at every surgery: issue 39's "does it keep the dense network's dynamics?" for this method too.
 
 Cosentino et al.'s published rates (20% of the fully connected layers' and 10% of the output
 layer's remaining weights per round, layer-wise, as Frankle & Carbin) are ``scope="frankle_carbin"``
@@ -34,6 +35,7 @@ import tensorflow as tf
 
 from tf_awt.engine import _layers, layer_rules
 from tf_awt.tickets import _selection
+from tf_awt.adversarial.dynamics import DistanceTracker
 from tf_awt.adversarial.phase_config import TrainConfig
 from tf_awt.tickets.ticket import Ticket
 from tf_awt.adversarial import training  # by module: what a spy replaces is what runs
@@ -73,13 +75,22 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
 
     Returns:
       (masks by layer name, history with one entry per round: "round", "round_density",
-      "adv_accuracy", "nat_accuracy" (last training epoch), "round_seconds").
+      "adv_accuracy", "nat_accuracy" (last training epoch), "round_seconds", and with (x, y) arrays
+      "target_distance" and "kernel_distance": the round's trained network against the dense θ0 on the
+      first 64 examples, as :class:`~tf_awt.adversarial.dynamics.DistanceTracker` measures them (a
+      dataset has no fixed probe batch: no distances)).
     """
 
     layers = layer_rules.prunable_layers(model)
     masks = {layer.name: np.ones(layer.kernel.shape, np.float32) for layer in layers}
     theta0 = [np.array(w, copy=True) for w in model.get_weights()]
-    history: Dict[str, List[float]] = {k: [] for k in ("round", "round_density", "adv_accuracy", "nat_accuracy", "round_seconds")}
+    keys = ("round", "round_density", "adv_accuracy", "nat_accuracy", "round_seconds")
+    tracker = None
+    if isinstance(data, (tuple, list)):  # the distances to the dense θ0 on the first 64 examples, after every round
+        tracker = DistanceTracker(model, (data[0][:64], data[1][:64]), config.attack, config.normalization, config.seed,
+                                  config.implementation)
+        keys += ("target_distance", "kernel_distance")
+    history: Dict[str, List[float]] = {k: [] for k in keys}
     data, round_config = _round_training(data, config, batch_size)
     allocation = _selection.layer_allocation(config, [layer.kernel.shape for layer in layers], list(masks))
     for r, density in enumerate(round_densities(config.density, config.options.rounds, config.options.prune_rate), start=1):
@@ -95,9 +106,18 @@ def iterative_masks(model, data, config, batch_size: int = 64) -> Tuple[Dict[str
         for key, value in (("round", r), ("round_density", sum(m.sum() for m in masks.values()) / sum(m.size for m in masks.values())),
                            ("adv_accuracy", (fit.history.get("adv_accuracy") or [float("nan")])[-1]),
                            ("nat_accuracy", (fit.history.get("nat_accuracy") or [float("nan")])[-1]),
-                           ("round_seconds", time.time() - t0)):
+                           *_round_distances(tracker, sparse), ("round_seconds", time.time() - t0)):
             history[key].append(float(value))
     return masks, history
+
+
+def _round_distances(tracker, trained) -> Tuple[Tuple[str, float], ...]:
+    """The round's trained network's (target, kernel) distances to the dense θ0, or none without a tracker."""
+    if tracker is None:
+        return ()
+    tracker.set_model(trained)
+    tracker.on_train_begin()
+    return tuple(zip(("target_distance", "kernel_distance"), tracker.distances()))
 
 
 def find_iterative(model, data, config, options):
