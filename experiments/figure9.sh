@@ -6,14 +6,19 @@
 # seed 0, then seed 1, then magnitude (seed 0, then 1), so a partial run still answers the main question (AWT
 # against random). Each run's own evaluation (not what Figure 9 measures) is PGD-100 x5 on the first 200 test
 # digits only: the worst case with AutoAttack took 1.5 h of the first cell's 2.3 h (awt-d0.01-s0, made at
-# 36e7b00 with it). Usage: experiments/figure9.sh [RUNS_DIR]
+# 36e7b00 with it). The dense reference depends on the seed only (measured: awt-d0.01-s0's and random-d0.01-s0's
+# were bit-identical at every epoch), so each seed trains it once and the other cells copy it (--dense-from):
+# a cell costs its ticket's training, not twice that. Usage: experiments/figure9.sh [RUNS_DIR]
 cd "$(dirname "$0")/.."  # the repository root
 export PYTHONPATH=$PWD
 RUNS=${1:-runs/figure9}
-cell() {  # method density seed
+cell() {  # method density seed: the first cell of a seed (awt at 1%) trains the dense reference, the others copy it
   out=$RUNS/$1-d$2-s$3
+  dense=$RUNS/awt-d0.01-s$3
+  from=(); [ "$out" != "$dense" ] && from=(--dense-from $dense)
   [ -f $out/summary.json ] || python -m tf_awt.running.cli run mnist5k-cnn --out $out --set method=$1 --set density=$2 \
-      --set seed=$3 --set train.dense_reference=true --set eval.max_examples=200 --set "eval.attacks=[pgd]" --quiet --no-mlflow
+      --set seed=$3 --set train.dense_reference=true --set eval.max_examples=200 --set "eval.attacks=[pgd]" --quiet --no-mlflow \
+      "${from[@]}"
   [ -f $out/graft.json ] || python -m tf_awt.running.cli graft $out --examples 500
 }
 for methods in "awt random" magnitude; do

@@ -129,3 +129,56 @@ def test_tf_awt_graft_logs_to_the_runs_own_mlflow_run(tmp_path, capsys, monkeypa
     assert cli.main(["graft", str(out), "--examples", "40", "--no-mlflow"]) == 0
     assert "logged to MLflow" not in capsys.readouterr().out
     assert len(client.get_metric_history(run_id, "graft_adversarial_increase")) == 2
+
+
+def test_a_run_that_copies_another_runs_dense_reference_is_the_run_that_trains_its_own(tmp_path, capsys):
+    """`tf-awt run --dense-from RUN_DIR`: the dense reference depends on no method or density, so a run of another
+    method copies it (checked) and grafts exactly as the same run training its own (Figure 9's cells share it)."""
+    import json
+
+    from tf_awt.running import cli
+
+    from conftest import digits_recipe
+
+    recipe = digits_recipe(tmp_path, epochs=2, method="magnitude", export={"saved_model": False, "tflite": False, "plots": False})
+    common = ["--set", "train.dense_reference=true", "--quiet", "--no-mlflow"]
+    assert cli.main(["run", recipe, "--out", str(tmp_path / "a"), *common]) == 0
+    capsys.readouterr()
+    assert cli.main(["run", recipe, "--set", "method=random", "--out", str(tmp_path / "copied"),
+                     "--dense-from", str(tmp_path / "a"), *common]) == 0
+    assert f"the dense reference copied from {tmp_path / 'a'} (2 epochs" in capsys.readouterr().err
+    assert cli.main(["run", recipe, "--set", "method=random", "--out", str(tmp_path / "own"), *common]) == 0
+    for name in ("dense-e1.npz", "dense-e2.npz", "ticket-e1.npz", "ticket-e2.npz"):
+        copied, own = np.load(tmp_path / "copied" / "epochs" / name), np.load(tmp_path / "own" / "epochs" / name)
+        assert copied.files == own.files and all(np.array_equal(copied[k], own[k]) for k in own.files), name
+    for run in ("copied", "own"):
+        assert cli.main(["graft", str(tmp_path / run), "--examples", "30", "--no-mlflow"]) == 0
+    graft = {run: json.loads((tmp_path / run / "graft.json").read_text()) for run in ("copied", "own")}
+    assert graft["copied"] == graft["own"]
+
+
+def test_dense_from_refuses_a_run_of_other_settings_in_one_line_before_writing_anything(tmp_path, capsys):
+    import os
+
+    from tf_awt.running import cli
+
+    from conftest import tiny_recipe
+
+    recipe = tiny_recipe(tmp_path, train={"epochs": 1, "batch_size": 32, "steps": 2, "step_size": 0.05, "dense_reference": True})
+    source = tmp_path / "a"
+    assert cli.main(["run", recipe, "--out", str(source), "--quiet", "--no-mlflow"]) == 0
+    capsys.readouterr()
+    for extra, message in ((["--set", "seed=1"], "its dense reference was trained with other settings: seed 0 (this run: 1)"),
+                           (["--set", "train.dense_reference=false"], "it needs train.dense_reference: true"),
+                           (["--set", "train.epochs=2"], "train.epochs 1 (this run: 2)"),
+                           (["--set", "method=random", "--set", "density=0.5"], None)):  # method and density may differ
+        out = tmp_path / f"b{len(os.listdir(tmp_path))}"
+        code = cli.main(["run", recipe, "--out", str(out), "--dense-from", str(source), "--quiet", "--no-mlflow", *extra])
+        err = capsys.readouterr().err
+        if message is None:
+            assert code == 0, err
+            continue
+        assert code == 2 and message in err and "Traceback" not in err, err
+        assert not out.exists()
+    assert cli.main(["run", recipe, "--out", str(tmp_path / "c"), "--dense-from", str(tmp_path / "nowhere"), "--quiet", "--no-mlflow"]) == 2
+    assert "--dense-from takes a run directory (with recipe.yaml). You passed:" in capsys.readouterr().err

@@ -112,6 +112,7 @@ def _recipe_args(sp, out_required, out_default="runs/<recipe name>"):
                     help="discard what --out holds (a finished or interrupted run) and start over")
     sp.add_argument("--debug", action="store_true", help=argparse.SUPPRESS)
     sp.add_argument("--verbose", action="store_true", help="show TensorFlow's own log lines")
+    return sp
 
 
 def _run_commands(sub):
@@ -123,7 +124,17 @@ def _run_commands(sub):
     run.add_argument("--no-register", action="store_true", help="log the model in MLflow without registering it")
     for name, text in (("search", "find the ticket (writes ticket.npz)"), ("train", "adversarially train the ticket"),
                        ("export", "export the sparse SavedModel")):
-        _recipe_args(sub.add_parser(name, help=text), out_required=True)
+        phase = _recipe_args(sub.add_parser(name, help=text), out_required=True)
+        if name == "train":
+            _dense_from_arg(phase)
+    _dense_from_arg(run)
+
+
+def _dense_from_arg(parser):
+    parser.add_argument("--dense-from", metavar="RUN_DIR",
+                        help="with train.dense_reference: copy RUN_DIR's dense reference instead of training it again "
+                             "(it depends on no method or density: RUN_DIR must have the same data, model, init, seed, "
+                             "attack and train settings, and the same θ0; checked)")
 
 
 def _evaluate_command(sub):
@@ -348,6 +359,10 @@ def _main(argv):
         args.out = os.path.join("runs", _recipe_stem(args.recipe))
     if args.command == "evaluate" and not args.out:
         raise ValueError("evaluate needs --out DIR (a run) or --model DIR/saved_model")
+    if getattr(args, "dense_from", None) is not None:
+        from tf_awt.running.grafts import check_dense_source
+
+        check_dense_source(recipe, args.dense_from)  # before anything is written
     densities = None
     if args.command == "sweep":
         try:
@@ -464,7 +479,7 @@ def _dispatch(args, recipe, densities, log) -> int:
 
         tracker = Tracker(register=None if args.no_register else _registered_name(args))
     run = Run(recipe, args.out, recipe_name=args.recipe, data_dir=args.data_dir, progress=_Progress(args.quiet),
-              tracker=tracker, log=log, force=args.force)
+              tracker=tracker, log=log, force=args.force, dense_from=getattr(args, "dense_from", None))
     if args.command == "sweep":
         from tf_awt.running.sweep import sweep
 

@@ -2,7 +2,9 @@
 
 A run made with ``train.dense_reference: true`` keeps the ticket's and the dense network's weights
 after every training epoch (``epochs/ticket-eN.npz``, ``epochs/dense-eN.npz``: same θ0, data order
-and attack seeds). :func:`graft` grafts them at every epoch and layer boundary, both directions,
+and attack seeds). The dense reference depends on no method or density: runs of one seed may share
+it (``tf-awt run --dense-from RUN_DIR`` copies RUN_DIR's, checked by :func:`check_dense_source`,
+instead of training it again). :func:`graft` grafts them at every epoch and layer boundary, both directions,
 on the first ``examples`` examples of the run's evaluation split, and writes
 
 * ``graft.csv``: one row per (epoch, direction, boundary) with the natural and adversarial error
@@ -24,9 +26,39 @@ from typing import Callable, Dict, List
 
 import numpy as np
 
-__all__ = ["graft", "log_graft", "OUTPUTS"]
+__all__ = ["graft", "log_graft", "check_dense_source", "OUTPUTS"]
 
 OUTPUTS = ("graft.csv", "graft.json", "graft.png")
+
+_NOT_DENSE = ("description", "method", "density", "search", "eval", "export")
+"""Recipe keys the dense reference does not depend on (it trains θ0 unpruned, before any evaluation)."""
+
+
+def check_dense_source(recipe, source: str) -> List[str]:
+    """The dense reference's weight files (``epochs/dense-eN.npz``, N = 1 … ``train.epochs``) that run
+    directory ``source`` holds for a run of ``recipe`` to reuse (``tf-awt run --dense-from``); a ValueError
+    unless ``recipe`` asks for one (``train.dense_reference``) and ``source``'s was trained with the same
+    data, model, init, seed, attack and train settings (what the dense training depends on: every
+    recipe key but the method, density, search, evaluation and export). Reads files only (no TensorFlow)."""
+    from tf_awt.running.recipes import load_recipe
+
+    if not recipe.train.dense_reference:
+        raise ValueError("--dense-from reuses another run's dense reference: it needs train.dense_reference: true. "
+                         "You passed: train.dense_reference: false")
+    if not os.path.isfile(os.path.join(source, "recipe.yaml")):
+        raise ValueError(f"--dense-from takes a run directory (with recipe.yaml). You passed: {source!r}")
+    mine, theirs = recipe.flat(), load_recipe(os.path.join(source, "recipe.yaml")).flat()
+    differ = sorted(k for k in set(mine) | set(theirs) if k.split(".")[0] not in _NOT_DENSE and mine.get(k) != theirs.get(k))
+    if differ:
+        raise ValueError(f"--dense-from {source}: its dense reference was trained with other settings: "
+                         + ", ".join(f"{k} {theirs.get(k)!r} (this run: {mine.get(k)!r})" for k in differ)
+                         + ". Allowed: a run with the same data, model, init, seed, attack and train settings")
+    files = [os.path.join(source, "epochs", f"dense-e{e}.npz") for e in range(1, recipe.train.epochs + 1)]
+    missing = [os.path.basename(f) for f in files if not os.path.isfile(f)]
+    if missing:
+        raise ValueError(f"--dense-from {source}: it holds no {', '.join(missing[:3])}{' …' if len(missing) > 3 else ''} "
+                         f"(its dense reference has not finished its {recipe.train.epochs} epochs)")
+    return files
 
 
 def _epochs(run_dir: str) -> List[int]:

@@ -34,7 +34,7 @@ from tf_awt.adversarial import training  # the phases by module: what a spy repl
 from tf_awt.adversarial.evaluation import EvaluationResult
 from tf_awt.checkpoint import steps_per_epoch
 from tf_awt.engine.passes import PassCount
-from tf_awt.running import plots, report
+from tf_awt.running import grafts, plots, report
 from tf_awt.running.recipes import Recipe
 from tf_awt.running.run_directory import RunDirectory
 from tf_awt.running.run_inputs import RunInputs
@@ -84,11 +84,17 @@ class Run:
       tracker: a :class:`tf_awt.running.tracking.Tracker` (default None: nothing recorded).
       log: callable for one-line progress messages (default ``print``).
       force: discard what ``out`` holds (finished or not) and start over (default False).
+      dense_from: a run directory whose dense reference (``train.dense_reference``) this run copies
+        instead of training it (default None: trained here); checked at once
+        (:func:`tf_awt.running.grafts.check_dense_source`) and its θ0 against this run's.
     """
 
     def __init__(self, recipe: Recipe, out: str, recipe_name: str = "", data_dir: Optional[str] = None,
                  progress: Optional[Callable] = None, tracker=None, log: Callable[[str], None] = print,
-                 force: bool = False):
+                 force: bool = False, dense_from: Optional[str] = None):
+        self.dense_from = dense_from
+        if dense_from is not None:
+            grafts.check_dense_source(recipe, dense_from)
         self.recipe, self.out, self.recipe_name = recipe, out, recipe_name
         self.progress, self.log, self.force = progress, log, force
         self.tracker = tracker if tracker is not None else NullTracker()
@@ -192,6 +198,8 @@ class Run:
         """``train.dense_reference``: the dense θ0 trained like the ticket (same data order, seeds and
         settings), its weights kept after every epoch beside the ticket's (``tf-awt graft``)."""
         r, s = self.recipe, self.inputs.split
+        if self.dense_from is not None:
+            return self._copy_dense_reference(self.dense_from)
         tf_keras.utils.set_random_seed(r.seed)
         directory, progress = self._resuming("train_dense", r.train.epochs, r.train.batch_size)
         with self.inputs.strategy.scope():
@@ -200,6 +208,22 @@ class Run:
                                      config=r.train, checkpoint_dir=directory, callbacks=[_EpochWeights(self.path("epochs"), "dense"), *progress])
         self.directory.drop_checkpoint("train_dense")
         self.log(f"train: the dense reference, {r.train.epochs} epochs, weights of both kept per epoch in {self.path('epochs')}")
+
+    def _copy_dense_reference(self, source: str):
+        """``dense_from``: ``source``'s dense weights per epoch, once its θ0 is shown to be this run's."""
+        from tf_awt._files import atomic_write_bytes
+
+        files = grafts.check_dense_source(self.recipe, source)
+        theta0 = Ticket.load(os.path.join(source, "ticket.npz")).initial_weights if os.path.isfile(os.path.join(source, "ticket.npz")) else None
+        mine = self.inputs.base_model().get_weights()
+        if theta0 is None or len(theta0) != len(mine) or any(not np.array_equal(a, b) for a, b in zip(theta0, mine)):
+            raise ValueError(f"--dense-from {source}: its θ0 (ticket.npz) is not this run's: the dense reference cannot be reused")
+        os.makedirs(self.path("epochs"), exist_ok=True)
+        for path in files:
+            with open(path, "rb") as fh:
+                atomic_write_bytes(os.path.join(self.path("epochs"), os.path.basename(path)), fh.read())
+        self.log(f"train: the dense reference copied from {source} ({len(files)} epochs; same θ0, data, seed and "
+                 f"training settings), weights of both kept per epoch in {self.path('epochs')}")
 
     def _trackers(self):
         """``train.track_distances``: the distances to the dense θ0 on the first ``probe_examples``
