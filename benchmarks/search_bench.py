@@ -18,7 +18,10 @@ mnist5k-cnn: sketch K = 4; ε = 0.1, PGD-10 step 0.025, B = 64) with each of iss
 on and off, in one run: the sketch and its K, the student's own attack (PGD-3, FGSM with a random
 start), the teacher cache (the step reads X̃0 and f_θ0(X̃0) instead of attacking the teacher), all
 of them together, and (``--exact``) the CNN's exact kernel, each as a ratio to the recipe's step;
-it projects the 60,000-image search (938 steps an epoch) from them.
+it projects the 60,000-image search (938 steps an epoch) from them, and gives each row's pieces as
+shares of its step (the attacks with the teacher's logits, the teacher's kernel or products, the
+student's terms with their gradient; the rest is the update: 100% minus the three, which can be
+negative by the noise of separately timed pieces).
 """
 from __future__ import annotations
 
@@ -162,8 +165,9 @@ def changes(args):
              ("teacher cache", {}, True), ("sketch K = 1 + student FGSM + teacher cache", dict(kernel="sketch", probes=1, **fgsm), True)]
     print(f"# search_bench --changes: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.2f}, model {args.model}, density {args.density}, B=64, ε = 0.1 PGD-10, repeats={args.repeats}")
-    print("| change | median s/step | ratio to the recipe | projected 60,000-image search epoch (938 steps) |")
-    print("| --- | --- | --- | --- |")
+    print("| change | median s/step | ratio to the recipe | projected 60,000-image search epoch (938 steps) | attacks | teacher kernel "
+          "| student terms + gradient | rest (update) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     first = None
     for name, settings, cached in rows:
         tf_keras.utils.set_random_seed(0)
@@ -177,7 +181,41 @@ def changes(args):
         step = tf.function(search.train_step)
         seconds = median_time(lambda: tf.nest.map_structure(lambda t: t.numpy(), step(batch)), args.repeats)
         first = first or seconds
-        print(f"| {name} | {seconds:.3f} | {seconds / first:.2f} | {938 * seconds / 3600:.2f} h |", flush=True)
+        pieces = _pieces(search, batch, args.repeats)
+        shares = " | ".join(f"{t / seconds:.0%}" for t in (*pieces, seconds - sum(pieces)))
+        print(f"| {name} | {seconds:.3f} | {seconds / first:.2f} | {938 * seconds / 3600:.2f} h | {shares} |", flush=True)
+
+
+def _pieces(search, batch, repeats):
+    """Seconds of the step's pieces, each a compiled function of the search's own methods on ``batch``:
+    the two attacks (teacher's X̃0 and f_θ0(X̃0), or their cache lookup, and the student's X̃ˢ), the
+    teacher's kernel (or its products Θ0·v), the student's terms with their gradient, and the rest of
+    the step (the optimizer's update and the mask schedule: the step minus the three)."""
+    import tensorflow as tf
+
+    from tf_awt.engine.distances import target_distance
+
+    x, y = batch[0], batch[1]
+    index = batch[2] if len(batch) > 2 else None
+    sketch = search.config.options.kernel == "sketch"
+    attacks = tf.function(lambda: search._adversarial_inputs(x, y, index))
+    x_adv_t, f_t, x_adv_s = attacks()
+    probes = tf.function(lambda: search._probes(tf.shape(x_adv_t)[0], f_t.shape[-1], x.dtype))() if sketch else None
+    teacher = tf.function(lambda: search._teacher_ntk(x, x_adv_t, probes))
+    theta_t = teacher()
+
+    @tf.function
+    def student():
+        with tf.GradientTape() as tape:
+            f_s, theta_s = search._student_terms(x, x_adv_s, x_adv_s, probes)
+            loss = (target_distance(f_t, f_s, search.config.normalization)
+                    + search.config.effective_kernel_weight * search._kernel_distance(theta_t, theta_s, tf.shape(x_adv_t)[0]))
+        return tape.gradient(loss, search.optimized_variables, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+
+    def force(fn):
+        return lambda: tf.nest.map_structure(lambda t: t.numpy(), fn())
+
+    return [median_time(force(fn), repeats) for fn in (attacks, teacher, student)]
 
 
 if __name__ == "__main__":
