@@ -182,3 +182,8 @@ def test_dense_from_refuses_a_run_of_other_settings_in_one_line_before_writing_a
         assert not out.exists()
     assert cli.main(["run", recipe, "--out", str(tmp_path / "c"), "--dense-from", str(tmp_path / "nowhere"), "--quiet", "--no-mlflow"]) == 2
     assert "--dense-from takes a run directory (with recipe.yaml). You passed:" in capsys.readouterr().err
+    ticket = tf_awt.Ticket.load(str(source / "ticket.npz"))  # a source whose θ0 is not this run's: refused before training
+    tf_awt.Ticket(masks=ticket.masks, initial_weights=[w + 1.0 for w in ticket.initial_weights], method=ticket.method).save(str(source / "ticket.npz"))
+    out = tmp_path / "d"
+    assert cli.main(["run", recipe, "--out", str(out), "--dense-from", str(source), "--quiet", "--no-mlflow"]) == 2
+    assert "its θ0" in capsys.readouterr().err and not (out / "epochs").exists()

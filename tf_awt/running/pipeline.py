@@ -176,6 +176,8 @@ class Run:
 
     def _train(self):
         r, s = self.recipe, self.inputs.split
+        if r.train.dense_reference and self.dense_from is not None:
+            self._check_dense_theta0(self.dense_from)
         _, model = self.ticket_model()
         tf_keras.utils.set_random_seed(r.seed)
         val = self.inputs.validation()
@@ -209,15 +211,20 @@ class Run:
         self.directory.drop_checkpoint("train_dense")
         self.log(f"train: the dense reference, {r.train.epochs} epochs, weights of both kept per epoch in {self.path('epochs')}")
 
+    def _check_dense_theta0(self, source: str) -> None:
+        """``dense_from``: ``source``'s θ0 (its ticket.npz) must be this run's (checked before the ticket trains)."""
+        path = os.path.join(source, "ticket.npz")
+        theta0 = Ticket.load(path).initial_weights if os.path.isfile(path) else None
+        mine = self.inputs.base_model().get_weights()
+        if theta0 is None or len(theta0) != len(mine) or any(not np.array_equal(a, b) for a, b in zip(theta0, mine)):
+            raise ValueError(f"--dense-from {source}: its θ0 ({path}) is not this run's: its dense reference cannot be reused")
+
     def _copy_dense_reference(self, source: str):
-        """``dense_from``: ``source``'s dense weights per epoch, once its θ0 is shown to be this run's."""
+        """``dense_from``: ``source``'s dense weights per epoch (its settings and θ0 checked)."""
         from tf_awt._files import atomic_write_bytes
 
         files = grafts.check_dense_source(self.recipe, source)
-        theta0 = Ticket.load(os.path.join(source, "ticket.npz")).initial_weights if os.path.isfile(os.path.join(source, "ticket.npz")) else None
-        mine = self.inputs.base_model().get_weights()
-        if theta0 is None or len(theta0) != len(mine) or any(not np.array_equal(a, b) for a, b in zip(theta0, mine)):
-            raise ValueError(f"--dense-from {source}: its θ0 (ticket.npz) is not this run's: the dense reference cannot be reused")
+        self._check_dense_theta0(source)
         os.makedirs(self.path("epochs"), exist_ok=True)
         for path in files:
             with open(path, "rb") as fh:
