@@ -4,9 +4,10 @@
 # reference from the same θ0 and seeds (train.dense_reference), then `tf-awt graft` grafts the two at every
 # epoch and layer. Resumable: a finished run or graft is kept. Order: AWT and random at every density with
 # seed 0, then seed 1, then magnitude (seed 0, then 1), so a partial run still answers the main question (AWT
-# against random). Each run's own evaluation (not what Figure 9 measures) is PGD-100 x5 on the first 200 test
+# against random). Each run's own evaluation (not what Figure 9 measures) is PGD-100 x5 on the first 50 test
 # digits only: the worst case with AutoAttack took 1.5 h of the first cell's 2.3 h (awt-d0.01-s0, made at
-# 36e7b00 with it). The dense reference depends on the seed only (measured: awt-d0.01-s0's and random-d0.01-s0's
+# 36e7b00 with it, 200 digits), and even PGD-only runs the missing suites on its check subset (random-d0.01-s0,
+# 876fdec, 200 digits: 20 min). The dense reference depends on the seed only (measured: awt-d0.01-s0's and random-d0.01-s0's
 # were bit-identical at every epoch), so each seed trains it once and the other cells copy it (--dense-from):
 # a cell costs its ticket's training, not twice that. Usage: experiments/figure9.sh [RUNS_DIR]
 cd "$(dirname "$0")/.."  # the repository root
@@ -17,7 +18,7 @@ cell() {  # method density seed: the first cell of a seed (awt at 1%) trains the
   dense=$RUNS/awt-d0.01-s$3
   from=(); [ "$out" != "$dense" ] && from=(--dense-from $dense)
   [ -f $out/summary.json ] || python -m tf_awt.running.cli run mnist5k-cnn --out $out --set method=$1 --set density=$2 \
-      --set seed=$3 --set train.dense_reference=true --set eval.max_examples=200 --set "eval.attacks=[pgd]" --quiet --no-mlflow \
+      --set seed=$3 --set train.dense_reference=true --set eval.max_examples=50 --set "eval.attacks=[pgd]" --quiet --no-mlflow \
       "${from[@]}"
   [ -f $out/graft.json ] || python -m tf_awt.running.cli graft $out --examples 500
 }
