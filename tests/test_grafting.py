@@ -30,9 +30,23 @@ def test_self_graft_gives_zero_increase_and_an_unrelated_graft_a_large_one():
     same = graft_errors(model, model, data, ATTACK)
     assert all(v == 0.0 for d in same.increase.values() for kind in d.values() for v in kind)
     assert same.originals["a"][0] < 0.45  # a trained network (3 classes; chance 0.67)
-    unrelated = graft_errors(model, tiny_model(seed=7), data, ATTACK)
+    other = tiny_model(seed=7)
+    unrelated = graft_errors(model, other, data, ATTACK)
     assert unrelated.mean_increase("natural") > 0.15
     assert min(unrelated.increase["a_to_b"]["natural"]) > 0.05  # a trained front on a random back
+    # above the worse original, checked by brute force: each grafted network's error minus the worse one's
+    import tensorflow as tf
+
+    from tf_awt.adversarial.grafting import _errors
+
+    x, y = tf.constant(data[0]), np.asarray(data[1])
+    worst = [max(e[k] for e in unrelated.originals.values()) for k in (0, 1)]
+    grafts = [grafted(f, b, i) for f, b in ((model, other), (other, model))
+              for i in range(1, len(unrelated.boundaries) + 1)]
+    errors = [_errors(g, x, y, ATTACK, 0) for g in grafts]
+    for k, kind in enumerate(("natural", "adversarial")):
+        assert unrelated.mean_above_worse(kind) == pytest.approx(np.mean([e[k] for e in errors]) - worst[k], abs=1e-12)
+    assert same.mean_above_worse("natural") == 0.0
 
 
 def test_a_pruned_network_is_grafted_through_its_masked_weights():
@@ -59,14 +73,15 @@ def test_tf_awt_graft_writes_the_table_and_heat_map_of_a_run_with_a_dense_refere
     capsys.readouterr()
     assert cli.main(["graft", str(out), "--examples", "60"]) == 0
     printed = capsys.readouterr().out
-    assert "mean error increase of a graft: natural" in printed
+    assert "mean error increase of a graft: natural" in printed and "above the worse network: natural" in printed
     rows = list(csv.DictReader(open(out / "graft.csv")))
     assert len(rows) == 2 * 2 * 2  # epochs x directions x boundaries (the MLP's two hidden layers)
     summary = json.loads((out / "graft.json").read_text())
     assert summary["epochs"] == [1, 2] and summary["examples"] == 60
+    gaps = [abs(o["ticket"][0] - o["dense"][0]) for o in summary["originals"].values()]
+    assert summary["mean_natural_above_worse"] == pytest.approx(summary["mean_natural_increase"] - np.mean(gaps))
     assert (out / "graft.png").stat().st_size > 1000
     # the last epoch's ticket is the trained model the run kept
-    import numpy as np
     from tf_awt.running.pipeline import Run
     from tf_awt.running.recipes import load_recipe
 
@@ -123,6 +138,7 @@ def test_tf_awt_graft_logs_to_the_runs_own_mlflow_run(tmp_path, capsys, monkeypa
     assert run.info.status == "FINISHED"
     assert run.data.metrics["graft_mean_natural_increase"] == summary["mean_natural_increase"]
     assert run.data.metrics["graft_mean_adversarial_increase"] == summary["mean_adversarial_increase"]
+    assert run.data.metrics["graft_mean_adversarial_above_worse"] == summary["mean_adversarial_above_worse"]
     assert [m.step for m in client.get_metric_history(run_id, "graft_adversarial_increase")] == [1, 2]
     assert {"graft.csv", "graft.json", "graft.png"} <= {a.path for a in client.list_artifacts(run_id)}
     # --no-mlflow: the files only

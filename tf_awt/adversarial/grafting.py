@@ -13,6 +13,11 @@ originals:
 (adversarial error: PGD against the grafted network itself, the ``attack`` given). A network
 grafted onto itself gives exactly 0; onto an unrelated one (another initialization) a large
 increase. A pruned network is grafted through its stripped copy (m ⊙ W in plain layers).
+
+Against the better original, a network that trains badly makes every graft look bad: its own gap
+:math:`|\mathrm{err}(A) - \mathrm{err}(B)|` is in every Δ. :meth:`GraftErrors.mean_above_worse`
+is the part its own error does not explain,
+:math:`\mathrm{err}(A_{\le l} \circ B_{> l}) - \max(\mathrm{err}(A), \mathrm{err}(B))`.
 """
 from __future__ import annotations
 
@@ -83,7 +88,13 @@ class GraftErrors:
     increase: Dict[str, Dict[str, List[float]]]
 
     def mean_increase(self, kind: str = "natural") -> float:
+        """The mean Δ (error above the better original) over both directions and every boundary."""
         return float(np.mean([v for d in self.increase.values() for v in d[kind]]))
+
+    def mean_above_worse(self, kind: str = "natural") -> float:
+        """The mean error above the *worse* original: Δ − |err(A) − err(B)| (module docstring)."""
+        k = ("natural", "adversarial").index(kind)
+        return self.mean_increase(kind) - abs(self.originals["a"][k] - self.originals["b"][k])
 
 
 def graft_errors(a, b, data, attack: Optional[Attack] = None, seed: int = 0) -> GraftErrors:

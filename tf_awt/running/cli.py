@@ -451,8 +451,9 @@ def _graft(args) -> int:
             if tracker:
                 tracker.end_all()
     print(f"mean error increase of a graft: natural {result['mean_natural_increase']:+.4f}, adversarial "
-          f"{result['mean_adversarial_increase']:+.4f} ({len(result['epochs'])} epochs, {result['examples']} examples) "
-          f"-> {args.run_dir}/ (graft.csv, graft.json, graft.png)"
+          f"{result['mean_adversarial_increase']:+.4f} ({len(result['epochs'])} epochs, {result['examples']} examples); "
+          f"above the worse network: natural {result['mean_natural_above_worse']:+.4f}, adversarial "
+          f"{result['mean_adversarial_above_worse']:+.4f} -> {args.run_dir}/ (graft.csv, graft.json, graft.png)"
           + (f"; logged to MLflow run {run_id}" if run_id else ""))
     return 0
 

@@ -10,7 +10,10 @@ on the first ``examples`` examples of the run's evaluation split, and writes
 * ``graft.csv``: one row per (epoch, direction, boundary) with the natural and adversarial error
   increase over the better of the two networks (adversarial: PGD with the run's training attack
   against each grafted network);
-* ``graft.json``: the same, the originals' errors, and the summary: the mean increase;
+* ``graft.json``: the same, the originals' errors, and the summary: the mean increase, and the mean
+  error above the *worse* of the two networks (the part of a graft's error that the ticket's own
+  error does not explain: a ticket that trains badly has a large increase over the dense network
+  at every graft, see :mod:`tf_awt.adversarial.grafting`);
 * ``graft.png``: the heat map (epochs × boundaries, for each direction and kind).
 
 :func:`log_graft` puts the same on the run's MLflow run (``tf-awt graft`` does, unless ``--no-mlflow``).
@@ -111,11 +114,12 @@ def graft(run_dir: str, examples: int = 500, log: Callable[[str], None] = print)
     split = inputs.split
     x, y = split.x_test[:examples], split.y_test[:examples]
     attack, base = inputs.in_range(recipe.train_attack()), inputs.base_model()
-    rows, originals = [], {}
+    rows, originals, above_worse = [], {}, []
     for epoch in epochs:
         result = graft_errors(_network(base, os.path.join(run_dir, "epochs", f"ticket-e{epoch}.npz")),
                               _network(base, os.path.join(run_dir, "epochs", f"dense-e{epoch}.npz")), (x, y), attack, recipe.seed)
         originals[epoch] = {"ticket": result.originals["a"], "dense": result.originals["b"]}
+        above_worse.append([result.mean_above_worse(kind) for kind in ("natural", "adversarial")])
         for direction, label in (("a_to_b", "ticket_to_dense"), ("b_to_a", "dense_to_ticket")):
             for i, boundary in enumerate(result.boundaries):
                 rows.append({"epoch": epoch, "direction": label, "boundary": boundary,
@@ -125,7 +129,9 @@ def graft(run_dir: str, examples: int = 500, log: Callable[[str], None] = print)
             f"adversarial {result.mean_increase('adversarial'):+.4f}")
     summary = {"examples": int(len(y)), "attack": attack.get_config(), "epochs": epochs, "originals": originals, "rows": rows,
                "mean_natural_increase": float(np.mean([r["natural_increase"] for r in rows])),
-               "mean_adversarial_increase": float(np.mean([r["adversarial_increase"] for r in rows]))}
+               "mean_adversarial_increase": float(np.mean([r["adversarial_increase"] for r in rows])),
+               "mean_natural_above_worse": float(np.mean([a[0] for a in above_worse])),
+               "mean_adversarial_above_worse": float(np.mean([a[1] for a in above_worse]))}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -138,10 +144,13 @@ def graft(run_dir: str, examples: int = 500, log: Callable[[str], None] = print)
 
 def log_graft(tracker, run_dir: str, summary: dict) -> None:
     """Logs a graft to the run's MLflow run (``tracker`` started on it): the mean increases
-    (``graft_mean_natural_increase``, ``graft_mean_adversarial_increase``), each epoch's mean at its
+    (``graft_mean_natural_increase``, ``graft_mean_adversarial_increase``) and the errors above the
+    worse network (``graft_mean_natural_above_worse``, ``graft_mean_adversarial_above_worse``), each epoch's mean at its
     epoch as step (``graft_natural_increase``, ``graft_adversarial_increase``) and the three files."""
     tracker.log_metrics({"graft_mean_natural_increase": summary["mean_natural_increase"],
-                         "graft_mean_adversarial_increase": summary["mean_adversarial_increase"]})
+                         "graft_mean_adversarial_increase": summary["mean_adversarial_increase"],
+                         "graft_mean_natural_above_worse": summary["mean_natural_above_worse"],
+                         "graft_mean_adversarial_above_worse": summary["mean_adversarial_above_worse"]})
     for epoch in summary["epochs"]:
         rows = [r for r in summary["rows"] if r["epoch"] == epoch]
         tracker.log_metrics({f"graft_{kind}_increase": float(np.mean([r[f"{kind}_increase"] for r in rows]))
