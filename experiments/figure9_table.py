@@ -65,8 +65,8 @@ def main(runs, copy=None):
               f"{', '.join(e['attacks'])}; {e['num_examples']} | "
               f"{g['mean_natural_increase']:+.3f} / {g['mean_adversarial_increase']:+.3f} | "
               "{:+.3f} / {:+.3f} |".format(*over_worse(g)))
-    print("\n| method | density | seeds | mean increase, natural | mean increase, adversarial |")
-    print("| --- | --- | --- | --- | --- |")
+    print("\n| method | density | seeds | mean increase, natural | mean increase, adversarial | above the worse: natural | adversarial |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     groups = {}
     for method, density, seed, path in found:
         groups.setdefault((method, density), []).append(grafts[path])
@@ -74,7 +74,9 @@ def main(runs, copy=None):
         nat = [g["mean_natural_increase"] for g in gs]
         adv = [g["mean_adversarial_increase"] for g in gs]
         spread = lambda v: f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else ""  # noqa: E731
-        print(f"| {method} | {density:g} | {len(gs)} | {np.mean(nat):+.3f}{spread(nat)} | {np.mean(adv):+.3f}{spread(adv)} |")
+        worse = [over_worse(g) for g in gs]
+        print(f"| {method} | {density:g} | {len(gs)} | " + " | ".join(
+            f"{np.mean(v):+.3f}{spread(v)}" for v in (nat, adv, [w[0] for w in worse], [w[1] for w in worse])) + " |")
     print("\nEach boundary's mean increase (natural / adversarial), over the epochs and both directions:\n")
     names = list(dict.fromkeys(b for g in grafts.values() for b in boundary_means(g)))
     print("| cell | " + " | ".join(f"after {b}" for b in names) + " |")
