@@ -85,7 +85,7 @@ def test_the_cache_needs_arrays_and_a_boolean():
 def test_the_student_attack_defaults_to_the_search_attack_and_takes_its_own_steps():
     config = SearchConfig(0.3, attack=ATTACK)
     assert config.student_attack == ATTACK
-    assert SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_steps=1)).student_attack == ATTACK.replace(steps=1, step_size=None)
+    assert SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_steps=1)).student_attack == ATTACK.replace(steps=1, step_size=1.25 * ATTACK.eps)  # FGSM
     fgsm = SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_steps=1, student_step_size=0.125)).student_attack
     assert (fgsm.steps, fgsm.step_size, fgsm.random_start, fgsm.eps) == (1, 0.125, True, 0.1)
     assert SearchConfig.from_settings(dict(density=0.3, attack=ATTACK, student_step_size=0.01)).student_attack == ATTACK.replace(step_size=0.01)
@@ -93,6 +93,23 @@ def test_the_student_attack_defaults_to_the_search_attack_and_takes_its_own_step
     for field, value, allowed in (("student_steps", 0, ">= 1"), ("student_step_size", -0.1, "> 0"), ("student_steps", 1.5, "integer")):
         with pytest.raises(ValueError, match=rf"{field}.*{allowed}.*{value}"):
             SearchConfig.from_settings(dict(density=0.3, **{field: value}))
+
+
+def test_compare_chooses_awts_student_attack_and_probes_on_the_recipe_it_compares():
+    """AWT's space: the teacher's PGD, PGD-3 or FGSM (1.25ε) for the student, K = 1 or 4 (issue 41)."""
+    from tf_awt.running.compare import plan_comparison, with_settings
+    from tf_awt.running.recipes import load_recipe
+
+    recipe = load_recipe("mnist5k-cnn")
+    points = plan_comparison(recipe, ["awt"], tries=10 ** 6)["awt"]
+    assert {p["search.student_steps"] for p in points} == {None, 3, 1} and {p["search.probes"] for p in points} == {1, 4}
+    attacks = set()
+    for p in points[:: len(points) // 24]:
+        ticket_recipe = with_settings(recipe, p)
+        assert ticket_recipe.search.options.probes == p["search.probes"]
+        student = ticket_recipe.search.student_attack
+        attacks.add((student.steps, round(student.effective_step_size / student.eps, 6)))
+    assert attacks == {(10, 0.25), (3, round(2.5 / 3, 6)), (1, 1.25)}, attacks
 
 
 def test_the_student_attack_changes_the_search_and_its_default_is_the_teacher_attack():

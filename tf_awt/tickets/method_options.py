@@ -98,10 +98,11 @@ class AWTOptions(MethodOptions):
       optimize: "weights" (default: Algorithm 1) or "scores" (straight-through top-k scores with the
         weights at θ0; :mod:`tf_awt.tickets.search`).
       student_steps: the PGD steps of the student's attack X̃ˢ0 (default None: the search attack's
-        ``steps``); e.g. 3, or 1 with ``student_step_size`` 1.25·ε for FGSM with a random start
-        (Wong et al., 2020). The teacher's X̃0 always uses the search's attack.
+        ``steps``); e.g. 3, or 1: FGSM with a random start (Wong et al., 2020). The teacher's X̃0
+        always uses the search's attack.
       student_step_size: that attack's step (default None: the search attack's step when
-        ``student_steps`` is None, else 2.5·ε / ``student_steps``).
+        ``student_steps`` is None, 1.25·ε when it is 1 (Wong et al.'s FGSM step), else
+        2.5·ε / ``student_steps``).
       teacher_cache: with (x, y) arrays: attack the frozen teacher once per example (the first
         epoch's X̃0 and f_θ0(X̃0), in memory) and reuse them in later epochs (default False;
         :mod:`tf_awt.tickets.teacher_cache`). The first epoch is the uncached search's.
@@ -152,7 +153,10 @@ class AWTOptions(MethodOptions):
         """The student's attack: the teacher's ``attack`` with ``student_steps`` / ``student_step_size``."""
         if self.student_steps is None:
             return attack if self.student_step_size is None else attack.replace(step_size=self.student_step_size)
-        return attack.replace(steps=self.student_steps, step_size=self.student_step_size)
+        step_size = self.student_step_size
+        if step_size is None and self.student_steps == 1 and attack.eps > 0:  # FGSM with a random start: Wong et al.'s 1.25·ε
+            step_size = 1.25 * attack.eps
+        return attack.replace(steps=self.student_steps, step_size=step_size)
 
 
 @dataclasses.dataclass(frozen=True)

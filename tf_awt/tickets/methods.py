@@ -169,10 +169,11 @@ _SEARCH_KNOBS = {
     "search.normalization": ("per_example", "per_entry"),  # eq. (13)'s weighting, or NTT's code's
 }
 SEARCH_SPACE = SearchSpace.grid(_SEARCH_KNOBS)
-AWT_SPACE = SearchSpace.grid({**_SEARCH_KNOBS, "search.student_steps": (None, 3)})
-"""AWT's knobs: NTT's and the student's attack (the teacher's PGD, or PGD-3: issue 41's cheaper step;
-NTT has ε = 0, no attack to choose). `search.probes` is not a knob here: it does nothing on the exact
-kernel path the MLP recipes take, and on the sketch its tie with K = 4 is docs/results.md's evidence."""
+AWT_SPACE = SearchSpace.grid({**_SEARCH_KNOBS, "search.student_steps": (None, 3, 1), "search.probes": (1, 4)})
+"""AWT's knobs: NTT's, the student's attack (the teacher's PGD, PGD-3, or FGSM with a random start:
+issue 41's cheaper steps; NTT has ε = 0, no attack to choose) and the sketch's probes K (1 or 4;
+docs/results.md section 12). On the exact kernel path (`search.kernel: full`, the MLP recipes) K does
+nothing, so two of AWT's points there search alike: a draw of tries can hold such a pair."""
 ALLOCATION_SPACE = SearchSpace.grid({"search.scope": ("global", "layer", "erk", "frankle_carbin"),
                                      "init": ("glorot_uniform", "glorot_normal")})
 ITERATIVE_SPACE = SearchSpace.grid({
