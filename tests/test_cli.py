@@ -37,6 +37,13 @@ def test_every_bundled_recipe_loads():
     assert vgg.search.options.kernel == "sketch" and vgg.search.options.probes == 4 and vgg.model == "vgg16"
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn"):  # docs/results.md section 8
         assert load_recipe(name).search.options.kernel == "sketch", name
+    cnn = load_recipe("mnist5k-cnn").search  # section 12: K = 1 with the student's FGSM (one step of 1.25 eps)
+    assert (cnn.options.probes, cnn.student_attack.steps, cnn.student_attack.effective_step_size) == (1, 1, 0.125)
+    assert load_recipe("mnist5k-cnn").search.effective_attack.steps == 10  # the teacher keeps PGD-10
+    before = load_recipe("mnist5k-cnn", ["search.probes=4", "search.student_steps=null"]).search  # the older tables
+    assert (before.options.probes, before.student_attack) == (4, before.effective_attack)
+    for name in ("mnist-cnn", "fashion-cnn", "cifar10-cnn"):  # no evidence on their data or eps yet: K = 4, PGD-10
+        assert (load_recipe(name).search.options.probes, load_recipe(name).search.options.student_steps) == (4, None), name
     for name in ("mnist5k-cnn", "mnist-cnn", "cifar10-cnn", "cifar100-cnn", "cifar10-vgg16", "fashion-cnn"):
         # the cheaper preset: Square on a stated subset, every other attack on every example
         recipe = load_recipe(name)
