@@ -2,6 +2,7 @@
 
     python experiments/figure9_scale.py RUN_DIR [RUN_DIR ...] [--examples 500]
     python experiments/figure9_scale.py --overlap RUN_DIR_A RUN_DIR_B
+    python experiments/figure9_scale.py --hybrid LAYER RUN_DIR_A RUN_DIR_B OUT [--recipe-from RUN_DIR]
 
 For a run made with ``train.dense_reference=true`` (its ``epochs/ticket-eN.npz`` and ``dense-eN.npz``), at
 every kept epoch and every graft boundary (the cut of :func:`tf_awt.adversarial.grafting.grafted`), on the
@@ -22,7 +23,9 @@ expects up to a scale. A ReLU back part with small biases is nearly positively h
 barely moves its decisions: then the increase is in which features the units carry (the correlation).
 Prints one row per run and boundary (means over epochs) and writes ``scale.json`` in each run directory.
 ``--overlap A B`` prints, layer by layer, each ticket's density and the share of A's kept weights that B
-keeps too (two tickets of one θ0: the same seed).
+keeps too (two tickets of one θ0: the same seed). ``--hybrid LAYER A B OUT`` writes OUT/ticket.npz: A's
+ticket with B's mask in LAYER (the same θ0, checked), and the recipe.yaml and run.json of ``--recipe-from``
+(default A): ``tf-awt run`` with that recipe's command line and ``--out OUT`` then trains it, its search kept.
 """
 import argparse
 import json
@@ -89,6 +92,21 @@ def overlap(a, b):
             print(f"| {key[5:]} | {ma.mean():.3f} | {mb.mean():.3f} | {(ma & mb).sum() / max(ma.sum(), 1):.2f} |")
 
 
+def hybrid(layer, a, b, out, recipe_from=None):
+    """OUT/ticket.npz: A's ticket with B's mask in ``layer`` (module docstring)."""
+    import shutil
+
+    with np.load(os.path.join(a, "ticket.npz")) as ta, np.load(os.path.join(b, "ticket.npz")) as tb:
+        arrays = {k: ta[k] for k in ta.files}
+        if any(not np.array_equal(ta[k], tb[k]) for k in ta.files if k.startswith("init/")):
+            raise SystemExit(f"{a} and {b} start from different θ0 (another seed?): no hybrid")
+        arrays[f"mask/{layer}"] = tb[f"mask/{layer}"]
+    os.makedirs(out, exist_ok=True)
+    for name in ("recipe.yaml", "run.json"):
+        shutil.copy2(os.path.join(recipe_from or a, name), out)
+    np.savez(os.path.join(out, "ticket.npz"), **arrays)
+
+
 def main(runs, examples):
     print("| cell | boundary | activation RMS, ticket / dense | natural increase (ticket front on dense back) | rescaled | unit correlation |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -107,8 +125,14 @@ if __name__ == "__main__":
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--examples", type=int, default=500)
     parser.add_argument("--overlap", action="store_true", help="compare the masks of the two runs given")
+    parser.add_argument("--hybrid", metavar="LAYER", help="LAYER A B OUT: A's ticket with B's mask in LAYER")
+    parser.add_argument("--recipe-from", metavar="RUN_DIR", help="--hybrid: whose recipe.yaml and run.json (default A)")
     args = parser.parse_args()
-    if args.overlap:
+    if args.hybrid:
+        if len(args.runs) != 3:
+            parser.error(f"--hybrid LAYER takes A B OUT. You passed: {args.runs}")
+        hybrid(args.hybrid, *args.runs, recipe_from=args.recipe_from)
+    elif args.overlap:
         if len(args.runs) != 2:
             parser.error(f"--overlap takes two run directories. You passed: {args.runs}")
         print(f"| layer | density, {args.runs[0]} | density, {args.runs[1]} | share of the first's kept weights kept by the second |")
