@@ -26,7 +26,12 @@ def cells(runs):
             continue
         method, density, seed = name.rsplit("-", 2)
         found.append((method, float(density[1:]), int(seed[1:]), path))
-    return sorted(found, key=lambda c: (METHODS.index(c[0]) if c[0] in METHODS else 9, c[1], c[2]))
+    return sorted(found, key=lambda c: (_rank(c[0]), c[1], c[2]))
+
+
+def _rank(method):
+    """figure9.sh's order of methods; another (a hybrid ticket) last."""
+    return METHODS.index(method) if method in METHODS else len(METHODS)
 
 
 def boundary_means(graft):
@@ -70,7 +75,7 @@ def main(runs, copy=None):
     groups = {}
     for method, density, seed, path in found:
         groups.setdefault((method, density), []).append(grafts[path])
-    for (method, density), gs in sorted(groups.items(), key=lambda kv: (kv[0][1], METHODS.index(kv[0][0]))):
+    for (method, density), gs in sorted(groups.items(), key=lambda kv: (kv[0][1], _rank(kv[0][0]))):
         nat = [g["mean_natural_increase"] for g in gs]
         adv = [g["mean_adversarial_increase"] for g in gs]
         spread = lambda v: f" ± {np.std(v, ddof=1):.3f}" if len(v) > 1 else ""  # noqa: E731
