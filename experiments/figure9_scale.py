@@ -38,6 +38,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 
 def _layers_to(model, x, start, stop):
+    """``model.layers[start:stop]`` applied to ``x`` in order (a Sequential model, as the graft's)."""
     h = x
     for layer in model.layers[start:stop]:
         h = layer(h, training=False)
