@@ -54,8 +54,7 @@ def _unit_correlation(a, b):
 
 
 def diagnose(run_dir, examples=500):
-    from tf_awt.adversarial.grafting import _plain, boundaries
-    from tf_awt.engine import layer_rules
+    from tf_awt.adversarial.grafting import _plain, boundaries, cut_index
     from tf_awt.running.grafts import _epochs, _network
     from tf_awt.running.recipes import load_recipe
     from tf_awt.running.run_inputs import RunInputs
@@ -70,10 +69,8 @@ def diagnose(run_dir, examples=500):
                          for who in ("ticket", "dense"))
         err = lambda logits: float(np.mean(np.argmax(logits, -1) != y))  # noqa: E731
         dense_err = err(dense(x, training=False))
-        names = [layer.name for layer in layer_rules.prunable_layers(dense)]
-        order = [layer.name for layer in dense.layers]
         for i, name in enumerate(boundaries(dense)):
-            cut = order.index(names[i + 1])
+            cut = cut_index(dense, i + 1)
             h_t, h_d = _layers_to(ticket, x, 0, cut), _layers_to(dense, x, 0, cut)
             ratio = float(np.sqrt(np.mean(np.square(h_t))) / np.sqrt(np.mean(np.square(h_d))))
             natural = err(_layers_to(dense, h_t, cut, None)) - dense_err
@@ -85,9 +82,17 @@ def diagnose(run_dir, examples=500):
     return rows
 
 
+def _ticket(run_dir):
+    """``run_dir``'s ticket.npz, opened; a one-line exit where there is none."""
+    path = os.path.join(run_dir, "ticket.npz")
+    if not os.path.isfile(path):
+        raise SystemExit(f"{run_dir} holds no ticket.npz (a run or `tf-awt search` directory has one)")
+    return np.load(path)
+
+
 def overlap(a, b):
     """Per layer: (density of A, density of B, share of A's kept weights that B keeps)."""
-    with np.load(os.path.join(a, "ticket.npz")) as ta, np.load(os.path.join(b, "ticket.npz")) as tb:
+    with _ticket(a) as ta, _ticket(b) as tb:
         for key in (k for k in ta.files if k.startswith("mask/")):
             ma, mb = ta[key] > 0, tb[key] > 0
             print(f"| {key[5:]} | {ma.mean():.3f} | {mb.mean():.3f} | {(ma & mb).sum() / max(ma.sum(), 1):.2f} |")
@@ -97,7 +102,7 @@ def hybrid(layer, a, b, out, recipe_from=None):
     """OUT/ticket.npz: A's ticket with B's mask in ``layer`` (module docstring)."""
     import shutil
 
-    with np.load(os.path.join(a, "ticket.npz")) as ta, np.load(os.path.join(b, "ticket.npz")) as tb:
+    with _ticket(a) as ta, _ticket(b) as tb:
         arrays = {k: ta[k] for k in ta.files}
         if any(not np.array_equal(ta[k], tb[k]) for k in ta.files if k.startswith("init/")):
             raise SystemExit(f"{a} and {b} start from different θ0 (another seed?): no hybrid")

@@ -48,15 +48,20 @@ def boundaries(model) -> List[str]:
     return [layer.name for layer in layer_rules.prunable_layers(_plain(model))][:-1]
 
 
+def cut_index(model, boundary: int) -> int:
+    """The position in ``model.layers`` of the first layer after the ``boundary``-th (1-based) cut: the
+    prunable layer after the ``boundary``-th one (``model`` plain, as :func:`grafted` makes it)."""
+    names = [layer.name for layer in layer_rules.prunable_layers(model)]
+    if not 1 <= boundary < len(names):
+        raise ValueError(f"boundary must be in [1, {len(names) - 1}] (a cut after one of {names[:-1]}). You passed: {boundary!r}")
+    return [layer.name for layer in model.layers].index(names[boundary])
+
+
 def grafted(front, back, boundary: int):
     """A plain copy of ``back``'s architecture whose layers up to (not including) the prunable layer
     after the ``boundary``-th (1-based) carry ``front``'s weights, the rest ``back``'s."""
     front, back = _plain(front), _plain(back)
-    names = [layer.name for layer in layer_rules.prunable_layers(back)]
-    if not 1 <= boundary < len(names):
-        raise ValueError(f"boundary must be in [1, {len(names) - 1}] (a cut after one of {names[:-1]}). You passed: {boundary!r}")
-    order = [layer.name for layer in back.layers]
-    cut = order.index(names[boundary])  # the first layer of the back part
+    cut = cut_index(back, boundary)  # the first layer of the back part
     model = tf_keras.models.clone_model(back)
     for i, layer in enumerate(model.layers):  # by position: the same architecture, maybe under other names
         layer.set_weights((front if i < cut else back).layers[i].get_weights())
